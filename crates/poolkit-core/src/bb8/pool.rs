@@ -1,0 +1,326 @@
+//! `FairPool`: bb8 behind a FIFO gate, with one timeout over the whole wait.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bb8::ManageConnection;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use super::manager::{ErrorSlot, InstrumentedManager, Tracked, error_since};
+use crate::PoolConfig;
+use crate::metrics::CloseReason;
+use crate::telemetry::Telemetry;
+
+/// Why a checkout failed, before the adapter turns it into its own `Error`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AcquireError<E> {
+    /// Nobody returned a connection (and none could be opened) within the acquire timeout.
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// Callers still waiting when this one gave up.
+        pending: u64,
+    },
+    /// Connecting failed while the caller waited; this is the server's reason.
+    Connect(Arc<E>),
+    /// The pool was closed.
+    Closed,
+}
+
+/// A bb8 pool behind a fair (FIFO) semaphore sized to the ceiling.
+///
+/// bb8 alone lets a task that just returned a connection take it straight back, so
+/// under contention some callers starve. Here every caller first queues on a tokio
+/// `Semaphore` (first come, first served); only permit holders enter bb8, which then
+/// always has a connection for them or may open one. The acquire timeout covers the
+/// queue and bb8 together.
+pub struct FairPool<M: ManageConnection>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    bb8: bb8::Pool<InstrumentedManager<M>>,
+    gate: Arc<Semaphore>,
+    telemetry: Arc<Telemetry>,
+    connect_errors: Arc<ErrorSlot<M::Error>>,
+    closed: AtomicBool,
+}
+
+impl<M: ManageConnection> fmt::Debug for FairPool<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FairPool")
+            .field("name", &self.telemetry.config().name)
+            .field("open", &self.telemetry.open())
+            .field("used", &self.telemetry.used())
+            .field("pending", &self.telemetry.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+struct PendingGuard<'a>(&'a Telemetry);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.wait_ended();
+    }
+}
+
+impl<M: ManageConnection> FairPool<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    /// Builds the pool from a validated `config`. When `min_idle > 0`, that many
+    /// connections are open before this returns; a server that cannot be reached gives
+    /// an error within the acquire timeout, never a hang.
+    ///
+    /// # Errors
+    /// [`AcquireError::Connect`] with the server's reason, or [`AcquireError::Timeout`],
+    /// when the warm-up connections cannot be opened.
+    pub async fn build(manager: M, config: PoolConfig) -> Result<Self, AcquireError<M::Error>> {
+        let telemetry = Arc::new(Telemetry::new(config));
+        let c = telemetry.config().clone();
+        let manager = InstrumentedManager::new(manager, Arc::clone(&telemetry));
+        let connect_errors = manager.error_slot();
+        let builder = bb8::Pool::builder()
+            .max_size(c.ceiling())
+            .min_idle((c.min_idle > 0).then_some(c.min_idle))
+            .connection_timeout(c.acquire_timeout)
+            .max_lifetime(c.max_lifetime)
+            .idle_timeout(c.idle_timeout)
+            .test_on_check_out(true)
+            .queue_strategy(bb8::QueueStrategy::Lifo)
+            .reaper_rate(
+                Duration::from_secs(1)
+                    .min(c.idle_timeout.unwrap_or(Duration::MAX) / 2)
+                    .max(Duration::from_millis(100)),
+            );
+        let start = Instant::now();
+        let bb8 = if c.min_idle > 0 {
+            match tokio::time::timeout(
+                c.acquire_timeout + Duration::from_millis(250),
+                builder.build(manager),
+            )
+            .await
+            {
+                Ok(Ok(pool)) => pool,
+                Ok(Err(e)) => return Err(AcquireError::Connect(e)),
+                Err(_) => {
+                    return Err(AcquireError::Timeout {
+                        waited: start.elapsed(),
+                        pending: 0,
+                    });
+                }
+            }
+        } else {
+            builder.build_unchecked(manager)
+        };
+        let gate = Arc::new(Semaphore::new(c.ceiling() as usize));
+        Ok(Self {
+            bb8,
+            gate,
+            telemetry,
+            connect_errors,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The pool's telemetry (stats, metrics handles, config).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The bb8 pool inside (for its own `state()`); checking out through it directly
+    /// bypasses the fair gate and poolkit's counting.
+    pub fn bb8(&self) -> &bb8::Pool<InstrumentedManager<M>> {
+        &self.bb8
+    }
+
+    /// Takes a connection: waits first come, first served, for at most the acquire
+    /// timeout in total. Cancel-safe: dropping the future leaves no slot taken.
+    ///
+    /// # Errors
+    /// [`AcquireError::Timeout`] after the acquire timeout; [`AcquireError::Connect`] when
+    /// the wait ended because connecting failed (with the server's reason);
+    /// [`AcquireError::Closed`] after [`FairPool::close`].
+    pub async fn get(&self) -> Result<Checkout<M>, AcquireError<M::Error>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AcquireError::Closed);
+        }
+        let start = Instant::now();
+        let telemetry = &self.telemetry;
+        telemetry.wait_started();
+        let pending = PendingGuard(telemetry);
+        let timeout = telemetry.config().acquire_timeout;
+        let attempt = async {
+            let (permit, immediate) = match Arc::clone(&self.gate).try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(TryAcquireError::NoPermits) => {
+                    match Arc::clone(&self.gate).acquire_owned().await {
+                        Ok(p) => (p, false),
+                        Err(_) => return Err(AcquireError::Closed),
+                    }
+                }
+                Err(TryAcquireError::Closed) => return Err(AcquireError::Closed),
+            };
+            match self.bb8.get_owned().await {
+                Ok(conn) => Ok((permit, immediate, conn)),
+                Err(bb8::RunError::User(e)) => Err(AcquireError::Connect(e)),
+                Err(bb8::RunError::TimedOut) => Err(AcquireError::Timeout {
+                    waited: start.elapsed(),
+                    pending: 0,
+                }),
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, attempt).await;
+        drop(pending);
+        let waited = start.elapsed();
+        match outcome {
+            Ok(Ok((permit, immediate, mut conn))) => {
+                conn.uses += 1;
+                let hit = immediate && conn.created() < start;
+                telemetry.acquired(waited, hit);
+                Ok(Checkout {
+                    conn: Some(conn),
+                    permit: Some(permit),
+                    since: Instant::now(),
+                    telemetry: Arc::clone(telemetry),
+                })
+            }
+            Ok(Err(AcquireError::Closed)) => Err(AcquireError::Closed),
+            Ok(Err(AcquireError::Connect(e))) => {
+                telemetry.timed_out(waited);
+                Err(AcquireError::Connect(e))
+            }
+            Ok(Err(AcquireError::Timeout { .. })) | Err(_) => {
+                telemetry.timed_out(waited);
+                if let Some(e) = self.bb8_connect_error(start) {
+                    return Err(AcquireError::Connect(e));
+                }
+                Err(AcquireError::Timeout {
+                    waited,
+                    pending: telemetry.pending(),
+                })
+            }
+        }
+    }
+
+    fn bb8_connect_error(&self, since: Instant) -> Option<Arc<M::Error>> {
+        // A connect error during our wait explains the timeout better than "timed out".
+        error_since(&self.connect_errors, since)
+    }
+
+    /// Closes the gate: waiting and future callers get [`AcquireError::Closed`] at once.
+    /// Connections in use stay usable until returned.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.gate.close();
+    }
+
+    /// Whether [`FairPool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A checked-out connection. Derefs to the backend's connection; returning it is
+/// dropping it. Its use time is recorded, and it is retired instead of reused when it
+/// reached `max_uses` or is a burst connection nobody is waiting for.
+pub struct Checkout<M: ManageConnection>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    conn: Option<bb8::PooledConnection<'static, InstrumentedManager<M>>>,
+    permit: Option<OwnedSemaphorePermit>,
+    since: Instant,
+    telemetry: Arc<Telemetry>,
+}
+
+impl<M: ManageConnection> Checkout<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    /// The tracked connection (age, uses, retire).
+    pub fn tracked(&mut self) -> &mut Tracked<M::Connection> {
+        self.conn
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable_taken())
+    }
+
+    /// When this checkout began.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_taken() -> ! {
+    panic!("poolkit: checkout used after drop")
+}
+
+impl<M: ManageConnection> fmt::Debug for Checkout<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkout")
+            .field("pool", &self.telemetry.config().name)
+            .field("held_for", &self.since.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: ManageConnection> Deref for Checkout<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        self.conn
+            .as_ref()
+            .map(|c| &***c)
+            .unwrap_or_else(|| unreachable_taken())
+    }
+}
+
+impl<M: ManageConnection> DerefMut for Checkout<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        self.conn
+            .as_mut()
+            .map(|c| &mut ***c)
+            .unwrap_or_else(|| unreachable_taken())
+    }
+}
+
+impl<M: ManageConnection> Drop for Checkout<M>
+where
+    M::Error: fmt::Display + Send + Sync,
+{
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let config = self.telemetry.config();
+            conn.last_used = Instant::now();
+            if config.max_uses.is_some_and(|max| conn.uses >= max) {
+                conn.retire(CloseReason::MaxUses);
+            } else if config.max_size.is_some()
+                && self.telemetry.open() > u64::from(config.pool_size)
+                && self.telemetry.pending() == 0
+            {
+                conn.retire(CloseReason::Overflow);
+            }
+            self.telemetry.released(self.since.elapsed());
+            // Back to bb8 (or closed, if retired or broken) before the permit frees the
+            // next waiter, so that waiter finds it idle.
+            drop(conn);
+        }
+        drop(self.permit.take());
+    }
+}

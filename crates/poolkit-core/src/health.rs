@@ -1,0 +1,369 @@
+//! Health, alerts and recommendations, derived from a [`PoolStats`] snapshot.
+
+use std::fmt;
+
+use crate::{ConfigError, PoolStats};
+
+/// A pool's health status, from utilization (or `Down` when the backend cannot be reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Utilization below the moderate threshold (default 50 %).
+    Healthy,
+    /// Utilization from the moderate to the warning threshold (default 50–69 %).
+    Moderate,
+    /// Utilization from the warning to the critical threshold (default 70–89 %).
+    Warning,
+    /// Utilization at or above the critical threshold (default ≥ 90 %).
+    Critical,
+    /// The backend cannot be reached.
+    Down,
+}
+
+impl HealthStatus {
+    /// `healthy`, `moderate`, `warning`, `critical` or `down`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Moderate => "moderate",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+            Self::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Utilization thresholds (0–1) at which health turns moderate, warning and critical.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Thresholds {
+    /// Default: 0.5.
+    pub moderate: f64,
+    /// Default: 0.7.
+    pub warning: f64,
+    /// Default: 0.9.
+    pub critical: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            moderate: 0.5,
+            warning: 0.7,
+            critical: 0.9,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Thresholds with the given values (checked by [`Thresholds::validate`]).
+    #[must_use]
+    pub fn new(moderate: f64, warning: f64, critical: f64) -> Self {
+        Self {
+            moderate,
+            warning,
+            critical,
+        }
+    }
+
+    /// Checks `0 < moderate < warning < critical <= 1`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the thresholds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = 0.0 < self.moderate
+            && self.moderate < self.warning
+            && self.warning < self.critical
+            && self.critical <= 1.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                var: "health thresholds".into(),
+                value: format!("{}/{}/{}", self.moderate, self.warning, self.critical),
+                expected: "0 < moderate < warning < critical <= 1".into(),
+            })
+        }
+    }
+
+    /// The status for a utilization from 0 to 1.
+    #[must_use]
+    pub fn classify(&self, utilization: f64) -> HealthStatus {
+        if utilization >= self.critical {
+            HealthStatus::Critical
+        } else if utilization >= self.warning {
+            HealthStatus::Warning
+        } else if utilization >= self.moderate {
+            HealthStatus::Moderate
+        } else {
+            HealthStatus::Healthy
+        }
+    }
+}
+
+/// How serious an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Worth a look.
+    Info,
+    /// Act soon.
+    Warning,
+    /// Act now.
+    Critical,
+}
+
+/// One alert about one pool, with what to do about it.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Alert {
+    /// How serious.
+    pub severity: Severity,
+    /// The pool's name.
+    pub pool: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to change, naming the env var and a value.
+    pub recommendation: String,
+}
+
+/// A pool's health: a status, a one-line message, alerts and recommendations.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Health {
+    /// The pool's name.
+    pub pool: String,
+    /// The status.
+    pub status: HealthStatus,
+    /// Utilization from 0 to 1.
+    pub utilization: f64,
+    /// One line for humans.
+    pub message: String,
+    /// Alerts, worst first.
+    pub alerts: Vec<Alert>,
+    /// Recommendations (the alerts' recommendations, plus quieter advice).
+    pub recommendations: Vec<String>,
+}
+
+fn title(name: &str) -> String {
+    let mut c = name.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
+/// A pool size that would bring `demand` connections to about `target` utilization,
+/// and at least one more than `current`.
+#[must_use]
+pub fn suggest_size(current: u32, demand: u64, target: f64) -> u32 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let by_demand = (demand as f64 / target).ceil() as u64;
+    let by_step = u64::from(current) + u64::from(current).div_ceil(2);
+    u32::try_from(by_demand.max(by_step).max(u64::from(current) + 1)).unwrap_or(u32::MAX)
+}
+
+impl Health {
+    /// Health of a pool whose backend could not be reached.
+    #[must_use]
+    pub fn down(stats: &PoolStats, reason: &str) -> Self {
+        let message = format!("{} pool is down: {reason}", title(&stats.name));
+        let alert = Alert {
+            severity: Severity::Critical,
+            pool: stats.name.clone(),
+            message: message.clone(),
+            recommendation: format!(
+                "check that the {} server is running and reachable with the configured URL",
+                stats.backend
+            ),
+        };
+        Self {
+            pool: stats.name.clone(),
+            status: HealthStatus::Down,
+            utilization: stats.utilization,
+            message,
+            recommendations: vec![alert.recommendation.clone()],
+            alerts: vec![alert],
+        }
+    }
+
+    /// Health from a snapshot: status from utilization, alerts for high utilization,
+    /// waiters, timeouts and connect errors, each naming the variable to change.
+    #[must_use]
+    pub fn assess(stats: &PoolStats, thresholds: &Thresholds) -> Self {
+        let status = thresholds.classify(stats.utilization);
+        let name = title(&stats.name);
+        let pct = stats.utilization * 100.0;
+        let mut alerts = Vec::new();
+        let demand = stats.used + stats.pending;
+        let suggested = suggest_size(stats.max_size, demand, thresholds.moderate.max(0.6));
+        let raise = format!(
+            "raise {} from {} to {}",
+            stats.ceiling_var, stats.max_size, suggested
+        );
+        if status >= HealthStatus::Warning {
+            alerts.push(Alert {
+                severity: if status == HealthStatus::Critical {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                pool: stats.name.clone(),
+                message: format!(
+                    "{name} pool utilization high: {pct:.1}% ({} of {} in use)",
+                    stats.used, stats.max_size
+                ),
+                recommendation: format!("consider increasing {}: {raise}", stats.ceiling_var),
+            });
+        }
+        if stats.pending > 0 && status < HealthStatus::Warning {
+            alerts.push(Alert {
+                severity: Severity::Info,
+                pool: stats.name.clone(),
+                message: format!(
+                    "{name} pool has {} callers waiting for a connection",
+                    stats.pending
+                ),
+                recommendation: raise.clone(),
+            });
+        }
+        if stats.timeouts > 0 {
+            alerts.push(Alert {
+                severity: Severity::Warning,
+                pool: stats.name.clone(),
+                message: format!("{name} pool timed out {} acquires", stats.timeouts),
+                recommendation: format!("{raise}, or shorten the time each caller holds a connection; {} sets how long callers wait", stats.timeout_var),
+            });
+        }
+        let connect_errors = stats.errors_by("connect");
+        if connect_errors > 0 {
+            alerts.push(Alert {
+                severity: Severity::Warning,
+                pool: stats.name.clone(),
+                message: format!("{name} pool failed to connect {connect_errors} times"),
+                recommendation:
+                    "check the server's logs, its max_connections and the credentials in the URL"
+                        .into(),
+            });
+        }
+        alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
+        let mut recommendations: Vec<String> =
+            alerts.iter().map(|a| a.recommendation.clone()).collect();
+        if status == HealthStatus::Healthy
+            && stats.acquires > 1000
+            && stats.utilization < 0.1
+            && stats.max_size > 4
+            && stats.pending == 0
+            && stats.timeouts == 0
+        {
+            recommendations.push(format!(
+                "{} pool is mostly idle ({pct:.1}%): {} could be lowered to free server connections",
+                name, stats.ceiling_var
+            ));
+        }
+        let message = format!(
+            "{name} pool {status}: {pct:.1}% utilization, {} in use, {} idle, {} waiting",
+            stats.used, stats.idle, stats.pending
+        );
+        Self {
+            pool: stats.name.clone(),
+            status,
+            utilization: stats.utilization,
+            message,
+            alerts,
+            recommendations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(used: u64, max: u32, pending: u64) -> PoolStats {
+        PoolStats {
+            name: "supabase".into(),
+            backend: "http".into(),
+            max_size: max,
+            pool_size: max,
+            used,
+            pending,
+            utilization: used as f64 / f64::from(max),
+            ceiling_var: "SUPABASE_POOL_SIZE".into(),
+            timeout_var: "SUPABASE_POOL_TIMEOUT".into(),
+            ..PoolStats::default()
+        }
+    }
+
+    #[test]
+    fn status_by_utilization() {
+        let t = Thresholds::default();
+        assert_eq!(t.classify(0.0), HealthStatus::Healthy);
+        assert_eq!(t.classify(0.49), HealthStatus::Healthy);
+        assert_eq!(t.classify(0.5), HealthStatus::Moderate);
+        assert_eq!(t.classify(0.69), HealthStatus::Moderate);
+        assert_eq!(t.classify(0.7), HealthStatus::Warning);
+        assert_eq!(t.classify(0.89), HealthStatus::Warning);
+        assert_eq!(t.classify(0.9), HealthStatus::Critical);
+        assert_eq!(t.classify(1.0), HealthStatus::Critical);
+        let custom = Thresholds::new(0.3, 0.6, 0.8);
+        assert_eq!(custom.classify(0.65), HealthStatus::Warning);
+        assert!(Thresholds::new(0.7, 0.5, 0.9).validate().is_err());
+    }
+
+    #[test]
+    fn recommendation_names_the_variable_and_a_value() {
+        let h = Health::assess(&stats(17, 20, 0), &Thresholds::default());
+        assert_eq!(h.status, HealthStatus::Warning);
+        assert_eq!(
+            h.alerts[0].message,
+            "Supabase pool utilization high: 85.0% (17 of 20 in use)"
+        );
+        assert!(
+            h.alerts[0]
+                .recommendation
+                .contains("SUPABASE_POOL_SIZE from 20 to 30"),
+            "{}",
+            h.alerts[0].recommendation
+        );
+        let h = Health::assess(&stats(20, 20, 40), &Thresholds::default());
+        assert_eq!(h.status, HealthStatus::Critical);
+        assert!(
+            h.alerts[0].recommendation.contains("from 20 to 100"),
+            "{}",
+            h.alerts[0].recommendation
+        );
+        let h = Health::assess(&stats(2, 20, 0), &Thresholds::default());
+        assert_eq!(h.status, HealthStatus::Healthy);
+        assert!(h.alerts.is_empty());
+    }
+
+    #[test]
+    fn down_is_down() {
+        let h = Health::down(&stats(0, 20, 0), "connection refused");
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(h.alerts[0].severity, Severity::Critical);
+    }
+}

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+pub mod env;
+mod error;
+mod health;
+mod histogram;
+pub mod metrics;
+mod monitored;
+mod secret;
+mod stats;
+mod telemetry;
+
+#[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub mod bb8;
+
+pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
+pub use error::ConfigError;
+pub use health::{Alert, Health, HealthStatus, Severity, Thresholds, suggest_size};
+pub use histogram::LatencyHistogram;
+pub use monitored::{BoxFuture, Monitored, PingError, check, pool, pools, register};
+pub use secret::{Secret, redact_url};
+pub use stats::{Backend, PoolStats, WaitQuantiles};
+pub use telemetry::Telemetry;

@@ -1,0 +1,246 @@
+//! The metrics schema: names, label values, descriptions and the per-pool handles.
+//!
+//! poolkit only emits through the `metrics` facade; installing a recorder (Prometheus or
+//! any other) is the application's or `poolkit-monitor`'s job. With no recorder installed
+//! every handle is a no-op, so an uninstrumented application pays one branch per update.
+
+pub mod names;
+
+use metrics::{
+    Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
+};
+
+/// Connection state label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// Open and not in use.
+    Idle,
+    /// Checked out (or, for shared connections, requests in flight).
+    Used,
+}
+
+impl ConnState {
+    /// The label value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Used => "used",
+        }
+    }
+}
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in a fixed order (index with `as usize`).
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The label value.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)*
+                }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// Why a connection was closed (`reason` label).
+    CloseReason {
+        /// The connection reported itself broken (socket closed, fatal error).
+        Broken => "broken",
+        /// The idle-time validation (ping) failed.
+        Invalid => "invalid",
+        /// It reached `P_MAX_LIFETIME`.
+        MaxLifetime => "max_lifetime",
+        /// It sat idle past `P_IDLE_TIMEOUT` above the minimum.
+        IdleTimeout => "idle_timeout",
+        /// It reached `P_MAX_USES` checkouts.
+        MaxUses => "max_uses",
+        /// A burst connection above `P_POOL_SIZE`, closed when returned with nobody waiting.
+        Overflow => "overflow",
+        /// The pool was closed or dropped.
+        PoolClosed => "pool_closed",
+    }
+);
+
+label_enum!(
+    /// What kind of error (`kind` label).
+    ErrorKind {
+        /// Opening a connection failed.
+        Connect => "connect",
+        /// A connection broke while in use or idle.
+        Broken => "broken",
+        /// A validation ping failed.
+        HealthCheck => "health_check",
+        /// A request or query failed on a healthy connection.
+        Request => "request",
+        /// A request ran past its deadline.
+        Timeout => "timeout",
+    }
+);
+
+/// Sends the descriptions and units of every metric to the installed recorder.
+/// Called on every pool build; repeats are harmless.
+pub fn describe() {
+    use names::*;
+    describe_gauge!(
+        CONNECTIONS,
+        Unit::Count,
+        "Open connections by state (idle, used)."
+    );
+    describe_gauge!(CONNECTIONS_MAX, Unit::Count, "The pool's ceiling.");
+    describe_gauge!(CONNECTIONS_MIN_IDLE, Unit::Count, "Connections kept warm.");
+    describe_gauge!(
+        PENDING_REQUESTS,
+        Unit::Count,
+        "Callers waiting for a connection."
+    );
+    describe_gauge!(
+        UTILIZATION_RATIO,
+        Unit::Percent,
+        "Used connections over the ceiling, 0 to 1."
+    );
+    describe_histogram!(
+        ACQUIRE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time from asking for a connection to holding one."
+    );
+    describe_histogram!(
+        CONNECTION_USE_SECONDS,
+        Unit::Seconds,
+        "Time a connection was held."
+    );
+    describe_histogram!(
+        CONNECTION_CREATE_SECONDS,
+        Unit::Seconds,
+        "Time to open a connection."
+    );
+    describe_counter!(ACQUIRES_TOTAL, Unit::Count, "Successful checkouts.");
+    describe_counter!(
+        ACQUIRE_TIMEOUTS_TOTAL,
+        Unit::Count,
+        "Checkouts that gave up after the acquire timeout."
+    );
+    describe_counter!(
+        CONNECTIONS_CREATED_TOTAL,
+        Unit::Count,
+        "Connections opened."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        Unit::Count,
+        "Connections closed, by reason."
+    );
+    describe_counter!(CONNECTION_ERRORS_TOTAL, Unit::Count, "Errors, by kind.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "HTTP requests by connection (new or reused)."
+    );
+}
+
+/// The metric handles of one pool, registered once with labels `pool` and `backend`.
+/// The hot path only calls `increment`, `set` or `record` on them.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// `poolkit_connections{state="idle"}`
+    pub idle: Gauge,
+    /// `poolkit_connections{state="used"}`
+    pub used: Gauge,
+    /// `poolkit_connections_max`
+    pub max: Gauge,
+    /// `poolkit_connections_min_idle`
+    pub min_idle: Gauge,
+    /// `poolkit_pending_requests`
+    pub pending: Gauge,
+    /// `poolkit_utilization_ratio`
+    pub utilization: Gauge,
+    /// `poolkit_acquire_wait_seconds`
+    pub acquire_wait: Histogram,
+    /// `poolkit_connection_use_seconds`
+    pub use_time: Histogram,
+    /// `poolkit_connection_create_seconds`
+    pub create_time: Histogram,
+    /// `poolkit_acquires_total`
+    pub acquires: Counter,
+    /// `poolkit_acquire_timeouts_total`
+    pub timeouts: Counter,
+    /// `poolkit_connections_created_total`
+    pub created: Counter,
+    /// `poolkit_connections_closed_total{reason}`, indexed by [`CloseReason`] `as usize`.
+    pub closed: Vec<Counter>,
+    /// `poolkit_connection_errors_total{kind}`, indexed by [`ErrorKind`] `as usize`.
+    pub errors: Vec<Counter>,
+    /// `poolkit_requests_total{connection="new"}`
+    pub requests_new: Counter,
+    /// `poolkit_requests_total{connection="reused"}`
+    pub requests_reused: Counter,
+}
+
+impl PoolMetrics {
+    /// Registers every handle for pool `pool` of kind `backend` with the current recorder
+    /// (describing the metrics first), and sets the two configured-limit gauges.
+    #[must_use]
+    pub fn new(pool: &str, backend: crate::Backend, max: u32, min_idle: u32) -> Self {
+        use names::*;
+        describe();
+        let pool = pool.to_owned();
+        let backend = backend.as_str();
+        let base = [
+            (LABEL_POOL, pool.clone()),
+            (LABEL_BACKEND, backend.to_owned()),
+        ];
+        let with = |key: &'static str, value: &'static str| {
+            [
+                (LABEL_POOL, pool.clone()),
+                (LABEL_BACKEND, backend.to_owned()),
+                (key, value.to_owned()),
+            ]
+        };
+        let m = Self {
+            idle: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Idle.as_str())),
+            used: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Used.as_str())),
+            max: metrics::gauge!(CONNECTIONS_MAX, &base),
+            min_idle: metrics::gauge!(CONNECTIONS_MIN_IDLE, &base),
+            pending: metrics::gauge!(PENDING_REQUESTS, &base),
+            utilization: metrics::gauge!(UTILIZATION_RATIO, &base),
+            acquire_wait: metrics::histogram!(ACQUIRE_WAIT_SECONDS, &base),
+            use_time: metrics::histogram!(CONNECTION_USE_SECONDS, &base),
+            create_time: metrics::histogram!(CONNECTION_CREATE_SECONDS, &base),
+            acquires: metrics::counter!(ACQUIRES_TOTAL, &base),
+            timeouts: metrics::counter!(ACQUIRE_TIMEOUTS_TOTAL, &base),
+            created: metrics::counter!(CONNECTIONS_CREATED_TOTAL, &base),
+            closed: CloseReason::ALL
+                .iter()
+                .map(|r| {
+                    metrics::counter!(CONNECTIONS_CLOSED_TOTAL, &with(LABEL_REASON, r.as_str()))
+                })
+                .collect(),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|k| metrics::counter!(CONNECTION_ERRORS_TOTAL, &with(LABEL_KIND, k.as_str())))
+                .collect(),
+            requests_new: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "new")),
+            requests_reused: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "reused")),
+        };
+        m.max.set(f64::from(max));
+        m.min_idle.set(f64::from(min_idle));
+        m.idle.set(0.0);
+        m.used.set(0.0);
+        m.pending.set(0.0);
+        m.utilization.set(0.0);
+        m
+    }
+}

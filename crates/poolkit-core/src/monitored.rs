@@ -1,0 +1,96 @@
+//! The `Monitored` trait every pool implements, and the registry pools join.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+
+use thiserror::Error;
+
+use crate::{Backend, Health, PoolStats};
+
+/// A boxed, sendable future (the form a `dyn`-compatible trait can return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a ping failed. The message never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{pool}: ping failed: {message}")]
+#[non_exhaustive]
+pub struct PingError {
+    /// The pool's name.
+    pub pool: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl PingError {
+    /// A ping error for `pool`.
+    #[must_use]
+    pub fn new(pool: &str, message: impl Into<String>) -> Self {
+        Self {
+            pool: pool.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What every pool offers to monitoring, the same for all backends.
+///
+/// Held as `Arc<dyn Monitored>` by the registry and `poolkit-monitor`.
+pub trait Monitored: Send + Sync + fmt::Debug {
+    /// The pool's name (`database`, `supabase`).
+    fn name(&self) -> &str;
+    /// The backend kind.
+    fn backend(&self) -> Backend;
+    /// A snapshot of the pool.
+    fn stats(&self) -> PoolStats;
+    /// Health from the snapshot (not `Down`: use [`Monitored::check`] for a live answer).
+    fn health(&self) -> Health;
+    /// Checks that the backend answers (a `SELECT 1`, a Redis `PING`, an HTTP request).
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>>;
+}
+
+/// Health with a live ping: `Down` when the ping fails, else [`Monitored::health`].
+pub async fn check(pool: &dyn Monitored) -> Health {
+    match pool.ping().await {
+        Ok(()) => pool.health(),
+        Err(e) => Health::down(&pool.stats(), &e.message),
+    }
+}
+
+static REGISTRY: RwLock<Vec<Weak<dyn Monitored>>> = RwLock::new(Vec::new());
+
+/// Adds a pool to the process-wide registry. Pools call this when built; the registry
+/// holds a weak reference, so a dropped pool leaves it by itself.
+pub fn register(pool: &Arc<dyn Monitored>) {
+    let mut list = REGISTRY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    list.retain(|w| w.strong_count() > 0);
+    if list
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|p| p.name() == pool.name())
+    {
+        tracing::warn!(
+            pool = pool.name(),
+            "a pool with this name is already registered; their metrics will share labels"
+        );
+    }
+    list.push(Arc::downgrade(pool));
+}
+
+/// Every live registered pool, in the order they were built.
+#[must_use]
+pub fn pools() -> Vec<Arc<dyn Monitored>> {
+    let list = REGISTRY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    list.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// The live registered pool called `name`, if any (the newest when several share it).
+#[must_use]
+pub fn pool(name: &str) -> Option<Arc<dyn Monitored>> {
+    pools().into_iter().rev().find(|p| p.name() == name)
+}
