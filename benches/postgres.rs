@@ -1,1 +1,2 @@
+//! The PostgreSQL benchmark (written next).
 fn main() {}

@@ -1,1 +1,2 @@
+//! The PostgreSQL demo (written next).
 fn main() {}

@@ -58,6 +58,17 @@ impl From<&str> for Secret {
 /// Works on malformed input too (it never fails), so it is safe to use in error messages.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
+    if !url.contains("://") && url.contains('=') {
+        // A key=value connection string: `host=db password=x port=5432`.
+        return url
+            .split(' ')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     let mut out = String::with_capacity(url.len());
     let (head, query) = match url.find('?') {
         Some(i) => (&url[..i], Some(&url[i + 1..])),
@@ -127,6 +138,10 @@ mod tests {
             "postgres://db/test?user=a&password=***&sslmode=require"
         );
         assert_eq!(redact_url("p:a@b@c"), "p:***@c");
+        assert_eq!(
+            redact_url("host=db password=zz port=1"),
+            "host=db password=*** port=1"
+        );
     }
 
     #[test]

@@ -198,15 +198,24 @@ where
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        if conn.idle_for() < self.ping_if_idle {
+        // A connection that already reports broken (its socket closed while idle) is
+        // never handed out: the ping below fails at once and bb8 discards it.
+        let broken = self.inner.has_broken(&mut conn.conn);
+        if !broken && conn.idle_for() < self.ping_if_idle {
             return Ok(());
         }
         match self.inner.is_valid(&mut conn.conn).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.telemetry.error(ErrorKind::HealthCheck);
-                tracing::warn!(pool = %self.telemetry.config().name, error = %e, "validation ping failed; closing the connection");
-                conn.retire(CloseReason::Invalid);
+                if broken {
+                    self.telemetry.error(ErrorKind::Broken);
+                    conn.retire(CloseReason::Broken);
+                    tracing::debug!(pool = %self.telemetry.config().name, "discarding a connection that broke while idle");
+                } else {
+                    self.telemetry.error(ErrorKind::HealthCheck);
+                    conn.retire(CloseReason::Invalid);
+                    tracing::warn!(pool = %self.telemetry.config().name, error = %e, "validation ping failed; closing the connection");
+                }
                 Err(Arc::new(e))
             }
         }

@@ -1,0 +1,265 @@
+//! Configuration of a PostgreSQL pool: the URL, the common knobs and the PostgreSQL ones.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use poolkit_core::env::{Env, parse_duration, process_lookup};
+use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
+
+/// The default env prefix: `DATABASE` (so `DATABASE_URL`, `DATABASE_POOL_SIZE`, …).
+pub const DEFAULT_PREFIX: &str = "DATABASE";
+
+/// What a URL must look like, for error messages.
+const URL_EXPECTED: &str = "a PostgreSQL URL such as postgres://user:password@host:5432/dbname (or a key=value connection string)";
+
+/// Configuration of a PostgreSQL pool.
+///
+/// `Debug` never shows the password (the URL is a [`Secret`] and tokio-postgres's own
+/// `Config` redacts it).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The common knobs (sizes, timeouts, lifetime, validation).
+    pub pool: PoolConfig,
+    /// The connection URL as given. Env: `P_URL` (`DATABASE_URL`).
+    pub url: Secret,
+    /// Sent to the server as `application_name`, shown in `pg_stat_activity`.
+    /// Default: `poolkit`. Env: `P_APPLICATION_NAME` (a name in the URL wins over the default).
+    pub application_name: String,
+    /// Server-side `statement_timeout` for every connection, sent at connect as
+    /// `options=-c statement_timeout=…`. Default: none. Env: `P_STATEMENT_TIMEOUT`.
+    /// (PgBouncer refuses startup `options` unless `ignore_startup_parameters` lists it.)
+    pub statement_timeout: Option<Duration>,
+    /// Timeout for opening one connection. Default: the acquire timeout, at most 10 s.
+    /// Env: `P_CONNECT_TIMEOUT`.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("pool", &self.pool)
+            .field("url", &redact_url(self.url.expose()))
+            .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The common knobs with PostgreSQL defaults: pool size 10, one connection kept warm.
+#[must_use]
+pub fn default_pool_config(name: &str) -> PoolConfig {
+    let mut pool = PoolConfig::new(name, Backend::Postgres);
+    pool.min_idle = 1;
+    pool
+}
+
+impl Config {
+    /// A configuration for `url` with the defaults, named `database`.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            pool: default_pool_config("database"),
+            url: Secret::new(url.into()),
+            application_name: "poolkit".to_owned(),
+            statement_timeout: None,
+            connect_timeout: None,
+        }
+    }
+
+    /// Reads `PREFIX_URL` and the pool knobs from the process environment.
+    ///
+    /// # Errors
+    /// As [`Config::from_lookup`].
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, &process_lookup)
+    }
+
+    /// Reads, under `prefix` (usually `DATABASE`): `P_URL` (required), `P_APPLICATION_NAME`,
+    /// `P_STATEMENT_TIMEOUT`, `P_CONNECT_TIMEOUT` and the common knobs of
+    /// [`PoolConfig::from_lookup`] (with `MAX_POOL_SIZE` / `POOL_WARMUP_SIZE` for `DATABASE`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when `P_URL` is unset; [`ConfigError::Invalid`] naming the
+    /// variable for any malformed value (the URL is shown with its password redacted).
+    pub fn from_lookup(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env::new(prefix, lookup);
+        let url_var = env.name("URL");
+        let url = env
+            .raw_nonempty(&url_var)
+            .ok_or_else(|| ConfigError::Missing {
+                var: url_var.clone(),
+                hint: format!("set it to {URL_EXPECTED}"),
+            })?;
+        let mut config = Self::new(url);
+        config.pool = PoolConfig::from_lookup(
+            prefix,
+            default_pool_config(&prefix.to_ascii_lowercase()),
+            lookup,
+        )?;
+        if let Some((_, name)) = env.var("APPLICATION_NAME") {
+            config.application_name = name;
+        }
+        if let Some((var, value)) = env.var("STATEMENT_TIMEOUT") {
+            let d = parse_duration(&var, &value)?;
+            config.statement_timeout = (!d.is_zero()).then_some(d);
+        }
+        if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
+            config.connect_timeout = Some(d);
+        }
+        config.pg_config_for(&url_var)?;
+        Ok(config)
+    }
+
+    /// The tokio-postgres settings this configuration connects with.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the URL variable when the URL cannot be parsed.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        self.pg_config_for(&format!("{}_URL", self.pool.prefix))
+    }
+
+    fn pg_config_for(&self, var: &str) -> Result<tokio_postgres::Config, ConfigError> {
+        let url = self.url.expose();
+        let invalid = |why: &str| ConfigError::Invalid {
+            var: var.to_owned(),
+            value: redact_url(url),
+            expected: format!("{URL_EXPECTED}{why}"),
+        };
+        let mut pg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| invalid(&format!(" ({})", crate::error::chain(&e))))?;
+        if pg.get_hosts().is_empty() {
+            pg.host("127.0.0.1");
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name(&self.application_name);
+        }
+        if let Some(t) = self.statement_timeout {
+            let opt = format!("-c statement_timeout={}", t.as_millis());
+            let opts = match pg.get_options() {
+                Some(existing) => format!("{existing} {opt}"),
+                None => opt,
+            };
+            pg.options(&opts);
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(
+                self.connect_timeout
+                    .unwrap_or(self.pool.acquire_timeout.min(Duration::from_secs(10))),
+            );
+        }
+        Ok(pg)
+    }
+
+    /// `host:port` of the first host, for messages (never the password).
+    #[must_use]
+    pub fn target(&self) -> String {
+        match self.pg_config() {
+            Ok(pg) => {
+                let host = match pg.get_hosts().first() {
+                    Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                    #[cfg(unix)]
+                    Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                    None => "localhost".to_owned(),
+                };
+                let port = pg.get_ports().first().copied().unwrap_or(5432);
+                format!("{host}:{port}")
+            }
+            Err(_) => redact_url(self.url.expose()),
+        }
+    }
+
+    /// Checks the URL and the pool knobs.
+    ///
+    /// # Errors
+    /// The first problem found, naming its variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.pool.validate()?;
+        self.pg_config().map(|_| ())
+    }
+
+    /// The variable that raises the pool's ceiling.
+    #[must_use]
+    pub fn ceiling_var(&self) -> String {
+        self.pool.ceiling_var()
+    }
+
+    /// The variable that sets the acquire timeout.
+    #[must_use]
+    pub fn timeout_var(&self) -> String {
+        self.pool.var(Knob::AcquireTimeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Config::from_lookup("DATABASE", &lookup)
+    }
+
+    #[test]
+    fn seed_names() {
+        let c = from(&[
+            ("DATABASE_URL", "postgres://app:s3cret@db.internal:6543/app"),
+            ("MAX_POOL_SIZE", "20"),
+            ("POOL_WARMUP_SIZE", "5"),
+            ("DATABASE_STATEMENT_TIMEOUT", "5s"),
+        ])
+        .unwrap();
+        assert_eq!((c.pool.pool_size, c.pool.min_idle), (20, 5));
+        assert_eq!(c.statement_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.target(), "db.internal:6543");
+        assert_eq!(
+            c.pg_config().unwrap().get_options(),
+            Some("-c statement_timeout=5000")
+        );
+        assert_eq!(
+            c.pg_config().unwrap().get_application_name(),
+            Some("poolkit")
+        );
+    }
+
+    #[test]
+    fn missing_and_bad_urls_name_the_variable_without_the_password() {
+        let e = from(&[]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Missing { .. }) && e.to_string().contains("DATABASE_URL"),
+            "{e}"
+        );
+        for bad in [
+            "postgres://app:s3cret@db:notaport/x",
+            "postgres://app:s3cret@db/x?sslmode=bogus",
+            "host=db password=s3cret port=abc",
+        ] {
+            let e = from(&[("DATABASE_URL", bad)]).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("DATABASE_URL"), "{msg}");
+            assert!(!msg.contains("s3cret"), "password leaked: {msg}");
+        }
+        let e = from(&[
+            ("DATABASE_URL", "postgres://x@h/d"),
+            ("DATABASE_STATEMENT_TIMEOUT", "soon"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_STATEMENT_TIMEOUT");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = Config::new("postgres://app:s3cret@db/x?password=s3cret");
+        let dbg = format!("{c:?} {:?}", c.pg_config().unwrap());
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+}

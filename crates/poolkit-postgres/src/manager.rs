@@ -1,0 +1,56 @@
+//! The bb8 manager for tokio-postgres connections.
+
+use tokio_postgres::{Client, NoTls};
+
+/// Opens tokio-postgres connections for bb8 and checks them.
+///
+/// Written here rather than wrapping `bb8-postgres` so that one `Pool` type serves every
+/// TLS mode and the connection task reports its end through `tracing`. poolkit wraps it
+/// in [`poolkit_core::bb8::InstrumentedManager`], which adds the timing, counting and
+/// idle-time validation.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    config: tokio_postgres::Config,
+    pool: String,
+}
+
+impl Manager {
+    /// A manager that connects with `config`, for the pool called `pool`.
+    #[must_use]
+    pub fn new(config: tokio_postgres::Config, pool: &str) -> Self {
+        Self {
+            config,
+            pool: pool.to_owned(),
+        }
+    }
+
+    /// The connection settings (its `Debug` hides the password).
+    #[must_use]
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Client;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(pool = %pool, error = %crate::error::chain(&e), "connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
+        conn.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Client) -> bool {
+        conn.is_closed()
+    }
+}

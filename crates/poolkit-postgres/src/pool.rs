@@ -1,0 +1,346 @@
+//! The PostgreSQL pool: a fair bb8 pool of tokio-postgres clients.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use poolkit_core::bb8::{AcquireError, Checkout, FairPool};
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+
+use crate::config::{Config, DEFAULT_PREFIX};
+use crate::error::{Error, chain};
+use crate::manager::Manager;
+
+type Fair = FairPool<Manager>;
+
+/// A pool of PostgreSQL connections. Cheap to clone (clones share the pool).
+///
+/// Callers are served first come, first served; [`Pool::get`] waits at most the acquire
+/// timeout (`P_POOL_TIMEOUT`) in total. The pool joins the process-wide registry of
+/// [`poolkit_core::pools`] when built.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fair: Fair,
+    config: Config,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.config.pool.name)
+            .field("target", &self.config.target())
+            .field("fair", &self.fair)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked-out connection: derefs to [`tokio_postgres::Client`]. Dropping it returns
+/// the connection to the pool.
+pub struct PooledConnection {
+    checkout: Checkout<Manager>,
+}
+
+impl fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.checkout, f)
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.checkout
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
+        &mut self.checkout
+    }
+}
+
+impl PooledConnection {
+    /// How many times this connection has been checked out, this time included.
+    #[must_use]
+    pub fn uses(&mut self) -> u64 {
+        self.checkout.tracked().uses()
+    }
+
+    /// How old the connection is.
+    #[must_use]
+    pub fn age(&mut self) -> Duration {
+        self.checkout.tracked().created().elapsed()
+    }
+}
+
+/// Builds a [`Pool`]; every setter overrides one field of [`Config`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// The connection URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into().into();
+        self
+    }
+
+    /// The pool's name (metric label, env prefix in lower case).
+    pub fn name(mut self, name: &str) -> Self {
+        self.config.pool.name = name.to_ascii_lowercase();
+        self.config.pool.prefix = name.to_ascii_uppercase();
+        self
+    }
+
+    /// Steady pool size (also the ceiling unless [`Builder::max_size`] is set).
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.config.pool.pool_size = n;
+        self
+    }
+
+    /// Burst ceiling above the pool size.
+    pub fn max_size(mut self, n: u32) -> Self {
+        self.config.pool.max_size = Some(n);
+        self
+    }
+
+    /// Connections opened at build and kept warm.
+    pub fn min_idle(mut self, n: u32) -> Self {
+        self.config.pool.min_idle = n;
+        self
+    }
+
+    /// How long [`Pool::get`] waits in total.
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.config.pool.acquire_timeout = d;
+        self
+    }
+
+    /// Recycle connections after this age (`None`: never).
+    pub fn max_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.max_lifetime = d;
+        self
+    }
+
+    /// Close idle connections above `min_idle` after this long (`None`: never).
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.idle_timeout = d;
+        self
+    }
+
+    /// Validate at checkout only connections idle at least this long (`ZERO`: always).
+    pub fn ping_if_idle(mut self, d: Duration) -> Self {
+        self.config.pool.ping_if_idle = d;
+        self
+    }
+
+    /// Close a connection after this many checkouts.
+    pub fn max_uses(mut self, n: Option<u64>) -> Self {
+        self.config.pool.max_uses = n;
+        self
+    }
+
+    /// `application_name` sent to the server.
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.config.application_name = name.to_owned();
+        self
+    }
+
+    /// Server-side statement timeout.
+    pub fn statement_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.statement_timeout = d;
+        self
+    }
+
+    /// The configuration as built so far.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Validates the configuration, opens `min_idle` connections and registers the pool.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings; [`Error::Connect`] (with the server's
+    /// reason) or [`Error::Timeout`] when the warm-up connections cannot be opened
+    /// within the acquire timeout.
+    pub async fn build(self) -> Result<Pool, Error> {
+        Pool::new(self.config).await
+    }
+}
+
+impl Pool {
+    /// A builder with PostgreSQL defaults and no URL yet.
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::new(""),
+        }
+    }
+
+    /// A pool configured from `DATABASE_URL` and the `DATABASE_*` variables (plus
+    /// `MAX_POOL_SIZE` and `POOL_WARMUP_SIZE`).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`] and [`Pool::new`].
+    pub async fn from_env() -> Result<Self, Error> {
+        Self::new(Config::from_env(DEFAULT_PREFIX)?).await
+    }
+
+    /// Builds a pool from a configuration (see [`Builder::build`]).
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub async fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let manager = Manager::new(config.pg_config()?, &config.pool.name);
+        let fair = FairPool::build(manager, config.pool.clone())
+            .await
+            .map_err(|e| acquire_error(&config, e))?;
+        let inner = Arc::new(Inner { fair, config });
+        let monitored: Arc<dyn Monitored> = inner.clone();
+        poolkit_core::register(&monitored);
+        tracing::debug!(pool = %inner.config.pool.name, target = %inner.config.target(), "pool built");
+        Ok(Self { inner })
+    }
+
+    /// Takes a connection, waiting first come, first served.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when none came free within the acquire timeout;
+    /// [`Error::Connect`] when the wait ended because the server could not be reached;
+    /// [`Error::Closed`] after [`Pool::close`].
+    pub async fn get(&self) -> Result<PooledConnection, Error> {
+        match self.inner.fair.get().await {
+            Ok(checkout) => Ok(PooledConnection { checkout }),
+            Err(e) => Err(acquire_error(&self.inner.config, e)),
+        }
+    }
+
+    /// A snapshot of the pool.
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        self.inner.fair.telemetry().stats()
+    }
+
+    /// Health from the current snapshot (see [`Pool::check`] for a live answer).
+    #[must_use]
+    pub fn health(&self) -> Health {
+        self.inner.health()
+    }
+
+    /// Health with a live `SELECT 1`: `down` when the server does not answer.
+    pub async fn check(&self) -> Health {
+        poolkit_core::check(&*self.inner).await
+    }
+
+    /// Runs `SELECT 1` on a pooled connection, within the acquire timeout (at most 5 s).
+    ///
+    /// # Errors
+    /// Any error of [`Pool::get`], or the query's.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.inner.ping().await
+    }
+
+    /// The pool's configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The pool's telemetry (counters and metric handles).
+    #[must_use]
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        self.inner.fair.telemetry()
+    }
+
+    /// Stops handing out connections: waiting and later callers get [`Error::Closed`].
+    /// Connections in use stay usable until dropped.
+    pub fn close(&self) {
+        self.inner.fair.close();
+    }
+}
+
+impl Inner {
+    async fn ping(&self) -> Result<(), Error> {
+        let deadline = self.config.pool.acquire_timeout.min(Duration::from_secs(5));
+        let run = async {
+            let conn = self
+                .fair
+                .get()
+                .await
+                .map_err(|e| acquire_error(&self.config, e))?;
+            conn.simple_query("SELECT 1").await?;
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(deadline, run).await {
+            Ok(r) => r,
+            Err(_) => Err(acquire_error(
+                &self.config,
+                AcquireError::Timeout {
+                    waited: deadline,
+                    pending: self.fair.telemetry().pending(),
+                },
+            )),
+        }
+    }
+}
+
+fn acquire_error(config: &Config, e: AcquireError<tokio_postgres::Error>) -> Error {
+    let pool = config.pool.name.clone();
+    match e {
+        AcquireError::Timeout { waited, pending } => Error::Timeout {
+            pool,
+            waited,
+            size: config.pool.ceiling(),
+            pending,
+            size_var: config.ceiling_var(),
+            timeout_var: config.timeout_var(),
+        },
+        AcquireError::Connect(source) => Error::Connect {
+            pool,
+            target: config.target(),
+            reason: chain(&*source),
+            source,
+        },
+        _ => Error::Closed { pool },
+    }
+}
+
+impl Monitored for Inner {
+    fn name(&self) -> &str {
+        &self.config.pool.name
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn stats(&self) -> PoolStats {
+        self.fair.telemetry().stats()
+    }
+
+    fn health(&self) -> Health {
+        Health::assess(&self.stats(), &self.config.pool.thresholds)
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move {
+            Inner::ping(self)
+                .await
+                .map_err(|e| PingError::new(&self.config.pool.name, e.to_string()))
+        })
+    }
+}
