@@ -52,6 +52,12 @@ impl LatencyHistogram {
         self.counts[index(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Number of recorded values under 2 µs.
+    #[must_use]
+    pub fn first_bucket(&self) -> u64 {
+        self.counts[0].load(Ordering::Relaxed)
+    }
+
     /// Number of recorded values.
     #[must_use]
     pub fn count(&self) -> u64 {

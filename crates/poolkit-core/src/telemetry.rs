@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::histogram::LatencyHistogram;
 use crate::metrics::{CloseReason, ErrorKind, PoolMetrics};
 use crate::{Knob, PoolConfig, PoolStats, WaitQuantiles};
@@ -17,8 +19,6 @@ pub struct Telemetry {
     open: AtomicI64,
     used: AtomicI64,
     pending: AtomicI64,
-    acquires: AtomicU64,
-    hits: AtomicU64,
     timeouts: AtomicU64,
     created: AtomicU64,
     closed: Vec<AtomicU64>,
@@ -26,6 +26,7 @@ pub struct Telemetry {
     requests_new: AtomicU64,
     requests_reused: AtomicU64,
     wait: LatencyHistogram,
+    gate: Semaphore,
 }
 
 fn nonneg(v: i64) -> u64 {
@@ -47,8 +48,6 @@ impl Telemetry {
             open: AtomicI64::new(0),
             used: AtomicI64::new(0),
             pending: AtomicI64::new(0),
-            acquires: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             created: AtomicU64::new(0),
             closed: CloseReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -56,6 +55,7 @@ impl Telemetry {
             requests_new: AtomicU64::new(0),
             requests_reused: AtomicU64::new(0),
             wait: LatencyHistogram::default(),
+            gate: Semaphore::new(config.ceiling() as usize),
             config,
         }
     }
@@ -64,6 +64,13 @@ impl Telemetry {
     #[must_use]
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    /// The pool's fair gate: a FIFO semaphore with one permit per connection (or request
+    /// slot) the ceiling allows. Callers queue on it first come, first served.
+    #[must_use]
+    pub fn gate(&self) -> &Semaphore {
+        &self.gate
     }
 
     /// The pool's metric handles.
@@ -95,12 +102,16 @@ impl Telemetry {
         self.metrics.pending.decrement(1.0);
     }
 
-    /// A caller got a connection after `wait`; `hit` when an idle connection served it at once.
+    /// A caller got a connection after `wait`; `hit` when an idle connection served it at
+    /// once (recorded as a zero wait; a miss records at least 2 µs).
     pub fn acquired(&self, wait: Duration, hit: bool) {
-        self.acquires.fetch_add(1, Relaxed);
-        if hit {
-            self.hits.fetch_add(1, Relaxed);
-        }
+        // A hit is recorded as a zero wait (see `stats`), which keeps this path to one
+        // histogram update instead of a second counter.
+        let wait = if hit {
+            Duration::ZERO
+        } else {
+            wait.max(Duration::from_micros(2))
+        };
         self.wait.record(wait);
         self.metrics.acquires.increment(1);
         self.metrics.acquire_wait.record(wait);
@@ -179,13 +190,14 @@ impl Telemetry {
     pub fn stats(&self) -> PoolStats {
         let open = self.open();
         let used = self.used();
-        let acquires = self.acquires.load(Relaxed);
+        // Every successful acquire records one wait, so the histogram counts them.
+        let acquires = self.wait.count();
         let ceiling = self.config.ceiling();
         #[allow(clippy::cast_precision_loss)]
         let hit_rate = if acquires == 0 {
             0.0
         } else {
-            self.hits.load(Relaxed) as f64 / acquires as f64
+            self.wait.first_bucket() as f64 / acquires as f64
         };
         #[allow(clippy::cast_precision_loss)]
         let utilization = used as f64 / f64::from(ceiling);

@@ -80,7 +80,7 @@ impl PooledConnection {
     /// How old the connection is.
     #[must_use]
     pub fn age(&mut self) -> Duration {
-        self.checkout.tracked().created().elapsed()
+        self.checkout.tracked().age()
     }
 }
 

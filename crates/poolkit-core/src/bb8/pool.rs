@@ -1,15 +1,20 @@
 //! `FairPool`: bb8 behind a FIFO gate, with one timeout over the whole wait.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::ops::{Deref, DerefMut};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bb8::ManageConnection;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{SemaphorePermit, TryAcquireError};
 
-use super::manager::{ErrorSlot, InstrumentedManager, Tracked, error_since};
+use super::manager::{
+    Clock, ErrorSlot, InstrumentedManager, Tracked, error_since, fresh, validate,
+};
 use crate::PoolConfig;
 use crate::metrics::CloseReason;
 use crate::telemetry::Telemetry;
@@ -43,7 +48,7 @@ where
     M::Error: fmt::Display + Send + Sync,
 {
     bb8: bb8::Pool<InstrumentedManager<M>>,
-    gate: Arc<Semaphore>,
+    manager: Arc<M>,
     telemetry: Arc<Telemetry>,
     connect_errors: Arc<ErrorSlot<M::Error>>,
     closed: AtomicBool,
@@ -86,14 +91,17 @@ where
         let telemetry = Arc::new(Telemetry::new(config));
         let c = telemetry.config().clone();
         let manager = InstrumentedManager::new(manager, Arc::clone(&telemetry));
+        let shared_manager = manager.shared_inner();
         let connect_errors = manager.error_slot();
         let builder = bb8::Pool::builder()
             .max_size(c.ceiling())
             .min_idle((c.min_idle > 0).then_some(c.min_idle))
             .connection_timeout(c.acquire_timeout)
-            .max_lifetime(c.max_lifetime)
+            // Lifetime (with jitter) and validation are enforced by FairPool itself, with the
+            // cheap clock; bb8 keeps the idle timeout, min idle and replenishing.
+            .max_lifetime(None)
             .idle_timeout(c.idle_timeout)
-            .test_on_check_out(true)
+            .test_on_check_out(false)
             .queue_strategy(bb8::QueueStrategy::Lifo)
             .reaper_rate(
                 Duration::from_secs(1)
@@ -120,10 +128,9 @@ where
         } else {
             builder.build_unchecked(manager)
         };
-        let gate = Arc::new(Semaphore::new(c.ceiling() as usize));
         Ok(Self {
             bb8,
-            gate,
+            manager: shared_manager,
             telemetry,
             connect_errors,
             closed: AtomicBool::new(false),
@@ -152,74 +159,128 @@ where
         if self.closed.load(Ordering::Acquire) {
             return Err(AcquireError::Closed);
         }
-        let start = Instant::now();
-        let telemetry = &self.telemetry;
-        telemetry.wait_started();
-        let pending = PendingGuard(telemetry);
-        let timeout = telemetry.config().acquire_timeout;
-        let attempt = async {
-            let (permit, immediate) = match Arc::clone(&self.gate).try_acquire_owned() {
-                Ok(p) => (p, true),
-                Err(TryAcquireError::NoPermits) => {
-                    match Arc::clone(&self.gate).acquire_owned().await {
-                        Ok(p) => (p, false),
-                        Err(_) => return Err(AcquireError::Closed),
+        let mut permit = None;
+        let mut candidate = None;
+        match self.telemetry.gate().try_acquire() {
+            Ok(p) => {
+                // Fast path: nobody is queued ahead and bb8 has an idle connection that
+                // needs no check. No timer, no pending count, one clock read.
+                let mut attempt = pin!(self.bb8.get_owned());
+                if let Poll::Ready(Ok(mut conn)) =
+                    poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await
+                {
+                    let now = Clock::now();
+                    if fresh(&*self.manager, &self.telemetry, &mut conn, now) {
+                        return Ok(self.checkout(p, conn, now, Duration::ZERO, true));
                     }
+                    candidate = Some(conn);
                 }
-                Err(TryAcquireError::Closed) => return Err(AcquireError::Closed),
+                permit = Some(p);
+            }
+            Err(TryAcquireError::NoPermits) => {}
+            Err(TryAcquireError::Closed) => return Err(AcquireError::Closed),
+        }
+        self.get_slow(permit, candidate).await
+    }
+
+    /// The slow path: queue on the gate (unless a permit is held), take from bb8 (which may
+    /// connect) and validate, all within the acquire timeout.
+    async fn get_slow(
+        &self,
+        permit: Option<SemaphorePermit<'_>>,
+        mut candidate: Option<bb8::PooledConnection<'static, InstrumentedManager<M>>>,
+    ) -> Result<Checkout<M>, AcquireError<M::Error>> {
+        let start = Instant::now();
+        let clock_start = Clock::now();
+        self.telemetry.wait_started();
+        let pending = PendingGuard(&self.telemetry);
+        let attempt = async {
+            let permit = match permit {
+                Some(p) => p,
+                None => self
+                    .telemetry
+                    .gate()
+                    .acquire()
+                    .await
+                    .map_err(|_| AcquireError::Closed)?,
             };
-            match self.bb8.get_owned().await {
-                Ok(conn) => Ok((permit, immediate, conn)),
-                Err(bb8::RunError::User(e)) => Err(AcquireError::Connect(e)),
-                Err(bb8::RunError::TimedOut) => Err(AcquireError::Timeout {
-                    waited: start.elapsed(),
-                    pending: 0,
-                }),
+            loop {
+                let mut conn = match candidate.take() {
+                    Some(conn) => conn,
+                    None => match self.bb8.get_owned().await {
+                        Ok(conn) => conn,
+                        Err(bb8::RunError::User(e)) => return Err(AcquireError::Connect(e)),
+                        Err(bb8::RunError::TimedOut) => {
+                            return Err(AcquireError::Timeout {
+                                waited: Duration::ZERO,
+                                pending: 0,
+                            });
+                        }
+                    },
+                };
+                let now = Clock::now();
+                if validate(&*self.manager, &self.telemetry, &mut conn, now).await {
+                    return Ok((permit, conn));
+                }
+                // Retired: dropping it makes bb8 close it; take another.
+                drop(conn);
             }
         };
-        let outcome = tokio::time::timeout(timeout, attempt).await;
+        let outcome = tokio::time::timeout(self.telemetry.config().acquire_timeout, attempt).await;
         drop(pending);
-        let waited = start.elapsed();
         match outcome {
-            Ok(Ok((permit, immediate, mut conn))) => {
-                conn.uses += 1;
-                let hit = immediate && conn.created() < start;
-                telemetry.acquired(waited, hit);
-                Ok(Checkout {
-                    conn: Some(conn),
-                    permit: Some(permit),
-                    since: Instant::now(),
-                    telemetry: Arc::clone(telemetry),
-                })
+            Ok(Ok((permit, conn))) => {
+                let now = Clock::now();
+                Ok(self.checkout(
+                    permit,
+                    conn,
+                    now,
+                    now.saturating_duration_since(clock_start),
+                    false,
+                ))
             }
-            Ok(Err(AcquireError::Closed)) => Err(AcquireError::Closed),
-            Ok(Err(AcquireError::Connect(e))) => {
-                telemetry.timed_out(waited);
-                Err(AcquireError::Connect(e))
-            }
-            Ok(Err(AcquireError::Timeout { .. })) | Err(_) => {
-                telemetry.timed_out(waited);
-                if let Some(e) = self.bb8_connect_error(start) {
-                    return Err(AcquireError::Connect(e));
-                }
-                Err(AcquireError::Timeout {
-                    waited,
-                    pending: telemetry.pending(),
-                })
-            }
+            Ok(Err(AcquireError::Timeout { .. })) | Err(_) => Err(self.timed_out(start)),
+            Ok(Err(e)) => Err(e),
         }
     }
 
-    fn bb8_connect_error(&self, since: Instant) -> Option<Arc<M::Error>> {
+    fn checkout(
+        &self,
+        permit: SemaphorePermit<'_>,
+        mut conn: bb8::PooledConnection<'static, InstrumentedManager<M>>,
+        now: Clock,
+        waited: Duration,
+        hit: bool,
+    ) -> Checkout<M> {
+        conn.uses += 1;
+        self.telemetry.acquired(waited, hit);
+        // The permit is given back by `Checkout::drop`, after the connection.
+        permit.forget();
+        Checkout {
+            conn: Some(conn),
+            since: now,
+            telemetry: Arc::clone(&self.telemetry),
+        }
+    }
+
+    fn timed_out(&self, start: Instant) -> AcquireError<M::Error> {
+        let waited = start.elapsed();
+        self.telemetry.timed_out(waited);
         // A connect error during our wait explains the timeout better than "timed out".
-        error_since(&self.connect_errors, since)
+        match error_since(&self.connect_errors, start) {
+            Some(e) => AcquireError::Connect(e),
+            None => AcquireError::Timeout {
+                waited,
+                pending: self.telemetry.pending(),
+            },
+        }
     }
 
     /// Closes the gate: waiting and future callers get [`AcquireError::Closed`] at once.
     /// Connections in use stay usable until returned.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.gate.close();
+        self.telemetry.gate().close();
     }
 
     /// Whether [`FairPool::close`] was called.
@@ -236,8 +297,7 @@ where
     M::Error: fmt::Display + Send + Sync,
 {
     conn: Option<bb8::PooledConnection<'static, InstrumentedManager<M>>>,
-    permit: Option<OwnedSemaphorePermit>,
-    since: Instant,
+    since: Clock,
     telemetry: Arc<Telemetry>,
 }
 
@@ -252,9 +312,9 @@ where
             .unwrap_or_else(|| unreachable_taken())
     }
 
-    /// When this checkout began.
-    pub fn since(&self) -> Instant {
-        self.since
+    /// How long this checkout has been held.
+    pub fn held_for(&self) -> Duration {
+        self.since.elapsed()
     }
 }
 
@@ -270,7 +330,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Checkout")
             .field("pool", &self.telemetry.config().name)
-            .field("held_for", &self.since.elapsed())
+            .field("held_for", &self.held_for())
             .finish_non_exhaustive()
     }
 }
@@ -307,8 +367,11 @@ where
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             let config = self.telemetry.config();
-            conn.last_used = Instant::now();
-            if config.max_uses.is_some_and(|max| conn.uses >= max) {
+            let now = Clock::now();
+            conn.last_used = now;
+            if conn.expired(now) {
+                conn.retire(CloseReason::MaxLifetime);
+            } else if config.max_uses.is_some_and(|max| conn.uses >= max) {
                 conn.retire(CloseReason::MaxUses);
             } else if config.max_size.is_some()
                 && self.telemetry.open() > u64::from(config.pool_size)
@@ -316,11 +379,12 @@ where
             {
                 conn.retire(CloseReason::Overflow);
             }
-            self.telemetry.released(self.since.elapsed());
+            self.telemetry
+                .released(now.saturating_duration_since(self.since));
             // Back to bb8 (or closed, if retired or broken) before the permit frees the
             // next waiter, so that waiter finds it idle.
             drop(conn);
         }
-        drop(self.permit.take());
+        self.telemetry.gate().add_permits(1);
     }
 }
