@@ -5,6 +5,8 @@
 //! acquire timeout, every task loops `get` + `simple_query("SELECT 1")`; the table shows
 //! throughput, acquire-wait percentiles, timeouts and per-task fairness (min / median ops).
 //! Then the no-I/O checkout cost: ns per `get` + drop with an in-memory connection.
+//! `BENCH_POOL=poolkit` (or `bb8`, `deadpool`) runs only the rows whose name starts so;
+//! `BENCH_ONLY=checkout` runs only the checkout cost.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -293,7 +295,11 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for tasks in [50usize, 1000] {
+        let only = process_lookup("BENCH_POOL");
         for (name, target) in targets(&url, &format!("bench_{tasks}")).await {
+            if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+                continue;
+            }
             let o = run(target, tasks, secs).await;
             #[allow(clippy::cast_precision_loss)]
             let fair = if o.median == 0 {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The demo: 1000 concurrent tasks through a 20-connection pool against the local
+# PostgreSQL, with live progress, then the same work with a connection per operation.
+# Env: DATABASE_URL, MAX_POOL_SIZE, DEMO_CONCURRENCY (1000), DEMO_SECONDS (10).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/poolkit-target}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+scripts/services.sh
+echo "building the demo (release)..."
+cargo build --release --quiet --example postgres_demo --features postgres
+exec "$CARGO_TARGET_DIR/release/examples/postgres_demo"
