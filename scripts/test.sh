@@ -69,8 +69,9 @@ for crate in $members; do
 done
 done_step
 
-passed=$(grep -h '^test result:' "$log_dir/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ - | bc)
-failed=$(grep -h '^test result:' "$log_dir/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ - | bc)
+count() { grep -h '^test result:' "$log_dir/test.log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{ s += $1 } END { print s + 0 }'; }
+passed=$(count passed)
+failed=$(count failed)
 echo
 echo "test.sh: ${passed:-0} passed, ${failed:-0} failed"
 if [ "$test_rc" != 0 ] || [ "${failed:-0}" != 0 ] || [ "${passed:-0}" = 0 ]; then

@@ -44,7 +44,7 @@ pub trait Monitored: Send + Sync + fmt::Debug {
     fn backend(&self) -> Backend;
     /// A snapshot of the pool.
     fn stats(&self) -> PoolStats;
-    /// Health from the snapshot (not `Down`: use [`Monitored::check`] for a live answer).
+    /// Health from the snapshot (not `Down`: use [`check`] for a live answer).
     fn health(&self) -> Health;
     /// Checks that the backend answers (a `SELECT 1`, a Redis `PING`, an HTTP request).
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>>;
