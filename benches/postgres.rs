@@ -315,8 +315,15 @@ async fn main() {
             let o = &rounds[rounds.len() / 2];
             let timeouts: u64 = rounds.iter().map(|r| r.timeouts).sum();
             #[allow(clippy::cast_precision_loss)]
-            let fair = if o.median == 0 { 0.0 } else { o.min as f64 / o.median as f64 };
-            let all: Vec<String> = rounds.iter().map(|r| format!("{:.0}", r.ops_per_sec)).collect();
+            let fair = if o.median == 0 {
+                0.0
+            } else {
+                o.min as f64 / o.median as f64
+            };
+            let all: Vec<String> = rounds
+                .iter()
+                .map(|r| format!("{:.0}", r.ops_per_sec))
+                .collect();
             println!(
                 "| {name} | {tasks} | {:.0} ({}) | {:.2} | {:.2} | {:.2} | {timeouts} | {}/{} ({fair:.2}) | {} |",
                 o.ops_per_sec,
