@@ -27,7 +27,7 @@ async fn a_blocking_command_does_not_stall_shared_traffic() {
     // Wait until the BLPOP is really blocking in the server.
     loop {
         let clients: String = pool
-            .query(&redis::cmd("CLIENT").arg("LIST"))
+            .query(redis::cmd("CLIENT").arg("LIST"))
             .await
             .expect("CLIENT LIST");
         if clients.contains("cmd=blpop") {
