@@ -10,6 +10,7 @@
 //! | feature | module | crate |
 //! |---|---|---|
 //! | `postgres` | [`postgres`] | `poolkit-postgres` |
+//! | `redis` | [`redis`] | `poolkit-redis` |
 //! | `full` | all of the above | |
 //!
 //! See the repository README for the quick start.
@@ -20,3 +21,7 @@ pub use poolkit_core as core;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use poolkit_postgres as postgres;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use poolkit_redis as redis;

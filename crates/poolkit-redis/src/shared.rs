@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 struct Slot {
     conn: RwLock<Option<MultiplexedConnection>>,
+    live: AtomicBool,
     generation: AtomicU64,
     in_flight: AtomicUsize,
     reconnecting: AtomicBool,
@@ -33,6 +34,12 @@ pub(crate) struct Shared {
     reconnects: AtomicU64,
     last_error: RwLock<Option<(Instant, Arc<redis::RedisError>)>>,
     pub(crate) closed: AtomicBool,
+    /// Commands in flight over all slots, against `max_in_flight`.
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    /// Callers queued for the in-flight cap, woken in arrival order.
+    waiting: AtomicUsize,
+    room: Notify,
 }
 
 /// A connection handed to one command, and the slot it came from.
@@ -47,6 +54,7 @@ impl Shared {
         client: Client,
         connect_config: AsyncConnectionConfig,
         size: usize,
+        max_in_flight: usize,
         telemetry: Arc<Telemetry>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -58,6 +66,10 @@ impl Shared {
             reconnects: AtomicU64::new(0),
             last_error: RwLock::new(None),
             closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight,
+            waiting: AtomicUsize::new(0),
+            room: Notify::new(),
         })
     }
 
@@ -101,6 +113,7 @@ impl Shared {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
         slot.generation.fetch_add(1, Ordering::AcqRel);
+        slot.live.store(true, Ordering::Release);
         slot.ready.notify_waiters();
     }
 
@@ -108,7 +121,7 @@ impl Shared {
     pub(crate) fn live(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.conn.read().is_ok_and(|c| c.is_some()))
+            .filter(|s| s.live.load(Ordering::Acquire))
             .count()
     }
 
@@ -128,18 +141,56 @@ impl Shared {
             .map(|(_, e)| Arc::clone(e))
     }
 
+    /// Takes a place under the in-flight cap without waiting.
+    pub(crate) fn try_enter(&self) -> bool {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            return false; // others queued first
+        }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
+            return true;
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    /// Waits first come, first served for a place under the cap; `false` at the deadline.
+    pub(crate) async fn enter(&self, deadline: tokio::time::Instant) -> bool {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let entered = loop {
+            let room = self.room.notified();
+            if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
+                break true;
+            }
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if self.closed.load(Ordering::Acquire)
+                || tokio::time::timeout_at(deadline, room).await.is_err()
+            {
+                break false;
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        entered
+    }
+
+    /// Gives the place back.
+    pub(crate) fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_one();
+        }
+    }
+
     /// A live connection with the fewest commands in flight (round robin among equals),
-    /// waiting for a reconnect when none is live. `None` once the deadline passes.
-    pub(crate) async fn lease(self: &Arc<Self>, deadline: tokio::time::Instant) -> Option<Lease> {
-        loop {
-            let n = self.slots.len();
+    /// without waiting; starts reconnects of dead slots it passes.
+    pub(crate) fn lease_now(self: &Arc<Self>) -> Option<Lease> {
+        let n = self.slots.len();
+        for _attempt in 0..2 {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             let mut best: Option<(usize, usize)> = None;
             for k in 0..n {
                 let i = (start + k) % n;
                 let slot = &self.slots[i];
-                let live = slot.conn.read().is_ok_and(|c| c.is_some());
-                if !live {
+                if !slot.live.load(Ordering::Acquire) {
                     self.reconnect(i);
                     continue;
                 }
@@ -148,32 +199,33 @@ impl Shared {
                     best = Some((i, load));
                 }
             }
-            if let Some((i, _)) = best {
-                let slot = &self.slots[i];
-                let generation = slot.generation.load(Ordering::Acquire);
-                let conn = slot
-                    .conn
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(conn) = conn {
-                    slot.in_flight.fetch_add(1, Ordering::Relaxed);
-                    return Some(Lease {
-                        conn,
-                        slot: i,
-                        generation,
-                    });
-                }
-                continue;
+            let (i, _) = best?;
+            let slot = &self.slots[i];
+            let generation = slot.generation.load(Ordering::Acquire);
+            let conn = slot
+                .conn
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(conn) = conn {
+                slot.in_flight.fetch_add(1, Ordering::Relaxed);
+                return Some(Lease {
+                    conn,
+                    slot: i,
+                    generation,
+                });
             }
-            // Nothing live: wait for any slot to come back.
+        }
+        None
+    }
+
+    /// Like [`Shared::lease_now`], waiting for a reconnect until `deadline`.
+    pub(crate) async fn lease(self: &Arc<Self>, deadline: tokio::time::Instant) -> Option<Lease> {
+        loop {
+            // Registered before the check, so a reconnect in between is not missed.
             let notified = self.slots[0].ready.notified();
-            if self
-                .slots
-                .iter()
-                .any(|s| s.conn.read().is_ok_and(|c| c.is_some()))
-            {
-                continue;
+            if let Some(lease) = self.lease_now() {
+                return Some(lease);
             }
             if self.closed.load(Ordering::Acquire)
                 || tokio::time::timeout_at(deadline, notified).await.is_err()
@@ -199,6 +251,7 @@ impl Shared {
                 )
                 .is_ok()
             {
+                slot.live.store(false, Ordering::Release);
                 let old = slot
                     .conn
                     .write()
@@ -255,7 +308,9 @@ impl Shared {
     /// Closes every connection.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
         for slot in &self.slots {
+            slot.live.store(false, Ordering::Release);
             if slot
                 .conn
                 .write()

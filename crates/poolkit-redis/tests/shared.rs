@@ -208,3 +208,46 @@ async fn wrong_password_never_shows_the_password() {
         "PONG"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_queues_callers_and_times_out_by_name() {
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let mut config = poolkit_redis::Config::new(server.url());
+    config.pool.name = "t_cap".into();
+    config.pool.prefix = "T_CAP".into();
+    config.pool.pool_size = 1;
+    config.max_in_flight = 1;
+    config.pool.acquire_timeout = Duration::from_millis(300);
+    let pool = poolkit_redis::Pool::new(config).await.expect("pool");
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.query::<()>(redis::cmd("DEBUG").arg("SLEEP").arg("0.8"))
+                .await
+        })
+    };
+    while pool.stats().used == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let err = pool
+        .query::<String>(&redis::cmd("PING"))
+        .await
+        .expect_err("the only place is taken");
+    assert!(
+        started.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("T_CAP_MAX_IN_FLIGHT"), "{err}");
+    slow.await.expect("task").expect("DEBUG SLEEP");
+    assert_eq!(
+        pool.query::<String>(&redis::cmd("PING"))
+            .await
+            .expect("room again"),
+        "PONG"
+    );
+    let s = pool.stats();
+    assert_eq!((s.timeouts, s.used, s.pending), (1, 0, 0));
+}
