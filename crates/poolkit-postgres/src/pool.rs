@@ -1,6 +1,7 @@
 //! The PostgreSQL pool: a fair bb8 pool of tokio-postgres clients.
 
 use std::fmt;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,6 +284,12 @@ impl Builder {
         self
     }
 
+    /// Warn with the caller's location when a connection is held longer than this.
+    pub fn leak_threshold(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.leak_threshold = d;
+        self
+    }
+
     /// Server-side statement timeout.
     pub fn statement_timeout(mut self, d: Option<Duration>) -> Self {
         self.config.statement_timeout = d;
@@ -351,16 +358,21 @@ impl Pool {
     /// [`Error::Timeout`] when none came free within the acquire timeout;
     /// [`Error::Connect`] when the wait ended because the server could not be reached;
     /// [`Error::Closed`] after [`Pool::close`].
-    pub async fn get(&self) -> Result<PooledConnection, Error> {
-        match self.inner.fair.get().await {
-            Ok(checkout) => Ok(PooledConnection {
-                checkout,
-                ctx: Arc::clone(&self.inner.ctx),
-            }),
-            Err(e) => Err(acquire_error(&self.inner.config, e)),
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
+        // `get` is not `async fn` so that `#[track_caller]` reaches the caller's line for
+        // leak reports (`DATABASE_LEAK_THRESHOLD`).
+        let checkout = self.inner.fair.get();
+        async move {
+            match checkout.await {
+                Ok(checkout) => Ok(PooledConnection {
+                    checkout,
+                    ctx: Arc::clone(&self.inner.ctx),
+                }),
+                Err(e) => Err(acquire_error(&self.inner.config, e)),
+            }
         }
     }
-
     /// A snapshot of the pool.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
@@ -398,10 +410,17 @@ impl Pool {
         self.inner.fair.telemetry()
     }
 
-    /// Stops handing out connections: waiting and later callers get [`Error::Closed`].
-    /// Connections in use stay usable until dropped.
+    /// Stops handing out connections: waiting and later callers get [`Error::Closed`] at
+    /// once; connections in use stay usable and are closed when returned.
     pub fn close(&self) {
         self.inner.fair.close();
+    }
+
+    /// Closes the pool and waits until every checked-out connection is returned and
+    /// every connection is closed, at most `deadline`. Returns whether all closed in time
+    /// (for a graceful shutdown: stop accepting requests, then drain).
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.inner.fair.drain(deadline).await
     }
 }
 
