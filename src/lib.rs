@@ -10,6 +10,7 @@
 //! | feature | module | crate |
 //! |---|---|---|
 //! | `postgres` | [`postgres`] | `poolkit-postgres` |
+//! | `monitor` | [`monitor`] | `poolkit-monitor` |
 //! | `full` | all of the above | |
 //!
 //! See the repository README for the quick start.
@@ -20,3 +21,7 @@ pub use poolkit_core as core;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use poolkit_postgres as postgres;
+
+#[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
+pub use poolkit_monitor as monitor;

@@ -1,0 +1,156 @@
+//! The JSON bodies of `/pools`, `/health` and `/alerts`, built from the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poolkit_core::{Alert, Health, HealthStatus, Monitored, PoolStats};
+use serde::Serialize;
+
+/// One pool in `/pools`: its snapshot and the health derived from it (no live ping).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolReport {
+    /// The pool's name.
+    pub name: String,
+    /// `postgres`, `redis` or `http`.
+    pub backend: String,
+    /// The status from the snapshot.
+    pub status: HealthStatus,
+    /// The snapshot.
+    pub stats: PoolStats,
+    /// Health from the snapshot, with alerts and recommendations.
+    pub health: Health,
+}
+
+impl PoolReport {
+    /// The report of one pool, from its current snapshot.
+    #[must_use]
+    pub fn of(pool: &dyn Monitored) -> Self {
+        let stats = pool.stats();
+        let health = pool.health();
+        Self {
+            name: pool.name().to_owned(),
+            backend: pool.backend().as_str().to_owned(),
+            status: health.status,
+            stats,
+            health,
+        }
+    }
+}
+
+/// The body of `/pools`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolsReport {
+    /// Every registered pool, in the order they were built.
+    pub pools: Vec<PoolReport>,
+}
+
+/// One pool in `/health`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolHealth {
+    /// The pool's name.
+    pub pool: String,
+    /// `postgres`, `redis` or `http`.
+    pub backend: String,
+    /// `healthy`, `moderate`, `warning`, `critical` or `down`.
+    pub status: HealthStatus,
+    /// Utilization from 0 to 1.
+    pub utilization: f64,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// The body of `/health`: the worst status over every pool, and each pool's.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// The worst status of any pool (`healthy` when there are none).
+    pub status: HealthStatus,
+    /// Each pool's live health.
+    pub pools: Vec<PoolHealth>,
+}
+
+impl HealthReport {
+    /// Whether any pool is down (the endpoint then answers 503).
+    #[must_use]
+    pub fn any_down(&self) -> bool {
+        self.status == HealthStatus::Down
+    }
+}
+
+/// The body of `/alerts`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AlertsReport {
+    /// Every alert of every pool, worst first.
+    pub alerts: Vec<Alert>,
+}
+
+/// Live health of one pool: its snapshot health, or `down` when a ping fails or takes
+/// longer than `timeout`.
+///
+/// A ping waits for a connection like any caller, so a pool whose every connection is in
+/// use can time out while its backend is fine. Such a saturated pool is reported from its
+/// snapshot (critical), not as down.
+pub async fn live_health(pool: &dyn Monitored, timeout: Duration) -> Health {
+    let reason = match tokio::time::timeout(timeout, pool.ping()).await {
+        Ok(Ok(())) => return pool.health(),
+        Ok(Err(e)) => e.message,
+        Err(_) => format!("no answer to a ping within {timeout:?}"),
+    };
+    let stats = pool.stats();
+    let saturated = stats.max_size > 0 && stats.used >= u64::from(stats.max_size);
+    if saturated && stats.errors_by("connect") == 0 {
+        return pool.health();
+    }
+    Health::down(&stats, &reason)
+}
+
+/// Live health of every pool, pinged concurrently.
+pub async fn health(pools: &[Arc<dyn Monitored>], timeout: Duration) -> Vec<(Arc<dyn Monitored>, Health)> {
+    let tasks: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            let p = Arc::clone(p);
+            async move {
+                let h = live_health(&*p, timeout).await;
+                (p, h)
+            }
+        })
+        .collect();
+    futures_util::future::join_all(tasks).await
+}
+
+/// The `/health` body from live health results.
+#[must_use]
+pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
+    let pools: Vec<PoolHealth> = results
+        .iter()
+        .map(|(p, h)| PoolHealth {
+            pool: p.name().to_owned(),
+            backend: p.backend().as_str().to_owned(),
+            status: h.status,
+            utilization: h.utilization,
+            message: h.message.clone(),
+        })
+        .collect();
+    let status = pools
+        .iter()
+        .map(|p| p.status)
+        .max()
+        .unwrap_or(HealthStatus::Healthy);
+    HealthReport { status, pools }
+}
+
+/// The `/alerts` body from live health results.
+#[must_use]
+pub fn alerts_report(results: &[(Arc<dyn Monitored>, Health)]) -> AlertsReport {
+    let mut alerts: Vec<Alert> = results
+        .iter()
+        .flat_map(|(_, h)| h.alerts.iter().cloned())
+        .collect();
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
+    AlertsReport { alerts }
+}
