@@ -1,6 +1,6 @@
 //! The Prometheus exporter: one call installs a recorder with explicit histogram buckets.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -18,6 +18,7 @@ pub const SECONDS_BUCKETS: [f64; 17] = [
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// A `PrometheusBuilder` with poolkit's buckets for every metric ending in `_seconds`
 /// (so they are exported as histograms, not summaries). Add your own settings, then
@@ -52,6 +53,7 @@ pub fn install() -> Result<PrometheusHandle, Error> {
 /// # Errors
 /// As [`install`].
 pub fn install_with(builder: PrometheusBuilder) -> Result<PrometheusHandle, Error> {
+    let _once = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

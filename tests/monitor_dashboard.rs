@@ -1,0 +1,2 @@
+//! placeholder
+#![cfg(all(feature = "monitor", feature = "postgres"))]
