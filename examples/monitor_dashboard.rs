@@ -22,7 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = MonitorConfig::from_env()?;
     if config.token.is_none() && config.addr.ip().is_loopback() {
-        println!("POOLKIT_MONITOR_TOKEN is not set: serving /pools and /alerts without a token on loopback only");
+        println!(
+            "POOLKIT_MONITOR_TOKEN is not set: serving /pools and /alerts without a token on loopback only"
+        );
         config = config
             .with_open(Endpoint::Pools, true)
             .with_open(Endpoint::Alerts, true);
@@ -68,7 +70,9 @@ fn postgres_load(pool: &poolkit::postgres::Pool) -> Vec<tokio::task::JoinHandle<
             tokio::spawn(async move {
                 let mut n: u64 = i as u64;
                 loop {
-                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let hold_ms = 20 + (n >> 33) % 180;
                     match pool.get().await {
                         Ok(conn) => {

@@ -15,7 +15,8 @@ use poolkit::monitor::{Monitor, MonitorConfig};
 
 /// Runs headless Chromium on `url` with `extra` arguments; returns its stdout.
 async fn chromium(url: &str, extra: &[&str]) -> String {
-    let profile = std::env::temp_dir().join(format!("poolkit-monitor-chromium-{}", std::process::id()));
+    let profile =
+        std::env::temp_dir().join(format!("poolkit-monitor-chromium-{}", std::process::id()));
     let mut cmd = tokio::process::Command::new("chromium");
     cmd.args([
         "--headless",
@@ -72,7 +73,9 @@ async fn dashboard_shows_live_numbers_in_chromium() {
                 let mut rounds = 0u32;
                 while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
                     let c = busy.get().await.expect("checkout under load");
-                    c.simple_query("SELECT pg_sleep(0.05)").await.expect("query");
+                    c.simple_query("SELECT pg_sleep(0.05)")
+                        .await
+                        .expect("query");
                     rounds += 1;
                 }
                 rounds
@@ -91,7 +94,10 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         .and_then(|s| s.split('"').next())
         .and_then(|n| n.parse().ok())
         .expect("data-updates on <body>");
-    assert!(updates >= 2, "the page polled /pools only {updates} times:\n{dom}");
+    assert!(
+        updates >= 2,
+        "the page polled /pools only {updates} times:\n{dom}"
+    );
 
     // The steady pool: exactly what the test set up.
     assert_eq!(field(&dom, "dash_db", "utilization"), "70.0%");
@@ -99,35 +105,64 @@ async fn dashboard_shows_live_numbers_in_chromium() {
     assert_eq!(field(&dom, "dash_db", "max"), "10");
     assert_eq!(field(&dom, "dash_db", "pending"), "0");
     assert_eq!(field(&dom, "dash_db", "status"), "warning");
-    assert!(dom.contains("data-pool=\"dash_db\" data-status=\"warning\""), "status colour class");
+    assert!(
+        dom.contains("data-pool=\"dash_db\" data-status=\"warning\""),
+        "status colour class"
+    );
     assert!(
         dom.contains("Dash_db pool utilization high: 70.0% (7 of 10 in use)"),
         "the alert is shown:\n{dom}"
     );
-    assert!(dom.contains("consider increasing DASH_DB_POOL_SIZE"), "the recommendation is shown");
+    assert!(
+        dom.contains("consider increasing DASH_DB_POOL_SIZE"),
+        "the recommendation is shown"
+    );
 
     // The busy pool: full, with callers queued and a measurable p95 wait.
     assert_eq!(field(&dom, "dash_busy", "max"), "2");
-    let used: u32 = field(&dom, "dash_busy", "used").parse().expect("used is a number");
-    let pending: u32 = field(&dom, "dash_busy", "pending").parse().expect("waiters is a number");
-    assert!(used <= 2 && used + pending >= 4, "6 workers on 2 connections: used {used}, waiting {pending}");
+    let used: u32 = field(&dom, "dash_busy", "used")
+        .parse()
+        .expect("used is a number");
+    let pending: u32 = field(&dom, "dash_busy", "pending")
+        .parse()
+        .expect("waiters is a number");
+    assert!(
+        used <= 2 && used + pending >= 4,
+        "6 workers on 2 connections: used {used}, waiting {pending}"
+    );
     let util = field(&dom, "dash_busy", "utilization");
-    assert_eq!(util, format!("{:.1}%", f64::from(used) * 50.0), "utilization agrees with in-use");
+    assert_eq!(
+        util,
+        format!("{:.1}%", f64::from(used) * 50.0),
+        "utilization agrees with in-use"
+    );
     let p95 = field(&dom, "dash_busy", "p95");
     let p95_ms: f64 = p95
         .strip_suffix(" ms")
         .map(|v| v.parse().expect("p95 number"))
-        .or_else(|| p95.strip_suffix(" s").map(|v| v.parse::<f64>().expect("p95 number") * 1000.0))
+        .or_else(|| {
+            p95.strip_suffix(" s")
+                .map(|v| v.parse::<f64>().expect("p95 number") * 1000.0)
+        })
         .unwrap_or_else(|| panic!("p95 {p95:?}"));
-    assert!(p95_ms >= 10.0, "queued callers wait about a query's time: p95 {p95}");
+    assert!(
+        p95_ms >= 10.0,
+        "queued callers wait about a query's time: p95 {p95}"
+    );
     if used == 2 {
         assert_eq!(field(&dom, "dash_busy", "status"), "critical");
-        assert!(dom.contains("id=\"overall\" data-status=\"critical\""), "overall is the worst status");
+        assert!(
+            dom.contains("id=\"overall\" data-status=\"critical\""),
+            "overall is the worst status"
+        );
     }
 
     // Without the token the page asks for it instead of showing numbers.
     let locked = chromium(&base, &["--dump-dom"]).await;
-    assert!(locked.contains("<form id=\"auth\" class=\"show\">"), "{locked}");
+    assert!(
+        locked.contains("<form id=\"auth\" class=\"show\">"),
+        "{locked}"
+    );
     assert!(locked.contains("401"), "{locked}");
     assert!(!locked.contains("data-field=\"utilization\""));
 
@@ -135,11 +170,23 @@ async fn dashboard_shows_live_numbers_in_chromium() {
     let png = artifacts().join("dashboard.png");
     let _ = std::fs::remove_file(&png);
     let shot = format!("--screenshot={}", png.display());
-    chromium(&format!("{base}#token={TOKEN}"), &[&shot, "--window-size=1280,900"]).await;
+    chromium(
+        &format!("{base}#token={TOKEN}"),
+        &[&shot, "--window-size=1280,900"],
+    )
+    .await;
     let bytes = std::fs::read(&png).expect("chromium wrote artifacts/dashboard.png");
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
-    assert!(bytes.len() > 20_000, "a {}-byte screenshot is blank", bytes.len());
-    println!("screenshot: {} ({} bytes)", Path::new(&png).display(), bytes.len());
+    assert!(
+        bytes.len() > 20_000,
+        "a {}-byte screenshot is blank",
+        bytes.len()
+    );
+    println!(
+        "screenshot: {} ({} bytes)",
+        Path::new(&png).display(),
+        bytes.len()
+    );
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {

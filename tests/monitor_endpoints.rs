@@ -34,7 +34,12 @@ async fn metrics_follow_the_schema() {
     .await;
     let r = get(server.local_addr(), "/metrics", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.header("content-type").starts_with("text/plain; version=0.0.4"), "{:?}", r.headers);
+    assert!(
+        r.header("content-type")
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        r.headers
+    );
     let m = &r.body;
     assert_no_secret("/metrics", m);
     let base = r#"pool="mon_metrics",backend="postgres""#;
@@ -51,20 +56,32 @@ async fn metrics_follow_the_schema() {
         names::CONNECTION_USE_SECONDS,
         names::CONNECTION_CREATE_SECONDS,
     ] {
-        assert!(m.contains(&format!("# TYPE {name} histogram")), "{name} is not a histogram:\n{m}");
+        assert!(
+            m.contains(&format!("# TYPE {name} histogram")),
+            "{name} is not a histogram:\n{m}"
+        );
         for le in ["0.0001", "0.001", "0.1", "1", "30", "+Inf"] {
             assert!(
                 m.contains(&format!("{name}_bucket{{{base},le=\"{le}\"}}")),
                 "{name} lacks bucket le={le}:\n{m}"
             );
         }
-        assert!(!m.contains(&format!("{name}{{{base},quantile=")), "{name} exported as a summary");
+        assert!(
+            !m.contains(&format!("{name}{{{base},quantile=")),
+            "{name} exported as a summary"
+        );
     }
     let stats = pool.stats();
     let gauge = |line: &str| sample(m, line).unwrap_or_else(|| panic!("no sample {line}:\n{m}"));
-    assert_eq!(gauge(&format!("poolkit_connections{{{base},state=\"used\"}}")), 3.0);
+    assert_eq!(
+        gauge(&format!("poolkit_connections{{{base},state=\"used\"}}")),
+        3.0
+    );
     assert_eq!(gauge(&format!("poolkit_connections_max{{{base}}}")), 4.0);
-    assert_eq!(gauge(&format!("poolkit_connections_min_idle{{{base}}}")), 1.0);
+    assert_eq!(
+        gauge(&format!("poolkit_connections_min_idle{{{base}}}")),
+        1.0
+    );
     assert_eq!(gauge(&format!("poolkit_utilization_ratio{{{base}}}")), 0.75);
     assert_eq!(
         gauge(&format!("poolkit_pending_requests{{{base}}}")),
@@ -74,7 +91,10 @@ async fn metrics_follow_the_schema() {
     #[allow(clippy::cast_precision_loss)]
     let acquires = stats.acquires as f64;
     assert!(acquires >= 8.0, "{stats:?}");
-    assert_eq!(gauge(&format!("poolkit_acquires_total{{{base}}}")), acquires);
+    assert_eq!(
+        gauge(&format!("poolkit_acquires_total{{{base}}}")),
+        acquires
+    );
     assert_eq!(
         gauge(&format!("poolkit_acquire_wait_seconds_count{{{base}}}")),
         acquires,
@@ -82,11 +102,17 @@ async fn metrics_follow_the_schema() {
     );
     // Closed label values, error kinds and HTTP reuse labels exactly as in DESIGN.md.
     for r in CloseReason::ALL {
-        let line = format!("poolkit_connections_closed_total{{{base},reason=\"{}\"}}", r.as_str());
+        let line = format!(
+            "poolkit_connections_closed_total{{{base},reason=\"{}\"}}",
+            r.as_str()
+        );
         assert!(sample(m, &line).is_some(), "{line} missing");
     }
     for k in ErrorKind::ALL {
-        let line = format!("poolkit_connection_errors_total{{{base},kind=\"{}\"}}", k.as_str());
+        let line = format!(
+            "poolkit_connection_errors_total{{{base},kind=\"{}\"}}",
+            k.as_str()
+        );
         assert!(sample(m, &line).is_some(), "{line} missing");
     }
     for c in ["new", "reused"] {
@@ -94,7 +120,9 @@ async fn metrics_follow_the_schema() {
         assert!(sample(m, &line).is_some(), "{line} missing");
     }
     // /pools reads the registry by default (no ping, so no side effect on other tests).
-    let pools = get(server.local_addr(), "/pools", Some(&bearer())).await.json();
+    let pools = get(server.local_addr(), "/pools", Some(&bearer()))
+        .await
+        .json();
     let mine = pools["pools"]
         .as_array()
         .unwrap()
@@ -118,9 +146,21 @@ async fn pools_and_alerts_need_the_token() {
     let addr = server.local_addr();
     for path in ["/pools", "/pools/mon_auth", "/alerts"] {
         let missing = get(addr, path, None).await;
-        assert_eq!(missing.status, 401, "{path} without a token: {}", missing.body);
-        assert_eq!(missing.header("www-authenticate"), "Bearer realm=\"poolkit-monitor\"");
-        assert!(missing.json()["error"].as_str().unwrap().contains("Authorization: Bearer"));
+        assert_eq!(
+            missing.status, 401,
+            "{path} without a token: {}",
+            missing.body
+        );
+        assert_eq!(
+            missing.header("www-authenticate"),
+            "Bearer realm=\"poolkit-monitor\""
+        );
+        assert!(
+            missing.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization: Bearer")
+        );
         for wrong in [
             "Bearer tok_SECRETMARKER_0123456789abcdeX",
             "Bearer tok_SECRETMARKER_0123456789abcde",
@@ -152,10 +192,20 @@ async fn pools_and_alerts_need_the_token() {
     assert_eq!(p["stats"]["pending"], 0);
     assert_eq!(p["stats"]["utilization"], 0.75);
     let one = get(addr, "/pools/mon_auth", Some(&bearer())).await.json();
-    assert_eq!(one["stats"], p["stats"], "/pools/{{name}} agrees with /pools");
+    assert_eq!(
+        one["stats"], p["stats"],
+        "/pools/{{name}} agrees with /pools"
+    );
     let missing = get(addr, "/pools/no_such_pool", Some(&bearer())).await;
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["error"].as_str().unwrap().contains("mon_auth"), "{}", missing.body);
+    assert!(
+        missing.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("mon_auth"),
+        "{}",
+        missing.body
+    );
     // /alerts: severity, pool, message, and a recommendation naming the variable.
     let alerts = get(addr, "/alerts", Some(&bearer())).await.json();
     let a = alerts["alerts"]
@@ -166,12 +216,18 @@ async fn pools_and_alerts_need_the_token() {
         .unwrap_or_else(|| panic!("no alert for mon_auth: {alerts}"))
         .clone();
     assert_eq!(a["severity"], "warning");
-    assert_eq!(a["message"], "Mon_auth pool utilization high: 75.0% (3 of 4 in use)");
+    assert_eq!(
+        a["message"],
+        "Mon_auth pool utilization high: 75.0% (3 of 4 in use)"
+    );
     let ceiling_var = pool.stats().ceiling_var;
     assert!(ceiling_var.ends_with("_POOL_SIZE"), "{ceiling_var}");
     let rec = a["recommendation"].as_str().unwrap();
-    assert!(rec.contains(&format!("consider increasing {ceiling_var}")), "{rec}");
-    assert!(rec.contains(&format!("from 4 to")), "{rec}");
+    assert!(
+        rec.contains(&format!("consider increasing {ceiling_var}")),
+        "{rec}"
+    );
+    assert!(rec.contains("from 4 to"), "{rec}");
     drop(held);
     server.shutdown().await.expect("shutdown");
 }
@@ -180,7 +236,8 @@ async fn pools_and_alerts_need_the_token() {
 async fn health_and_metrics_are_open_by_default_and_configurable() {
     let pool = pg_pool("mon_health", 4, &url_with_marker()).await;
     // Only this pool: a live ping of another test's pool would change that test's numbers.
-    let only = || Monitor::builder().pools(vec![poolkit_core::pool("mon_health").expect("registered")]);
+    let only =
+        || Monitor::builder().pools(vec![poolkit_core::pool("mon_health").expect("registered")]);
     let (_, server) = spawn(only(), MonitorConfig::default()).await;
     let r = get(server.local_addr(), "/health", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -231,29 +288,51 @@ async fn mounts_inside_another_axum_app() {
     let _pool = pg_pool("mon_nested", 2, &url_with_marker()).await;
     let monitor = Monitor::builder()
         .config(MonitorConfig::default().with_token(TOKEN))
-        .pools(vec![poolkit_core::pool("mon_nested").expect("mon_nested is registered")])
+        .pools(vec![
+            poolkit_core::pool("mon_nested").expect("mon_nested is registered"),
+        ])
         .build();
     let app = poolkit::monitor::axum::Router::new()
-        .route("/hello", poolkit::monitor::axum::routing::get(|| async { "app" }))
+        .route(
+            "/hello",
+            poolkit::monitor::axum::routing::get(|| async { "app" }),
+        )
         .nest("/monitor", monitor.router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move { poolkit::monitor::axum::serve(listener, app).await });
     assert_eq!(get(addr, "/hello", None).await.body, "app");
     let pools = get(addr, "/monitor/pools", Some(&bearer())).await;
     assert_eq!(pools.status, 200, "{}", pools.body);
     let list = pools.json();
-    assert_eq!(list["pools"].as_array().unwrap().len(), 1, "only the given pool: {list}");
+    assert_eq!(
+        list["pools"].as_array().unwrap().len(),
+        1,
+        "only the given pool: {list}"
+    );
     assert_eq!(list["pools"][0]["name"], "mon_nested");
     let page = get(addr, "/monitor", None).await;
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").starts_with("text/html"));
-    assert!(page.header("content-security-policy").contains("default-src 'none'"));
+    assert!(
+        page.header("content-security-policy")
+            .contains("default-src 'none'")
+    );
     assert!(page.body.contains("poolkit pools"));
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "the page must not load anything from elsewhere");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "the page must not load anything from elsewhere"
+    );
     let unknown = get(addr, "/monitor/nope", None).await;
     assert_eq!(unknown.status, 404);
     task.abort();
     let ended = task.await;
-    assert!(ended.as_ref().is_err_and(tokio::task::JoinError::is_cancelled), "{ended:?}");
+    assert!(
+        ended
+            .as_ref()
+            .is_err_and(tokio::task::JoinError::is_cancelled),
+        "{ended:?}"
+    );
 }

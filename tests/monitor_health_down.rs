@@ -48,14 +48,21 @@ async fn health_goes_down_with_the_server_and_comes_back() {
     let stopped = std::time::Instant::now();
     tokio::task::block_in_place(|| pg.down());
     let down = health_until(addr, Duration::from_secs(15), |r| r.status == 503).await;
-    assert_eq!(down.status, 503, "still {} after the server stopped: {}", down.status, down.body);
+    assert_eq!(
+        down.status, 503,
+        "still {} after the server stopped: {}",
+        down.status, down.body
+    );
     let body = down.json();
     assert_eq!(body["status"], "down", "{body}");
     assert_eq!(body["pools"][0]["status"], "down", "{body}");
     let message = body["pools"][0]["message"].as_str().unwrap();
     assert!(message.starts_with("Mon_down pool is down: "), "{message}");
     assert_no_secret("/health while down", &down.body);
-    println!("down detected {:?} after the stop: {message}", stopped.elapsed());
+    println!(
+        "down detected {:?} after the stop: {message}",
+        stopped.elapsed()
+    );
 
     // /alerts says so too, with a critical alert.
     let alerts = get(addr, "/alerts", Some(&bearer())).await;
@@ -69,11 +76,22 @@ async fn health_goes_down_with_the_server_and_comes_back() {
     tokio::task::block_in_place(|| pg.up());
     let started = std::time::Instant::now();
     let back = health_until(addr, Duration::from_secs(20), |r| r.status == 200).await;
-    assert_eq!(back.status, 200, "still {} after the restart: {}", back.status, back.body);
-    assert_eq!(back.json()["pools"][0]["status"], "healthy", "{}", back.body);
+    assert_eq!(
+        back.status, 200,
+        "still {} after the restart: {}",
+        back.status, back.body
+    );
+    assert_eq!(
+        back.json()["pools"][0]["status"],
+        "healthy",
+        "{}",
+        back.body
+    );
     println!("healthy again {:?} after the restart", started.elapsed());
     let conn = pool.get().await.expect("the pool works again");
-    conn.simple_query("SELECT 1").await.expect("query after restart");
+    conn.simple_query("SELECT 1")
+        .await
+        .expect("query after restart");
     drop(conn);
     server.shutdown().await.expect("shutdown");
 }

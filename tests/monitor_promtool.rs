@@ -14,7 +14,9 @@ use poolkit::monitor::{Monitor, MonitorConfig};
 use poolkit_core::metrics::names;
 
 fn docs(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(file)
 }
 
 /// Runs promtool with `args` (and `stdin`), failing with a hint when it is not installed.
@@ -29,7 +31,9 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
             panic!("cannot run promtool ({e}): install it with scripts/services.d/monitor.sh (apt-get install prometheus)")
         });
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write to promtool");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write to promtool");
     drop(input);
     child.wait_with_output().expect("promtool output")
 }
@@ -67,9 +71,15 @@ fn metric_names(text: &str) -> Vec<String> {
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let rules = docs("alerts.yml");
-    assert_ok("check rules", &promtool(&["check", "rules", rules.to_str().unwrap()], None));
+    assert_ok(
+        "check rules",
+        &promtool(&["check", "rules", rules.to_str().unwrap()], None),
+    );
     let tests = docs("alerts_test.yml");
-    assert_ok("test rules", &promtool(&["test", "rules", tests.to_str().unwrap()], None));
+    assert_ok(
+        "test rules",
+        &promtool(&["test", "rules", tests.to_str().unwrap()], None),
+    );
     let text = std::fs::read_to_string(&rules).expect("docs/alerts.yml");
     let used = metric_names(&text);
     for needed in [
@@ -78,23 +88,43 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
         names::ACQUIRE_TIMEOUTS_TOTAL,
         names::ACQUIRE_WAIT_SECONDS,
     ] {
-        assert!(used.iter().any(|n| n == needed), "alerts.yml has no rule on {needed}");
+        assert!(
+            used.iter().any(|n| n == needed),
+            "alerts.yml has no rule on {needed}"
+        );
     }
     for name in &used {
-        assert!(names::ALL.contains(&name.as_str()), "alerts.yml uses {name}, which poolkit does not export");
+        assert!(
+            names::ALL.contains(&name.as_str()),
+            "alerts.yml uses {name}, which poolkit does not export"
+        );
     }
 }
 
 #[test]
 fn grafana_dashboard_is_importable_and_its_queries_parse() {
-    let text = std::fs::read_to_string(docs("grafana-dashboard.json")).expect("docs/grafana-dashboard.json");
+    let text = std::fs::read_to_string(docs("grafana-dashboard.json"))
+        .expect("docs/grafana-dashboard.json");
     let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(dash["__inputs"][0]["pluginId"], "prometheus", "a datasource input for import");
+    assert_eq!(
+        dash["__inputs"][0]["pluginId"], "prometheus",
+        "a datasource input for import"
+    );
     assert!(dash["uid"].is_string() && dash["title"].is_string());
     let panels = dash["panels"].as_array().expect("panels");
     let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
-    for want in ["Utilization", "Waiters", "p95 / p99", "timeout rate", "error rate", "reuse ratio"] {
-        assert!(titles.iter().any(|t| t.contains(want)), "no panel for {want}: {titles:?}");
+    for want in [
+        "Utilization",
+        "Waiters",
+        "p95 / p99",
+        "timeout rate",
+        "error rate",
+        "reuse ratio",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "no panel for {want}: {titles:?}"
+        );
     }
     // Each query, with Grafana's variables filled in, must be valid PromQL: promtool parses
     // them as recording rules.
@@ -102,20 +132,31 @@ fn grafana_dashboard_is_importable_and_its_queries_parse() {
     let mut count = 0;
     for p in panels {
         for t in p["targets"].as_array().expect("targets") {
-            let expr = t["expr"].as_str().expect("expr")
+            let expr = t["expr"]
+                .as_str()
+                .expect("expr")
                 .replace("$__rate_interval", "5m")
                 .replace("$pool", ".*");
             for name in metric_names(&expr) {
-                assert!(names::ALL.contains(&name.as_str()), "the dashboard uses {name}, which poolkit does not export");
+                assert!(
+                    names::ALL.contains(&name.as_str()),
+                    "the dashboard uses {name}, which poolkit does not export"
+                );
             }
             count += 1;
-            rules.push_str(&format!("      - record: grafana:query_{count}\n        expr: {}\n", serde_json::to_string(&expr).unwrap()));
+            rules.push_str(&format!(
+                "      - record: grafana:query_{count}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            ));
         }
     }
     assert!(count >= 6, "{count} queries");
     let path = artifacts().join("grafana-queries.rules.yml");
     std::fs::write(&path, rules).expect("write the queries");
-    assert_ok("grafana queries", &promtool(&["check", "rules", path.to_str().unwrap()], None));
+    assert_ok(
+        "grafana queries",
+        &promtool(&["check", "rules", path.to_str().unwrap()], None),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +169,9 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
             tokio::spawn(async move {
                 for _ in 0..20 {
                     let c = pool.get().await.expect("checkout under load");
-                    c.simple_query("SELECT pg_sleep(0.002)").await.expect("query");
+                    c.simple_query("SELECT pg_sleep(0.002)")
+                        .await
+                        .expect("query");
                 }
             })
         })
@@ -141,7 +184,9 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
     let scrape = get(server.local_addr(), "/metrics", None).await;
     assert_eq!(scrape.status, 200);
     assert!(
-        scrape.body.contains("\npoolkit_acquires_total{pool=\"mon_promtool\",backend=\"postgres\"} 120\n"),
+        scrape
+            .body
+            .contains("\npoolkit_acquires_total{pool=\"mon_promtool\",backend=\"postgres\"} 120\n"),
         "6 workers x 20 checkouts:\n{}",
         scrape.body
     );

@@ -74,11 +74,17 @@ pub async fn hold(pool: &Pool, n: usize) -> Vec<poolkit::postgres::PooledConnect
 }
 
 /// A monitor on 127.0.0.1:0 with the test token and `config` otherwise.
-pub async fn spawn(builder: poolkit::monitor::MonitorBuilder, config: MonitorConfig) -> (Monitor, Server) {
+pub async fn spawn(
+    builder: poolkit::monitor::MonitorBuilder,
+    config: MonitorConfig,
+) -> (Monitor, Server) {
     let mut config = config.with_token(TOKEN);
     config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let monitor = builder.config(config).build();
-    let server = monitor.spawn().await.expect("serve the monitor on 127.0.0.1:0");
+    let server = monitor
+        .spawn()
+        .await
+        .expect("serve the monitor on 127.0.0.1:0");
     (monitor, server)
 }
 
@@ -92,8 +98,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     pub fn header(&self, name: &str) -> &str {
@@ -108,7 +113,9 @@ impl Reply {
 /// HTTP/1.1 connection, within 15 s.
 pub async fn get(addr: SocketAddr, path: &str, authorization: Option<&str>) -> Reply {
     let run = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the monitor");
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the monitor");
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
@@ -124,7 +131,12 @@ pub async fn get(addr: SocketAddr, path: &str, authorization: Option<&str>) -> R
             .expect("send the request");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("read the body").to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("read the body")
+            .to_bytes();
         drop(sender);
         driver.await.expect("connection task").expect("connection");
         Reply {
@@ -145,8 +157,14 @@ pub fn bearer() -> String {
 
 /// Asserts no secret marker appears in `text`.
 pub fn assert_no_secret(what: &str, text: &str) {
-    assert!(!text.contains(PASSWORD_MARKER), "{what} leaks the password: {text}");
-    assert!(!text.contains("SECRETMARKER"), "{what} leaks the token: {text}");
+    assert!(
+        !text.contains(PASSWORD_MARKER),
+        "{what} leaks the password: {text}"
+    );
+    assert!(
+        !text.contains("SECRETMARKER"),
+        "{what} leaks the token: {text}"
+    );
 }
 
 /// The directory of PostgreSQL's server binaries (`/usr/lib/postgresql/<v>/bin`).
@@ -191,9 +209,14 @@ impl PrivatePg {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let dir = std::env::temp_dir().join(format!("poolkit-monitor-pg-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("poolkit-monitor-pg-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let chown = Command::new("chown").arg("postgres:postgres").arg(&dir).status().expect("chown");
+        let chown = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status()
+            .expect("chown");
         assert!(chown.success(), "chown {dir:?} to postgres");
         let bin = pg_bin();
         let data = dir.join("data");
@@ -254,7 +277,10 @@ impl PrivatePg {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres:{PASSWORD_MARKER}@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres:{PASSWORD_MARKER}@127.0.0.1:{}/postgres",
+            self.port
+        )
     }
 }
 

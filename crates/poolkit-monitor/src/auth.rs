@@ -63,10 +63,19 @@ mod tests {
         let token = Secret::new("0123456789abcdef0123");
         let t = Some(&token);
         assert_eq!(check(&HeaderMap::new(), t), Err(Denied::Missing));
-        assert_eq!(check(&headers("Basic 0123456789abcdef0123"), t), Err(Denied::Missing));
+        assert_eq!(
+            check(&headers("Basic 0123456789abcdef0123"), t),
+            Err(Denied::Missing)
+        );
         assert_eq!(check(&headers("Bearer"), t), Err(Denied::Missing));
-        assert_eq!(check(&headers("Bearer 0123456789abcdef012"), t), Err(Denied::Wrong));
-        assert_eq!(check(&headers("Bearer 0123456789abcdef01234"), t), Err(Denied::Wrong));
+        assert_eq!(
+            check(&headers("Bearer 0123456789abcdef012"), t),
+            Err(Denied::Wrong)
+        );
+        assert_eq!(
+            check(&headers("Bearer 0123456789abcdef01234"), t),
+            Err(Denied::Wrong)
+        );
         assert_eq!(check(&headers("Bearer 0123456789abcdef0123"), t), Ok(()));
         assert_eq!(check(&headers("bearer  0123456789abcdef0123 "), t), Ok(()));
         assert_eq!(

@@ -236,12 +236,7 @@ mod tests {
         assert!(!c.is_open(Endpoint::Metrics));
         assert_eq!(c.ping_timeout, Duration::from_millis(500));
         assert!(!format!("{c:?}").contains("SECRETMARKER"), "{c:?}");
-        assert!(
-            cfg(&[(OPEN_VAR, "none")])
-                .unwrap()
-                .open
-                .eq(&0)
-        );
+        assert!(cfg(&[(OPEN_VAR, "none")]).unwrap().open.eq(&0));
         let all = cfg(&[(OPEN_VAR, "all")]).unwrap();
         assert!(Endpoint::ALL.iter().all(|e| all.is_open(*e)));
     }
@@ -256,8 +251,13 @@ mod tests {
         let e = cfg(&[(TOKEN_VAR, "short SECRETMARKER")]).unwrap_err();
         assert_eq!(e.var(), TOKEN_VAR);
         assert!(!e.to_string().contains("SECRETMARKER"), "{e}");
-        let e = cfg(&[(OPEN_VAR, "metrics,dashboard")]).unwrap_err().to_string();
-        assert!(e.starts_with("POOLKIT_MONITOR_OPEN=\"metrics,dashboard\" is invalid"), "{e}");
+        let e = cfg(&[(OPEN_VAR, "metrics,dashboard")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("POOLKIT_MONITOR_OPEN=\"metrics,dashboard\" is invalid"),
+            "{e}"
+        );
         let e = cfg(&[(PING_TIMEOUT_VAR, "0")]).unwrap_err();
         assert_eq!(e.var(), PING_TIMEOUT_VAR);
         let e = cfg(&[(PING_TIMEOUT_VAR, "soon")]).unwrap_err();

@@ -9,6 +9,7 @@ pub mod report;
 mod router;
 mod server;
 
+pub use axum;
 pub use config::{ADDR_VAR, Endpoint, MonitorConfig, OPEN_VAR, PING_TIMEOUT_VAR, TOKEN_VAR};
 pub use error::Error;
 pub use exporter::{
@@ -17,4 +18,3 @@ pub use exporter::{
 pub use metrics_exporter_prometheus;
 pub use router::{Monitor, MonitorBuilder, router};
 pub use server::{Server, serve};
-pub use axum;

@@ -109,7 +109,10 @@ pub async fn live_health(pool: &dyn Monitored, timeout: Duration) -> Health {
 }
 
 /// Live health of every pool, pinged concurrently.
-pub async fn health(pools: &[Arc<dyn Monitored>], timeout: Duration) -> Vec<(Arc<dyn Monitored>, Health)> {
+pub async fn health(
+    pools: &[Arc<dyn Monitored>],
+    timeout: Duration,
+) -> Vec<(Arc<dyn Monitored>, Health)> {
     let tasks: Vec<_> = pools
         .iter()
         .map(|p| {
@@ -153,4 +156,119 @@ pub fn alerts_report(results: &[(Arc<dyn Monitored>, Health)]) -> AlertsReport {
         .collect();
     alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
     AlertsReport { alerts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolkit_core::{BoxFuture, PingError, Thresholds};
+
+    /// A pool with fixed numbers whose ping succeeds, fails or never answers.
+    #[derive(Debug)]
+    struct Fake {
+        used: u64,
+        max: u32,
+        ping: Ping,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Ping {
+        Ok,
+        Refused,
+        Hang,
+    }
+
+    impl Monitored for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn backend(&self) -> poolkit_core::Backend {
+            poolkit_core::Backend::Redis
+        }
+        fn stats(&self) -> PoolStats {
+            let mut s = PoolStats::default();
+            s.name = "fake".into();
+            s.backend = "redis".into();
+            s.max_size = self.max;
+            s.used = self.used;
+            s.open = self.used;
+            #[allow(clippy::cast_precision_loss)]
+            {
+                s.utilization = self.used as f64 / f64::from(self.max);
+            }
+            s.ceiling_var = "FAKE_POOL_SIZE".into();
+            s
+        }
+        fn health(&self) -> Health {
+            Health::assess(&self.stats(), &Thresholds::default())
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+            let ping = self.ping;
+            Box::pin(async move {
+                match ping {
+                    Ping::Ok => Ok(()),
+                    Ping::Refused => Err(PingError::new("fake", "connection refused")),
+                    Ping::Hang => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn pool(used: u64, max: u32, ping: Ping) -> Arc<dyn Monitored> {
+        Arc::new(Fake { used, max, ping })
+    }
+
+    const T: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn live_health_from_ping_and_snapshot() {
+        let h = live_health(&*pool(8, 10, Ping::Ok), T).await;
+        assert_eq!(h.status, HealthStatus::Warning);
+        let h = live_health(&*pool(1, 10, Ping::Refused), T).await;
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(h.message, "Fake pool is down: connection refused");
+        let started = tokio::time::Instant::now();
+        let h = live_health(&*pool(1, 10, Ping::Hang), T).await;
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(started.elapsed(), T, "gives up after the ping timeout");
+        assert!(
+            h.message.contains("no answer to a ping within 3s"),
+            "{}",
+            h.message
+        );
+        // Every connection busy: the ping waits in the queue, which is not an outage.
+        let h = live_health(&*pool(10, 10, Ping::Hang), T).await;
+        assert_eq!(h.status, HealthStatus::Critical);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn worst_status_wins_and_alerts_sort_worst_first() {
+        let results = health(
+            &[
+                pool(1, 10, Ping::Ok),
+                pool(8, 10, Ping::Ok),
+                pool(1, 10, Ping::Refused),
+            ],
+            T,
+        )
+        .await;
+        let report = health_report(&results);
+        assert_eq!(report.status, HealthStatus::Down);
+        assert!(report.any_down());
+        let statuses: Vec<_> = report.pools.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                HealthStatus::Healthy,
+                HealthStatus::Warning,
+                HealthStatus::Down
+            ]
+        );
+        let alerts = alerts_report(&results).alerts;
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].severity, poolkit_core::Severity::Critical);
+        assert_eq!(alerts[1].severity, poolkit_core::Severity::Warning);
+        assert!(alerts[1].recommendation.contains("FAKE_POOL_SIZE"));
+        assert_eq!(health_report(&[]).status, HealthStatus::Healthy);
+    }
 }

@@ -151,7 +151,6 @@ impl Monitor {
 
     /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`.
     /// Mount it in your own axum app with `Router::merge` or `Router::nest`.
-    #[must_use]
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(dashboard))
@@ -164,11 +163,11 @@ impl Monitor {
             .with_state(self.clone())
     }
 
-    fn guard(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<(), Response> {
+    fn guard(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<(), Denied> {
         if self.inner.config.is_open(endpoint) {
             return Ok(());
         }
-        auth::check(headers, self.inner.config.token.as_ref()).map_err(unauthorized)
+        auth::check(headers, self.inner.config.token.as_ref())
     }
 }
 
@@ -237,8 +236,8 @@ async fn dashboard() -> Response {
 }
 
 async fn metrics(State(m): State<Monitor>, headers: HeaderMap) -> Response {
-    if let Err(r) = m.guard(Endpoint::Metrics, &headers) {
-        return r;
+    if let Err(denied) = m.guard(Endpoint::Metrics, &headers) {
+        return unauthorized(denied);
     }
     let Some(handle) = &m.inner.metrics else {
         return (
@@ -249,7 +248,9 @@ async fn metrics(State(m): State<Monitor>, headers: HeaderMap) -> Response {
     };
     let mut text = handle.render();
     if !text.contains(poolkit_core::metrics::names::CONNECTIONS_MAX) && !m.pools().is_empty() {
-        tracing::warn!("pools exist but export no poolkit_* metrics: they were built before the recorder was installed");
+        tracing::warn!(
+            "pools exist but export no poolkit_* metrics: they were built before the recorder was installed"
+        );
         text.push_str("# poolkit: pools were built before this recorder was installed, so their metrics are missing; call poolkit_monitor::install() before building pools\n");
     }
     (
@@ -263,8 +264,8 @@ async fn metrics(State(m): State<Monitor>, headers: HeaderMap) -> Response {
 }
 
 async fn health(State(m): State<Monitor>, headers: HeaderMap) -> Response {
-    if let Err(r) = m.guard(Endpoint::Health, &headers) {
-        return r;
+    if let Err(denied) = m.guard(Endpoint::Health, &headers) {
+        return unauthorized(denied);
     }
     let results = report::health(&m.pools(), m.inner.config.ping_timeout).await;
     let body = report::health_report(&results);
@@ -277,8 +278,8 @@ async fn health(State(m): State<Monitor>, headers: HeaderMap) -> Response {
 }
 
 async fn pools(State(m): State<Monitor>, headers: HeaderMap) -> Response {
-    if let Err(r) = m.guard(Endpoint::Pools, &headers) {
-        return r;
+    if let Err(denied) = m.guard(Endpoint::Pools, &headers) {
+        return unauthorized(denied);
     }
     let body = PoolsReport {
         pools: m.pools().iter().map(|p| PoolReport::of(&**p)).collect(),
@@ -287,15 +288,18 @@ async fn pools(State(m): State<Monitor>, headers: HeaderMap) -> Response {
 }
 
 async fn pool(State(m): State<Monitor>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = m.guard(Endpoint::Pools, &headers) {
-        return r;
+    if let Err(denied) = m.guard(Endpoint::Pools, &headers) {
+        return unauthorized(denied);
     }
     match m.pools().into_iter().rev().find(|p| p.name() == name) {
         Some(p) => json(StatusCode::OK, &PoolReport::of(&*p)),
         None => {
             let names: Vec<String> = m.pools().iter().map(|p| p.name().to_owned()).collect();
             // Echo the name only when it is a valid pool name, so nothing odd is reflected.
-            let shown = if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            let shown = if name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
                 name.as_str()
             } else {
                 "(invalid name)"
@@ -309,8 +313,8 @@ async fn pool(State(m): State<Monitor>, Path(name): Path<String>, headers: Heade
 }
 
 async fn alerts(State(m): State<Monitor>, headers: HeaderMap) -> Response {
-    if let Err(r) = m.guard(Endpoint::Alerts, &headers) {
-        return r;
+    if let Err(denied) = m.guard(Endpoint::Alerts, &headers) {
+        return unauthorized(denied);
     }
     let results = report::health(&m.pools(), m.inner.config.ping_timeout).await;
     json(StatusCode::OK, &report::alerts_report(&results))

@@ -63,9 +63,10 @@ impl Monitor {
     /// [`Error::Bind`] when the address cannot be bound.
     pub async fn spawn(&self) -> Result<Server, Error> {
         let listener = self.bind().await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: self.config().addr, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: self.config().addr,
+            source,
+        })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let app = self.router();
         let task = tokio::spawn(async move {
