@@ -16,7 +16,9 @@ pub struct PoolReport {
     pub backend: String,
     /// The status from the snapshot.
     pub status: HealthStatus,
-    /// The snapshot.
+    /// The snapshot. In JSON, `closed` and `errors` are objects keyed by reason / kind
+    /// (`{"broken": 0, "max_lifetime": 2}`).
+    #[serde(serialize_with = "stats_json")]
     pub stats: PoolStats,
     /// Health from the snapshot, with alerts and recommendations.
     pub health: Health,
@@ -36,6 +38,25 @@ impl PoolReport {
             health,
         }
     }
+}
+
+/// `PoolStats` as JSON, with its `(name, count)` lists turned into objects.
+fn stats_json<S: serde::Serializer>(stats: &PoolStats, s: S) -> Result<S::Ok, S::Error> {
+    let mut value = serde_json::to_value(stats).map_err(serde::ser::Error::custom)?;
+    for key in ["closed", "errors"] {
+        if let Some(slot) = value.get_mut(key) {
+            let pairs = slot.as_array().cloned().unwrap_or_default();
+            let object: serde_json::Map<String, serde_json::Value> = pairs
+                .into_iter()
+                .filter_map(|pair| {
+                    let name = pair.get(0)?.as_str()?.to_owned();
+                    Some((name, pair.get(1)?.clone()))
+                })
+                .collect();
+            *slot = serde_json::Value::Object(object);
+        }
+    }
+    value.serialize(s)
 }
 
 /// The body of `/pools`.
