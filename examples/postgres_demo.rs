@@ -120,6 +120,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     per_task.sort_unstable();
     let s = pool.stats();
     let pooled = ops.load(Ordering::Relaxed) as f64 / elapsed;
+    let summary = format!(
+        "Pool Size: {size} | Concurrency: {concurrency} | Throughput: {} ops/s | P95 wait: {:.1} ms | P99 wait: {:.1} ms | Timeouts: {}",
+        thousands(pooled),
+        s.wait.p95 * 1e3,
+        s.wait.p99 * 1e3,
+        s.timeouts
+    );
     println!(
         "\nper task: min {} / median {} / max {} ops; connections opened {}; errors {}",
         per_task[0],
@@ -128,13 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.created,
         errors.load(Ordering::Relaxed)
     );
-    println!(
-        "Pool Size: {size} | Concurrency: {concurrency} | Throughput: {} ops/s | P95 wait: {:.1} ms | P99 wait: {:.1} ms | Timeouts: {}",
-        thousands(pooled),
-        s.wait.p95 * 1e3,
-        s.wait.p99 * 1e3,
-        s.timeouts
-    );
+    println!("{summary}");
 
     // 2. The same work with a new connection per operation, at most `size` at once (the
     //    same server budget).
@@ -200,12 +201,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Pooling gain: {:.1}x the throughput of a connection per operation\n",
         pooled / unpooled.max(1e-9)
     );
-    println!(
-        "Pool Size: {size} | Concurrency: {concurrency} | Throughput: {} ops/s | P95 wait: {:.1} ms | P99 wait: {:.1} ms | Timeouts: {}",
-        thousands(pooled),
-        s.wait.p95 * 1e3,
-        s.wait.p99 * 1e3,
-        s.timeouts
-    );
+    println!("{summary}");
     Ok(())
 }

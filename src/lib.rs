@@ -10,6 +10,7 @@
 //! | feature | module | crate |
 //! |---|---|---|
 //! | `postgres` | [`postgres`] | `poolkit-postgres` |
+//! | `redis` | [`redis`] | `poolkit-redis` |
 //! | `monitor` | [`monitor`] | `poolkit-monitor` |
 //! | `full` | all of the above | |
 //!
@@ -21,6 +22,10 @@ pub use poolkit_core as core;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use poolkit_postgres as postgres;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use poolkit_redis as redis;
 
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]

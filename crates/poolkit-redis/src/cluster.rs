@@ -1,0 +1,208 @@
+//! Redis Cluster: the same pool interface over a cluster connection (redis-rs
+//! cluster-async), which routes each key to its node and follows MOVED/ASK redirects.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poolkit_core::metrics::ErrorKind;
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use redis::FromRedisValue;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use crate::config::{Config, DEFAULT_PREFIX};
+use crate::error::Error;
+use crate::shared::is_broken;
+
+/// A pool over a Redis Cluster. Cheap to clone.
+///
+/// One cluster connection multiplexes commands to every node, so, as in shared mode,
+/// `used` counts commands in flight. Errors from nodes (unreachable, redirect storms,
+/// CLUSTERDOWN) are counted as `poolkit_connection_errors_total{kind="broken"}` when the
+/// node's connection dropped and `{kind="request"}` otherwise.
+#[derive(Clone)]
+pub struct ClusterPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    conn: ClusterConnection,
+    telemetry: Arc<Telemetry>,
+}
+
+impl fmt::Debug for ClusterPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPool")
+            .field("name", &self.config.pool.name)
+            .field("nodes", &self.config.cluster_nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterPool {
+    /// A cluster pool from `REDIS_CLUSTER_NODES` (or a comma list in `REDIS_URL`).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`] and [`ClusterPool::new`].
+    pub async fn from_env() -> Result<Self, Error> {
+        Self::new(Config::from_env(DEFAULT_PREFIX)?).await
+    }
+
+    /// Connects to the cluster (reading its slot map from the seed nodes) and registers
+    /// the pool.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no seed nodes are configured; [`Error::Connect`] when no seed
+    /// answers within the acquire timeout.
+    pub async fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        if config.cluster_nodes.is_empty() {
+            return Err(Error::Config(poolkit_core::ConfigError::Missing {
+                var: format!("{}_CLUSTER_NODES", config.pool.prefix),
+                hint: "set it to a comma list of seed nodes such as redis://10.0.0.1:7000,redis://10.0.0.2:7000".into(),
+            }));
+        }
+        let connect_timeout = config
+            .connect_timeout
+            .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
+        let nodes: Vec<&str> = config.cluster_nodes.iter().map(|n| n.expose()).collect();
+        let connect_err = |e: redis::RedisError| Error::Connect {
+            pool: config.pool.name.clone(),
+            target: config.target(),
+            reason: e.to_string(),
+            source: Arc::new(e),
+        };
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(connect_timeout)
+            .response_timeout(config.command_timeout)
+            .retries(3)
+            .build()
+            .map_err(connect_err)?;
+        let mut pool_config = config.pool.clone();
+        pool_config.max_size = Some(config.max_in_flight.max(pool_config.pool_size));
+        pool_config.min_idle = 0;
+        let telemetry = Arc::new(Telemetry::new(pool_config));
+        let started = Instant::now();
+        let conn =
+            match tokio::time::timeout(config.pool.acquire_timeout, client.get_async_connection())
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    telemetry.error(ErrorKind::Connect);
+                    return Err(connect_err(e));
+                }
+                Err(_) => {
+                    telemetry.error(ErrorKind::Connect);
+                    return Err(Error::Timeout {
+                        pool: config.pool.name.clone(),
+                        waited: config.pool.acquire_timeout,
+                        size: config.pool.pool_size,
+                        what: "cluster connections",
+                        pending: 0,
+                        size_var: config.pool.ceiling_var(),
+                        timeout_var: config.timeout_var(),
+                    });
+                }
+            };
+        telemetry.opened(started.elapsed());
+        let inner = Arc::new(Inner {
+            config,
+            conn,
+            telemetry,
+        });
+        let monitored: Arc<dyn Monitored> = inner.clone();
+        poolkit_core::register(&monitored);
+        Ok(Self { inner })
+    }
+
+    /// Runs one command on the node that owns its key.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the command (or its node) failed after the driver's retries.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.inner.query(cmd).await
+    }
+
+    /// `PING` to the cluster; returns the round trip.
+    ///
+    /// # Errors
+    /// As [`ClusterPool::query`].
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let t = Instant::now();
+        self.inner.query::<String>(&redis::cmd("PING")).await?;
+        Ok(t.elapsed())
+    }
+
+    /// A snapshot (used = commands in flight).
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        self.inner.telemetry.stats()
+    }
+
+    /// Health from the snapshot.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        Health::assess(&self.stats(), &self.inner.config.pool.thresholds)
+    }
+}
+
+impl Inner {
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.telemetry.acquired(Duration::ZERO, true);
+        let began = Instant::now();
+        let mut conn = self.conn.clone();
+        let result = cmd.query_async::<T>(&mut conn).await;
+        if let Err(e) = &result {
+            self.telemetry.error(if is_broken(e) {
+                ErrorKind::Broken
+            } else if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Request
+            });
+        }
+        self.telemetry.released(began.elapsed());
+        result.map_err(Error::Backend)
+    }
+}
+
+impl Monitored for Inner {
+    fn name(&self) -> &str {
+        &self.config.pool.name
+    }
+    fn backend(&self) -> Backend {
+        Backend::Redis
+    }
+    fn stats(&self) -> PoolStats {
+        self.telemetry.stats()
+    }
+    fn health(&self) -> Health {
+        Health::assess(&self.telemetry.stats(), &self.config.pool.thresholds)
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                self.query::<String>(&redis::cmd("PING")),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(PingError::new(&self.config.pool.name, e.to_string())),
+                Err(_) => Err(PingError::new(
+                    &self.config.pool.name,
+                    "no PING reply within 5 s",
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! Configuration of a Redis pool: where to connect, and the common knobs.
+
+use std::fmt;
+use std::time::Duration;
+
+use poolkit_core::env::{Env, parse_u32, process_lookup};
+use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+/// The default env prefix: `REDIS`.
+pub const DEFAULT_PREFIX: &str = "REDIS";
+
+const URL_EXPECTED: &str =
+    "a Redis URL such as redis://:password@host:6379/0 or rediss://host:6380";
+
+/// Configuration of a Redis pool.
+///
+/// `Debug` never shows the password.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The common knobs. In shared mode `pool_size` is the number of multiplexed
+    /// connections; in exclusive mode it is the checkout ceiling.
+    pub pool: PoolConfig,
+    /// Where to connect: from `P_URL`, or built from `P_HOST`, `P_PORT`, `P_USERNAME`,
+    /// `P_PASSWORD` and `P_DB`.
+    pub url: Secret,
+    /// Cluster seed nodes (`P_CLUSTER_NODES`, or a comma list in `P_URL`); empty: one server.
+    pub cluster_nodes: Vec<Secret>,
+    /// Shared mode: most commands in flight over all connections before callers queue.
+    /// Default: 256 per connection. Env: `P_MAX_IN_FLIGHT`.
+    pub max_in_flight: u32,
+    /// Shared mode: how long a command may take. Default: 30 s. Env: `P_TIMEOUT`.
+    pub command_timeout: Duration,
+    /// Timeout of one connect. Default: min(acquire timeout, 5 s). Env: `P_CONNECT_TIMEOUT`.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self
+            .cluster_nodes
+            .iter()
+            .map(|n| redact_url(n.expose()))
+            .collect();
+        f.debug_struct("Config")
+            .field("pool", &self.pool)
+            .field("url", &redact_url(self.url.expose()))
+            .field("cluster_nodes", &nodes)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The common knobs with Redis defaults: 2 shared connections.
+#[must_use]
+pub fn default_pool_config(name: &str) -> PoolConfig {
+    let mut pool = PoolConfig::new(name, Backend::Redis);
+    pool.pool_size = 2;
+    pool
+}
+
+impl Config {
+    /// A configuration for `url` with the defaults, named `redis`.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        let pool = default_pool_config("redis");
+        Self {
+            max_in_flight: pool.pool_size * 256,
+            pool,
+            url: Secret::new(url.into()),
+            cluster_nodes: Vec::new(),
+            command_timeout: Duration::from_secs(30),
+            connect_timeout: None,
+        }
+    }
+
+    /// Reads the configuration under `prefix` from the process environment.
+    ///
+    /// # Errors
+    /// As [`Config::from_lookup`].
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, &process_lookup)
+    }
+
+    /// Reads, under `prefix` (usually `REDIS`): `P_URL` (or `P_HOST` / `P_PORT` /
+    /// `P_USERNAME` / `P_PASSWORD` / `P_DB`; default `127.0.0.1:6379`), `P_CLUSTER_NODES`,
+    /// `P_MAX_IN_FLIGHT`, `P_TIMEOUT`, `P_CONNECT_TIMEOUT` and the common knobs.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the variable (URLs redacted) or a conflict.
+    pub fn from_lookup(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env::new(prefix, lookup);
+        let url_var = env.name("URL");
+        let mut config = match env.raw_nonempty(&url_var) {
+            Some(url) if url.contains(',') => {
+                let mut c = Self::new(String::new());
+                c.cluster_nodes = url.split(',').map(|u| Secret::new(u.trim())).collect();
+                c
+            }
+            Some(url) => Self::new(url),
+            None => Self::new(Self::url_from_parts(&env)?),
+        };
+        config.pool = PoolConfig::from_lookup(
+            prefix,
+            default_pool_config(&prefix.to_ascii_lowercase()),
+            lookup,
+        )?;
+        if let Some(nodes) = env.raw_nonempty(&env.name("CLUSTER_NODES")) {
+            config.cluster_nodes = nodes.split(',').map(|n| Secret::new(n.trim())).collect();
+        }
+        config.max_in_flight = match env.u32_in("MAX_IN_FLIGHT", 1, 1_000_000)? {
+            Some((_, n)) => n,
+            None => config.pool.pool_size.saturating_mul(256),
+        };
+        if let Some((_, d)) = env.duration("TIMEOUT")? {
+            config.command_timeout = d;
+        }
+        if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
+            config.connect_timeout = Some(d);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn url_from_parts(env: &Env<'_>) -> Result<String, ConfigError> {
+        let host = env
+            .raw_nonempty(&env.name("HOST"))
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        if host.contains(['/', '@', ' ', '?', '#']) {
+            return Err(ConfigError::Invalid {
+                var: env.name("HOST"),
+                value: host,
+                expected: "a host name or IP address".into(),
+            });
+        }
+        let port = match env.var("PORT") {
+            Some((var, v)) => parse_u32(&var, &v, 1, 65_535)?,
+            None => 6379,
+        };
+        let db = match env.var("DB") {
+            Some((var, v)) => parse_u32(&var, &v, 0, 10_000)?,
+            None => 0,
+        };
+        let user = env.raw_nonempty(&env.name("USERNAME")).unwrap_or_default();
+        let auth = match env.raw_nonempty(&env.name("PASSWORD")) {
+            Some(pw) => format!("{}:{}@", percent_encode(&user), percent_encode(&pw)),
+            None if !user.is_empty() => format!("{}@", percent_encode(&user)),
+            None => String::new(),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(format!("redis://{auth}{host}:{port}/{db}"))
+    }
+
+    /// The parsed connection info of the single server (not for cluster configs).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `P_URL` when the URL cannot be parsed.
+    pub fn connection_info(&self) -> Result<ConnectionInfo, ConfigError> {
+        parse(&format!("{}_URL", self.pool.prefix), self.url.expose())
+    }
+
+    /// `host:port` of the server (or of the first cluster node), never the password.
+    #[must_use]
+    pub fn target(&self) -> String {
+        let url = self
+            .cluster_nodes
+            .first()
+            .map_or(self.url.expose(), |n| n.expose());
+        match url.into_connection_info() {
+            Ok(info) => match info.addr() {
+                ConnectionAddr::Tcp(h, p)
+                | ConnectionAddr::TcpTls {
+                    host: h, port: p, ..
+                } => format!("{h}:{p}"),
+                ConnectionAddr::Unix(path) => path.display().to_string(),
+                _ => redact_url(url),
+            },
+            Err(_) => redact_url(url),
+        }
+    }
+
+    /// Checks the URL(s) and the knobs.
+    ///
+    /// # Errors
+    /// The first problem, naming its variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.pool.validate()?;
+        if self.cluster_nodes.is_empty() {
+            self.connection_info()?;
+        } else {
+            let var = format!("{}_CLUSTER_NODES", self.pool.prefix);
+            for node in &self.cluster_nodes {
+                parse(&var, node.expose())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The variable that sets the acquire timeout.
+    #[must_use]
+    pub fn timeout_var(&self) -> String {
+        self.pool.var(Knob::AcquireTimeout)
+    }
+}
+
+fn parse(var: &str, url: &str) -> Result<ConnectionInfo, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        var: var.to_owned(),
+        value: redact_url(url),
+        expected: format!("{URL_EXPECTED}{why}"),
+    };
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
+        return Err(invalid(String::new()));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| invalid(format!(" ({})", e.kind_description())))?;
+    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        return Err(invalid(
+            " (rediss:// needs poolkit-redis's `tls` feature)".into(),
+        ));
+    }
+    Ok(info)
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for redis::RedisError {
+    fn kind_description(&self) -> String {
+        // The driver's message can quote the URL; keep only its category.
+        format!("{:?}", self.kind())
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Config::from_lookup("REDIS", &lookup)
+    }
+
+    #[test]
+    fn url_or_parts() {
+        let c = from(&[("REDIS_URL", "redis://:pw_marker@cache:6380/2")]).unwrap();
+        assert_eq!(c.target(), "cache:6380");
+        assert_eq!(c.connection_info().unwrap().redis_settings().db(), 2);
+        let c = from(&[
+            ("REDIS_HOST", "10.0.0.5"),
+            ("REDIS_PORT", "6390"),
+            ("REDIS_PASSWORD", "p@ss:w/rd"),
+            ("REDIS_USERNAME", "app"),
+            ("REDIS_DB", "3"),
+        ])
+        .unwrap();
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd"));
+        assert_eq!(info.redis_settings().username(), Some("app"));
+        assert_eq!(
+            (c.target().as_str(), info.redis_settings().db()),
+            ("10.0.0.5:6390", 3)
+        );
+        let c = from(&[]).unwrap();
+        assert_eq!(c.target(), "127.0.0.1:6379");
+        assert_eq!((c.pool.pool_size, c.max_in_flight), (2, 512));
+        let c = from(&[("REDIS_CLUSTER_NODES", "redis://a:7000,redis://b:7001")]).unwrap();
+        assert_eq!(c.cluster_nodes.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_named_and_redacted() {
+        for (var, value) in [
+            ("REDIS_URL", "http://:pw_marker@h:6379"),
+            ("REDIS_URL", "redis://:pw_marker@h:notaport"),
+            ("REDIS_PORT", "70000"),
+            ("REDIS_PORT", "six"),
+            ("REDIS_DB", "-1"),
+            ("REDIS_HOST", "a/b"),
+            ("REDIS_MAX_IN_FLIGHT", "0"),
+            ("REDIS_TIMEOUT", "forever"),
+            ("REDIS_POOL_SIZE", "0"),
+        ] {
+            let e = from(&[(var, value)]).expect_err(var);
+            assert_eq!(e.var(), var, "{e}");
+            assert!(!e.to_string().contains("pw_marker"), "{e}");
+        }
+        let c = from(&[("REDIS_PASSWORD", "pw_marker")]).unwrap();
+        assert!(!format!("{c:?}").contains("pw_marker"));
+    }
+}

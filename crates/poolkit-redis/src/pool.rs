@@ -1,0 +1,469 @@
+//! The Redis pool: shared multiplexed connections, plus exclusive checkout.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use poolkit_core::bb8::{AcquireError, Checkout, FairPool};
+use poolkit_core::metrics::ErrorKind;
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, FromRedisValue};
+
+use crate::config::{Config, DEFAULT_PREFIX};
+use crate::error::Error;
+use crate::exclusive::Manager;
+use crate::shared::{Shared, is_broken};
+
+/// The clock of the command path: `quanta` reads the time-stamp counter, several times
+/// cheaper than `clock_gettime` on virtual machines.
+type Clock = quanta::Instant;
+
+/// A Redis pool. Cheap to clone.
+///
+/// Commands sent with [`Pool::query`] share a few multiplexed connections (the fast
+/// path: one socket carries many commands at once). [`Pool::exclusive`] checks out a
+/// connection of its own, first come first served, for blocking commands and
+/// transactions. The two parts register as two pools: `NAME` (shared) and
+/// `NAME_exclusive`.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    shared: Arc<Shared>,
+    telemetry: Arc<Telemetry>,
+    exclusive: Arc<Exclusive>,
+}
+
+struct Exclusive {
+    fair: FairPool<Manager>,
+    config: Config,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.config.pool.name)
+            .field("target", &self.config.target())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Exclusive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExclusivePool")
+            .field("fair", &self.fair)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An exclusively checked-out connection: derefs to `MultiplexedConnection`, which
+/// implements `redis::aio::ConnectionLike`. Dropping it returns it to the pool.
+pub struct PooledConnection {
+    checkout: Checkout<Manager>,
+}
+
+impl fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.checkout, f)
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = MultiplexedConnection;
+    fn deref(&self) -> &MultiplexedConnection {
+        &self.checkout
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
+        &mut self.checkout
+    }
+}
+
+impl Pool {
+    /// A pool configured from `REDIS_URL` (or `REDIS_HOST` …) and the `REDIS_*` knobs.
+    ///
+    /// # Errors
+    /// As [`Config::from_env`] and [`Pool::new`].
+    pub async fn from_env() -> Result<Self, Error> {
+        Self::new(Config::from_env(DEFAULT_PREFIX)?).await
+    }
+
+    /// Builds the pool: opens the shared connections (failing within the acquire timeout
+    /// when Redis cannot be reached) and registers both parts.
+    ///
+    /// # Errors
+    /// [`Error::Config`], or [`Error::Connect`] with the server's reason.
+    pub async fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        if !config.cluster_nodes.is_empty() {
+            return Err(Error::Config(poolkit_core::ConfigError::Invalid {
+                var: format!("{}_CLUSTER_NODES", config.pool.prefix),
+                value: format!("{} nodes", config.cluster_nodes.len()),
+                expected: "a single server here; use poolkit_redis::ClusterPool for a cluster"
+                    .into(),
+            }));
+        }
+        let client = Client::open(config.connection_info()?)
+            .map_err(|e| connect_error(&config, Arc::new(e)))?;
+        let connect_timeout = config
+            .connect_timeout
+            .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
+        let shared_cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let mut shared_pool = config.pool.clone();
+        shared_pool.max_size = Some(config.max_in_flight.max(shared_pool.pool_size));
+        shared_pool.min_idle = 0;
+        let telemetry = Arc::new(Telemetry::new(shared_pool));
+        let shared = Shared::new(
+            client.clone(),
+            shared_cfg,
+            config.pool.pool_size as usize,
+            config.max_in_flight as usize,
+            Arc::clone(&telemetry),
+        );
+        match tokio::time::timeout(config.pool.acquire_timeout, shared.connect_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(connect_error(&config, e)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    pool: config.pool.name.clone(),
+                    waited: config.pool.acquire_timeout,
+                    size: config.pool.pool_size,
+                    what: "connections",
+                    pending: 0,
+                    size_var: config.pool.ceiling_var(),
+                    timeout_var: config.timeout_var(),
+                });
+            }
+        }
+
+        let exclusive_cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(None);
+        let mut exclusive_pool = config.pool.clone();
+        exclusive_pool.name = format!("{}_exclusive", config.pool.name);
+        let fair = FairPool::build(Manager::new(client, exclusive_cfg), exclusive_pool)
+            .await
+            .map_err(|e| acquire_error(&config, e))?;
+        let exclusive = Arc::new(Exclusive {
+            fair,
+            config: config.clone(),
+        });
+        let inner = Arc::new(Inner {
+            config,
+            shared,
+            telemetry,
+            exclusive,
+        });
+        let monitored: Arc<dyn Monitored> = inner.clone();
+        poolkit_core::register(&monitored);
+        let monitored: Arc<dyn Monitored> = inner.exclusive.clone();
+        poolkit_core::register(&monitored);
+        Ok(Self { inner })
+    }
+
+    /// Runs one command over a shared connection and converts its reply.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no shared connection is live (or the in-flight cap stays
+    /// full) within the acquire timeout; [`Error::Connect`] when that wait ended because
+    /// reconnecting failed; [`Error::Backend`] when the command failed.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.inner
+            .run(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    /// Runs a pipeline (or `MULTI`/`EXEC` with `.atomic()`) over a shared connection.
+    ///
+    /// # Errors
+    /// As [`Pool::query`].
+    pub async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        self.inner
+            .run(|mut conn| async move { pipe.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    /// A connection of one's own, for blocking commands (BLPOP), WATCH/MULTI/EXEC or
+    /// anything that changes connection state. Served first come, first served.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when none came free within the acquire timeout;
+    /// [`Error::Connect`]; [`Error::Closed`].
+    pub async fn exclusive(&self) -> Result<PooledConnection, Error> {
+        match self.inner.exclusive.fair.get().await {
+            Ok(checkout) => Ok(PooledConnection { checkout }),
+            Err(e) => Err(acquire_error(&self.inner.config, e)),
+        }
+    }
+
+    /// Runs `op` with an exclusive connection and returns it to the pool afterwards
+    /// (the seeds' `withRedis(op)`).
+    ///
+    /// # Errors
+    /// As [`Pool::exclusive`], or the error `op` returns.
+    pub async fn with_exclusive<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        let mut conn = self.exclusive().await?;
+        op(&mut conn).await.map_err(Error::Backend)
+    }
+
+    /// A dedicated pub/sub connection (not pooled: it lives as long as the subscription).
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when Redis cannot be reached.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, Error> {
+        let client = Client::open(self.inner.config.connection_info()?)
+            .map_err(|e| connect_error(&self.inner.config, Arc::new(e)))?;
+        client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| connect_error(&self.inner.config, Arc::new(e)))
+    }
+
+    /// `PING` over a shared connection; returns the round-trip time.
+    ///
+    /// # Errors
+    /// As [`Pool::query`].
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        self.inner.ping().await
+    }
+
+    /// Stats of the shared part (used = commands in flight, open = live sockets).
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
+    /// Stats of the exclusive part.
+    #[must_use]
+    pub fn exclusive_stats(&self) -> PoolStats {
+        self.inner.exclusive.fair.telemetry().stats()
+    }
+
+    /// Health of the shared part from its stats.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        self.inner.health()
+    }
+
+    /// Background reconnects of shared connections so far.
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.inner.shared.reconnects()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Closes the pool: new commands and checkouts fail at once with [`Error::Closed`].
+    pub fn close(&self) {
+        self.inner.shared.close();
+        self.inner.exclusive.fair.close();
+    }
+}
+
+fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
+    Error::Connect {
+        pool: config.pool.name.clone(),
+        target: config.target(),
+        reason: source.to_string(),
+        source,
+    }
+}
+
+fn acquire_error(config: &Config, e: AcquireError<redis::RedisError>) -> Error {
+    match e {
+        AcquireError::Timeout { waited, pending } => Error::Timeout {
+            pool: format!("{}_exclusive", config.pool.name),
+            waited,
+            size: config.pool.ceiling(),
+            what: "exclusive connections",
+            pending,
+            size_var: config.pool.ceiling_var(),
+            timeout_var: config.timeout_var(),
+        },
+        AcquireError::Connect(source) => connect_error(config, source),
+        _ => Error::Closed {
+            pool: config.pool.name.clone(),
+        },
+    }
+}
+
+impl Inner {
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                pool: self.config.pool.name.clone(),
+            });
+        }
+        // Fast path: a place under the in-flight cap and a live socket, no waiting: one
+        // clock read before the command and one after.
+        let asked = Clock::now();
+        let mut waited = false;
+        let deadline = || tokio::time::Instant::now() + self.config.pool.acquire_timeout;
+        if !shared.try_enter() {
+            waited = true;
+            self.telemetry.wait_started();
+            let entered = shared.enter(deadline()).await;
+            self.telemetry.wait_ended();
+            if !entered {
+                return Err(self.timed_out(asked));
+            }
+        }
+        let lease = match shared.lease_now() {
+            Some(lease) => lease,
+            None => {
+                waited = true;
+                self.telemetry.wait_started();
+                let lease = shared.lease(deadline()).await;
+                self.telemetry.wait_ended();
+                match lease {
+                    Some(lease) => lease,
+                    None => {
+                        shared.leave();
+                        return Err(self.timed_out(asked));
+                    }
+                }
+            }
+        };
+        let began = if waited { Clock::now() } else { asked };
+        self.telemetry
+            .acquired(began.saturating_duration_since(asked), !waited);
+        let result = f(lease.conn.clone()).await;
+        let broken = result.as_ref().err().is_some_and(is_broken);
+        if let Err(e) = &result
+            && !broken
+        {
+            self.telemetry.error(if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Request
+            });
+        }
+        shared.release(&lease, broken);
+        shared.leave();
+        self.telemetry
+            .released(Clock::now().saturating_duration_since(began));
+        result.map_err(Error::Backend)
+    }
+
+    fn timed_out(&self, asked: Clock) -> Error {
+        let inner = self;
+        let waited = asked.elapsed();
+        let start = Instant::now()
+            .checked_sub(waited)
+            .unwrap_or_else(Instant::now);
+        inner.telemetry.timed_out(waited);
+        if let Some(e) = inner.shared.error_since(start) {
+            return connect_error(&inner.config, e);
+        }
+        Error::Timeout {
+            pool: inner.config.pool.name.clone(),
+            waited,
+            size: inner.telemetry.config().ceiling(),
+            what: "commands in flight",
+            pending: inner.telemetry.pending(),
+            size_var: format!("{}_MAX_IN_FLIGHT", inner.config.pool.prefix),
+            timeout_var: inner.config.timeout_var(),
+        }
+    }
+
+    async fn ping(&self) -> Result<Duration, Error> {
+        let t = Instant::now();
+        self.run(
+            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+        )
+        .await?;
+        Ok(t.elapsed())
+    }
+
+    fn stats(&self) -> PoolStats {
+        let mut s = self.telemetry.stats();
+        // Sockets, not in-flight commands, are the connections of shared mode.
+        s.open = self.shared.live() as u64;
+        s.idle = 0;
+        s
+    }
+}
+
+impl Monitored for Inner {
+    fn name(&self) -> &str {
+        &self.config.pool.name
+    }
+    fn backend(&self) -> Backend {
+        Backend::Redis
+    }
+    fn stats(&self) -> PoolStats {
+        Inner::stats(self)
+    }
+    fn health(&self) -> Health {
+        Health::assess(&Inner::stats(self), &self.config.pool.thresholds)
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move {
+            let r = tokio::time::timeout(Duration::from_secs(5), Inner::ping(self)).await;
+            match r {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(PingError::new(&self.config.pool.name, e.to_string())),
+                Err(_) => Err(PingError::new(
+                    &self.config.pool.name,
+                    "no PING reply within 5 s",
+                )),
+            }
+        })
+    }
+}
+
+impl Monitored for Exclusive {
+    fn name(&self) -> &str {
+        &self.fair.telemetry().config().name
+    }
+    fn backend(&self) -> Backend {
+        Backend::Redis
+    }
+    fn stats(&self) -> PoolStats {
+        self.fair.telemetry().stats()
+    }
+    fn health(&self) -> Health {
+        Health::assess(&self.fair.telemetry().stats(), &self.config.pool.thresholds)
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move {
+            let name = self.fair.telemetry().config().name.clone();
+            let mut conn =
+                self.fair.get().await.map_err(|e| {
+                    PingError::new(&name, acquire_error(&self.config, e).to_string())
+                })?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| PingError::new(&name, e.to_string()))
+        })
+    }
+}
