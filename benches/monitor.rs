@@ -16,7 +16,8 @@ use poolkit::monitor::{Endpoint, Monitor, MonitorConfig};
 use poolkit::postgres::Pool;
 
 fn url() -> String {
-    process_lookup("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+    process_lookup("DATABASE_URL")
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 async fn build(name: &str, size: u32) -> Pool {
@@ -56,9 +57,10 @@ async fn checkouts(pool: &Pool, tasks: usize, secs: Duration) -> f64 {
 /// Mean and p99 latency of `GET path` over one keep-alive connection for `secs`.
 async fn endpoint(addr: SocketAddr, path: &str, secs: Duration) -> (Duration, Duration, usize) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("handshake");
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     let driver = tokio::spawn(conn);
     let mut samples = Vec::new();
     let mut bytes = 0;
@@ -72,7 +74,13 @@ async fn endpoint(addr: SocketAddr, path: &str, secs: Duration) -> (Duration, Du
             .expect("request");
         let resp = tx.send_request(req).await.expect("send");
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        bytes = resp.into_body().collect().await.expect("body").to_bytes().len();
+        bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len();
         samples.push(t.elapsed());
     }
     drop(tx);
@@ -85,20 +93,32 @@ async fn endpoint(addr: SocketAddr, path: &str, secs: Duration) -> (Duration, Du
 
 fn main() {
     let secs = Duration::from_secs(u64::from(
-        process_lookup("BENCH_SECONDS").map_or(Ok(2), |v| parse_u32("BENCH_SECONDS", &v, 1, 600)).expect("BENCH_SECONDS"),
+        process_lookup("BENCH_SECONDS")
+            .map_or(Ok(2), |v| parse_u32("BENCH_SECONDS", &v, 1, 600))
+            .expect("BENCH_SECONDS"),
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     poolkit::monitor::install().expect("install the recorder");
     // The same pool twice: one built under the Prometheus recorder, one under no recorder
     // (its handles are no-ops), so both run in this process side by side.
     let with = rt.block_on(build("bench_prometheus", 10));
-    let without = metrics::with_local_recorder(&metrics::NoopRecorder, || rt.block_on(build("bench_noop", 10)));
+    let without = metrics::with_local_recorder(&metrics::NoopRecorder, || {
+        rt.block_on(build("bench_noop", 10))
+    });
     let handle = poolkit::monitor::installed().expect("handle");
     let scrape = handle.render();
-    assert!(scrape.contains("pool=\"bench_prometheus\"") && !scrape.contains("pool=\"bench_noop\""));
+    assert!(
+        scrape.contains("pool=\"bench_prometheus\"") && !scrape.contains("pool=\"bench_noop\"")
+    );
 
     println!("checkout cost (get + drop, no query), pool of 10, {secs:?} per cell, alternating:");
-    println!("{:>6} | {:>18} | {:>18} | {:>8}", "tasks", "no recorder /s", "prometheus /s", "ratio");
+    println!(
+        "{:>6} | {:>18} | {:>18} | {:>8}",
+        "tasks", "no recorder /s", "prometheus /s", "ratio"
+    );
     for tasks in [1, 16] {
         let mut a = Vec::new();
         let mut b = Vec::new();
@@ -111,18 +131,29 @@ fn main() {
     }
 
     println!("\nmonitor endpoints over one keep-alive connection ({secs:?} each):");
-    println!("{:>6} | {:>10} | {:>12} | {:>12} | {:>8}", "pools", "endpoint", "mean", "p99", "bytes");
+    println!(
+        "{:>6} | {:>10} | {:>12} | {:>12} | {:>8}",
+        "pools", "endpoint", "mean", "p99", "bytes"
+    );
     let mut extra = Vec::new();
     for pools in [1usize, 20] {
         while extra.len() + 2 < pools {
             let name = format!("bench_extra_{}", extra.len());
             extra.push(rt.block_on(build(&name, 1)));
         }
-        let mut list: Vec<Arc<dyn poolkit::core::Monitored>> = vec![poolkit::core::pool("bench_prometheus").expect("registered")];
+        let mut list: Vec<Arc<dyn poolkit::core::Monitored>> =
+            vec![poolkit::core::pool("bench_prometheus").expect("registered")];
         if pools > 1 {
-            list.extend(poolkit::core::pools().into_iter().filter(|p| p.name() != "bench_prometheus").take(pools - 1));
+            list.extend(
+                poolkit::core::pools()
+                    .into_iter()
+                    .filter(|p| p.name() != "bench_prometheus")
+                    .take(pools - 1),
+            );
         }
-        let mut config = MonitorConfig::default().with_open(Endpoint::Pools, true).with_open(Endpoint::Alerts, true);
+        let mut config = MonitorConfig::default()
+            .with_open(Endpoint::Pools, true)
+            .with_open(Endpoint::Alerts, true);
         config.addr = ([127, 0, 0, 1], 0).into();
         let monitor = Monitor::builder().config(config).pools(list).build();
         let server = rt.block_on(monitor.spawn()).expect("serve");

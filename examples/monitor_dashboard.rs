@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test DATABASE_POOL_SIZE=8 \
+//! REDIS_URL=redis://127.0.0.1:6379 \
 //! POOLKIT_MONITOR_ADDR=127.0.0.1:9464 \
 //!   cargo run --example monitor_dashboard --features full -- 60
 //! # open http://127.0.0.1:9464/ (add #token=<POOLKIT_MONITOR_TOKEN> when a token is set)
@@ -37,9 +38,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("postgres pool {:?} built", pool.stats().name);
         load.extend(postgres_load(&pool));
     }
+    #[cfg(feature = "redis")]
+    {
+        use poolkit::core::env::process_lookup;
+        if process_lookup("REDIS_URL").is_some() || process_lookup("REDIS_HOST").is_some() {
+            let pool = poolkit::redis::Pool::from_env().await?;
+            println!("redis pool {:?} built", pool.stats().name);
+            load.extend(redis_load(&pool));
+        }
+    }
     let pools = poolkit::core::pools();
     if pools.is_empty() {
-        println!("no pool configured: set DATABASE_URL (feature postgres) to see one");
+        println!(
+            "no pool configured: set DATABASE_URL (feature postgres) or REDIS_URL (feature redis)"
+        );
     }
 
     let server = Monitor::builder().config(config).build().spawn().await?;
@@ -88,4 +100,45 @@ fn postgres_load(pool: &poolkit::postgres::Pool) -> Vec<tokio::task::JoinHandle<
             })
         })
         .collect()
+}
+
+/// Workers that run `INCR` in bursts on the shared Redis connections and `BLPOP` with a
+/// short timeout on exclusive ones, so both parts of the pool show activity.
+#[cfg(feature = "redis")]
+fn redis_load(pool: &poolkit::redis::Pool) -> Vec<tokio::task::JoinHandle<()>> {
+    use poolkit::redis::redis;
+    let mut tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let key = format!("poolkit_demo_counter_{i}");
+                loop {
+                    for _ in 0..50 {
+                        if let Err(e) = pool.query::<i64>(redis::cmd("INCR").arg(&key)).await {
+                            eprintln!("redis INCR failed: {e}");
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    let pool = pool.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let popped = pool
+                .with_exclusive(async |conn| {
+                    redis::cmd("BLPOP")
+                        .arg("poolkit_demo_jobs")
+                        .arg(0.2)
+                        .query_async::<Option<(String, String)>>(conn)
+                        .await
+                })
+                .await;
+            if let Err(e) = popped {
+                eprintln!("redis BLPOP failed: {e}");
+            }
+        }
+    }));
+    tasks
 }

@@ -191,8 +191,14 @@ async fn pools_and_alerts_need_the_token() {
     assert_eq!(p["stats"]["max_size"], 4);
     assert_eq!(p["stats"]["pending"], 0);
     assert_eq!(p["stats"]["utilization"], 0.75);
-    assert_eq!(p["stats"]["closed"]["broken"], 0, "closed is an object by reason: {p}");
-    assert_eq!(p["stats"]["errors"]["connect"], 0, "errors is an object by kind: {p}");
+    assert_eq!(
+        p["stats"]["closed"]["broken"], 0,
+        "closed is an object by reason: {p}"
+    );
+    assert_eq!(
+        p["stats"]["errors"]["connect"], 0,
+        "errors is an object by kind: {p}"
+    );
     assert_eq!(p["stats"]["ceiling_var"], "MON_AUTH_POOL_SIZE");
     assert_eq!(p["health"]["status"], "warning");
     let one = get(addr, "/pools/mon_auth", Some(&bearer())).await.json();
