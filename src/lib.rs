@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `postgres` | [`postgres`] | `poolkit-postgres` |
 //! | `redis` | [`redis`] | `poolkit-redis` |
+//! | `monitor` | [`monitor`] | `poolkit-monitor` |
 //! | `full` | all of the above | |
 //!
 //! See the repository README for the quick start.
@@ -25,3 +26,7 @@ pub use poolkit_postgres as postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use poolkit_redis as redis;
+
+#[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
+pub use poolkit_monitor as monitor;

@@ -1,0 +1,295 @@
+//! The JSON bodies of `/pools`, `/health` and `/alerts`, built from the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poolkit_core::{Alert, Health, HealthStatus, Monitored, PoolStats};
+use serde::Serialize;
+
+/// One pool in `/pools`: its snapshot and the health derived from it (no live ping).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolReport {
+    /// The pool's name.
+    pub name: String,
+    /// `postgres`, `redis` or `http`.
+    pub backend: String,
+    /// The status from the snapshot.
+    pub status: HealthStatus,
+    /// The snapshot. In JSON, `closed` and `errors` are objects keyed by reason / kind
+    /// (`{"broken": 0, "max_lifetime": 2}`).
+    #[serde(serialize_with = "stats_json")]
+    pub stats: PoolStats,
+    /// Health from the snapshot, with alerts and recommendations.
+    pub health: Health,
+}
+
+impl PoolReport {
+    /// The report of one pool, from its current snapshot.
+    #[must_use]
+    pub fn of(pool: &dyn Monitored) -> Self {
+        let stats = pool.stats();
+        let health = pool.health();
+        Self {
+            name: pool.name().to_owned(),
+            backend: pool.backend().as_str().to_owned(),
+            status: health.status,
+            stats,
+            health,
+        }
+    }
+}
+
+/// `PoolStats` as JSON, with its `(name, count)` lists turned into objects.
+fn stats_json<S: serde::Serializer>(stats: &PoolStats, s: S) -> Result<S::Ok, S::Error> {
+    let mut value = serde_json::to_value(stats).map_err(serde::ser::Error::custom)?;
+    for key in ["closed", "errors"] {
+        if let Some(slot) = value.get_mut(key) {
+            let pairs = slot.as_array().cloned().unwrap_or_default();
+            let object: serde_json::Map<String, serde_json::Value> = pairs
+                .into_iter()
+                .filter_map(|pair| {
+                    let name = pair.get(0)?.as_str()?.to_owned();
+                    Some((name, pair.get(1)?.clone()))
+                })
+                .collect();
+            *slot = serde_json::Value::Object(object);
+        }
+    }
+    value.serialize(s)
+}
+
+/// The body of `/pools`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolsReport {
+    /// Every registered pool, in the order they were built.
+    pub pools: Vec<PoolReport>,
+}
+
+/// One pool in `/health`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolHealth {
+    /// The pool's name.
+    pub pool: String,
+    /// `postgres`, `redis` or `http`.
+    pub backend: String,
+    /// `healthy`, `moderate`, `warning`, `critical` or `down`.
+    pub status: HealthStatus,
+    /// Utilization from 0 to 1.
+    pub utilization: f64,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// The body of `/health`: the worst status over every pool, and each pool's.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// The worst status of any pool (`healthy` when there are none).
+    pub status: HealthStatus,
+    /// Each pool's live health.
+    pub pools: Vec<PoolHealth>,
+}
+
+impl HealthReport {
+    /// Whether any pool is down (the endpoint then answers 503).
+    #[must_use]
+    pub fn any_down(&self) -> bool {
+        self.status == HealthStatus::Down
+    }
+}
+
+/// The body of `/alerts`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AlertsReport {
+    /// Every alert of every pool, worst first.
+    pub alerts: Vec<Alert>,
+}
+
+/// Live health of one pool: its snapshot health, or `down` when a ping fails or takes
+/// longer than `timeout`.
+///
+/// A ping waits for a connection like any caller, so a pool whose every connection is in
+/// use can time out while its backend is fine. Such a saturated pool is reported from its
+/// snapshot (critical), not as down.
+pub async fn live_health(pool: &dyn Monitored, timeout: Duration) -> Health {
+    let reason = match tokio::time::timeout(timeout, pool.ping()).await {
+        Ok(Ok(())) => return pool.health(),
+        Ok(Err(e)) => e.message,
+        Err(_) => format!("no answer to a ping within {timeout:?}"),
+    };
+    let stats = pool.stats();
+    let saturated = stats.max_size > 0 && stats.used >= u64::from(stats.max_size);
+    if saturated && stats.errors_by("connect") == 0 {
+        return pool.health();
+    }
+    Health::down(&stats, &reason)
+}
+
+/// Live health of every pool, pinged concurrently.
+pub async fn health(
+    pools: &[Arc<dyn Monitored>],
+    timeout: Duration,
+) -> Vec<(Arc<dyn Monitored>, Health)> {
+    let tasks: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            let p = Arc::clone(p);
+            async move {
+                let h = live_health(&*p, timeout).await;
+                (p, h)
+            }
+        })
+        .collect();
+    futures_util::future::join_all(tasks).await
+}
+
+/// The `/health` body from live health results.
+#[must_use]
+pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
+    let pools: Vec<PoolHealth> = results
+        .iter()
+        .map(|(p, h)| PoolHealth {
+            pool: p.name().to_owned(),
+            backend: p.backend().as_str().to_owned(),
+            status: h.status,
+            utilization: h.utilization,
+            message: h.message.clone(),
+        })
+        .collect();
+    let status = pools
+        .iter()
+        .map(|p| p.status)
+        .max()
+        .unwrap_or(HealthStatus::Healthy);
+    HealthReport { status, pools }
+}
+
+/// The `/alerts` body from live health results.
+#[must_use]
+pub fn alerts_report(results: &[(Arc<dyn Monitored>, Health)]) -> AlertsReport {
+    let mut alerts: Vec<Alert> = results
+        .iter()
+        .flat_map(|(_, h)| h.alerts.iter().cloned())
+        .collect();
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
+    AlertsReport { alerts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolkit_core::{BoxFuture, PingError, Thresholds};
+
+    /// A pool with fixed numbers whose ping succeeds, fails or never answers.
+    #[derive(Debug)]
+    struct Fake {
+        used: u64,
+        max: u32,
+        ping: Ping,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Ping {
+        Ok,
+        Refused,
+        Hang,
+    }
+
+    impl Monitored for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn backend(&self) -> poolkit_core::Backend {
+            poolkit_core::Backend::Redis
+        }
+        fn stats(&self) -> PoolStats {
+            let mut s = PoolStats::default();
+            s.name = "fake".into();
+            s.backend = "redis".into();
+            s.max_size = self.max;
+            s.used = self.used;
+            s.open = self.used;
+            #[allow(clippy::cast_precision_loss)]
+            {
+                s.utilization = self.used as f64 / f64::from(self.max);
+            }
+            s.ceiling_var = "FAKE_POOL_SIZE".into();
+            s
+        }
+        fn health(&self) -> Health {
+            Health::assess(&self.stats(), &Thresholds::default())
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+            let ping = self.ping;
+            Box::pin(async move {
+                match ping {
+                    Ping::Ok => Ok(()),
+                    Ping::Refused => Err(PingError::new("fake", "connection refused")),
+                    Ping::Hang => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn pool(used: u64, max: u32, ping: Ping) -> Arc<dyn Monitored> {
+        Arc::new(Fake { used, max, ping })
+    }
+
+    const T: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn live_health_from_ping_and_snapshot() {
+        let h = live_health(&*pool(8, 10, Ping::Ok), T).await;
+        assert_eq!(h.status, HealthStatus::Warning);
+        let h = live_health(&*pool(1, 10, Ping::Refused), T).await;
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(h.message, "Fake pool is down: connection refused");
+        let started = tokio::time::Instant::now();
+        let h = live_health(&*pool(1, 10, Ping::Hang), T).await;
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(started.elapsed(), T, "gives up after the ping timeout");
+        assert!(
+            h.message.contains("no answer to a ping within 3s"),
+            "{}",
+            h.message
+        );
+        // Every connection busy: the ping waits in the queue, which is not an outage.
+        let h = live_health(&*pool(10, 10, Ping::Hang), T).await;
+        assert_eq!(h.status, HealthStatus::Critical);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn worst_status_wins_and_alerts_sort_worst_first() {
+        let results = health(
+            &[
+                pool(1, 10, Ping::Ok),
+                pool(8, 10, Ping::Ok),
+                pool(1, 10, Ping::Refused),
+            ],
+            T,
+        )
+        .await;
+        let report = health_report(&results);
+        assert_eq!(report.status, HealthStatus::Down);
+        assert!(report.any_down());
+        let statuses: Vec<_> = report.pools.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                HealthStatus::Healthy,
+                HealthStatus::Warning,
+                HealthStatus::Down
+            ]
+        );
+        let alerts = alerts_report(&results).alerts;
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].severity, poolkit_core::Severity::Critical);
+        assert_eq!(alerts[1].severity, poolkit_core::Severity::Warning);
+        assert!(alerts[1].recommendation.contains("FAKE_POOL_SIZE"));
+        assert_eq!(health_report(&[]).status, HealthStatus::Healthy);
+    }
+}
