@@ -31,6 +31,14 @@ pub enum Error {
         /// The variable that sets the acquire timeout.
         timeout_var: String,
     },
+    /// A transaction ran past its deadline: it was rolled back and its connection closed.
+    #[error("pool `{pool}`: transaction ran past its {after:.1?} deadline and was rolled back")]
+    Deadline {
+        /// The pool's name.
+        pool: String,
+        /// The deadline.
+        after: Duration,
+    },
     /// The pool was closed.
     #[error("pool `{pool}` is closed")]
     Closed {

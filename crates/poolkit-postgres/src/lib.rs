@@ -1,17 +1,21 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod budget;
 mod config;
 mod error;
 mod manager;
 mod pool;
 mod pooler;
+mod transaction;
 
+pub use budget::{Budget, ServerUse, plan};
 pub use config::{Config, DEFAULT_PREFIX, Use, default_pool_config};
 pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
+pub use transaction::TxOptions;
 
 pub use bb8;
 pub use poolkit_core as core;

@@ -182,6 +182,11 @@ impl PooledConnection {
         self.checkout.simple_query(sql).await
     }
 
+    /// Closes this connection instead of returning it to the pool.
+    pub fn retire(&mut self, reason: poolkit_core::metrics::CloseReason) {
+        self.checkout.tracked().retire(reason);
+    }
+
     /// The pooler mode this connection's queries follow.
     #[must_use]
     pub fn pooler(&self) -> Pooler {

@@ -72,6 +72,8 @@ label_enum!(
         Overflow => "overflow",
         /// The pool was closed or dropped.
         PoolClosed => "pool_closed",
+        /// Abandoned mid-transaction (deadline or panic) and closed rather than reused.
+        Aborted => "aborted",
     }
 );
 

@@ -1,0 +1,190 @@
+//! `Pool::transaction`: run a closure in a transaction that commits on `Ok`, rolls back
+//! on `Err`, panic or deadline, and retries serialization failures.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
+
+use poolkit_core::metrics::CloseReason;
+use tokio_postgres::IsolationLevel;
+use tokio_postgres::error::SqlState;
+
+use crate::error::Error;
+use crate::pool::{Pool, PooledConnection};
+
+/// How a transaction runs. The defaults are the seeds': READ COMMITTED, 5 s to get a
+/// connection, 10 s for the whole transaction, no retries.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TxOptions {
+    /// Isolation level. Default: READ COMMITTED.
+    pub isolation: IsolationLevel,
+    /// Longest wait for a connection. Default: 5 s.
+    pub wait: Duration,
+    /// Deadline for the whole transaction, commit included; also sent to the server as
+    /// `SET LOCAL statement_timeout`. Default: 10 s.
+    pub timeout: Duration,
+    /// Extra attempts after a serialization failure (SQLSTATE 40001) or deadlock (40P01),
+    /// with exponential backoff and jitter. Default: 0.
+    pub retries: u32,
+    /// `READ ONLY` transaction. Default: false.
+    pub read_only: bool,
+}
+
+impl Default for TxOptions {
+    fn default() -> Self {
+        Self {
+            isolation: IsolationLevel::ReadCommitted,
+            wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            retries: 0,
+            read_only: false,
+        }
+    }
+}
+
+impl TxOptions {
+    /// The defaults with another isolation level.
+    #[must_use]
+    pub fn isolation(mut self, level: IsolationLevel) -> Self {
+        self.isolation = level;
+        self
+    }
+
+    /// The defaults with retries of serialization failures.
+    #[must_use]
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// The defaults with another deadline.
+    #[must_use]
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// The defaults with another connection wait.
+    #[must_use]
+    pub fn wait(mut self, d: Duration) -> Self {
+        self.wait = d;
+        self
+    }
+}
+
+/// Closes the connection instead of returning it when a transaction did not finish
+/// (panic, deadline): it never goes back to the pool mid-transaction.
+struct Unfinished<'a> {
+    conn: &'a mut PooledConnection,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.retire(CloseReason::Aborted);
+        }
+    }
+}
+
+fn retryable(e: &Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+impl Pool {
+    /// Runs `f` in a transaction: commits when it returns `Ok`, rolls back when it returns
+    /// `Err`, panics or passes the deadline, and retries serialization failures when
+    /// `opts.retries > 0` (so `f` may run more than once: keep side effects inside the
+    /// database).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no connection came within `opts.wait`;
+    /// [`Error::Deadline`] when the transaction ran past `opts.timeout` (rolled back, its
+    /// connection closed); the error `f` returned; or a commit error.
+    pub async fn transaction<T, F>(&self, opts: TxOptions, mut f: F) -> Result<T, Error>
+    where
+        F: AsyncFnMut(&tokio_postgres::Transaction<'_>) -> Result<T, Error>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.transaction_once(&opts, &mut f).await {
+                Err(e) if attempt < opts.retries && retryable(&e) => {
+                    attempt += 1;
+                    let base = Duration::from_millis(10) * 2u32.saturating_pow(attempt.min(8));
+                    #[allow(clippy::cast_precision_loss)]
+                    let unit =
+                        (RandomState::new().hash_one(attempt) >> 11) as f64 / (1u64 << 53) as f64;
+                    tracing::debug!(pool = %self.config().pool.name, attempt, "retrying after a serialization failure");
+                    tokio::time::sleep(base.mul_f64(1.0 + unit)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn transaction_once<T, F>(&self, opts: &TxOptions, f: &mut F) -> Result<T, Error>
+    where
+        F: AsyncFnMut(&tokio_postgres::Transaction<'_>) -> Result<T, Error>,
+    {
+        let started = Instant::now();
+        let mut conn = match tokio::time::timeout(opts.wait, self.get()).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                let s = self.stats();
+                return Err(Error::Timeout {
+                    pool: s.name,
+                    waited: opts.wait,
+                    size: s.max_size,
+                    pending: s.pending,
+                    size_var: s.ceiling_var,
+                    timeout_var: "the transaction's wait".into(),
+                });
+            }
+        };
+        let deadline = opts.timeout;
+        let pool = self.config().pool.name.clone();
+        let mut guard = Unfinished {
+            conn: &mut conn,
+            done: false,
+        };
+        let work = async {
+            let client: &mut tokio_postgres::Client = &mut *guard.conn;
+            let tx = client
+                .build_transaction()
+                .isolation_level(opts.isolation)
+                .read_only(opts.read_only)
+                .start()
+                .await?;
+            let left = deadline
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                left.as_millis()
+            ))
+            .await?;
+            match f(&tx).await {
+                Ok(value) => {
+                    tx.commit().await?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    tx.rollback().await?;
+                    Err(e)
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), work).await;
+        match outcome {
+            Ok(result) => {
+                guard.done = true;
+                result
+            }
+            // The transaction future was dropped mid-way: the guard closes the connection.
+            Err(_) => Err(Error::Deadline {
+                pool,
+                after: deadline,
+            }),
+        }
+    }
+}
