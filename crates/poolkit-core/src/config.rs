@@ -30,6 +30,8 @@ pub enum Knob {
     MaxUses,
     /// [`PoolConfig::ping_if_idle`]
     PingIfIdle,
+    /// [`PoolConfig::leak_threshold`]
+    LeakThreshold,
 }
 
 impl Knob {
@@ -45,6 +47,7 @@ impl Knob {
             Self::IdleTimeout => "IDLE_TIMEOUT",
             Self::MaxUses => "MAX_USES",
             Self::PingIfIdle => "PING_IF_IDLE",
+            Self::LeakThreshold => "LEAK_THRESHOLD",
         }
     }
 }
@@ -87,6 +90,9 @@ pub struct PoolConfig {
     /// Validate (ping) a connection at checkout only when it sat idle at least this long;
     /// `0` validates every checkout. Default: 30 s. Env: `P_PING_IF_IDLE`.
     pub ping_if_idle: Duration,
+    /// Warn (with the caller's location) and count `poolkit_connection_errors_total{kind="leak"}`
+    /// when a connection is held longer than this. Default: off. Env: `P_LEAK_THRESHOLD`.
+    pub leak_threshold: Option<Duration>,
     /// Utilization thresholds for health. Default: 50 / 70 / 90 %.
     pub thresholds: Thresholds,
     /// Which environment variable set each knob (absent: the default or code).
@@ -109,6 +115,7 @@ impl PoolConfig {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             max_uses: None,
             ping_if_idle: Duration::from_secs(30),
+            leak_threshold: None,
             thresholds: Thresholds::default(),
             sources: BTreeMap::new(),
         }
@@ -188,6 +195,10 @@ impl PoolConfig {
             let v = crate::env::parse_u64(&var, &value, 0, u64::MAX)?;
             c.max_uses = (v != 0).then_some(v);
             c.sources.insert(Knob::MaxUses, var);
+        }
+        if let Some((var, v)) = env.duration(Knob::LeakThreshold.suffix())? {
+            c.leak_threshold = (!v.is_zero()).then_some(v);
+            c.sources.insert(Knob::LeakThreshold, var);
         }
         if let Some((var, v)) = env.duration(Knob::PingIfIdle.suffix())? {
             c.ping_if_idle = v;

@@ -27,6 +27,7 @@ pub struct Telemetry {
     requests_reused: AtomicU64,
     wait: LatencyHistogram,
     gate: Semaphore,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn nonneg(v: i64) -> u64 {
@@ -56,6 +57,7 @@ impl Telemetry {
             requests_reused: AtomicU64::new(0),
             wait: LatencyHistogram::default(),
             gate: Semaphore::new(config.ceiling() as usize),
+            closing: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -71,6 +73,20 @@ impl Telemetry {
     #[must_use]
     pub fn gate(&self) -> &Semaphore {
         &self.gate
+    }
+
+    /// Marks the pool as closing: its gate is closed (waiting and new callers fail at once)
+    /// and connections returned from now on are closed instead of kept.
+    pub fn set_closing(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.gate.close();
+    }
+
+    /// Whether [`Telemetry::set_closing`] was called.
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The pool's metric handles.

@@ -7,8 +7,28 @@ use std::time::Duration;
 use poolkit_core::env::{Env, parse_duration, process_lookup};
 use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
 
+use crate::pooler::Pooler;
+
 /// The default env prefix: `DATABASE` (so `DATABASE_URL`, `DATABASE_POOL_SIZE`, …).
 pub const DEFAULT_PREFIX: &str = "DATABASE";
+
+/// The URL without parameters tokio-postgres does not know but poolers' URLs carry
+/// (`pgbouncer=true`, Prisma's `connection_limit`), so one `DATABASE_URL` serves every tool.
+fn strip_params(url: &str) -> String {
+    const FOREIGN: [&str; 3] = ["pgbouncer", "connection_limit", "pool_timeout"];
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !FOREIGN.contains(&kv.split('=').next().unwrap_or_default()))
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
 
 /// What a URL must look like, for error messages.
 const URL_EXPECTED: &str = "a PostgreSQL URL such as postgres://user:password@host:5432/dbname (or a key=value connection string)";
@@ -34,6 +54,40 @@ pub struct Config {
     /// Timeout for opening one connection. Default: the acquire timeout, at most 10 s.
     /// Env: `P_CONNECT_TIMEOUT`.
     pub connect_timeout: Option<Duration>,
+    /// The server-side pooler in front of PostgreSQL. Default: `transaction` when the URL's
+    /// port is 6543 (Supavisor) or it has `pgbouncer=true`, else `none`. Env: `P_POOLER`.
+    pub pooler: Pooler,
+}
+
+/// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
+/// `P_URL_DIRECT` (Supabase's three URLs), each falling back to `P_URL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Use {
+    /// Short-lived or serverless work: `P_URL_TRANSACTION` (transaction-mode pooler).
+    Transaction,
+    /// Long-lived servers: `P_URL_SESSION` (session-mode pooler).
+    Session,
+    /// Admin tasks, migrations, LISTEN: `P_URL_DIRECT` (PostgreSQL itself).
+    Direct,
+}
+
+impl Use {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Transaction => "URL_TRANSACTION",
+            Self::Session => "URL_SESSION",
+            Self::Direct => "URL_DIRECT",
+        }
+    }
+
+    fn pooler(self) -> Pooler {
+        match self {
+            Self::Transaction => Pooler::Transaction,
+            Self::Session => Pooler::Session,
+            Self::Direct => Pooler::None,
+        }
+    }
 }
 
 impl fmt::Debug for Config {
@@ -44,6 +98,7 @@ impl fmt::Debug for Config {
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("pooler", &self.pooler)
             .finish()
     }
 }
@@ -66,7 +121,61 @@ impl Config {
             application_name: "poolkit".to_owned(),
             statement_timeout: None,
             connect_timeout: None,
+            pooler: Pooler::None,
         }
+        .detect_pooler()
+    }
+
+    /// Sets `pooler` from the URL: `transaction` for port 6543 or `pgbouncer=true`.
+    pub(crate) fn detect_pooler(mut self) -> Self {
+        let url = self.url.expose();
+        let flagged = url.contains("pgbouncer=true");
+        let on_6543 = strip_params(url)
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| c.get_ports().contains(&6543));
+        if flagged || on_6543 {
+            self.pooler = Pooler::Transaction;
+        }
+        self
+    }
+
+    /// Reads the configuration for one [`Use`]: `P_URL_TRANSACTION`, `P_URL_SESSION` or
+    /// `P_URL_DIRECT` when set (with the matching pooler mode), else `P_URL`.
+    ///
+    /// # Errors
+    /// As [`Config::from_lookup`].
+    pub fn from_lookup_for(
+        prefix: &str,
+        purpose: Use,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let specific = format!("{prefix}_{}", purpose.suffix());
+        match lookup(&specific).filter(|v| !v.trim().is_empty()) {
+            Some(url) => {
+                let base = format!("{prefix}_URL");
+                let redirect = |k: &str| {
+                    if k == base {
+                        Some(url.clone())
+                    } else {
+                        lookup(k)
+                    }
+                };
+                let mut c = Self::from_lookup(prefix, &redirect)?;
+                if lookup(&format!("{prefix}_POOLER")).is_none() {
+                    c.pooler = purpose.pooler();
+                }
+                Ok(c)
+            }
+            None => Self::from_lookup(prefix, lookup),
+        }
+    }
+
+    /// As [`Config::from_lookup_for`], from the process environment.
+    ///
+    /// # Errors
+    /// As [`Config::from_lookup`].
+    pub fn from_env_for(prefix: &str, purpose: Use) -> Result<Self, ConfigError> {
+        Self::from_lookup_for(prefix, purpose, &process_lookup)
     }
 
     /// Reads `PREFIX_URL` and the pool knobs from the process environment.
@@ -112,6 +221,13 @@ impl Config {
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
         }
+        if let Some((var, value)) = env.var("POOLER") {
+            config.pooler = Pooler::parse(&value).ok_or(ConfigError::Invalid {
+                var,
+                value,
+                expected: "transaction, session or none".into(),
+            })?;
+        }
         config.pg_config_for(&url_var)?;
         Ok(config)
     }
@@ -131,7 +247,7 @@ impl Config {
             value: redact_url(url),
             expected: format!("{URL_EXPECTED}{why}"),
         };
-        let mut pg = tokio_postgres::Config::from_str(url)
+        let mut pg = tokio_postgres::Config::from_str(&strip_params(url))
             .map_err(|e| invalid(&format!(" ({})", crate::error::chain(&e))))?;
         if pg.get_hosts().is_empty() {
             pg.host("127.0.0.1");
@@ -254,6 +370,62 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var(), "DATABASE_STATEMENT_TIMEOUT");
+    }
+
+    #[test]
+    fn pooler_mode_is_detected_and_chosen_per_use() {
+        let c = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw@db.supabase.co:6543/postgres",
+        )])
+        .unwrap();
+        assert_eq!(c.pooler, Pooler::Transaction);
+        let c = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw@h:6432/app?pgbouncer=true&connection_limit=1",
+        )])
+        .unwrap();
+        assert_eq!(c.pooler, Pooler::Transaction);
+        assert!(c.pg_config().is_ok(), "foreign parameters are stripped");
+        let c = from(&[("DATABASE_URL", "postgres://u@h:5432/app")]).unwrap();
+        assert_eq!(c.pooler, Pooler::None);
+        let c = from(&[
+            ("DATABASE_URL", "postgres://u@h:5432/app"),
+            ("DATABASE_POOLER", "session"),
+        ])
+        .unwrap();
+        assert_eq!(c.pooler, Pooler::Session);
+        let e = from(&[
+            ("DATABASE_URL", "postgres://u@h/app"),
+            ("DATABASE_POOLER", "statement"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_POOLER");
+        let vars = [
+            ("DATABASE_URL", "postgres://u@direct:5432/app"),
+            ("DATABASE_URL_TRANSACTION", "postgres://u@pooler:6543/app"),
+            ("DATABASE_URL_SESSION", "postgres://u@pooler:5432/app"),
+        ];
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let t = Config::from_lookup_for("DATABASE", Use::Transaction, &lookup).unwrap();
+        assert_eq!(
+            (t.target().as_str(), t.pooler),
+            ("pooler:6543", Pooler::Transaction)
+        );
+        let s = Config::from_lookup_for("DATABASE", Use::Session, &lookup).unwrap();
+        assert_eq!(
+            (s.target().as_str(), s.pooler),
+            ("pooler:5432", Pooler::Session)
+        );
+        let d = Config::from_lookup_for("DATABASE", Use::Direct, &lookup).unwrap();
+        assert_eq!(
+            (d.target().as_str(), d.pooler),
+            ("direct:5432", Pooler::None)
+        );
     }
 
     #[test]

@@ -5,11 +5,13 @@ mod config;
 mod error;
 mod manager;
 mod pool;
+mod pooler;
 
-pub use config::{Config, DEFAULT_PREFIX, default_pool_config};
+pub use config::{Config, DEFAULT_PREFIX, Use, default_pool_config};
 pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
+pub use pooler::{Param, Pooler, Typed, session_state};
 
 pub use bb8;
 pub use poolkit_core as core;

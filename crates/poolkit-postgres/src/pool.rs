@@ -1,6 +1,7 @@
 //! The PostgreSQL pool: a fair bb8 pool of tokio-postgres clients.
 
 use std::fmt;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, 
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::{Error, chain};
 use crate::manager::Manager;
+use crate::pooler::{Param, Pooler, SessionWarnings};
 
 type Fair = FairPool<Manager>;
 
@@ -27,6 +29,15 @@ pub struct Pool {
 struct Inner {
     fair: Fair,
     config: Config,
+    ctx: Arc<QueryCtx>,
+}
+
+/// What a checked-out connection needs to know to run queries the pooler's way.
+#[derive(Debug)]
+struct QueryCtx {
+    pool: String,
+    pooler: Pooler,
+    warnings: SessionWarnings,
 }
 
 impl fmt::Debug for Pool {
@@ -49,6 +60,7 @@ impl fmt::Debug for Inner {
 /// the connection to the pool.
 pub struct PooledConnection {
     checkout: Checkout<Manager>,
+    ctx: Arc<QueryCtx>,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -70,7 +82,112 @@ impl DerefMut for PooledConnection {
     }
 }
 
+fn typed<'a>(
+    params: &'a [&'a dyn Param],
+) -> Vec<(
+    &'a (dyn tokio_postgres::types::ToSql + Sync),
+    tokio_postgres::types::Type,
+)> {
+    params
+        .iter()
+        .map(|p| {
+            (
+                *p as &(dyn tokio_postgres::types::ToSql + Sync),
+                p.pg_type(),
+            )
+        })
+        .collect()
+}
+
 impl PooledConnection {
+    /// Runs a query with parameters the way the pooler allows: behind a transaction-mode
+    /// pooler as an unnamed statement with the parameters' types given
+    /// (`query_typed`), otherwise as tokio-postgres's (named, prepared) `query`. Same call
+    /// either way, so code does not change when `DATABASE_URL` moves behind PgBouncer.
+    ///
+    /// # Errors
+    /// The query's error.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.ctx
+            .warnings
+            .check(&self.ctx.pool, self.ctx.pooler, sql);
+        if self.ctx.pooler == Pooler::Transaction {
+            self.checkout.query_typed(sql, &typed(params)).await
+        } else {
+            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| *p as _).collect();
+            self.checkout.query(sql, &plain).await
+        }
+    }
+
+    /// Like [`PooledConnection::query`], for exactly one row.
+    ///
+    /// # Errors
+    /// The query's error, or a row-count error when not exactly one row came back.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        self.ctx
+            .warnings
+            .check(&self.ctx.pool, self.ctx.pooler, sql);
+        if self.ctx.pooler == Pooler::Transaction {
+            self.checkout.query_typed_one(sql, &typed(params)).await
+        } else {
+            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| *p as _).collect();
+            self.checkout.query_one(sql, &plain).await
+        }
+    }
+
+    /// Like [`PooledConnection::query`], for statements that return no rows; returns the
+    /// number of rows affected.
+    ///
+    /// # Errors
+    /// The statement's error.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.ctx
+            .warnings
+            .check(&self.ctx.pool, self.ctx.pooler, sql);
+        if self.ctx.pooler == Pooler::Transaction {
+            self.checkout.execute_typed(sql, &typed(params)).await
+        } else {
+            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| *p as _).collect();
+            self.checkout.execute(sql, &plain).await
+        }
+    }
+
+    /// The simple-query protocol (no parameters, several statements allowed), with the
+    /// pooler's session-state warnings.
+    ///
+    /// # Errors
+    /// The statement's error.
+    pub async fn simple_query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error> {
+        self.ctx
+            .warnings
+            .check(&self.ctx.pool, self.ctx.pooler, sql);
+        self.checkout.simple_query(sql).await
+    }
+
+    /// The pooler mode this connection's queries follow.
+    #[must_use]
+    pub fn pooler(&self) -> Pooler {
+        self.ctx.pooler
+    }
+
     /// How many times this connection has been checked out, this time included.
     #[must_use]
     pub fn uses(&mut self) -> u64 {
@@ -92,9 +209,17 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// The connection URL.
+    /// The connection URL (also sets the pooler mode it implies: see [`Config::pooler`]).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.url = url.into().into();
+        self.config.pooler = Pooler::None;
+        self.config = self.config.detect_pooler();
+        self
+    }
+
+    /// The server-side pooler in front of PostgreSQL.
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.config.pooler = pooler;
         self
     }
 
@@ -159,6 +284,12 @@ impl Builder {
         self
     }
 
+    /// Warn with the caller's location when a connection is held longer than this.
+    pub fn leak_threshold(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.leak_threshold = d;
+        self
+    }
+
     /// Server-side statement timeout.
     pub fn statement_timeout(mut self, d: Option<Duration>) -> Self {
         self.config.statement_timeout = d;
@@ -209,7 +340,12 @@ impl Pool {
         let fair = FairPool::build(manager, config.pool.clone())
             .await
             .map_err(|e| acquire_error(&config, e))?;
-        let inner = Arc::new(Inner { fair, config });
+        let ctx = Arc::new(QueryCtx {
+            pool: config.pool.name.clone(),
+            pooler: config.pooler,
+            warnings: SessionWarnings::default(),
+        });
+        let inner = Arc::new(Inner { fair, config, ctx });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
         tracing::debug!(pool = %inner.config.pool.name, target = %inner.config.target(), "pool built");
@@ -222,13 +358,21 @@ impl Pool {
     /// [`Error::Timeout`] when none came free within the acquire timeout;
     /// [`Error::Connect`] when the wait ended because the server could not be reached;
     /// [`Error::Closed`] after [`Pool::close`].
-    pub async fn get(&self) -> Result<PooledConnection, Error> {
-        match self.inner.fair.get().await {
-            Ok(checkout) => Ok(PooledConnection { checkout }),
-            Err(e) => Err(acquire_error(&self.inner.config, e)),
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
+        // `get` is not `async fn` so that `#[track_caller]` reaches the caller's line for
+        // leak reports (`DATABASE_LEAK_THRESHOLD`).
+        let checkout = self.inner.fair.get();
+        async move {
+            match checkout.await {
+                Ok(checkout) => Ok(PooledConnection {
+                    checkout,
+                    ctx: Arc::clone(&self.inner.ctx),
+                }),
+                Err(e) => Err(acquire_error(&self.inner.config, e)),
+            }
         }
     }
-
     /// A snapshot of the pool.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
@@ -266,10 +410,17 @@ impl Pool {
         self.inner.fair.telemetry()
     }
 
-    /// Stops handing out connections: waiting and later callers get [`Error::Closed`].
-    /// Connections in use stay usable until dropped.
+    /// Stops handing out connections: waiting and later callers get [`Error::Closed`] at
+    /// once; connections in use stay usable and are closed when returned.
     pub fn close(&self) {
         self.inner.fair.close();
+    }
+
+    /// Closes the pool and waits until every checked-out connection is returned and
+    /// every connection is closed, at most `deadline`. Returns whether all closed in time
+    /// (for a graceful shutdown: stop accepting requests, then drain).
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.inner.fair.drain(deadline).await
     }
 }
 

@@ -127,6 +127,17 @@ impl<C> Drop for Tracked<C> {
     }
 }
 
+/// The error of [`InstrumentedManager`]: the wrapped manager's (shared, so a waiter whose
+/// wait ends in a timeout can be told the real cause), or "the pool is closing".
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ManagerError<E> {
+    /// The wrapped manager's error.
+    Backend(Arc<E>),
+    /// The pool is closing and opens no new connections.
+    Closed,
+}
+
 /// The last connect error and when it happened, shared with the pool.
 pub(crate) type ErrorSlot<E> = Mutex<Option<(Instant, Arc<E>)>>;
 
@@ -238,9 +249,13 @@ where
     M::Error: std::fmt::Display + Send + Sync,
 {
     type Connection = Tracked<M::Connection>;
-    type Error = Arc<M::Error>;
+    type Error = ManagerError<M::Error>;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        if self.telemetry.is_closing() {
+            // A closing pool opens nothing (bb8 would otherwise refill `min_idle`).
+            return Err(ManagerError::Closed);
+        }
         let start = Clock::now();
         match self.inner.connect().await {
             Ok(conn) => {
@@ -257,14 +272,17 @@ where
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some((Instant::now(), Arc::clone(&e)));
-                Err(e)
+                Err(ManagerError::Backend(e))
             }
         }
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
         // Not called on checkout (FairPool validates itself); kept correct for direct use.
-        self.inner.is_valid(&mut conn.conn).await.map_err(Arc::new)
+        self.inner
+            .is_valid(&mut conn.conn)
+            .await
+            .map_err(|e| ManagerError::Backend(Arc::new(e)))
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {

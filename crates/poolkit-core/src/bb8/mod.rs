@@ -9,5 +9,5 @@
 mod manager;
 mod pool;
 
-pub use manager::{InstrumentedManager, LIFETIME_JITTER, Tracked};
+pub use manager::{InstrumentedManager, LIFETIME_JITTER, ManagerError, Tracked};
 pub use pool::{AcquireError, Checkout, FairPool};

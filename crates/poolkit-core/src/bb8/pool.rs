@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,10 @@ use bb8::ManageConnection;
 use tokio::sync::{SemaphorePermit, TryAcquireError};
 
 use super::manager::{
-    Clock, ErrorSlot, InstrumentedManager, Tracked, error_since, fresh, validate,
+    Clock, ErrorSlot, InstrumentedManager, ManagerError, Tracked, error_since, fresh, validate,
 };
 use crate::PoolConfig;
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, ErrorKind};
 use crate::telemetry::Telemetry;
 
 /// Why a checkout failed, before the adapter turns it into its own `Error`.
@@ -51,7 +52,6 @@ where
     manager: Arc<M>,
     telemetry: Arc<Telemetry>,
     connect_errors: Arc<ErrorSlot<M::Error>>,
-    closed: AtomicBool,
 }
 
 impl<M: ManageConnection> fmt::Debug for FairPool<M>
@@ -117,7 +117,8 @@ where
             .await
             {
                 Ok(Ok(pool)) => pool,
-                Ok(Err(e)) => return Err(AcquireError::Connect(e)),
+                Ok(Err(ManagerError::Backend(e))) => return Err(AcquireError::Connect(e)),
+                Ok(Err(_)) => return Err(AcquireError::Closed),
                 Err(_) => {
                     return Err(AcquireError::Timeout {
                         waited: start.elapsed(),
@@ -133,7 +134,6 @@ where
             manager: shared_manager,
             telemetry,
             connect_errors,
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -155,8 +155,26 @@ where
     /// [`AcquireError::Timeout`] after the acquire timeout; [`AcquireError::Connect`] when
     /// the wait ended because connecting failed (with the server's reason);
     /// [`AcquireError::Closed`] after [`FairPool::close`].
-    pub async fn get(&self) -> Result<Checkout<M>, AcquireError<M::Error>> {
-        if self.closed.load(Ordering::Acquire) {
+    #[track_caller]
+    pub fn get(
+        &self,
+    ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        async move {
+            let mut checkout = self.get_inner().await?;
+            if let Some(threshold) = self.telemetry.config().leak_threshold {
+                checkout.leak = Some(LeakWatch::start(
+                    Arc::clone(&self.telemetry),
+                    threshold,
+                    caller,
+                ));
+            }
+            Ok(checkout)
+        }
+    }
+
+    async fn get_inner(&self) -> Result<Checkout<M>, AcquireError<M::Error>> {
+        if self.telemetry.is_closing() {
             return Err(AcquireError::Closed);
         }
         let mut permit = None;
@@ -209,7 +227,10 @@ where
                     Some(conn) => conn,
                     None => match self.bb8.get_owned().await {
                         Ok(conn) => conn,
-                        Err(bb8::RunError::User(e)) => return Err(AcquireError::Connect(e)),
+                        Err(bb8::RunError::User(ManagerError::Backend(e))) => {
+                            return Err(AcquireError::Connect(e));
+                        }
+                        Err(bb8::RunError::User(_)) => return Err(AcquireError::Closed),
                         Err(bb8::RunError::TimedOut) => {
                             return Err(AcquireError::Timeout {
                                 waited: Duration::ZERO,
@@ -260,6 +281,7 @@ where
             conn: Some(conn),
             since: now,
             telemetry: Arc::clone(&self.telemetry),
+            leak: None,
         }
     }
 
@@ -276,16 +298,45 @@ where
         }
     }
 
-    /// Closes the gate: waiting and future callers get [`AcquireError::Closed`] at once.
-    /// Connections in use stay usable until returned.
+    /// Closes the pool: waiting and new callers get [`AcquireError::Closed`] at once, no
+    /// new connection is opened, and connections are closed as they come back. See
+    /// [`FairPool::drain`] to wait for that.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.telemetry.gate().close();
+        self.telemetry.set_closing();
     }
 
-    /// Whether [`FairPool::close`] was called.
+    /// Closes the pool (as [`FairPool::close`]), waits until every checked-out
+    /// connection is returned, then closes the idle ones, all within `deadline`.
+    /// Returns whether every connection was closed in time.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.close();
+        let end = tokio::time::Instant::now() + deadline;
+        while self.telemetry.used() > 0 {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Idle connections: take each from bb8 and retire it. Only while some are idle, so
+        // bb8 never tries to open one for us (and a closing pool would refuse anyway).
+        while self.telemetry.open() > 0 && tokio::time::Instant::now() < end {
+            let idle = self.bb8.state().idle_connections;
+            if idle == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.bb8.get()).await {
+                Ok(Ok(mut conn)) => conn.retire(CloseReason::PoolClosed),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        self.telemetry.open() == 0
+    }
+
+    /// Whether the pool was closed.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.telemetry.is_closing()
     }
 }
 
@@ -299,6 +350,43 @@ where
     conn: Option<bb8::PooledConnection<'static, InstrumentedManager<M>>>,
     since: Clock,
     telemetry: Arc<Telemetry>,
+    leak: Option<LeakWatch>,
+}
+
+/// Leak detection for one checkout: a timer that reports the checkout if it is still held
+/// after the threshold, naming where it was taken.
+struct LeakWatch {
+    returned: Arc<AtomicBool>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl LeakWatch {
+    fn start(
+        telemetry: Arc<Telemetry>,
+        threshold: Duration,
+        caller: &'static Location<'static>,
+    ) -> Self {
+        let returned = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&returned);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(threshold).await;
+            if !flag.load(Ordering::Acquire) {
+                telemetry.error(ErrorKind::Leak);
+                tracing::warn!(
+                    pool = %telemetry.config().name,
+                    held_for = ?threshold,
+                    checked_out_at = %caller,
+                    "connection held longer than the leak threshold (P_LEAK_THRESHOLD); was it forgotten?"
+                );
+            }
+        });
+        Self { returned, timer }
+    }
+
+    fn stop(&self) {
+        self.returned.store(true, Ordering::Release);
+        self.timer.abort();
+    }
 }
 
 impl<M: ManageConnection> Checkout<M>
@@ -369,7 +457,12 @@ where
             let config = self.telemetry.config();
             let now = Clock::now();
             conn.last_used = now;
-            if conn.expired(now) {
+            if let Some(leak) = &self.leak {
+                leak.stop();
+            }
+            if self.telemetry.is_closing() {
+                conn.retire(CloseReason::PoolClosed);
+            } else if conn.expired(now) {
                 conn.retire(CloseReason::MaxLifetime);
             } else if config.max_uses.is_some_and(|max| conn.uses >= max) {
                 conn.retire(CloseReason::MaxUses);

@@ -88,6 +88,8 @@ label_enum!(
         Request => "request",
         /// A request ran past its deadline.
         Timeout => "timeout",
+        /// A connection was held longer than `P_LEAK_THRESHOLD`.
+        Leak => "leak",
     }
 );
 

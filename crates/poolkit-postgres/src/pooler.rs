@@ -1,0 +1,194 @@
+//! Running behind a transaction-mode pooler (PgBouncer, Supavisor on port 6543): queries
+//! with typed parameters but without named prepared statements, and warnings for
+//! statements that leave session state behind.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Mutex;
+
+use tokio_postgres::types::{ToSql, Type};
+
+/// Which kind of server-side pooler sits between the pool and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler in session mode that keeps one server connection
+    /// per client connection: everything works.
+    #[default]
+    None,
+    /// A session-mode pooler (Supavisor on 5432): like `None`, but connections may be
+    /// shared over time, so session state is warned about.
+    Session,
+    /// A transaction-mode pooler (PgBouncer `pool_mode=transaction`, Supavisor on 6543):
+    /// each transaction may run on a different server connection, so named prepared
+    /// statements break. Queries go as unnamed statements with typed parameters.
+    Transaction,
+}
+
+impl Pooler {
+    /// `none`, `session` or `transaction`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Session => "session",
+            Self::Transaction => "transaction",
+        }
+    }
+
+    /// Parses `none` / `session` / `transaction` (case-insensitive).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "direct" | "off" => Some(Self::None),
+            "session" => Some(Self::Session),
+            "transaction" => Some(Self::Transaction),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Pooler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A query parameter whose PostgreSQL type is known from its Rust type, so it can be sent
+/// with an unnamed statement (`query_typed`) through a transaction-mode pooler.
+///
+/// Implemented for the common scalar types, `Option` of them, and [`Typed`] for anything
+/// else.
+pub trait Param: ToSql + Sync {
+    /// The PostgreSQL type this value is sent as.
+    fn pg_type(&self) -> Type;
+}
+
+macro_rules! param {
+    ($($t:ty => $ty:expr),* $(,)?) => {
+        $(impl Param for $t {
+            fn pg_type(&self) -> Type {
+                $ty
+            }
+        })*
+    };
+}
+
+param!(
+    bool => Type::BOOL,
+    i8 => Type::CHAR,
+    i16 => Type::INT2,
+    i32 => Type::INT4,
+    i64 => Type::INT8,
+    u32 => Type::OID,
+    f32 => Type::FLOAT4,
+    f64 => Type::FLOAT8,
+    String => Type::TEXT,
+    &str => Type::TEXT,
+    Vec<u8> => Type::BYTEA,
+    &[u8] => Type::BYTEA,
+    std::time::SystemTime => Type::TIMESTAMPTZ,
+);
+
+impl<T: Param + Default> Param for Option<T> {
+    fn pg_type(&self) -> Type {
+        // A NULL still needs a type; the default value's is the type of `T`.
+        self.as_ref()
+            .map_or_else(|| T::default().pg_type(), Param::pg_type)
+    }
+}
+
+/// A value with an explicit PostgreSQL type, for types [`Param`] does not cover
+/// (`Typed(&uuid, Type::UUID)`).
+#[derive(Debug)]
+pub struct Typed<'a>(pub &'a (dyn ToSql + Sync), pub Type);
+
+impl ToSql for Typed<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql_checked(ty, out)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl Param for Typed<'_> {
+    fn pg_type(&self) -> Type {
+        self.1.clone()
+    }
+}
+
+/// What kind of session state a statement leaves behind, if any.
+#[must_use]
+pub fn session_state(sql: &str) -> Option<&'static str> {
+    let s = sql.trim_start().to_ascii_lowercase();
+    let starts = |p: &str| s.starts_with(p);
+    if (starts("set ") && !starts("set local ") && !starts("set transaction ")) || starts("reset ")
+    {
+        Some("SET without LOCAL changes the server connection for whoever uses it next")
+    } else if starts("listen ") {
+        Some("LISTEN needs a session; notifications will not reach this client")
+    } else if starts("prepare ") {
+        Some("PREPARE creates a named statement on one server connection only")
+    } else if s.contains("pg_advisory_lock(") || s.contains("pg_try_advisory_lock(") {
+        Some("session advisory locks stay on a server connection; use pg_advisory_xact_lock")
+    } else if starts("create temp") || starts("create temporary") {
+        Some("temporary tables live on one server connection only")
+    } else if s.contains("with hold") {
+        Some("a cursor WITH HOLD outlives the transaction")
+    } else {
+        None
+    }
+}
+
+/// Warns once per pool and kind about statements that leave session state behind a pooler.
+#[derive(Debug, Default)]
+pub(crate) struct SessionWarnings {
+    seen: Mutex<HashSet<&'static str>>,
+}
+
+impl SessionWarnings {
+    pub(crate) fn check(&self, pool: &str, pooler: Pooler, sql: &str) {
+        if pooler == Pooler::None {
+            return;
+        }
+        if let Some(kind) = session_state(sql) {
+            let first = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(kind);
+            if first {
+                tracing::warn!(pool = %pool, pooler = %pooler, "{kind} (behind a {pooler}-mode pooler)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_is_recognised() {
+        assert!(session_state("SET search_path = app").is_some());
+        assert!(session_state("  set statement_timeout to 5").is_some());
+        assert!(session_state("SET LOCAL statement_timeout = 5").is_none());
+        assert!(session_state("LISTEN jobs").is_some());
+        assert!(session_state("select pg_advisory_lock(1)").is_some());
+        assert!(session_state("select pg_advisory_xact_lock(1)").is_none());
+        assert!(session_state("PREPARE q AS SELECT 1").is_some());
+        assert!(session_state("SELECT 1").is_none());
+        assert_eq!(Pooler::parse("Transaction"), Some(Pooler::Transaction));
+        assert_eq!(Pooler::parse("bogus"), None);
+        assert_eq!(None::<i32>.pg_type(), Type::INT4);
+        assert_eq!(Some("x").pg_type(), Type::TEXT);
+    }
+}
