@@ -31,7 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_open(Endpoint::Alerts, true);
     }
 
-    let mut load = Vec::new();
+    #[allow(unused_mut)] // filled only when a backend feature is on
+    let mut load: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     #[cfg(feature = "postgres")]
     if poolkit::core::env::process_lookup("DATABASE_URL").is_some() {
         let pool = poolkit::postgres::Pool::from_env().await?;
