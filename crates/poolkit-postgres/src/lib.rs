@@ -7,6 +7,7 @@ mod error;
 mod manager;
 mod pool;
 mod pooler;
+mod tls;
 mod transaction;
 
 pub use budget::{Budget, ServerUse, plan};
@@ -15,6 +16,7 @@ pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
+pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
 pub use transaction::TxOptions;
 
 pub use bb8;
