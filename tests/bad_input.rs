@@ -69,12 +69,18 @@ fn lookup_from(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String>
 /// Checks an error is about `var` (and a message that says what was expected).
 fn assert_names(e: &ConfigError, var: &str, value: &str) {
     let msg = e.to_string();
-    assert!(msg.contains(var), "{var}={value:?}: message does not name it: {msg}");
+    assert!(
+        msg.contains(var),
+        "{var}={value:?}: message does not name it: {msg}"
+    );
     assert!(
         msg.contains("expected") || msg.contains("contradict"),
         "{var}={value:?}: message does not say what is expected: {msg}"
     );
-    assert!(!msg.contains(MARKER), "{var}: message leaks the password: {msg}");
+    assert!(
+        !msg.contains(MARKER),
+        "{var}: message leaks the password: {msg}"
+    );
 }
 
 #[test]
@@ -84,7 +90,10 @@ fn nasty_values_are_refused_naming_the_variable() {
         for knob in COMMON.iter().chain(PG_ONLY) {
             let var = format!("DATABASE_{knob}");
             let map = HashMap::from([
-                ("DATABASE_URL".to_owned(), format!("postgres://u:{MARKER}@127.0.0.1/test")),
+                (
+                    "DATABASE_URL".to_owned(),
+                    format!("postgres://u:{MARKER}@127.0.0.1/test"),
+                ),
                 (var.clone(), (*value).to_owned()),
             ]);
             let e = PgConfig::from_lookup("DATABASE", &lookup_from(&map))
@@ -118,7 +127,9 @@ fn nasty_values_are_refused_naming_the_variable() {
             checked += 1;
         }
     }
-    println!("FIGURES bad_input nasty: {checked} (variable, value) pairs refused with a named error");
+    println!(
+        "FIGURES bad_input nasty: {checked} (variable, value) pairs refused with a named error"
+    );
 }
 
 #[test]
@@ -127,18 +138,32 @@ fn contradictions_name_both_variables() {
         ("APP_POOL_SIZE".to_owned(), "5".to_owned()),
         ("APP_POOL_MIN_IDLE".to_owned(), "30".to_owned()),
     ]);
-    let e = PoolConfig::from_lookup("APP", PoolConfig::new("app", Backend::Http), &lookup_from(&map))
-        .expect_err("min idle above the size");
+    let e = PoolConfig::from_lookup(
+        "APP",
+        PoolConfig::new("app", Backend::Http),
+        &lookup_from(&map),
+    )
+    .expect_err("min idle above the size");
     let msg = e.to_string();
-    assert!(msg.contains("APP_POOL_MIN_IDLE=30") && msg.contains("APP_POOL_SIZE=5"), "{msg}");
+    assert!(
+        msg.contains("APP_POOL_MIN_IDLE=30") && msg.contains("APP_POOL_SIZE=5"),
+        "{msg}"
+    );
     let map = HashMap::from([
         ("APP_POOL_SIZE".to_owned(), "20".to_owned()),
         ("APP_POOL_MAXSIZE".to_owned(), "10".to_owned()),
     ]);
-    let e = PoolConfig::from_lookup("APP", PoolConfig::new("app", Backend::Http), &lookup_from(&map))
-        .expect_err("ceiling below the size");
+    let e = PoolConfig::from_lookup(
+        "APP",
+        PoolConfig::new("app", Backend::Http),
+        &lookup_from(&map),
+    )
+    .expect_err("ceiling below the size");
     let msg = e.to_string();
-    assert!(msg.contains("APP_POOL_MAXSIZE=10") && msg.contains("APP_POOL_SIZE=20"), "{msg}");
+    assert!(
+        msg.contains("APP_POOL_MAXSIZE=10") && msg.contains("APP_POOL_SIZE=20"),
+        "{msg}"
+    );
     let map = HashMap::from([("DATABASE_URL".to_owned(), " ".to_owned())]);
     let e = PgConfig::from_lookup("DATABASE", &lookup_from(&map)).expect_err("blank URL");
     assert!(e.to_string().contains("DATABASE_URL is not set"), "{e}");

@@ -117,5 +117,7 @@ async fn redis_exclusive_timeout_is_on_time_and_named() {
         .await
         .expect("shared PING");
     assert_eq!(pong, "PONG");
-    println!("FIGURES exhaustion redis cache_exclusive: configured=500ms waited={waited:?} error=\"{msg}\"");
+    println!(
+        "FIGURES exhaustion redis cache_exclusive: configured=500ms waited={waited:?} error=\"{msg}\""
+    );
 }

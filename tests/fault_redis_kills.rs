@@ -25,7 +25,9 @@ async fn private_pool(server: &PrivateRedis, name: &str, size: u32) -> Pool {
 /// Kills every normal client of `server`; returns how many were killed.
 fn kill_all(server: &PrivateRedis) -> u32 {
     let out = server.cli(None, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-    out.trim().parse().unwrap_or_else(|_| panic!("CLIENT KILL said {out:?}"))
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("CLIENT KILL said {out:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +48,10 @@ async fn client_kill_shared_connections() {
     let mut failures = 0;
     let mut first_ok = None;
     for i in 0..50 {
-        match pool.query::<Option<i64>>(redis::cmd("GET").arg(format!("k{}", i % 20))).await {
+        match pool
+            .query::<Option<i64>>(redis::cmd("GET").arg(format!("k{}", i % 20)))
+            .await
+        {
             Ok(v) => {
                 assert_eq!(v, Some(i64::from(i % 20)));
                 first_ok.get_or_insert(t.elapsed());
@@ -57,7 +62,10 @@ async fn client_kill_shared_connections() {
             }
         }
     }
-    assert!(failures <= SIZE, "{failures} failed commands for {SIZE} killed connections");
+    assert!(
+        failures <= SIZE,
+        "{failures} failed commands for {SIZE} killed connections"
+    );
     let s = pool.stats();
     assert_eq!(s.closed_by("broken"), u64::from(failures), "{s:?}");
     assert_eq!(s.errors_by("broken"), u64::from(failures), "{s:?}");
@@ -92,7 +100,11 @@ async fn client_kill_exclusive_connections() {
     for round in 0..3 {
         let mut held = Vec::new();
         for _ in 0..SIZE {
-            held.push(pool.exclusive().await.expect("exclusive checkout after the kill"));
+            held.push(
+                pool.exclusive()
+                    .await
+                    .expect("exclusive checkout after the kill"),
+            );
         }
         let mut f = 0;
         for c in &mut held {
@@ -102,7 +114,10 @@ async fn client_kill_exclusive_connections() {
         }
         drop(held);
         if round > 0 {
-            assert_eq!(f, 0, "round {round}: a killed connection was handed out again");
+            assert_eq!(
+                f, 0,
+                "round {round}: a killed connection was handed out again"
+            );
         }
         failures += f;
     }

@@ -40,7 +40,10 @@ fn counter(name: &str, pool: &str, key: &str, value: &str) -> u64 {
         let Some(p) = key_.labels().find(|l| l.key() == "pool") else {
             continue;
         };
-        for l in key_.labels().filter(|l| l.key() != "pool" && l.key() != "backend") {
+        for l in key_
+            .labels()
+            .filter(|l| l.key() != "pool" && l.key() != "backend")
+        {
             *totals
                 .entry((
                     key_.name().to_owned(),
@@ -124,7 +127,10 @@ async fn terminate_every_backend() {
     for i in 0..3 {
         let (pids, f) = round(&pool, SIZE).await;
         if i > 0 {
-            assert_eq!(f, 0, "round {i} still failed: a broken connection came back");
+            assert_eq!(
+                f, 0,
+                "round {i} still failed: a broken connection came back"
+            );
         }
         if f == 0 && first_round_ok.is_none() {
             first_round_ok = Some(killed_at.elapsed());
@@ -139,9 +145,21 @@ async fn terminate_every_backend() {
     );
 
     let s = pool.stats();
-    assert_eq!(s.closed_by("broken"), u64::from(SIZE), "closed{{broken}}: {s:?}");
-    assert_eq!(s.errors_by("broken"), u64::from(SIZE), "errors{{broken}}: {s:?}");
-    assert_eq!(s.created, u64::from(2 * SIZE), "each kill replaced once: {s:?}");
+    assert_eq!(
+        s.closed_by("broken"),
+        u64::from(SIZE),
+        "closed{{broken}}: {s:?}"
+    );
+    assert_eq!(
+        s.errors_by("broken"),
+        u64::from(SIZE),
+        "errors{{broken}}: {s:?}"
+    );
+    assert_eq!(
+        s.created,
+        u64::from(2 * SIZE),
+        "each kill replaced once: {s:?}"
+    );
     assert_eq!(s.open, u64::from(SIZE));
     let m_closed = counter(
         "poolkit_connections_closed_total",
@@ -165,7 +183,10 @@ async fn terminate_every_backend() {
         s.created
     );
     drop(admin);
-    driver.await.expect("admin driver").expect("admin connection");
+    driver
+        .await
+        .expect("admin driver")
+        .expect("admin connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +256,10 @@ async fn pgbouncer_restart() {
     assert!(failures <= SIZE, "{failures} failures for {SIZE} dropped");
     let s = pool.stats();
     assert_eq!(s.closed_by("broken"), u64::from(SIZE), "{s:?}");
-    assert!(s.errors_by("connect") >= 1, "the down-time connect failed: {s:?}");
+    assert!(
+        s.errors_by("connect") >= 1,
+        "the down-time connect failed: {s:?}"
+    );
     assert_eq!(s.used, 0);
     assert_eq!(s.pending, 0);
     assert_eq!(

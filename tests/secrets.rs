@@ -113,7 +113,9 @@ async fn the_marker_never_appears() {
     seen.add("postgres health Debug", format!("{:?}", pg.health()));
     // Connect error: nothing listens there.
     let e = PgPool::builder()
-        .url(format!("postgres://app:{MARKER}@127.0.0.1:{closed_port}/db"))
+        .url(format!(
+            "postgres://app:{MARKER}@127.0.0.1:{closed_port}/db"
+        ))
         .name("secret_pg_down")
         .min_idle(1)
         .acquire_timeout(Duration::from_millis(500))
@@ -163,7 +165,9 @@ async fn the_marker_never_appears() {
     let config = RedisConfig::from_lookup("SECRETREDIS", &lookup).expect("config");
     seen.add("redis Config Debug", format!("{config:?}"));
     seen.add("redis target", config.target());
-    let rp = RedisPool::new(config).await.expect("pool with the right password");
+    let rp = RedisPool::new(config)
+        .await
+        .expect("pool with the right password");
     let pong: String = rp.query(&redis::cmd("PING")).await.expect("PING");
     assert_eq!(pong, "PONG");
     let x = rp.exclusive().await.expect("exclusive");
@@ -198,9 +202,15 @@ async fn the_marker_never_appears() {
     }
     // The server goes away: reconnect warnings are logged.
     drop(server);
-    let e = rp.query::<String>(&redis::cmd("PING")).await.expect_err("server gone");
+    let e = rp
+        .query::<String>(&redis::cmd("PING"))
+        .await
+        .expect_err("server gone");
     seen.err("redis command error", &e);
-    let e = rp.query::<String>(&redis::cmd("PING")).await.expect_err("server gone");
+    let e = rp
+        .query::<String>(&redis::cmd("PING"))
+        .await
+        .expect_err("server gone");
     seen.err("redis command error after", &e);
 
     // --- Monitor: JSON endpoints and the metrics rendering, with a marker token.
@@ -217,7 +227,15 @@ async fn the_marker_never_appears() {
         .expect("monitor on 127.0.0.1:0");
     let addr = server.local_addr();
     let mut pools_listed = String::new();
-    for path in ["/", "/metrics", "/health", "/pools", "/alerts", "/pools/secretpg", "/pools/secretredis"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/health",
+        "/pools",
+        "/alerts",
+        "/pools/secretpg",
+        "/pools/secretredis",
+    ] {
         let (status, body) = get(addr, path, Some(&token)).await;
         assert!(status == 200 || status == 503, "{path}: {status} {body}");
         if path == "/pools" {
@@ -233,18 +251,30 @@ async fn the_marker_never_appears() {
     );
     server.shutdown().await.expect("monitor shutdown");
     let rendered = metrics.render();
-    assert!(rendered.contains("poolkit_connection_errors_total"), "rendered metrics");
+    assert!(
+        rendered.contains("poolkit_connection_errors_total"),
+        "rendered metrics"
+    );
     seen.add("Prometheus rendering", rendered);
 
     // --- The logs: captured for real (non-empty, with the failures above), marker-free.
     let log = logs.text();
-    assert!(log.contains("connect failed"), "the connect failure was logged: {log}");
-    assert!(log.contains("secretredis"), "the Redis pool's events were logged");
+    assert!(
+        log.contains("connect failed"),
+        "the connect failure was logged: {log}"
+    );
+    assert!(
+        log.contains("secretredis"),
+        "the Redis pool's events were logged"
+    );
     seen.add("tracing output", log);
 
     let mut bytes = 0;
     for (what, text) in &seen.0 {
-        assert!(!text.contains(MARKER), "{what} shows the secret marker:\n{text}");
+        assert!(
+            !text.contains(MARKER),
+            "{what} shows the secret marker:\n{text}"
+        );
         bytes += text.len();
     }
     println!(
