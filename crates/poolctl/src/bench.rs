@@ -259,8 +259,14 @@ pub(crate) async fn run(
             *errors.entry((*k).to_owned()).or_default() += n;
         }
     }
-    let latency: Vec<Vec<u32>> = tallies.iter_mut().map(|t| std::mem::take(&mut t.latency_us)).collect();
-    let wait: Vec<Vec<u32>> = tallies.iter_mut().map(|t| std::mem::take(&mut t.wait_us)).collect();
+    let latency: Vec<Vec<u32>> = tallies
+        .iter_mut()
+        .map(|t| std::mem::take(&mut t.latency_us))
+        .collect();
+    let wait: Vec<Vec<u32>> = tallies
+        .iter_mut()
+        .map(|t| std::mem::take(&mut t.wait_us))
+        .collect();
     let ok: u64 = latency.iter().map(|v| v.len() as u64).sum();
     let cut_off = tallies.iter().map(|t| t.cut_off).sum();
     let finished = ok + errors.values().sum::<u64>();

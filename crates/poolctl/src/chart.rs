@@ -92,7 +92,10 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
         for (i, (size, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| fail(&e))?
                 .label(format!("pool {size}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));

@@ -87,11 +87,17 @@ pub(crate) fn config_rows(c: &PoolConfig) -> Vec<ConfigRow> {
         row(
             "max size",
             Knob::MaxSize,
-            c.max_size
-                .map_or_else(|| format!("{} (= pool size)", c.pool_size), |m| m.to_string()),
+            c.max_size.map_or_else(
+                || format!("{} (= pool size)", c.pool_size),
+                |m| m.to_string(),
+            ),
         ),
         row("min idle", Knob::MinIdle, c.min_idle.to_string()),
-        row("acquire timeout", Knob::AcquireTimeout, dur(c.acquire_timeout)),
+        row(
+            "acquire timeout",
+            Knob::AcquireTimeout,
+            dur(c.acquire_timeout),
+        ),
         row("max lifetime", Knob::MaxLifetime, opt_dur(c.max_lifetime)),
         row("idle timeout", Knob::IdleTimeout, opt_dur(c.idle_timeout)),
         row(
@@ -100,7 +106,11 @@ pub(crate) fn config_rows(c: &PoolConfig) -> Vec<ConfigRow> {
             c.max_uses.map_or_else(|| "none".into(), |n| n.to_string()),
         ),
         row("ping if idle", Knob::PingIfIdle, dur(c.ping_if_idle)),
-        row("leak threshold", Knob::LeakThreshold, opt_dur(c.leak_threshold)),
+        row(
+            "leak threshold",
+            Knob::LeakThreshold,
+            opt_dur(c.leak_threshold),
+        ),
     ]
 }
 
@@ -172,15 +182,23 @@ pub(crate) fn pg_warnings(
 }
 
 /// Pools named with `--pool`, or the ones the environment configures.
-fn discover(args: &CheckArgs, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<PoolSpec>, Error> {
+fn discover(
+    args: &CheckArgs,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<PoolSpec>, Error> {
     if !args.pools.is_empty() {
         return Ok(args.pools.clone());
     }
     let set = |v: &str| lookup(v).is_some_and(|x| !x.trim().is_empty());
     let mut pools = Vec::new();
-    if ["DATABASE_URL", "DATABASE_URL_TRANSACTION", "DATABASE_URL_SESSION", "DATABASE_URL_DIRECT"]
-        .iter()
-        .any(|v| set(v))
+    if [
+        "DATABASE_URL",
+        "DATABASE_URL_TRANSACTION",
+        "DATABASE_URL_SESSION",
+        "DATABASE_URL_DIRECT",
+    ]
+    .iter()
+    .any(|v| set(v))
     {
         pools.push(PoolSpec {
             prefix: "DATABASE".into(),
@@ -203,26 +221,41 @@ fn discover(args: &CheckArgs, lookup: &dyn Fn(&str) -> Option<String>) -> Result
     Ok(pools)
 }
 
-async fn check_postgres(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) -> Option<String>) -> Result<PoolReport, Error> {
+async fn check_postgres(
+    prefix: &str,
+    args: &CheckArgs,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PoolReport, Error> {
     let config = poolkit_postgres::Config::from_lookup(prefix, lookup)?;
     let mut rows = config_rows(&config.pool);
-    rows.insert(0, ConfigRow {
-        setting: "url",
-        value: redact_url(config.url.expose()),
-        var: format!("{prefix}_URL"),
-        source: "env",
-    });
+    rows.insert(
+        0,
+        ConfigRow {
+            setting: "url",
+            value: redact_url(config.url.expose()),
+            var: format!("{prefix}_URL"),
+            source: "env",
+        },
+    );
     rows.push(ConfigRow {
         setting: "pooler",
         value: config.pooler.to_string(),
         var: format!("{prefix}_POOLER"),
-        source: if lookup(&format!("{prefix}_POOLER")).is_some() { "env" } else { "default" },
+        source: if lookup(&format!("{prefix}_POOLER")).is_some() {
+            "env"
+        } else {
+            "default"
+        },
     });
     rows.push(ConfigRow {
         setting: "statement timeout",
         value: opt_dur(config.statement_timeout),
         var: format!("{prefix}_STATEMENT_TIMEOUT"),
-        source: if config.statement_timeout.is_some() { "env" } else { "default" },
+        source: if config.statement_timeout.is_some() {
+            "env"
+        } else {
+            "default"
+        },
     });
     let mut report = PoolReport {
         name: config.pool.name.clone(),
@@ -268,7 +301,9 @@ async fn check_postgres(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) ->
                     }
                     report.connect = Some(t);
                 }
-                Err(e) => report.failures.push(format!("connect to {}: {e}", config.target())),
+                Err(e) => report
+                    .failures
+                    .push(format!("connect to {}: {e}", config.target())),
             }
         }
     }
@@ -276,20 +311,35 @@ async fn check_postgres(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) ->
     Ok(report)
 }
 
-async fn check_redis(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) -> Option<String>) -> Result<PoolReport, Error> {
+async fn check_redis(
+    prefix: &str,
+    args: &CheckArgs,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PoolReport, Error> {
     let config = poolkit_redis::Config::from_lookup(prefix, lookup)?;
     let mut rows = config_rows(&config.pool);
-    rows.insert(0, ConfigRow {
-        setting: "url",
-        value: redact_url(config.url.expose()),
-        var: format!("{prefix}_URL"),
-        source: if lookup(&format!("{prefix}_URL")).is_some() { "env" } else { "default" },
-    });
+    rows.insert(
+        0,
+        ConfigRow {
+            setting: "url",
+            value: redact_url(config.url.expose()),
+            var: format!("{prefix}_URL"),
+            source: if lookup(&format!("{prefix}_URL")).is_some() {
+                "env"
+            } else {
+                "default"
+            },
+        },
+    );
     rows.push(ConfigRow {
         setting: "max in flight",
         value: config.max_in_flight.to_string(),
         var: format!("{prefix}_MAX_IN_FLIGHT"),
-        source: if lookup(&format!("{prefix}_MAX_IN_FLIGHT")).is_some() { "env" } else { "default" },
+        source: if lookup(&format!("{prefix}_MAX_IN_FLIGHT")).is_some() {
+            "env"
+        } else {
+            "default"
+        },
     });
     let mut report = PoolReport {
         name: config.pool.name.clone(),
@@ -310,7 +360,10 @@ async fn check_redis(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) -> Op
                 Ok(f) => {
                     match &f.budget {
                         Some(b) if !b.fits => report.failures.push(b.verdict.clone()),
-                        None => report.warnings.push("maxclients unknown (CONFIG GET refused): the budget was not checked".into()),
+                        None => report.warnings.push(
+                            "maxclients unknown (CONFIG GET refused): the budget was not checked"
+                                .into(),
+                        ),
                         _ => {}
                     }
                     report.redis = Some(f);
@@ -320,7 +373,9 @@ async fn check_redis(prefix: &str, args: &CheckArgs, lookup: &dyn Fn(&str) -> Op
             pool.close();
             match facts::redis_connect_times(&config, args.connects).await {
                 Ok(t) => report.connect = Some(t),
-                Err(e) => report.failures.push(format!("connect to {}: {e}", config.target())),
+                Err(e) => report
+                    .failures
+                    .push(format!("connect to {}: {e}", config.target())),
             }
         }
     }
@@ -334,7 +389,14 @@ pub(crate) fn render(r: &PoolReport) -> String {
     let rows: Vec<Vec<String>> = r
         .config
         .iter()
-        .map(|c| vec![c.setting.to_owned(), c.value.clone(), c.var.clone(), c.source.to_owned()])
+        .map(|c| {
+            vec![
+                c.setting.to_owned(),
+                c.value.clone(),
+                c.var.clone(),
+                c.source.to_owned(),
+            ]
+        })
         .collect();
     out.push_str(&table(&["setting", "value", "variable", "source"], &rows));
     let mut facts: Vec<Vec<String>> = Vec::new();
@@ -344,22 +406,47 @@ pub(crate) fn render(r: &PoolReport) -> String {
         fact("version", format!("PostgreSQL {}", f.version));
         fact("max_connections", f.max_connections.to_string());
         fact("reserved", f.reserved.to_string());
-        fact("connections now", format!("{} ({} active, {} idle in transaction)", f.connections, f.active, f.idle_in_transaction));
-        let apps: Vec<String> = f.by_application.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        fact(
+            "connections now",
+            format!(
+                "{} ({} active, {} idle in transaction)",
+                f.connections, f.active, f.idle_in_transaction
+            ),
+        );
+        let apps: Vec<String> = f
+            .by_application
+            .iter()
+            .map(|(a, n)| format!("{a} {n}"))
+            .collect();
         fact("by application_name", apps.join(", "));
         budget = Some(&f.budget);
     }
     if let Some(f) = &r.redis {
         fact("version", format!("Redis {}", f.version));
-        fact("maxclients", f.maxclients.map_or_else(|| "unknown".into(), |n| n.to_string()));
+        fact(
+            "maxclients",
+            f.maxclients
+                .map_or_else(|| "unknown".into(), |n| n.to_string()),
+        );
         fact("connected clients", f.connected_clients.to_string());
         budget = f.budget.as_ref();
     }
     if let Some(t) = &r.connect {
-        fact("connect time", format!("p50 {}  p95 {} ({} connects)", ms(t.p50), ms(t.p95), t.samples));
+        fact(
+            "connect time",
+            format!(
+                "p50 {}  p95 {} ({} connects)",
+                ms(t.p50),
+                ms(t.p95),
+                t.samples
+            ),
+        );
     }
     if let Some(b) = budget {
-        fact(&format!("budget ({} instances)", b.instances), b.verdict.clone());
+        fact(
+            &format!("budget ({} instances)", b.instances),
+            b.verdict.clone(),
+        );
     }
     if !facts.is_empty() {
         out.push('\n');
@@ -406,7 +493,11 @@ mod tests {
     use super::*;
 
     fn pg(vars: &[(&str, &str)]) -> poolkit_postgres::Config {
-        let lookup = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned());
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
         poolkit_postgres::Config::from_lookup("DATABASE", &lookup).unwrap()
     }
 
@@ -419,23 +510,38 @@ mod tests {
             ("DATABASE_POOL_MIN_IDLE", "8"),
         ]);
         let w = pg_warnings(&c, Duration::from_secs(3600)).join("\n");
-        assert!(w.contains("DATABASE_POOL_MIN_IDLE=8 is above DATABASE_POOL_SIZE=5"), "{w}");
+        assert!(
+            w.contains("DATABASE_POOL_MIN_IDLE=8 is above DATABASE_POOL_SIZE=5"),
+            "{w}"
+        );
         assert!(w.contains("set DATABASE_POOLER=transaction"), "{w}");
         let c = pg(&[
             ("DATABASE_URL", "postgres://u@h:6543/db"),
             ("DATABASE_MAX_LIFETIME", "2h"),
         ]);
         let w = pg_warnings(&c, Duration::from_secs(3600)).join("\n");
-        assert!(w.contains("DATABASE_MAX_LIFETIME=2h is longer than the pooler's server_lifetime (1h"), "{w}");
+        assert!(
+            w.contains("DATABASE_MAX_LIFETIME=2h is longer than the pooler's server_lifetime (1h"),
+            "{w}"
+        );
         let c = pg(&[("DATABASE_URL", "postgres://u@h:5432/db")]);
         assert!(pg_warnings(&c, Duration::from_secs(3600)).is_empty());
     }
 
     #[test]
     fn rows_say_where_values_came_from() {
-        let c = pg(&[("DATABASE_URL", "postgres://u@h/db"), ("MAX_POOL_SIZE", "20")]);
+        let c = pg(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("MAX_POOL_SIZE", "20"),
+        ]);
         let rows = config_rows(&c.pool);
-        assert_eq!((rows[0].var.as_str(), rows[0].value.as_str(), rows[0].source), ("MAX_POOL_SIZE", "20", "env"));
-        assert_eq!((rows[3].var.as_str(), rows[3].value.as_str(), rows[3].source), ("DATABASE_POOL_TIMEOUT", "30s", "default"));
+        assert_eq!(
+            (rows[0].var.as_str(), rows[0].value.as_str(), rows[0].source),
+            ("MAX_POOL_SIZE", "20", "env")
+        );
+        assert_eq!(
+            (rows[3].var.as_str(), rows[3].value.as_str(), rows[3].source),
+            ("DATABASE_POOL_TIMEOUT", "30s", "default")
+        );
     }
 }

