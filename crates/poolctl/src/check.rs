@@ -55,11 +55,11 @@ pub(crate) struct PoolReport {
 
 fn dur(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -128,16 +128,16 @@ pub(crate) fn pool_warnings(c: &PoolConfig) -> Vec<String> {
             c.pool_size
         ));
     }
-    if let (Some(idle), Some(life)) = (c.idle_timeout, c.max_lifetime) {
-        if idle >= life {
-            w.push(format!(
-                "{}={} is not below {}={}: idle connections are recycled by age before the idle timeout fires",
-                c.var(Knob::IdleTimeout),
-                dur(idle),
-                c.var(Knob::MaxLifetime),
-                dur(life)
-            ));
-        }
+    if let (Some(idle), Some(life)) = (c.idle_timeout, c.max_lifetime)
+        && idle >= life
+    {
+        w.push(format!(
+            "{}={} is not below {}={}: idle connections are recycled by age before the idle timeout fires",
+            c.var(Knob::IdleTimeout),
+            dur(idle),
+            c.var(Knob::MaxLifetime),
+            dur(life)
+        ));
     }
     w
 }

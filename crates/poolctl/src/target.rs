@@ -150,7 +150,7 @@ impl Target {
                 let set = match op {
                     RedisOp::Get => false,
                     RedisOp::Set => true,
-                    RedisOp::Mixed => n % 2 == 0,
+                    RedisOp::Mixed => n.is_multiple_of(2),
                 };
                 let result = if set {
                     let mut cmd = redis::cmd("SET");
