@@ -66,13 +66,13 @@ pub(crate) struct RunResult {
     pub(crate) pool_size: u32,
     /// Concurrent users.
     pub(crate) concurrency: u32,
-    /// Measured run time.
+    /// Run time (operations that finished after it are cut off).
     pub(crate) seconds: f64,
     /// Operations that succeeded.
     pub(crate) ok: u64,
     /// Failed operations by kind (`timeout`, `connect`, `query`, …).
     pub(crate) errors: BTreeMap<String, u64>,
-    /// Operations still running when the time was up (not counted either way).
+    /// Operations that finished after the time was up (not counted either way).
     pub(crate) cut_off: u64,
     /// Successful operations per second.
     pub(crate) throughput_rps: f64,
@@ -192,13 +192,14 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// Runs `concurrency` users against `target` for `duration`; every user stops at the
-/// deadline (an operation still running then is counted as cut off).
+/// Runs `concurrency` users against `target` for `duration`. Users start no operation
+/// after the deadline; one that finishes after it is counted as cut off, not measured.
 pub(crate) async fn run(
     target: Arc<Target>,
     pool_size: u32,
     concurrency: u32,
     duration: Duration,
+    grace: Duration,
     bar: &ProgressBar,
 ) -> Result<RunResult, Error> {
     let started = Instant::now();
@@ -213,24 +214,23 @@ pub(crate) async fn run(
             let mut n = u64::from(user);
             while tokio::time::Instant::now() < deadline {
                 let t0 = Instant::now();
-                tokio::select! {
-                    r = target.op(n) => {
-                        match r {
-                            Ok(wait) => {
-                                tally.latency_us.push(micros(t0.elapsed()));
-                                if let Some(w) = wait {
-                                    tally.wait_us.push(micros(w));
-                                }
-                            }
-                            Err(kind) => *tally.errors.entry(kind).or_default() += 1,
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    () = tokio::time::sleep_until(deadline) => {
-                        tally.cut_off += 1;
-                        break;
-                    }
+                // Never dropped half-way: cancelling a pool operation must not be what the
+                // bench measures (and leaves some pools with leaked places).
+                let r = target.op(n).await;
+                if tokio::time::Instant::now() > deadline {
+                    tally.cut_off += 1;
+                    break;
                 }
+                match r {
+                    Ok(wait) => {
+                        tally.latency_us.push(micros(t0.elapsed()));
+                        if let Some(w) = wait {
+                            tally.wait_us.push(micros(w));
+                        }
+                    }
+                    Err(kind) => *tally.errors.entry(kind).or_default() += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
                 n += u64::from(concurrency);
             }
             tally
@@ -243,14 +243,22 @@ pub(crate) async fn run(
         bar.set_position(u64::try_from(started.elapsed().as_millis()).unwrap_or(total_ms));
         bar.set_message(format!("{} ops", thousands(done.load(Ordering::Relaxed))));
     }
+    bar.set_message("finishing the operations in flight".to_owned());
+    // Operations still running at the deadline are let finish (they end within the acquire
+    // or command timeout); a user still busy after `grace` is stopped.
     let mut tallies = Vec::with_capacity(handles.len());
-    for h in handles {
-        tallies.push(
-            h.await
-                .map_err(|e| Error::Failed(format!("a bench user task failed: {e}")))?,
-        );
+    let mut aborted = 0;
+    for mut h in handles {
+        match tokio::time::timeout_at(deadline + grace, &mut h).await {
+            Ok(joined) => tallies
+                .push(joined.map_err(|e| Error::Failed(format!("a bench user task failed: {e}")))?),
+            Err(_) => {
+                h.abort();
+                aborted += 1;
+            }
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = duration.as_secs_f64();
     bar.finish_and_clear();
 
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -268,7 +276,7 @@ pub(crate) async fn run(
         .map(|t| std::mem::take(&mut t.wait_us))
         .collect();
     let ok: u64 = latency.iter().map(|v| v.len() as u64).sum();
-    let cut_off = tallies.iter().map(|t| t.cut_off).sum();
+    let cut_off = tallies.iter().map(|t| t.cut_off).sum::<u64>() + aborted;
     let finished = ok + errors.values().sum::<u64>();
     let timeouts = errors.get("timeout").copied().unwrap_or(0);
     let stats = target.stats();
@@ -363,7 +371,16 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                 args.quiet || args.json,
                 format!("pool {size} × {concurrency} users"),
             );
-            let result = run(Arc::clone(&target), size, concurrency, args.duration, &bar).await;
+            let grace = target.acquire_timeout() + Duration::from_secs(10);
+            let result = run(
+                Arc::clone(&target),
+                size,
+                concurrency,
+                args.duration,
+                grace,
+                &bar,
+            )
+            .await;
             target.close().await;
             let result = result?;
             if !args.json {

@@ -166,6 +166,18 @@ impl Target {
         }
     }
 
+    /// The acquire timeout in force.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        match self {
+            Self::Postgres { pool, .. } => pool.config().pool.acquire_timeout,
+            Self::Redis { pool, .. } => pool
+                .config()
+                .pool
+                .acquire_timeout
+                .max(pool.config().command_timeout),
+        }
+    }
+
     /// The pool's snapshot.
     pub(crate) fn stats(&self) -> PoolStats {
         match self {
