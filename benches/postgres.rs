@@ -153,6 +153,7 @@ async fn run(target: Arc<dyn Target>, tasks: usize, secs: u64) -> Outcome {
 async fn targets(url: &str, name: &str) -> Vec<(&'static str, Arc<dyn Target>)> {
     let poolkit = Pool::builder()
         .url(url)
+        .ssl_mode(poolkit::postgres::SslMode::Disable) // like the others: NoTls
         .name(name)
         .pool_size(POOL)
         .min_idle(POOL)

@@ -39,7 +39,8 @@ fn thousands(n: f64) -> String {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency = setting("DEMO_CONCURRENCY", 1000)?;
     let seconds = setting("DEMO_SECONDS", 10)?;
-    let default_url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    // Plain TCP on loopback, as the connection-per-operation comparison below uses.
+    let default_url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned();
     let lookup = |var: &str| match var {
         "DATABASE_URL" => process_lookup(var).or_else(|| Some(default_url.clone())),
         "DATABASE_POOL_SIZE" => process_lookup(var)

@@ -8,6 +8,7 @@ use poolkit_core::env::{Env, parse_duration, process_lookup};
 use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
 
 use crate::pooler::Pooler;
+use crate::tls::SslMode;
 
 /// The default env prefix: `DATABASE` (so `DATABASE_URL`, `DATABASE_POOL_SIZE`, …).
 pub const DEFAULT_PREFIX: &str = "DATABASE";
@@ -15,7 +16,18 @@ pub const DEFAULT_PREFIX: &str = "DATABASE";
 /// The URL without parameters tokio-postgres does not know but poolers' URLs carry
 /// (`pgbouncer=true`, Prisma's `connection_limit`), so one `DATABASE_URL` serves every tool.
 fn strip_params(url: &str) -> String {
-    const FOREIGN: [&str; 3] = ["pgbouncer", "connection_limit", "pool_timeout"];
+    // Also the TLS settings, which poolkit handles itself (tokio-postgres knows neither
+    // `verify-ca` / `verify-full` nor `sslrootcert`).
+    const FOREIGN: [&str; 8] = [
+        "pgbouncer",
+        "connection_limit",
+        "pool_timeout",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+    ];
     let Some((base, query)) = url.split_once('?') else {
         return url.to_owned();
     };
@@ -28,6 +40,23 @@ fn strip_params(url: &str) -> String {
     } else {
         format!("{base}?{}", kept.join("&"))
     }
+}
+
+/// The value of `key` in a URL's query string (or a key=value connection string).
+fn url_param(url: &str, key: &str) -> Option<String> {
+    let pairs: Box<dyn Iterator<Item = &str>> = match url.split_once('?') {
+        Some((_, q)) => Box::new(q.split('&')),
+        None if !url.contains("://") => Box::new(url.split_whitespace()),
+        None => return None,
+    };
+    pairs
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+pub(crate) fn url_param_pub(url: &str, key: &str) -> Option<String> {
+    url_param(url, key)
 }
 
 /// What a URL must look like, for error messages.
@@ -57,6 +86,14 @@ pub struct Config {
     /// The server-side pooler in front of PostgreSQL. Default: `transaction` when the URL's
     /// port is 6543 (Supavisor) or it has `pgbouncer=true`, else `none`. Env: `P_POOLER`.
     pub pooler: Pooler,
+    /// libpq's `sslmode`: `disable`, `prefer` (the default, as in libpq), `require`,
+    /// `verify-ca`, `verify-full`. From the URL's `sslmode=`, or env `P_SSLMODE` (wins).
+    pub ssl_mode: SslMode,
+    /// PEM file of the root certificate(s) to verify the server with (else the system's
+    /// roots). From the URL's `sslrootcert=`, or env `P_SSLROOTCERT` (wins).
+    pub ssl_root_cert: Option<std::path::PathBuf>,
+    /// Read replicas: one URL or a comma list. Env: `P_READ_URL` (`DATABASE_READ_URL`).
+    pub read_urls: Vec<Secret>,
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -99,6 +136,16 @@ impl fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("pooler", &self.pooler)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field(
+                "read_urls",
+                &self
+                    .read_urls
+                    .iter()
+                    .map(|u| redact_url(u.expose()))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -122,6 +169,9 @@ impl Config {
             statement_timeout: None,
             connect_timeout: None,
             pooler: Pooler::None,
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            read_urls: Vec::new(),
         }
         .detect_pooler()
     }
@@ -221,6 +271,40 @@ impl Config {
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
         }
+        let url_var_name = env.name("URL");
+        if let Some(mode) = url_param(config.url.expose(), "sslmode") {
+            config.ssl_mode = SslMode::parse(&mode).ok_or_else(|| ConfigError::Invalid {
+                var: url_var_name.clone(),
+                value: redact_url(config.url.expose()),
+                expected: "sslmode=disable, prefer, require, verify-ca or verify-full".into(),
+            })?;
+        }
+        if let Some(path) = url_param(config.url.expose(), "sslrootcert") {
+            config.ssl_root_cert = Some(path.into());
+        }
+        if let Some((var, value)) = env.var("SSLMODE") {
+            config.ssl_mode = SslMode::parse(&value).ok_or(ConfigError::Invalid {
+                var,
+                value,
+                expected: "disable, prefer, require, verify-ca or verify-full".into(),
+            })?;
+        }
+        if let Some((_, path)) = env.var("SSLROOTCERT") {
+            config.ssl_root_cert = Some(path.into());
+        }
+        if let Some(urls) = env.raw_nonempty(&env.name("READ_URL")) {
+            config.read_urls = urls
+                .split(',')
+                .map(|u| Secret::new(u.trim()))
+                .filter(|u| !u.is_empty())
+                .collect();
+            for u in &config.read_urls {
+                let mut probe = config.clone();
+                probe.url = u.clone();
+                probe.read_urls = Vec::new();
+                probe.pg_config_for(&env.name("READ_URL"))?;
+            }
+        }
         if let Some((var, value)) = env.var("POOLER") {
             config.pooler = Pooler::parse(&value).ok_or(ConfigError::Invalid {
                 var,
@@ -252,6 +336,11 @@ impl Config {
         if pg.get_hosts().is_empty() {
             pg.host("127.0.0.1");
         }
+        pg.ssl_mode(match self.ssl_mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         if pg.get_application_name().is_none() {
             pg.application_name(&self.application_name);
         }
@@ -425,6 +514,52 @@ mod tests {
         assert_eq!(
             (d.target().as_str(), d.pooler),
             ("direct:5432", Pooler::None)
+        );
+    }
+
+    #[test]
+    fn sslmode_from_url_or_env() {
+        let c = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        )])
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(
+            c.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert!(
+            c.pg_config().is_ok(),
+            "tokio-postgres never sees verify-full"
+        );
+        let c = from(&[
+            ("DATABASE_URL", "postgres://u@db/app?sslmode=require"),
+            ("DATABASE_SSLMODE", "disable"),
+        ])
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Disable);
+        let e = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw_marker@db/app?sslmode=bogus",
+        )])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_URL");
+        assert!(
+            !e.to_string().contains("pw_marker") && e.to_string().contains("verify-full"),
+            "{e}"
+        );
+        let e = from(&[
+            ("DATABASE_URL", "postgres://u@db/app"),
+            ("DATABASE_SSLMODE", "strict"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_SSLMODE");
+        assert_eq!(
+            from(&[("DATABASE_URL", "postgres://u@db/app")])
+                .unwrap()
+                .ssl_mode,
+            SslMode::Prefer
         );
     }
 

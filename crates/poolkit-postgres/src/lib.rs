@@ -7,6 +7,8 @@ mod error;
 mod manager;
 mod pool;
 mod pooler;
+mod replicas;
+mod tls;
 mod transaction;
 
 pub use budget::{Budget, ServerUse, plan};
@@ -15,6 +17,8 @@ pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
+pub use replicas::REPLICA_RETRY_AFTER;
+pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
 pub use transaction::TxOptions;
 
 pub use bb8;

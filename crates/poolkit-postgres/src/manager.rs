@@ -2,6 +2,8 @@
 
 use tokio_postgres::{Client, NoTls};
 
+use crate::tls::MakeRustls;
+
 /// Opens tokio-postgres connections for bb8 and checks them.
 ///
 /// Written here rather than wrapping `bb8-postgres` so that one `Pool` type serves every
@@ -12,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 pub struct Manager {
     config: tokio_postgres::Config,
     pool: String,
+    tls: Option<MakeRustls>,
 }
 
 impl Manager {
@@ -21,7 +24,15 @@ impl Manager {
         Self {
             config,
             pool: pool.to_owned(),
+            tls: None,
         }
+    }
+
+    /// The same manager, negotiating TLS with `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: MakeRustls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The connection settings (its `Debug` hides the password).
@@ -36,14 +47,22 @@ impl bb8::ManageConnection for Manager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
         let pool = self.pool.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(pool = %pool, error = %crate::error::chain(&e), "connection ended with an error");
+        let report = move |e: tokio_postgres::Error| {
+            tracing::debug!(pool = %pool, error = %crate::error::chain(&e), "connection ended with an error");
+        };
+        match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(async move { connection.await.unwrap_or_else(report) });
+                Ok(client)
             }
-        });
-        Ok(client)
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(async move { connection.await.unwrap_or_else(report) });
+                Ok(client)
+            }
+        }
     }
 
     async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {

@@ -13,6 +13,7 @@ use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::{Error, chain};
 use crate::manager::Manager;
 use crate::pooler::{Param, Pooler, SessionWarnings};
+use crate::tls::{MakeRustls, SslMode};
 
 type Fair = FairPool<Manager>;
 
@@ -30,6 +31,7 @@ struct Inner {
     fair: Fair,
     config: Config,
     ctx: Arc<QueryCtx>,
+    replicas: Arc<crate::replicas::Replicas>,
 }
 
 /// What a checked-out connection needs to know to run queries the pooler's way.
@@ -219,6 +221,26 @@ impl Builder {
         self.config.url = url.into().into();
         self.config.pooler = Pooler::None;
         self.config = self.config.detect_pooler();
+        if let Some(mode) = crate::config::url_param_pub(self.config.url.expose(), "sslmode")
+            .and_then(|m| SslMode::parse(&m))
+        {
+            self.config.ssl_mode = mode;
+        }
+        if let Some(path) = crate::config::url_param_pub(self.config.url.expose(), "sslrootcert") {
+            self.config.ssl_root_cert = Some(path.into());
+        }
+        self
+    }
+
+    /// libpq's `sslmode` (overrides the URL's).
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.config.ssl_mode = mode;
+        self
+    }
+
+    /// The root certificate(s) to verify the server with.
+    pub fn ssl_root_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.ssl_root_cert = Some(path.into());
         self
     }
 
@@ -341,7 +363,29 @@ impl Pool {
     /// As [`Builder::build`].
     pub async fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let manager = Manager::new(config.pg_config()?, &config.pool.name);
+        let mut manager = Manager::new(config.pg_config()?, &config.pool.name);
+        if config.ssl_mode != SslMode::Disable {
+            let root =
+                match &config.ssl_root_cert {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        poolkit_core::ConfigError::Invalid {
+                            var: format!("{}_SSLROOTCERT", config.pool.prefix),
+                            value: path.display().to_string(),
+                            expected: format!("a readable PEM file ({e})"),
+                        }
+                    })?),
+                    None => None,
+                };
+            let tls =
+                crate::tls::client_config(config.ssl_mode, root.as_deref()).map_err(|why| {
+                    poolkit_core::ConfigError::Invalid {
+                        var: format!("{}_SSLMODE", config.pool.prefix),
+                        value: config.ssl_mode.to_string(),
+                        expected: why,
+                    }
+                })?;
+            manager = manager.with_tls(MakeRustls::new(tls));
+        }
         let fair = FairPool::build(manager, config.pool.clone())
             .await
             .map_err(|e| acquire_error(&config, e))?;
@@ -350,7 +394,17 @@ impl Pool {
             pooler: config.pooler,
             warnings: SessionWarnings::default(),
         });
-        let inner = Arc::new(Inner { fair, config, ctx });
+        let replicas = if config.read_urls.is_empty() {
+            Arc::new(crate::replicas::Replicas::default())
+        } else {
+            crate::replicas::build(&config).await?
+        };
+        let inner = Arc::new(Inner {
+            fair,
+            config,
+            ctx,
+            replicas,
+        });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
         tracing::debug!(pool = %inner.config.pool.name, target = %inner.config.target(), "pool built");
@@ -401,6 +455,10 @@ impl Pool {
     /// Any error of [`Pool::get`], or the query's.
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner.ping().await
+    }
+
+    pub(crate) fn replicas(&self) -> &crate::replicas::Replicas {
+        &self.inner.replicas
     }
 
     /// The pool's configuration.

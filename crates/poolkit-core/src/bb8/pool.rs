@@ -109,6 +109,7 @@ where
                     .max(Duration::from_millis(100)),
             );
         let start = Instant::now();
+        let start_instant = start;
         let bb8 = if c.min_idle > 0 {
             match tokio::time::timeout(
                 c.acquire_timeout + Duration::from_millis(250),
@@ -120,9 +121,13 @@ where
                 Ok(Err(ManagerError::Backend(e))) => return Err(AcquireError::Connect(e)),
                 Ok(Err(_)) => return Err(AcquireError::Closed),
                 Err(_) => {
-                    return Err(AcquireError::Timeout {
-                        waited: start.elapsed(),
-                        pending: 0,
+                    // bb8 was still retrying: the last connect error is the real answer.
+                    return Err(match error_since(&connect_errors, start_instant) {
+                        Some(e) => AcquireError::Connect(e),
+                        None => AcquireError::Timeout {
+                            waited: start.elapsed(),
+                            pending: 0,
+                        },
                     });
                 }
             }

@@ -1,0 +1,224 @@
+//! TLS against a private PostgreSQL with ssl=on and a throwaway CA made by the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use poolkit_postgres::{Error, Pool, SslMode};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A PostgreSQL cluster this test owns, with ssl=on; stopped and removed on drop.
+struct SslServer {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl SslServer {
+    fn start(cert_pem: &str, key_pem: &str) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (scripts/services.sh installs them)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .max()
+            .expect("a PostgreSQL version");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir = std::env::temp_dir().join(format!("poolkit-tls-{}-{port}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("dir");
+        run(Command::new("chown").args(["postgres:postgres", dir.to_str().expect("utf-8")]));
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data));
+        std::fs::write(data.join("server.crt"), cert_pem).expect("cert");
+        std::fs::write(data.join("server.key"), key_pem).expect("key");
+        run(Command::new("chmod")
+            .args(["600"])
+            .arg(data.join("server.key")));
+        run(Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(data.join("server.crt"))
+            .arg(data.join("server.key")));
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nfsync = off\n",
+            dir.display()
+        );
+        let mut existing = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        existing.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), existing).expect("conf");
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .args(["-w", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .arg("start"));
+        Self { dir, port }
+    }
+
+    fn url(&self, host: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
+    }
+}
+
+impl Drop for SslServer {
+    fn drop(&mut self) {
+        let bin = Path::new("/usr/lib/postgresql");
+        if let Some(v) = std::fs::read_dir(bin)
+            .ok()
+            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).max())
+        {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(v.join("bin/pg_ctl"))
+                .args(["-m", "immediate", "-D"])
+                .arg(self.dir.join("data"))
+                .arg("stop")
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn pool(url: String, name: &str) -> Result<Pool, Error> {
+    Pool::builder()
+        .url(url)
+        .name(name)
+        .min_idle(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .build()
+        .await
+}
+
+async fn uses_ssl(pool: &Pool) -> bool {
+    let conn = pool.get().await.expect("get");
+    conn.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .expect("pg_stat_ssl")
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmodes_against_a_server_with_a_throwaway_ca() {
+    let right = ca("poolkit test CA");
+    let wrong = ca("some other CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &right)
+        .expect("server cert");
+    let server = SslServer::start(&cert.pem(), &key.serialize_pem());
+    let certs = server.dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("dir");
+    let (right_pem, wrong_pem) = (certs.join("right.pem"), certs.join("wrong.pem"));
+    std::fs::write(&right_pem, right.pem()).expect("write");
+    std::fs::write(&wrong_pem, wrong.pem()).expect("write");
+
+    let p = pool(server.url("127.0.0.1", "sslmode=require"), "t_tls_require")
+        .await
+        .expect("require connects without verifying");
+    assert!(uses_ssl(&p).await, "require encrypts");
+
+    let p = pool(
+        server.url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={}", right_pem.display()),
+        ),
+        "t_tls_full",
+    )
+    .await
+    .expect("verify-full with the right CA");
+    assert!(uses_ssl(&p).await);
+
+    let err = pool(
+        server.url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={}", wrong_pem.display()),
+        ),
+        "t_tls_wrong_ca",
+    )
+    .await
+    .expect_err("wrong CA");
+    let msg = err.to_string();
+    assert!(
+        err.is_connect() && msg.contains("TLS") && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+
+    let err = pool(
+        server.url(
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={}", right_pem.display()),
+        ),
+        "t_tls_wrong_host",
+    )
+    .await
+    .expect_err("wrong host");
+    let msg = err.to_string();
+    assert!(
+        err.is_connect() && msg.contains("not valid for name"),
+        "{msg}"
+    );
+
+    let p = pool(
+        server.url(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={}", right_pem.display()),
+        ),
+        "t_tls_ca",
+    )
+    .await
+    .expect("verify-ca ignores the name");
+    assert!(uses_ssl(&p).await);
+
+    let p = Pool::builder()
+        .url(server.url("127.0.0.1", ""))
+        .name("t_tls_off")
+        .ssl_mode(SslMode::Disable)
+        .min_idle(1)
+        .build()
+        .await
+        .expect("disable");
+    assert!(!uses_ssl(&p).await, "disable stays plain");
+
+    let err = pool(
+        server.url(
+            "localhost",
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        ),
+        "t_tls_nofile",
+    )
+    .await
+    .expect_err("missing file");
+    assert!(
+        matches!(err, Error::Config(_)) && err.to_string().contains("SSLROOTCERT"),
+        "{err}"
+    );
+}
