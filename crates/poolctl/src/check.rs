@@ -290,7 +290,7 @@ async fn check_postgres(
                 Err(e) => report.failures.push(Error::postgres(prefix, e).to_string()),
             }
             pool.drain(Duration::from_secs(2)).await;
-            match facts::pg_connect_times(&config.pg_config()?, args.connects).await {
+            match facts::pg_connect_times(&config, args.connects).await {
                 Ok(t) => {
                     if t.p95 > 0.1 {
                         report.warnings.push(format!(

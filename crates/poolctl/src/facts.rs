@@ -116,22 +116,25 @@ pub(crate) async fn postgres(
     })
 }
 
-/// Opens `n` fresh PostgreSQL connections one after another and times each.
+/// Opens `n` fresh PostgreSQL connections one after another and times each. Each is
+/// opened by a one-connection pool built from `config`, so TLS (`P_SSLMODE`), the
+/// application name and startup options are exactly the app's.
 pub(crate) async fn pg_connect_times(
-    config: &tokio_postgres::Config,
+    config: &poolkit_postgres::Config,
     n: u32,
 ) -> Result<ConnectTimes, String> {
+    let mut probe = config.clone();
+    probe.pool.pool_size = 1;
+    probe.pool.max_size = None;
+    probe.pool.min_idle = 1;
     let mut samples = Vec::new();
     for _ in 0..n {
         let started = Instant::now();
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
+        let pool = poolkit_postgres::Pool::new(probe.clone())
             .await
-            .map_err(|e| poolkit_postgres::chain(&e))?;
+            .map_err(|e| e.to_string())?;
         samples.push(started.elapsed());
-        let task = tokio::spawn(connection);
-        drop(client);
-        let _ = task.await;
+        pool.drain(Duration::from_secs(2)).await;
     }
     Ok(ConnectTimes::of(samples))
 }
