@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -59,10 +59,15 @@ pub fn redis_url_checked() -> String {
     url
 }
 
-/// A 127.0.0.1 port nothing listens on.
+/// A 127.0.0.1 port nothing listens on: port 1 (tcpmux), never handed out as an
+/// ephemeral port, so no test or server started in parallel can take it meanwhile.
 pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    assert!(
+        TcpStream::connect_timeout(&"127.0.0.1:1".parse().unwrap(), Duration::from_secs(1))
+            .is_err(),
+        "something listens on 127.0.0.1:1; these tests need it closed"
+    );
+    1
 }
 
 /// The poolctl binary with none of the pool variables of this process.
