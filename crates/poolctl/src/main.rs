@@ -11,6 +11,7 @@ mod format;
 mod monitor;
 mod size;
 mod target;
+mod warnings;
 
 use std::process::ExitCode;
 
