@@ -58,7 +58,12 @@ impl From<&str> for Secret {
 /// Works on malformed input too (it never fails), so it is safe to use in error messages.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    if !url.contains("://") && url.contains('=') {
+    let looks_like_kv = url.split_whitespace().all(|kv| {
+        kv.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+    });
+    if !url.contains("://") && url.contains('=') && looks_like_kv {
         // A key=value connection string: `host=db password=x port=5432`.
         return url
             .split(' ')
@@ -69,42 +74,42 @@ pub fn redact_url(url: &str) -> String {
             .collect::<Vec<_>>()
             .join(" ");
     }
-    let mut out = String::with_capacity(url.len());
-    let (head, query) = match url.find('?') {
-        Some(i) => (&url[..i], Some(&url[i + 1..])),
-        None => (url, None),
-    };
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let authority_end = head[after_scheme..]
-        .find('/')
-        .map_or(head.len(), |i| after_scheme + i);
-    let authority = &head[after_scheme..authority_end];
-    match authority.rfind('@') {
+    // The userinfo ends at the LAST '@': a password may hold '/', '?', '#' or '@' that
+    // the user did not percent-encode, and a redaction must not stop at them. (This may
+    // over-redact a URL whose query holds an '@'; in an error message that is the safe side.)
+    let (head, rest) = match url.rfind('@') {
         Some(at) => {
-            let userinfo = &authority[..at];
-            out.push_str(&head[..after_scheme]);
+            // The scheme counts only before the first '@' (a password may hold "://").
+            let first_at = url.find('@').unwrap_or(at);
+            let start = url[..first_at].find("://").map_or(0, |i| i + 3);
+            let userinfo = &url[start..at];
+            let mut head = url[..start].to_owned();
             match userinfo.find(':') {
                 Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
+                    head.push_str(&userinfo[..colon]);
+                    head.push_str(":***");
                 }
-                None => out.push_str(userinfo),
+                None => head.push_str(userinfo),
             }
-            out.push_str(&authority[at..]);
-            out.push_str(&head[authority_end..]);
+            (head, &url[at..])
         }
-        None => out.push_str(head),
-    }
-    if let Some(query) = query {
-        out.push('?');
-        let parts: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
-                _ => kv.to_owned(),
-            })
-            .collect();
-        out.push_str(&parts.join("&"));
+        None => (String::new(), url),
+    };
+    let mut out = head;
+    match rest.find('?') {
+        Some(q) => {
+            out.push_str(&rest[..q]);
+            out.push('?');
+            let parts: Vec<String> = rest[q + 1..]
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            out.push_str(&parts.join("&"));
+        }
+        None => out.push_str(rest),
     }
     out
 }
@@ -138,6 +143,19 @@ mod tests {
             "postgres://db/test?user=a&password=***&sslmode=require"
         );
         assert_eq!(redact_url("p:a@b@c"), "p:***@c");
+        // Unencoded '?', '/', '#' and '@' in a password are still hidden.
+        for pw in ["a?b", "a/b", "a#b", "a@b", "?", "/x@y?z"] {
+            let url = format!("postgres://app:{pw}@db:5432/test?sslmode=require");
+            assert_eq!(
+                redact_url(&url),
+                "postgres://app:***@db:5432/test?sslmode=require",
+                "{pw}"
+            );
+        }
+        assert_eq!(redact_url("redis:hunter2=@h:1/"), "redis:***@h:1/");
+        assert_eq!(redact_url("redis:hunter2@://"), "redis:***@://");
+        assert_eq!(redact_url("redis:hunter2@://@h:/"), "redis:***@h:/");
+        assert_eq!(redact_url("redis://:a://b@h:1"), "redis://:***@h:1");
         assert_eq!(
             redact_url("host=db password=zz port=1"),
             "host=db password=*** port=1"

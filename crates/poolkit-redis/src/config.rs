@@ -124,7 +124,19 @@ impl Config {
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
         }
-        config.validate()?;
+        let nodes_from_url = env.raw_nonempty(&env.name("CLUSTER_NODES")).is_none()
+            && env.raw_nonempty(&url_var).is_some_and(|u| u.contains(','));
+        // Nodes that came from a comma list in P_URL are reported as P_URL, the variable
+        // the user set, with the whole value redacted (a piece cut at a comma may have lost
+        // the '@' that marks its password).
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { expected, .. } if nodes_from_url => ConfigError::Invalid {
+                var: url_var.clone(),
+                value: redact_url(&env.raw(&url_var).unwrap_or_default()),
+                expected,
+            },
+            e => e,
+        })?;
         Ok(config)
     }
 

@@ -40,3 +40,40 @@ impl bb8::ManageConnection for Manager {
         false
     }
 }
+
+impl redis::aio::ConnectionLike for crate::PooledConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let conn: &mut MultiplexedConnection = self;
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.note_error(e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let conn: &mut MultiplexedConnection = self;
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.note_error(e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        let conn: &MultiplexedConnection = self;
+        conn.get_db()
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use poolkit_core::bb8::{AcquireError, Checkout, FairPool};
-use poolkit_core::metrics::ErrorKind;
+use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue};
@@ -68,10 +68,27 @@ impl fmt::Debug for Exclusive {
     }
 }
 
-/// An exclusively checked-out connection: derefs to `MultiplexedConnection`, which
-/// implements `redis::aio::ConnectionLike`. Dropping it returns it to the pool.
+/// An exclusively checked-out connection: derefs to `MultiplexedConnection`. Dropping it
+/// returns it to the pool.
+///
+/// It implements `redis::aio::ConnectionLike` itself: pass `&mut conn` (not `&mut *conn`)
+/// to `query_async`, so that a command that shows the connection dead (killed by the
+/// server, socket closed) retires it instead of returning it for the next caller.
 pub struct PooledConnection {
     checkout: Checkout<Manager>,
+    telemetry: Arc<Telemetry>,
+    broken: bool,
+}
+
+impl PooledConnection {
+    /// Marks the connection broken (closed, not reused, when returned) if `e` shows it dead.
+    pub(crate) fn note_error(&mut self, e: &redis::RedisError) {
+        if !self.broken && is_broken(e) {
+            self.broken = true;
+            self.telemetry.error(ErrorKind::Broken);
+            self.checkout.tracked().retire(CloseReason::Broken);
+        }
+    }
 }
 
 impl fmt::Debug for PooledConnection {
@@ -207,7 +224,11 @@ impl Pool {
     /// [`Error::Connect`]; [`Error::Closed`].
     pub async fn exclusive(&self) -> Result<PooledConnection, Error> {
         match self.inner.exclusive.fair.get().await {
-            Ok(checkout) => Ok(PooledConnection { checkout }),
+            Ok(checkout) => Ok(PooledConnection {
+                checkout,
+                telemetry: Arc::clone(self.inner.exclusive.fair.telemetry()),
+                broken: false,
+            }),
             Err(e) => Err(acquire_error(&self.inner.config, e)),
         }
     }
@@ -222,7 +243,13 @@ impl Pool {
         F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     {
         let mut conn = self.exclusive().await?;
-        op(&mut conn).await.map_err(Error::Backend)
+        match op(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                conn.note_error(&e);
+                Err(Error::Backend(e))
+            }
+        }
     }
 
     /// A dedicated pub/sub connection (not pooled: it lives as long as the subscription).
