@@ -306,3 +306,48 @@ pub fn config(name: &str, server: &Server, size: u32) -> poolkit_http::Config {
     }
     c
 }
+
+/// A handler for [`serve_fn`]: (method, path and query, headers, body) to (status, JSON).
+pub type Handler = fn(&http::Method, &str, &http::HeaderMap, &[u8]) -> (u16, String);
+
+/// An HTTP/1.1 stand-in API answering with `handler`.
+pub async fn serve_fn(handler: Handler) -> Server {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let seen = Arc::new(Seen::default());
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            seen2.accepted.fetch_add(1, SeqCst);
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.requests.fetch_add(1, SeqCst);
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                        let (status, json) = handler(&parts.method, &pq, &parts.headers, &body);
+                        let mut resp = Response::new(Full::new(Bytes::from(json)));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Server {
+        addr,
+        seen,
+        cert_der: None,
+        task,
+    }
+}
