@@ -43,14 +43,6 @@ struct Lease {
 }
 
 impl Lease {
-    fn life(&self) -> Option<&Arc<Life>> {
-        match &self.conn {
-            Some(Conn::H1(c)) => Some(&c.life),
-            Some(Conn::H2(_, life)) => Some(life),
-            None => None,
-        }
-    }
-
     /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
     fn finish(mut self, shared: &Shared, host: &Host) {
         if let Some(conn) = self.conn.take() {
@@ -156,17 +148,34 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
         tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
         shared.timeout_error(&host.origin, start.elapsed())
     };
-    let Ok(permit) = tokio::time::timeout_at(deadline, host.gate.clone().acquire_owned()).await
-    else {
-        return Err(timed_out());
+    // Fast paths first: no timer when a permit and a connection are free at once.
+    let permit = match host.gate.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(tokio::sync::TryAcquireError::Closed) => {
+            return Err(Error::Closed {
+                pool: shared.config.pool.name.clone(),
+            });
+        }
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            match tokio::time::timeout_at(deadline, host.gate.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => {
+                    return Err(Error::Closed {
+                        pool: shared.config.pool.name.clone(),
+                    });
+                }
+                Err(_) => return Err(timed_out()),
+            }
+        }
     };
-    let _permit = permit.map_err(|_| Error::Closed {
-        pool: shared.config.pool.name.clone(),
-    })?;
-    let Ok(lease) = tokio::time::timeout_at(deadline, lease(shared, host, false)).await else {
-        return Err(timed_out());
+    let _permit = permit;
+    let mut lease = match ready_lease(shared, host) {
+        Some(lease) => lease,
+        None => match tokio::time::timeout_at(deadline, lease(shared, host, false)).await {
+            Ok(lease) => lease?,
+            Err(_) => return Err(timed_out()),
+        },
     };
-    let mut lease = lease?;
     drop(waiting);
     telemetry.acquired(start.elapsed(), !lease.new);
     let _in_use = InUse(telemetry, Instant::now());
@@ -206,6 +215,25 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
     }
 }
 
+/// An idle HTTP/1.1 connection or a stream on the shared HTTP/2 one, when one is free now.
+fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
+    let conn = match host.proto()? {
+        Proto::H1 => {
+            let c = host.take_idle(&shared.limits)?;
+            c.life.begin();
+            Conn::H1(c)
+        }
+        Proto::H2 => {
+            let c = host.shared_h2(&shared.limits)?;
+            Conn::H2(c.sender, c.life)
+        }
+    };
+    Some(Lease {
+        conn: Some(conn),
+        new: false,
+    })
+}
+
 /// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
 /// one (always new when `fresh`). The caller holds a gate permit.
 async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Lease, Error> {
@@ -220,37 +248,35 @@ async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Le
             }
             return connect(shared, host).await;
         }
-        let mut slot = host.h2.lock().await;
-        if let Some(c) = slot.as_ref() {
-            let reason = if c.sender.is_closed() {
-                Some(CloseReason::Broken)
-            } else {
-                c.life.retire_reason(&shared.limits)
-            };
-            match reason {
-                None if !fresh => {
-                    c.life.begin();
-                    return Ok(Lease {
-                        conn: Some(Conn::H2(c.sender.clone(), c.life.clone())),
-                        new: false,
-                    });
-                }
-                reason => {
-                    if let Some(old) = slot.take() {
-                        old.life.close(reason.unwrap_or(CloseReason::Broken));
-                    }
-                }
-            }
+        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+            return Ok(Lease {
+                conn: Some(Conn::H2(c.sender, c.life)),
+                new: false,
+            });
         }
+        let _connecting = host.h2_connect.lock().await;
         if host.proto() == Some(Proto::H1) {
             continue; // learned while waiting for the lock
         }
+        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+            return Ok(Lease {
+                conn: Some(Conn::H2(c.sender, c.life)),
+                new: false,
+            });
+        }
         let lease = connect(shared, host).await?;
         if let Some(Conn::H2(sender, life)) = &lease.conn {
-            *slot = Some(SharedH2 {
-                sender: sender.clone(),
-                life: life.clone(),
-            });
+            let old = host
+                .h2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .replace(SharedH2 {
+                    sender: sender.clone(),
+                    life: life.clone(),
+                });
+            if let Some(old) = old {
+                old.life.close(CloseReason::Broken);
+            }
         }
         return Ok(lease);
     }
@@ -400,9 +426,6 @@ async fn send(
         .map_err(|e| Failure::Other(backend(shared, host, e)))?
         .to_bytes();
     let new = lease.new;
-    if let Some(life) = lease.life() {
-        tracing::trace!(closed = life.is_closed(), "exchange complete");
-    }
     lease.finish(shared, host);
     Ok(Response::new(
         parts,

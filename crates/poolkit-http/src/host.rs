@@ -141,7 +141,10 @@ pub(crate) struct Host {
     /// FIFO gate: one permit per connection in use (HTTP/1.1) or stream (HTTP/2).
     pub(crate) gate: Arc<Semaphore>,
     pub(crate) idle: Mutex<Vec<IdleH1>>,
-    pub(crate) h2: tokio::sync::Mutex<Option<SharedH2>>,
+    pub(crate) h2: Mutex<Option<SharedH2>>,
+    /// Held while opening a connection whose protocol may be HTTP/2, so concurrent
+    /// callers share one connection instead of each opening their own.
+    pub(crate) h2_connect: tokio::sync::Mutex<()>,
     pub(crate) proto: Mutex<Option<Proto>>,
     pub(crate) open: Arc<AtomicU64>,
     pub(crate) waiting: AtomicU64,
@@ -153,7 +156,8 @@ impl Host {
             origin,
             gate: Arc::new(Semaphore::new(ceiling as usize)),
             idle: Mutex::new(Vec::new()),
-            h2: tokio::sync::Mutex::new(None),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
             proto: Mutex::new(proto),
             open: Arc::new(AtomicU64::new(0)),
             waiting: AtomicU64::new(0),
@@ -207,6 +211,33 @@ impl Host {
         }
     }
 
+    /// A stream on the shared HTTP/2 connection when it is fit for use; an unfit one is
+    /// closed and removed.
+    pub(crate) fn shared_h2(&self, limits: &Limits) -> Option<SharedH2> {
+        let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = slot.as_ref()?;
+        let reason = if c.sender.is_closed() {
+            Some(CloseReason::Broken)
+        } else {
+            c.life.retire_reason(limits)
+        };
+        match reason {
+            None => {
+                c.life.begin();
+                Some(SharedH2 {
+                    sender: c.sender.clone(),
+                    life: c.life.clone(),
+                })
+            }
+            Some(reason) => {
+                if let Some(old) = slot.take() {
+                    old.life.close(reason);
+                }
+                None
+            }
+        }
+    }
+
     /// Closes idle connections past their idle timeout or lifetime (or all, when
     /// `reason` is given); returns how many remain idle.
     pub(crate) fn sweep(&self, limits: &Limits, all: Option<CloseReason>) -> usize {
@@ -229,7 +260,8 @@ impl Host {
         });
         let left = idle.len();
         drop(idle);
-        if let Ok(mut slot) = self.h2.try_lock() {
+        {
+            let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
             let reason = slot.as_ref().and_then(|c| {
                 all.or_else(|| {
                     if c.sender.is_closed() {
