@@ -74,12 +74,13 @@ async fn rounds(client: Client<'_>, url: &str, server: &common::Server) -> Outco
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let q =
+        |permille: usize| latencies[(latencies.len() * permille / 1000).min(latencies.len() - 1)];
     Outcome {
         per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: q(0.50),
-        p95: q(0.95),
-        p99: q(0.99),
+        p50: q(500),
+        p95: q(950),
+        p99: q(990),
         opened: server.seen.accepted.load(SeqCst) - accepted_before,
         failed,
     }
@@ -98,7 +99,9 @@ fn row(name: &str, o: &Outcome) {
 }
 
 async fn scenario(title: &str, mode: Mode) {
-    println!("{title}: {CONCURRENCY} concurrent GETs x {ROUNDS} rounds, {TRIALS} trials each, alternating");
+    println!(
+        "{title}: {CONCURRENCY} concurrent GETs x {ROUNDS} rounds, {TRIALS} trials each, alternating"
+    );
     for trial in 1..=TRIALS {
         // Fresh clients and servers per trial, so every trial includes opening
         // connections and each server counts only its own client's connections.
@@ -118,7 +121,10 @@ async fn scenario(title: &str, mode: Mode) {
         let plain = builder.build().expect("reqwest client");
         let a = rounds(Client::Poolkit(&pool), &url, &server).await;
         let b = rounds(Client::Reqwest(&plain), &other_url, &other).await;
-        row(&format!("trial {trial} poolkit-http (pool {POOL_SIZE})"), &a);
+        row(
+            &format!("trial {trial} poolkit-http (pool {POOL_SIZE})"),
+            &a,
+        );
         let s = pool.stats();
         println!(
             "  trial {trial} poolkit stats: requests new {} reused {}, closed {:?}, errors {}, retries {}",
@@ -129,7 +135,10 @@ async fn scenario(title: &str, mode: Mode) {
             pool.retries()
         );
         row(&format!("trial {trial} reqwest::Client (default)"), &b);
-        println!("  trial {trial} ratio poolkit/reqwest throughput: {:.2}", a.per_sec / b.per_sec);
+        println!(
+            "  trial {trial} ratio poolkit/reqwest throughput: {:.2}",
+            a.per_sec / b.per_sec
+        );
     }
 }
 

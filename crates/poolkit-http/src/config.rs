@@ -147,7 +147,9 @@ impl Config {
         c.pool = PoolConfig::from_lookup(prefix, c.pool, lookup)?;
         let env = Env::new(prefix, lookup);
         match env.var("MAX_KEEPALIVE") {
-            Some((var, value)) => c.max_keepalive = parse_u32(&var, &value, 0, MAX_POOL_SIZE_LIMIT)?,
+            Some((var, value)) => {
+                c.max_keepalive = parse_u32(&var, &value, 0, MAX_POOL_SIZE_LIMIT)?
+            }
             None if keepalive_followed_ceiling => c.max_keepalive = c.pool.ceiling(),
             None => {}
         }
@@ -260,7 +262,10 @@ mod tests {
         assert_eq!(c.pool.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
         let c = from(
             "PINECONE",
-            &[("PINECONE_POOL_SIZE", "10"), ("PINECONE_POOL_MAXSIZE", "20")],
+            &[
+                ("PINECONE_POOL_SIZE", "10"),
+                ("PINECONE_POOL_MAXSIZE", "20"),
+            ],
         )
         .unwrap();
         assert_eq!(c.max_keepalive, 20, "keep-alive follows the ceiling");

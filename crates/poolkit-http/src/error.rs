@@ -31,7 +31,9 @@ pub enum Error {
         var: String,
     },
     /// The whole request took longer than `P_TIMEOUT`.
-    #[error("{pool}: request to {origin} did not complete within {after:?} (raise {var} if the server is just slow)")]
+    #[error(
+        "{pool}: request to {origin} did not complete within {after:?} (raise {var} if the server is just slow)"
+    )]
     RequestTimeout {
         /// The pool's name.
         pool: String,

@@ -300,19 +300,20 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
             source,
         }
     };
-    let sender = match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-        Ok(Ok(sender)) => sender,
-        Ok(Err(e)) => return Err(failed(e)),
-        Err(_) => {
-            return Err(failed(
-                format!(
-                    "no connection within {limit:?} (raise {})",
-                    shared.config.connect_timeout_var()
-                )
-                .into(),
-            ));
-        }
-    };
+    let sender =
+        match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(_) => {
+                return Err(failed(
+                    format!(
+                        "no connection within {limit:?} (raise {})",
+                        shared.config.connect_timeout_var()
+                    )
+                    .into(),
+                ));
+            }
+        };
     life.mark_open(start.elapsed());
     life.begin();
     let conn = match sender {
@@ -379,7 +380,7 @@ async fn send(
             Some(p) => format!("{}:{p}", a.host()),
             None => a.host().to_owned(),
         });
-        if let Some(Ok(v)) = authority.map(|a| HeaderValue::try_from(a)) {
+        if let Some(Ok(v)) = authority.map(HeaderValue::try_from) {
             headers.entry(HOST).or_insert(v);
         }
         req.uri

@@ -76,7 +76,10 @@ impl Life {
 
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
-        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -93,7 +96,10 @@ impl Life {
         if self.is_closed() {
             return Some(CloseReason::Broken);
         }
-        if limits.max_lifetime.is_some_and(|max| self.born.elapsed() >= max) {
+        if limits
+            .max_lifetime
+            .is_some_and(|max| self.born.elapsed() >= max)
+        {
             return Some(CloseReason::MaxLifetime);
         }
         if limits
@@ -201,8 +207,8 @@ impl Host {
         };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let reason = reason.or_else(|| {
-            let overflow = self.open.load(Relaxed) > limits.pool_size
-                && self.waiting.load(Relaxed) == 0;
+            let overflow =
+                self.open.load(Relaxed) > limits.pool_size && self.waiting.load(Relaxed) == 0;
             (idle.len() >= limits.max_keepalive || overflow).then_some(CloseReason::Overflow)
         });
         match reason {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Telemetry};
+use poolkit_core::{
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Telemetry,
+};
 
 use crate::config::{Config, HttpVersion};
 use crate::connect::Connector;
@@ -84,10 +86,7 @@ impl Builder {
     }
 
     fn insert(&mut self, name: &str, value: &str, sensitive: bool) {
-        match (
-            HeaderName::try_from(name),
-            HeaderValue::try_from(value),
-        ) {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(mut v)) => {
                 v.set_sensitive(sensitive);
                 self.headers.insert(n, v);
@@ -275,11 +274,7 @@ impl Shared {
             (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => Some(Proto::H1),
             (HttpVersion::Auto, true) => None,
         };
-        let host = Arc::new(Host::new(
-            origin.clone(),
-            self.config.pool.ceiling(),
-            proto,
-        ));
+        let host = Arc::new(Host::new(origin.clone(), self.config.pool.ceiling(), proto));
         hosts.insert(origin.clone(), host.clone());
         host
     }
@@ -325,7 +320,12 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        for host in self.hosts.get_mut().unwrap_or_else(PoisonError::into_inner).values() {
+        for host in self
+            .hosts
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             host.sweep(&self.limits, Some(CloseReason::PoolClosed));
         }
     }

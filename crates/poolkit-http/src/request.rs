@@ -157,7 +157,12 @@ impl RequestBuilder {
         let uri = resolve(shared.config.base_url.as_deref(), &url).map_err(invalid)?;
         let idempotent = self.idempotent.unwrap_or(matches!(
             self.method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::PUT
+                | Method::DELETE
+                | Method::OPTIONS
+                | Method::TRACE
         ));
         let prepared = Prepared {
             method: self.method,

@@ -102,7 +102,10 @@ impl Client {
         let pool = Pool::builder()
             .config(config)
             .secret_header("apikey", key)
-            .secret_header("authorization", &Secret::new(format!("Bearer {}", key.expose())))
+            .secret_header(
+                "authorization",
+                &Secret::new(format!("Bearer {}", key.expose())),
+            )
             .build()?;
         Ok(Self { pool })
     }

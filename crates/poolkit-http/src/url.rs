@@ -30,7 +30,10 @@ impl Origin {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| "no host".to_owned())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self { tls, host, port })
     }

@@ -39,8 +39,14 @@ async fn server_closing_idle_connections_after_one_second_fails_no_get() {
     // Each retry (a keep-alive race lost to the server's close) is one more request.
     assert_eq!(s.requests_new + s.requests_reused, 28 + pool.retries());
     assert_eq!(s.errors_by("broken"), pool.retries(), "{s:?}");
-    assert!(s.requests_new > 4, "the server's closes forced new connections: {s:?}");
-    assert!(s.closed_by("broken") > 0, "server-side closes are counted: {s:?}");
+    assert!(
+        s.requests_new > 4,
+        "the server's closes forced new connections: {s:?}"
+    );
+    assert!(
+        s.closed_by("broken") > 0,
+        "server-side closes are counted: {s:?}"
+    );
     assert!(server.seen.max_open.load(SeqCst) <= 4);
 }
 
@@ -88,11 +94,18 @@ async fn stalled_server_gives_the_request_timeout_error() {
     assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
     assert!(e.is_timeout() && !e.is_pool_timeout());
     assert!(e.to_string().contains("STALL_TIMEOUT"), "{e}");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     let s = pool.stats();
     assert_eq!(s.errors_by("timeout"), 1, "{s:?}");
     assert_eq!((s.used, s.pending), (0, 0), "{s:?}");
-    assert_eq!(s.closed_by("broken"), 1, "the stalled connection is dropped: {s:?}");
+    assert_eq!(
+        s.closed_by("broken"),
+        1,
+        "the stalled connection is dropped: {s:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +139,10 @@ async fn exhaustion_gives_the_pool_timeout_error() {
     assert_eq!(server.seen.accepted.load(SeqCst), 1);
     let health = pool.health();
     assert!(
-        health.recommendations.iter().any(|r| r.contains("BUSY_POOL_SIZE")),
+        health
+            .recommendations
+            .iter()
+            .any(|r| r.contains("BUSY_POOL_SIZE")),
         "{health:?}"
     );
 }
@@ -140,7 +156,10 @@ async fn dropped_keepalive_is_retried_once_for_idempotent_requests_only() {
     // The server reads the second request on the kept-alive connection and hangs up.
     let second = pool.get("/").send().await.unwrap();
     assert_eq!(second.text(), "ok");
-    assert!(second.new_connection(), "the retry went out on a new connection");
+    assert!(
+        second.new_connection(),
+        "the retry went out on a new connection"
+    );
     assert_eq!(pool.retries(), 1);
     let s = pool.stats();
     assert_eq!(s.errors_by("broken"), 1, "{s:?}");
@@ -167,7 +186,10 @@ async fn closed_pool_and_unreachable_server_give_named_errors() {
     let pool = Pool::new(common::config("closing", &server, 2)).unwrap();
     pool.get("/").send().await.unwrap();
     pool.close();
-    assert!(matches!(pool.get("/").send().await, Err(Error::Closed { .. })));
+    assert!(matches!(
+        pool.get("/").send().await,
+        Err(Error::Closed { .. })
+    ));
     assert_eq!(pool.stats().open, 0);
     assert_eq!(pool.stats().closed_by("pool_closed"), 1);
 
@@ -184,8 +206,15 @@ async fn closed_pool_and_unreachable_server_give_named_errors() {
         .unwrap_err();
     assert!(e.is_connect(), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains(&format!("127.0.0.1:{port}")) && !msg.contains("s3cret"), "{msg}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && !msg.contains("s3cret"),
+        "{msg}"
+    );
     let health = poolkit_core::check(&*poolkit_core::pool("unreachable").unwrap()).await;
-    assert_eq!(health.status, poolkit_core::HealthStatus::Down, "{health:?}");
+    assert_eq!(
+        health.status,
+        poolkit_core::HealthStatus::Down,
+        "{health:?}"
+    );
     assert!(health.message.contains("cannot connect"), "{health:?}");
 }

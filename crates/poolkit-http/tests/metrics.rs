@@ -38,7 +38,11 @@ async fn requests_are_counted_new_and_reused_in_metrics_and_registry() {
         };
         values.insert(name, v);
     }
-    let get = |n: &str| *values.get(n).unwrap_or_else(|| panic!("{n} missing from {values:?}"));
+    let get = |n: &str| {
+        *values
+            .get(n)
+            .unwrap_or_else(|| panic!("{n} missing from {values:?}"))
+    };
     assert_eq!(get("poolkit_requests_total{connection=new}"), 1.0);
     assert_eq!(get("poolkit_requests_total{connection=reused}"), 9.0);
     assert_eq!(get("poolkit_connections_created_total"), 1.0);
@@ -47,8 +51,16 @@ async fn requests_are_counted_new_and_reused_in_metrics_and_registry() {
     assert_eq!(get("poolkit_connections{state=used}"), 0.0);
     assert_eq!(get("poolkit_connections_max"), 4.0);
     assert_eq!(get("poolkit_pending_requests"), 0.0);
-    assert_eq!(get("poolkit_acquire_wait_seconds"), 10.0, "one wait sample per request");
-    assert_eq!(get("poolkit_connection_use_seconds"), 10.0, "one duration per request");
+    assert_eq!(
+        get("poolkit_acquire_wait_seconds"),
+        10.0,
+        "one wait sample per request"
+    );
+    assert_eq!(
+        get("poolkit_connection_use_seconds"),
+        10.0,
+        "one duration per request"
+    );
     assert_eq!(get("poolkit_connection_errors_total{kind=connect}"), 0.0);
 
     let registered = poolkit_core::pool("metrics_http").expect("the pool registered itself");
@@ -57,5 +69,8 @@ async fn requests_are_counted_new_and_reused_in_metrics_and_registry() {
     assert!(registered.ping().await.is_ok());
     drop(registered);
     drop(pool);
-    assert!(poolkit_core::pool("metrics_http").is_none(), "a dropped pool leaves the registry");
+    assert!(
+        poolkit_core::pool("metrics_http").is_none(),
+        "a dropped pool leaves the registry"
+    );
 }

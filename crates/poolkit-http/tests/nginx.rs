@@ -28,7 +28,11 @@ impl Drop for Nginx {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn nginx_binary() -> PathBuf {
@@ -37,11 +41,16 @@ fn nginx_binary() -> PathBuf {
             return p.into();
         }
     }
-    panic!("nginx is not installed (tried /usr/sbin/nginx, /usr/local/sbin/nginx, /usr/bin/nginx): run scripts/services.d/http.sh");
+    panic!(
+        "nginx is not installed (tried /usr/sbin/nginx, /usr/local/sbin/nginx, /usr/bin/nginx): run scripts/services.d/http.sh"
+    );
 }
 
 fn start() -> Nginx {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let dir = std::env::temp_dir().join(format!("poolkit-nginx-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
@@ -91,14 +100,26 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nginx");
-    let mut nginx = Nginx { child, dir, http1, https, cert_der: cert.cert.der().to_vec() };
+    let mut nginx = Nginx {
+        child,
+        dir,
+        http1,
+        https,
+        cert_der: cert.cert.der().to_vec(),
+    };
     let started = Instant::now();
-    while [http1, https].iter().any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err()) {
+    while [http1, https]
+        .iter()
+        .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+    {
         if let Ok(Some(status)) = nginx.child.try_wait() {
             let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
             panic!("nginx exited with {status}: {log}");
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "nginx did not listen on 127.0.0.1:{http1}/{https} within 10 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not listen on 127.0.0.1:{http1}/{https} within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     nginx
@@ -113,7 +134,10 @@ async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
         .collect();
     let mut out = Vec::new();
     for t in tasks {
-        let r = t.await.expect("task panicked").expect("request to nginx failed");
+        let r = t
+            .await
+            .expect("task panicked")
+            .expect("request to nginx failed");
         assert_eq!((r.status().as_u16(), r.text().as_str()), (200, "ok"));
         out.push(r);
     }
@@ -131,9 +155,17 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.http_version = HttpVersion::Auto;
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(responses.iter().all(|r| r.version() == http::Version::HTTP_2));
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.version() == http::Version::HTTP_2)
+    );
     let s = pool.stats();
-    assert_eq!((s.created, s.requests_new, s.requests_reused), (1, 1, 499), "{s:?}");
+    assert_eq!(
+        (s.created, s.requests_new, s.requests_reused),
+        (1, 1, 499),
+        "{s:?}"
+    );
 
     let mut config = Config::new("nginx_h1");
     config.pool.pool_size = 20;
@@ -141,7 +173,11 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(responses.iter().all(|r| r.version() == http::Version::HTTP_11));
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.version() == http::Version::HTTP_11)
+    );
     let s = pool.stats();
     assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
     for pause_ms in [950, 1000, 1050, 1200] {
@@ -149,7 +185,14 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
         burst(&pool, 20).await;
     }
     let s = pool.stats();
-    assert_eq!(s.requests_new + s.requests_reused, 580 + pool.retries(), "{s:?}");
-    assert!(s.closed_by("broken") > 0, "nginx's keep-alive closes were seen: {s:?}");
+    assert_eq!(
+        s.requests_new + s.requests_reused,
+        580 + pool.retries(),
+        "{s:?}"
+    );
+    assert!(
+        s.closed_by("broken") > 0,
+        "nginx's keep-alive closes were seen: {s:?}"
+    );
     assert!(s.open <= 20, "{s:?}");
 }

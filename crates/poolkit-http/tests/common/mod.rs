@@ -90,15 +90,13 @@ impl Opts {
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert DER, rustls server config).
 pub fn tls_config() -> (Vec<u8>, Arc<rustls::ServerConfig>) {
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "127.0.0.1".to_owned(),
-        "localhost".to_owned(),
-    ])
-    .expect("generate a self-signed certificate");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("generate a self-signed certificate");
     let der = cert.cert.der().to_vec();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()),
-    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        cert.signing_key.serialize_der(),
+    ));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -112,7 +110,9 @@ pub fn tls_config() -> (Vec<u8>, Arc<rustls::ServerConfig>) {
 
 /// Starts a hyper server answering `ok` (or, for `/echo`, the request's headers as text).
 pub async fn serve(opts: Opts) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Seen::default());
     let (cert_der, tls) = if opts.mode == Mode::Tls {
@@ -229,7 +229,9 @@ pub enum Raw {
 
 /// A raw HTTP/1.1 server for faults.
 pub async fn serve_raw(kind: Raw) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Seen::default());
     let seen2 = seen.clone();
@@ -313,7 +315,9 @@ pub type Handler = fn(&http::Method, &str, &http::HeaderMap, &[u8]) -> (u16, Str
 /// An HTTP/1.1 stand-in API answering with `handler`.
 pub async fn serve_fn(handler: Handler) -> Server {
     use http_body_util::BodyExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Seen::default());
     let seen2 = seen.clone();
@@ -330,8 +334,16 @@ pub async fn serve_fn(handler: Handler) -> Server {
                     async move {
                         seen.requests.fetch_add(1, SeqCst);
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let pq = parts
+                            .uri
+                            .path_and_query()
+                            .map_or("/", |p| p.as_str())
+                            .to_owned();
                         let (status, json) = handler(&parts.method, &pq, &parts.headers, &body);
                         let mut resp = Response::new(Full::new(Bytes::from(json)));
                         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
