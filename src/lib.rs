@@ -12,6 +12,7 @@
 //! | `postgres` | [`postgres`] | `poolkit-postgres` |
 //! | `redis` | [`redis`] | `poolkit-redis` |
 //! | `monitor` | [`monitor`] | `poolkit-monitor` |
+//! | `http` | [`http`] | `poolkit-http` |
 //! | `full` | all of the above | |
 //!
 //! See the repository README for the quick start.
@@ -30,3 +31,7 @@ pub use poolkit_redis as redis;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub use poolkit_monitor as monitor;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use poolkit_http as http;

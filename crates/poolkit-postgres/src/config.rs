@@ -92,6 +92,8 @@ pub struct Config {
     /// PEM file of the root certificate(s) to verify the server with (else the system's
     /// roots). From the URL's `sslrootcert=`, or env `P_SSLROOTCERT` (wins).
     pub ssl_root_cert: Option<std::path::PathBuf>,
+    /// Read replicas: one URL or a comma list. Env: `P_READ_URL` (`DATABASE_READ_URL`).
+    pub read_urls: Vec<Secret>,
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -136,6 +138,14 @@ impl fmt::Debug for Config {
             .field("pooler", &self.pooler)
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field(
+                "read_urls",
+                &self
+                    .read_urls
+                    .iter()
+                    .map(|u| redact_url(u.expose()))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -161,6 +171,7 @@ impl Config {
             pooler: Pooler::None,
             ssl_mode: SslMode::Prefer,
             ssl_root_cert: None,
+            read_urls: Vec::new(),
         }
         .detect_pooler()
     }
@@ -280,6 +291,19 @@ impl Config {
         }
         if let Some((_, path)) = env.var("SSLROOTCERT") {
             config.ssl_root_cert = Some(path.into());
+        }
+        if let Some(urls) = env.raw_nonempty(&env.name("READ_URL")) {
+            config.read_urls = urls
+                .split(',')
+                .map(|u| Secret::new(u.trim()))
+                .filter(|u| !u.is_empty())
+                .collect();
+            for u in &config.read_urls {
+                let mut probe = config.clone();
+                probe.url = u.clone();
+                probe.read_urls = Vec::new();
+                probe.pg_config_for(&env.name("READ_URL"))?;
+            }
         }
         if let Some((var, value)) = env.var("POOLER") {
             config.pooler = Pooler::parse(&value).ok_or(ConfigError::Invalid {

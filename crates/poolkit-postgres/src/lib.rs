@@ -7,6 +7,7 @@ mod error;
 mod manager;
 mod pool;
 mod pooler;
+mod replicas;
 mod tls;
 mod transaction;
 
@@ -16,6 +17,7 @@ pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
+pub use replicas::REPLICA_RETRY_AFTER;
 pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
 pub use transaction::TxOptions;
 

@@ -31,6 +31,7 @@ struct Inner {
     fair: Fair,
     config: Config,
     ctx: Arc<QueryCtx>,
+    replicas: Arc<crate::replicas::Replicas>,
 }
 
 /// What a checked-out connection needs to know to run queries the pooler's way.
@@ -393,7 +394,17 @@ impl Pool {
             pooler: config.pooler,
             warnings: SessionWarnings::default(),
         });
-        let inner = Arc::new(Inner { fair, config, ctx });
+        let replicas = if config.read_urls.is_empty() {
+            Arc::new(crate::replicas::Replicas::default())
+        } else {
+            crate::replicas::build(&config).await?
+        };
+        let inner = Arc::new(Inner {
+            fair,
+            config,
+            ctx,
+            replicas,
+        });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
         tracing::debug!(pool = %inner.config.pool.name, target = %inner.config.target(), "pool built");
@@ -444,6 +455,10 @@ impl Pool {
     /// Any error of [`Pool::get`], or the query's.
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner.ping().await
+    }
+
+    pub(crate) fn replicas(&self) -> &crate::replicas::Replicas {
+        &self.inner.replicas
     }
 
     /// The pool's configuration.

@@ -337,6 +337,49 @@ fn acquire_error(config: &Config, e: AcquireError<redis::RedisError>) -> Error {
     }
 }
 
+/// Counts a caller as pending while it lives.
+struct PendingGuard<'a>(&'a Telemetry);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.wait_ended();
+    }
+}
+
+impl<'a> PendingGuard<'a> {
+    fn started(t: &'a Telemetry) -> Self {
+        t.wait_started();
+        Self(t)
+    }
+}
+
+/// A place under the in-flight cap, given back on drop.
+struct PlaceGuard<'a>(&'a Arc<Shared>);
+
+impl Drop for PlaceGuard<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// A leased shared connection, released (and counted) on drop.
+struct LeaseGuard<'a> {
+    shared: &'a Arc<Shared>,
+    lease: crate::shared::Lease,
+    broken: bool,
+    telemetry: &'a Telemetry,
+    began: Clock,
+    _place: PlaceGuard<'a>,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.release(&self.lease, self.broken);
+        self.telemetry
+            .released(Clock::now().saturating_duration_since(self.began));
+    }
+}
+
 impl Inner {
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
@@ -354,26 +397,25 @@ impl Inner {
         let asked = Clock::now();
         let mut waited = false;
         let deadline = || tokio::time::Instant::now() + self.config.pool.acquire_timeout;
+        // Every step below is undone by a guard, so a caller that drops this future (a
+        // `timeout` around `query`, a `select!`) leaves no place, lease or count behind.
         if !shared.try_enter() {
             waited = true;
-            self.telemetry.wait_started();
-            let entered = shared.enter(deadline()).await;
-            self.telemetry.wait_ended();
-            if !entered {
+            let _pending = PendingGuard::started(&self.telemetry);
+            if !shared.enter(deadline()).await {
                 return Err(self.timed_out(asked));
             }
         }
+        let place = PlaceGuard(shared);
         let lease = match shared.lease_now() {
             Some(lease) => lease,
             None => {
                 waited = true;
-                self.telemetry.wait_started();
-                let lease = shared.lease(deadline()).await;
-                self.telemetry.wait_ended();
-                match lease {
+                let _pending = PendingGuard::started(&self.telemetry);
+                match shared.lease(deadline()).await {
                     Some(lease) => lease,
                     None => {
-                        shared.leave();
+                        drop(place);
                         return Err(self.timed_out(asked));
                     }
                 }
@@ -382,10 +424,18 @@ impl Inner {
         let began = if waited { Clock::now() } else { asked };
         self.telemetry
             .acquired(began.saturating_duration_since(asked), !waited);
-        let result = f(lease.conn.clone()).await;
-        let broken = result.as_ref().err().is_some_and(is_broken);
+        let mut held = LeaseGuard {
+            shared,
+            lease,
+            broken: false,
+            telemetry: &self.telemetry,
+            began,
+            _place: place,
+        };
+        let result = f(held.lease.conn.clone()).await;
+        held.broken = result.as_ref().err().is_some_and(is_broken);
         if let Err(e) = &result
-            && !broken
+            && !held.broken
         {
             self.telemetry.error(if e.is_timeout() {
                 ErrorKind::Timeout
@@ -393,10 +443,7 @@ impl Inner {
                 ErrorKind::Request
             });
         }
-        shared.release(&lease, broken);
-        shared.leave();
-        self.telemetry
-            .released(Clock::now().saturating_duration_since(began));
+        drop(held);
         result.map_err(Error::Backend)
     }
 

@@ -155,8 +155,15 @@ impl Shared {
 
     /// Waits first come, first served for a place under the cap; `false` at the deadline.
     pub(crate) async fn enter(&self, deadline: tokio::time::Instant) -> bool {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        let entered = loop {
+        let _waiting = Waiting(&self.waiting);
+        loop {
             let room = self.room.notified();
             if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
                 break true;
@@ -167,9 +174,7 @@ impl Shared {
             {
                 break false;
             }
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        entered
+        }
     }
 
     /// Gives the place back.

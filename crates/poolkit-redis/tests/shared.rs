@@ -251,3 +251,63 @@ async fn the_in_flight_cap_queues_callers_and_times_out_by_name() {
     let s = pool.stats();
     assert_eq!((s.timeouts, s.used, s.pending), (1, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_commands_leave_no_place_taken() {
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let mut config = poolkit_redis::Config::new(server.url());
+    config.pool.name = "t_cancel".into();
+    config.pool.pool_size = 1;
+    config.max_in_flight = 4;
+    config.pool.acquire_timeout = Duration::from_secs(2);
+    let pool = poolkit_redis::Pool::new(config).await.expect("pool");
+    // 200 callers give up at random points: while waiting for room, or mid-command.
+    let mut handles = Vec::new();
+    for i in 0..200u64 {
+        let pool = pool.clone();
+        handles.push(tokio::spawn(async move {
+            let cut = Duration::from_micros(200 + (i * 7919) % 20_000);
+            tokio::time::timeout(
+                cut,
+                pool.query::<()>(redis::cmd("DEBUG").arg("SLEEP").arg("0.01")),
+            )
+            .await
+            .ok();
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    // The server may still be sleeping through commands already sent; then all is free.
+    let free = async {
+        loop {
+            let s = pool.stats();
+            if s.used == 0 && s.pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), free)
+        .await
+        .expect("used and pending return to 0");
+    let pongs = futures_join(&pool, 4).await;
+    assert_eq!(pongs, 4, "the full in-flight cap serves again");
+}
+
+async fn futures_join(pool: &poolkit_redis::Pool, n: usize) -> usize {
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let pool = pool.clone();
+        handles.push(tokio::spawn(async move {
+            pool.query::<String>(&redis::cmd("PING")).await
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        if h.await.expect("task").is_ok() {
+            ok += 1;
+        }
+    }
+    ok
+}

@@ -92,6 +92,8 @@ label_enum!(
         Timeout => "timeout",
         /// A connection was held longer than `P_LEAK_THRESHOLD`.
         Leak => "leak",
+        /// A read went to the primary because every read replica was down.
+        Fallback => "fallback",
     }
 );
 

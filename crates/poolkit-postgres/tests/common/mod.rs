@@ -83,3 +83,101 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A PostgreSQL cluster a test owns (initdb into a temp dir, its own port), so it can be
+/// stopped and started without disturbing the shared server. Removed on drop.
+pub struct PrivateCluster {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    bin: std::path::PathBuf,
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivateCluster {
+    /// initdb + start, with `extra_conf` appended to postgresql.conf; `prepare` runs on the
+    /// data directory before the first start (to place certificates, say).
+    pub fn start(name: &str, extra_conf: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (scripts/services.sh installs them)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .max()
+            .expect("a PostgreSQL version");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("poolkit-{name}-{}-{port}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("dir");
+        run(std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir));
+        run(std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data));
+        prepare(&data);
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n{extra_conf}\n",
+            dir.display()
+        );
+        let mut existing = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        existing.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), existing).expect("conf");
+        let c = Self { dir, port, bin };
+        c.up();
+        c
+    }
+
+    /// Starts the cluster (again) and waits until it accepts connections.
+    pub fn up(&self) {
+        run(std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-w", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("start"));
+    }
+
+    /// Stops the cluster at once (clients see their connections cut).
+    pub fn down(&self) {
+        run(std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("stop"));
+    }
+
+    /// A URL to this cluster's `postgres` database.
+    pub fn url(&self, host: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("stop")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,246 @@
+//! The command line, declared with clap's derive API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Check, size and load-test poolkit pools from the command line.
+///
+/// Reads the same environment as the application (`DATABASE_URL`, `DATABASE_POOL_SIZE`,
+/// `REDIS_URL`, …). Exit codes: 0 ok, 1 a check failed, 2 bad flags, 3 bad environment
+/// variable, 4 a server could not be reached.
+#[derive(Debug, Parser)]
+#[command(name = "poolctl", version, about, long_about)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Connect to every configured pool's server and check config, facts and budget.
+    Check(CheckArgs),
+    /// Recommend pool sizes from expected load (Little's law) and the server's limits.
+    Size(SizeArgs),
+    /// Load-test a backend with N concurrent users and print throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// A backend poolctl can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BackendArg {
+    /// PostgreSQL (`P_URL`, default prefix `DATABASE`).
+    Postgres,
+    /// Redis (`P_URL` or `P_HOST`/`P_PORT`, default prefix `REDIS`).
+    Redis,
+}
+
+impl BackendArg {
+    /// The env prefix used when none is given.
+    pub(crate) fn default_prefix(self) -> &'static str {
+        match self {
+            Self::Postgres => poolkit_postgres::DEFAULT_PREFIX,
+            Self::Redis => poolkit_redis::DEFAULT_PREFIX,
+        }
+    }
+}
+
+/// One pool to check: `PREFIX=BACKEND` such as `DATABASE=postgres` or `CACHE=redis`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolSpec {
+    /// The env prefix, upper-case.
+    pub(crate) prefix: String,
+    /// Its backend.
+    pub(crate) backend: BackendArg,
+}
+
+fn parse_pool_spec(s: &str) -> Result<PoolSpec, String> {
+    let (prefix, backend) = s
+        .split_once('=')
+        .ok_or_else(|| "expected PREFIX=BACKEND, such as DATABASE=postgres".to_owned())?;
+    if prefix.is_empty()
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "the prefix `{prefix}` must be letters, digits and '_' (such as DATABASE)"
+        ));
+    }
+    let backend = BackendArg::from_str(backend, true)
+        .map_err(|_| format!("unknown backend `{backend}`: expected postgres or redis"))?;
+    Ok(PoolSpec {
+        prefix: prefix.to_ascii_uppercase(),
+        backend,
+    })
+}
+
+/// Parses a duration flag the way env vars are parsed (`30`, `500ms`, `10s`, `2m`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = poolkit_core::env::parse_duration("duration", s)
+        .map_err(|_| "expected a duration such as 30 (seconds), 500ms, 10s or 2m".to_owned())?;
+    if d.is_zero() {
+        return Err("expected a duration above zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// `poolctl check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Pools to check, as PREFIX=BACKEND (repeatable). Default: DATABASE=postgres when
+    /// DATABASE_URL is set, REDIS=redis when REDIS_URL or REDIS_HOST is set.
+    #[arg(long = "pool", value_name = "PREFIX=BACKEND", value_parser = parse_pool_spec)]
+    pub(crate) pools: Vec<PoolSpec>,
+    /// App instances that each open these pools (for the connection budget).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) instances: u32,
+    /// Connects timed per pool for the connect-time quantiles.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) connects: u32,
+    /// The pooler's `server_lifetime` (PgBouncer's default is 3600 s), compared with P_MAX_LIFETIME.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3600s")]
+    pub(crate) server_lifetime: Duration,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `poolctl size`.
+#[derive(Debug, Args)]
+pub(crate) struct SizeArgs {
+    /// Requests in flight at once across all instances (at peak).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) concurrency: Option<u64>,
+    /// Requests per second across all instances (instead of --concurrency).
+    #[arg(long, conflicts_with = "concurrency")]
+    pub(crate) rps: Option<f64>,
+    /// How long one request holds a connection.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20ms")]
+    pub(crate) hold: Duration,
+    /// How long a whole request takes (default: 5 × --hold, so pool ≈ concurrency / 5).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) request_time: Option<Duration>,
+    /// App instances sharing the server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) instances: u32,
+    /// The server's max_connections (default: read from P_URL when set, else 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) max_connections: Option<u32>,
+    /// Connections reserved for superusers (default: read with max_connections, else 3).
+    #[arg(long)]
+    pub(crate) reserved: Option<u32>,
+    /// Env prefix of the pool the lines are printed for.
+    #[arg(long, default_value = "DATABASE")]
+    pub(crate) prefix: String,
+    /// A running poolkit monitor (http://host:port); its live /pools stats give the demand.
+    #[arg(long, value_name = "URL")]
+    pub(crate) monitor: Option<String>,
+    /// The database server's CPU cores, for the cores × 2 + spindles sanity line.
+    #[arg(long)]
+    pub(crate) cores: Option<u32>,
+    /// Disks of the database server (HikariCP's "effective spindle count").
+    #[arg(long, default_value_t = 1)]
+    pub(crate) spindles: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `poolctl bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The backend to drive.
+    #[arg(value_enum)]
+    pub(crate) backend: BackendArg,
+    /// Env prefix of the pool (default: DATABASE for postgres, REDIS for redis).
+    #[arg(long)]
+    pub(crate) prefix: Option<String>,
+    /// Concurrent users.
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) concurrency: u32,
+    /// A step plan of concurrencies run one after another, such as 100,1000,5000,10000.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) steps: Vec<u32>,
+    /// How long each run lasts.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub(crate) duration: Duration,
+    /// Pool size for the run (default: the env's P_POOL_SIZE).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) pool_size: Option<u32>,
+    /// Run each of these pool sizes and print a table, such as 10,20,35,50.
+    #[arg(long, value_delimiter = ',', conflicts_with = "pool_size", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) pool_sizes: Vec<u32>,
+    /// Acquire timeout (default: the env's P_POOL_TIMEOUT).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) acquire_timeout: Option<Duration>,
+    /// PostgreSQL: the statement each user runs.
+    #[arg(long, default_value = "SELECT 1")]
+    pub(crate) query: String,
+    /// Redis: the command mix.
+    #[arg(long, value_enum, default_value_t = RedisOp::Mixed)]
+    pub(crate) op: RedisOp,
+    /// Draw throughput and p95 against concurrency into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) chart: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+/// What each Redis user sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RedisOp {
+    /// GET of a key set before the run.
+    Get,
+    /// SET of a 64-byte value.
+    Set,
+    /// One SET then one GET, alternating.
+    Mixed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_specs() {
+        assert_eq!(
+            parse_pool_spec("cache=Redis").unwrap(),
+            PoolSpec {
+                prefix: "CACHE".into(),
+                backend: BackendArg::Redis
+            }
+        );
+        assert!(
+            parse_pool_spec("DATABASE")
+                .unwrap_err()
+                .contains("PREFIX=BACKEND")
+        );
+        assert!(parse_pool_spec("DB=mysql").unwrap_err().contains("mysql"));
+        assert!(parse_pool_spec("a-b=redis").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("500ms"));
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod bench;
+mod chart;
+mod check;
+mod cli;
+mod error;
+mod facts;
+mod format;
+mod monitor;
+mod size;
+mod target;
+mod warnings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poolctl: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Check(args) => check::command(args).await,
+            Command::Size(args) => size::command(args).await,
+            Command::Bench(args) => bench::command(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poolctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

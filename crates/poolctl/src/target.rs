@@ -1,0 +1,228 @@
+//! The backends a bench drives: one pool each, built from the same env as the app, with
+//! the bench's overrides (pool size, acquire timeout).
+
+use std::time::{Duration, Instant};
+
+use poolkit_core::PoolStats;
+use poolkit_redis::redis;
+
+use crate::cli::{BackendArg, RedisOp};
+use crate::error::Error;
+
+/// Keys the Redis bench reads and writes; they expire on their own after five minutes.
+const REDIS_KEYS: u64 = 100;
+const REDIS_TTL_SECS: u64 = 300;
+
+/// What the bench needs to build a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetSpec {
+    /// Which backend.
+    pub(crate) backend: BackendArg,
+    /// Env prefix.
+    pub(crate) prefix: String,
+    /// Acquire timeout override.
+    pub(crate) acquire_timeout: Option<Duration>,
+    /// PostgreSQL statement.
+    pub(crate) query: String,
+    /// Redis command mix.
+    pub(crate) op: RedisOp,
+}
+
+/// A pool under load.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// A PostgreSQL pool and the statement each user runs.
+    Postgres {
+        /// The pool.
+        pool: poolkit_postgres::Pool,
+        /// The statement.
+        query: String,
+    },
+    /// A Redis pool and the command mix.
+    Redis {
+        /// The pool.
+        pool: poolkit_redis::Pool,
+        /// The command mix.
+        op: RedisOp,
+        /// Prefix of the keys used (unique per process).
+        keys: String,
+    },
+}
+
+/// The env lookup the bench reads (the process environment).
+fn lookup(var: &str) -> Option<String> {
+    poolkit_core::env::process_lookup(var)
+}
+
+impl TargetSpec {
+    /// The pool size in force when `--pool-size` is not given: the env's, or the default.
+    pub(crate) fn env_pool_size(&self) -> Result<u32, Error> {
+        Ok(match self.backend {
+            BackendArg::Postgres => {
+                poolkit_postgres::Config::from_lookup(&self.prefix, &lookup)?
+                    .pool
+                    .pool_size
+            }
+            BackendArg::Redis => {
+                poolkit_redis::Config::from_lookup(&self.prefix, &lookup)?
+                    .pool
+                    .pool_size
+            }
+        })
+    }
+
+    /// Builds a fresh pool of `size` connections (its ceiling too).
+    pub(crate) async fn build(&self, size: u32) -> Result<Target, Error> {
+        match self.backend {
+            BackendArg::Postgres => {
+                let mut config = poolkit_postgres::Config::from_lookup(&self.prefix, &lookup)?;
+                config.pool.pool_size = size;
+                config.pool.max_size = None;
+                config.pool.min_idle = config.pool.min_idle.min(size);
+                if let Some(t) = self.acquire_timeout {
+                    config.pool.acquire_timeout = t;
+                }
+                let pool = poolkit_postgres::Pool::new(config)
+                    .await
+                    .map_err(|e| Error::postgres(&self.prefix, e))?;
+                Ok(Target::Postgres {
+                    pool,
+                    query: self.query.clone(),
+                })
+            }
+            BackendArg::Redis => {
+                let mut config = poolkit_redis::Config::from_lookup(&self.prefix, &lookup)?;
+                let per_connection = config.max_in_flight / config.pool.pool_size.max(1);
+                config.pool.pool_size = size;
+                config.pool.max_size = None;
+                config.pool.min_idle = config.pool.min_idle.min(size);
+                config.max_in_flight = per_connection.max(1).saturating_mul(size);
+                if let Some(t) = self.acquire_timeout {
+                    config.pool.acquire_timeout = t;
+                }
+                let pool = poolkit_redis::Pool::new(config)
+                    .await
+                    .map_err(|e| Error::redis(&self.prefix, e))?;
+                let keys = format!("poolctl:bench:{}:", std::process::id());
+                let mut pipe = redis::pipe();
+                for i in 0..REDIS_KEYS {
+                    pipe.cmd("SET")
+                        .arg(format!("{keys}{i}"))
+                        .arg(value(i))
+                        .arg("EX")
+                        .arg(REDIS_TTL_SECS)
+                        .ignore();
+                }
+                pool.pipe::<()>(&pipe)
+                    .await
+                    .map_err(|e| Error::redis(&self.prefix, e))?;
+                Ok(Target::Redis {
+                    pool,
+                    op: self.op,
+                    keys,
+                })
+            }
+        }
+    }
+}
+
+/// A 64-byte value.
+fn value(i: u64) -> String {
+    format!("{i:064}")
+}
+
+impl Target {
+    /// One user operation. Returns the acquire wait when the client measures it (an
+    /// exclusive checkout); `Err` holds the error kind.
+    pub(crate) async fn op(&self, n: u64) -> Result<Option<Duration>, &'static str> {
+        match self {
+            Self::Postgres { pool, query } => {
+                let started = Instant::now();
+                let conn = pool.get().await.map_err(|e| pg_kind(&e))?;
+                let wait = started.elapsed();
+                conn.simple_query(query)
+                    .await
+                    .map_err(|e| pg_kind(&poolkit_postgres::Error::Backend(e)))?;
+                Ok(Some(wait))
+            }
+            Self::Redis { pool, op, keys } => {
+                let key = format!("{keys}{}", n % REDIS_KEYS);
+                let set = match op {
+                    RedisOp::Get => false,
+                    RedisOp::Set => true,
+                    RedisOp::Mixed => n.is_multiple_of(2),
+                };
+                let result = if set {
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(&key).arg(value(n)).arg("EX").arg(REDIS_TTL_SECS);
+                    pool.query::<()>(&cmd).await
+                } else {
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(&key);
+                    pool.query::<Option<Vec<u8>>>(&cmd).await.map(|_| ())
+                };
+                result.map(|()| None).map_err(|e| redis_kind(&e))
+            }
+        }
+    }
+
+    /// The acquire timeout in force.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        match self {
+            Self::Postgres { pool, .. } => pool.config().pool.acquire_timeout,
+            Self::Redis { pool, .. } => pool
+                .config()
+                .pool
+                .acquire_timeout
+                .max(pool.config().command_timeout),
+        }
+    }
+
+    /// The pool's snapshot.
+    pub(crate) fn stats(&self) -> PoolStats {
+        match self {
+            Self::Postgres { pool, .. } => pool.stats(),
+            Self::Redis { pool, .. } => pool.stats(),
+        }
+    }
+
+    /// Closes the pool (and removes the Redis bench keys), so runs do not add up on the
+    /// server.
+    pub(crate) async fn close(&self) {
+        match self {
+            Self::Postgres { pool, .. } => {
+                pool.drain(Duration::from_secs(5)).await;
+            }
+            Self::Redis { pool, keys, .. } => {
+                let mut cmd = redis::cmd("DEL");
+                for i in 0..REDIS_KEYS {
+                    cmd.arg(format!("{keys}{i}"));
+                }
+                if let Err(e) = pool.query::<()>(&cmd).await {
+                    tracing::warn!(error = %e, "could not delete the bench keys (they expire in 5 minutes)");
+                }
+                pool.close();
+            }
+        }
+    }
+}
+
+fn pg_kind(e: &poolkit_postgres::Error) -> &'static str {
+    match e {
+        poolkit_postgres::Error::Timeout { .. } => "timeout",
+        poolkit_postgres::Error::Connect { .. } => "connect",
+        poolkit_postgres::Error::Closed { .. } => "closed",
+        poolkit_postgres::Error::Backend(_) => "query",
+        _ => "other",
+    }
+}
+
+fn redis_kind(e: &poolkit_redis::Error) -> &'static str {
+    match e {
+        poolkit_redis::Error::Timeout { .. } => "timeout",
+        poolkit_redis::Error::Connect { .. } => "connect",
+        poolkit_redis::Error::Closed { .. } => "closed",
+        poolkit_redis::Error::Backend(_) => "command",
+        _ => "other",
+    }
+}

@@ -1,0 +1,209 @@
+//! `poolctl check` against the real PostgreSQL and Redis.
+
+mod common;
+
+use common::*;
+use poolkit_postgres::tokio_postgres;
+
+async fn pg_setting(name: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("DATABASE_URL");
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .await
+        .unwrap();
+    drop(client);
+    task.await.unwrap().unwrap();
+    row.get::<_, String>(0).parse().unwrap()
+}
+
+#[tokio::test]
+async fn postgres_config_sources_facts_and_budget_as_json() {
+    let url = database_url_with_marker();
+    let (code, out, err) = run(
+        &["check", "--json", "--instances", "2", "--connects", "3"],
+        &[("DATABASE_URL", &url), ("MAX_POOL_SIZE", "7")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    let pool = &v["pools"][0];
+    assert_eq!(pool["name"], "database");
+    let rows = pool["config"].as_array().unwrap();
+    let size = rows.iter().find(|r| r["setting"] == "pool size").unwrap();
+    assert_eq!(
+        (
+            size["value"].as_str(),
+            size["var"].as_str(),
+            size["source"].as_str()
+        ),
+        (Some("7"), Some("MAX_POOL_SIZE"), Some("env"))
+    );
+    let timeout = rows
+        .iter()
+        .find(|r| r["setting"] == "acquire timeout")
+        .unwrap();
+    assert_eq!(
+        (timeout["var"].as_str(), timeout["source"].as_str()),
+        (Some("DATABASE_POOL_TIMEOUT"), Some("default"))
+    );
+    let pg = &pool["postgres"];
+    assert_eq!(
+        pg["max_connections"].as_i64(),
+        Some(pg_setting("max_connections").await)
+    );
+    assert_eq!(
+        pg["reserved"].as_i64(),
+        Some(pg_setting("superuser_reserved_connections").await)
+    );
+    assert!(
+        pg["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric),
+        "{pg}"
+    );
+    assert!(pg["connections"].as_i64().unwrap() >= 1);
+    assert_eq!(
+        pg["budget"]["needed"].as_i64(),
+        Some(2 * 7 + pg["reserved"].as_i64().unwrap())
+    );
+    assert_eq!(pg["budget"]["fits"], true);
+    let connect = &pool["connect"];
+    assert_eq!(connect["samples"], 3);
+    assert!(
+        connect["p50"].as_f64().unwrap() > 0.0
+            && connect["p95"].as_f64().unwrap() >= connect["p50"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn budget_that_does_not_fit_fails_with_exit_1() {
+    let url = database_url_with_marker();
+    let (code, out, err) = run(
+        &["check", "--instances", "1000"],
+        &[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "10")],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("does NOT fit: 1000 instances × 10"), "{out}");
+    assert!(out.contains("lower DATABASE_POOL_SIZE"), "{out}");
+    assert!(out.contains("result: FAILED"), "{out}");
+    assert!(err.contains("1 of 1 pools failed"), "{err}");
+    // The human report shows where values came from, with the password redacted.
+    assert!(
+        out.contains("DATABASE_POOL_SIZE") && out.contains("env"),
+        "{out}"
+    );
+    assert!(out.contains("postgres:***@"), "{out}");
+}
+
+#[test]
+fn unreachable_server_fails_naming_the_address() {
+    let port = closed_port();
+    let url = format!("postgres://postgres:{MARKER}@127.0.0.1:{port}/test");
+    let (code, out, err) = run(
+        &["check", "--connects", "1"],
+        &[("DATABASE_URL", &url), ("DATABASE_POOL_TIMEOUT", "2s")],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")) && out.contains("FAILED"),
+        "{out}"
+    );
+    assert!(out.contains("DATABASE_URL"), "{out}");
+}
+
+#[test]
+fn bad_env_and_missing_env_exit_3() {
+    let url = database_url_with_marker();
+    let (code, _, err) = run(
+        &["check"],
+        &[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "lots")],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("DATABASE_POOL_SIZE") && err.contains("lots") && err.contains("whole number"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["check"], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("DATABASE_URL") && err.contains("--pool"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &["check", "--pool", "DATABASE=postgres"],
+        &[(
+            "DATABASE_URL",
+            &format!("postgres://u:{MARKER}@h:notaport/x"),
+        )],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let (code, _, err) = run(&["check", "--instances", "0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--instances"), "{err}");
+    let (code, _, err) = run(&["check", "--pool", "DB=mysql"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mysql") && err.contains("postgres or redis"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["chek"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("check"),
+        "suggests the right subcommand: {err}"
+    );
+}
+
+#[tokio::test]
+async fn redis_version_maxclients_and_budget() {
+    let url = redis_url_checked();
+    let client = poolkit_redis::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("REDIS_URL");
+    let info: String = poolkit_redis::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let maxclients: Vec<String> = poolkit_redis::redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, out, err) = run(
+        &[
+            "check",
+            "--pool",
+            "CACHE=redis",
+            "--instances",
+            "3",
+            "--json",
+        ],
+        &[("CACHE_URL", &url), ("CACHE_POOL_SIZE", "2")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let r = &v["pools"][0]["redis"];
+    assert_eq!(r["version"].as_str(), Some(version.as_str()));
+    assert_eq!(r["maxclients"].as_i64(), maxclients[1].parse().ok());
+    assert_eq!(r["budget"]["needed"], 3 * (2 + 2));
+    assert_eq!(v["pools"][0]["name"], "cache");
+}

@@ -1,0 +1,295 @@
+//! `Config`: the HTTP pool's knobs, in code or from `PREFIX_*` environment variables.
+
+use std::fmt;
+use std::time::Duration;
+
+use poolkit_core::env::{Env, parse_duration, parse_u32, process_lookup};
+use poolkit_core::{Backend, ConfigError, Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
+
+/// Which HTTP version the pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// HTTP/2 when the server offers it by ALPN over TLS, HTTP/1.1 otherwise (and always
+    /// HTTP/1.1 over cleartext). Env value: `auto`.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only. Env value: `1.1`.
+    Http1,
+    /// HTTP/2 only: by prior knowledge over cleartext (h2c), by ALPN over TLS.
+    /// Env value: `2`.
+    Http2,
+}
+
+impl HttpVersion {
+    fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "1" | "1.1" | "http1" | "http/1.1" => Ok(Self::Http1),
+            "2" | "h2" | "h2c" | "http2" => Ok(Self::Http2),
+            _ => Err(ConfigError::Invalid {
+                var: var.to_owned(),
+                value: value.to_owned(),
+                expected: "auto, 1.1 or 2".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The default idle keep-alive timeout: 4 s, below the 5 s of Node.js and Apache and well
+/// below nginx (75 s) and cloud load balancers (60 s), so poolkit closes an idle
+/// connection before the server does.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The HTTP pool's configuration: the shared [`PoolConfig`] plus the HTTP knobs.
+///
+/// In the shared part, `pool_size` (`P_POOL_SIZE`, default 10) caps connections **per
+/// host** over HTTP/1.1 and concurrent requests (streams) per host over HTTP/2;
+/// `max_size` (`P_POOL_MAXSIZE`) raises that ceiling for bursts, and connections above
+/// `pool_size` close when returned with nobody waiting; `acquire_timeout`
+/// (`P_POOL_TIMEOUT`, default 30 s) bounds the queue wait; `idle_timeout`
+/// (`P_IDLE_TIMEOUT`, default [`DEFAULT_IDLE_TIMEOUT`]) closes idle keep-alives;
+/// `max_lifetime` (`P_MAX_LIFETIME`, default 30 min) and `max_uses` (`P_MAX_USES`) rotate
+/// connections.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The shared knobs (name, sizes, queue timeout, idle timeout, lifetime).
+    pub pool: PoolConfig,
+    /// Idle keep-alive connections kept per host. Default: the ceiling.
+    /// Env: `P_MAX_KEEPALIVE`.
+    pub max_keepalive: u32,
+    /// Deadline for one whole request (queue, connect, send, response body); `None`
+    /// waits forever. Default: 30 s. Env: `P_TIMEOUT` (`0` disables).
+    pub timeout: Option<Duration>,
+    /// Deadline for opening a connection (TCP, TLS and HTTP/2 handshake). Default: 10 s.
+    /// Env: `P_CONNECT_TIMEOUT`.
+    pub connect_timeout: Duration,
+    /// Which HTTP version to speak. Default: [`HttpVersion::Auto`]. Env: `P_HTTP_VERSION`
+    /// (`auto`, `1.1`, `2`).
+    pub http_version: HttpVersion,
+    /// Interval of HTTP/2 keep-alive pings on open connections; `None` sends none.
+    /// Default: none. Env: `P_HTTP2_KEEPALIVE` (`0` disables).
+    pub http2_keepalive: Option<Duration>,
+    /// TCP keep-alive idle time; `None` disables it. Default: 60 s.
+    /// Env: `P_TCP_KEEPALIVE` (`0` disables).
+    pub tcp_keepalive: Option<Duration>,
+    /// The base URL relative request paths are joined to (`https://x.supabase.co`),
+    /// also the target of the health ping. Default: none. Env: `P_URL`.
+    pub base_url: Option<String>,
+    /// Extra trusted root certificates (DER), for private CAs and tests; the Mozilla
+    /// roots (webpki-roots) are always trusted.
+    pub root_certificates: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("pool", &self.pool)
+            .field("max_keepalive", &self.max_keepalive)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("http_version", &self.http_version)
+            .field("http2_keepalive", &self.http2_keepalive)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field(
+                "base_url",
+                &self.base_url.as_deref().map(poolkit_core::redact_url),
+            )
+            .field("root_certificates", &self.root_certificates.len())
+            .finish()
+    }
+}
+
+impl Config {
+    /// Defaults for a pool called `name` (lower case; also the env prefix in upper case).
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let mut pool = PoolConfig::new(name, Backend::Http);
+        pool.idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
+        Self {
+            max_keepalive: pool.ceiling(),
+            pool,
+            timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(10),
+            http_version: HttpVersion::Auto,
+            http2_keepalive: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            base_url: None,
+            root_certificates: Vec::new(),
+        }
+    }
+
+    /// Reads `PREFIX_*` from the process environment over `defaults`
+    /// (see [`Config::from_lookup`]).
+    ///
+    /// # Errors
+    /// As [`Config::from_lookup`].
+    pub fn from_env(prefix: &str, defaults: Self) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, defaults, &process_lookup)
+    }
+
+    /// Reads the shared variables (see [`PoolConfig::from_lookup`]) and `P_MAX_KEEPALIVE`,
+    /// `P_TIMEOUT`, `P_CONNECT_TIMEOUT`, `P_HTTP_VERSION`, `P_HTTP2_KEEPALIVE`,
+    /// `P_TCP_KEEPALIVE` and `P_URL` through `lookup`, over `defaults`. When
+    /// `P_MAX_KEEPALIVE` is unset it follows the ceiling read from the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the variable, its value and what was expected;
+    /// [`ConfigError::Conflict`] for contradicting values.
+    pub fn from_lookup(
+        prefix: &str,
+        defaults: Self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let keepalive_followed_ceiling = defaults.max_keepalive == defaults.pool.ceiling();
+        let mut c = defaults;
+        c.pool = PoolConfig::from_lookup(prefix, c.pool, lookup)?;
+        let env = Env::new(prefix, lookup);
+        match env.var("MAX_KEEPALIVE") {
+            Some((var, value)) => {
+                c.max_keepalive = parse_u32(&var, &value, 0, MAX_POOL_SIZE_LIMIT)?
+            }
+            None if keepalive_followed_ceiling => c.max_keepalive = c.pool.ceiling(),
+            None => {}
+        }
+        let optional = |suffix: &str| -> Result<Option<Option<Duration>>, ConfigError> {
+            Ok(env
+                .var(suffix)
+                .map(|(var, value)| parse_duration(&var, &value))
+                .transpose()?
+                .map(|d| (!d.is_zero()).then_some(d)))
+        };
+        if let Some(t) = optional("TIMEOUT")? {
+            c.timeout = t;
+        }
+        if let Some((var, value)) = env.var("CONNECT_TIMEOUT") {
+            let d = parse_duration(&var, &value)?;
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    var,
+                    value,
+                    expected: "a duration above zero (30, 5s, 500ms)".to_owned(),
+                });
+            }
+            c.connect_timeout = d;
+        }
+        if let Some((var, value)) = env.var("HTTP_VERSION") {
+            c.http_version = HttpVersion::parse(&var, &value)?;
+        }
+        if let Some(k) = optional("HTTP2_KEEPALIVE")? {
+            c.http2_keepalive = k;
+        }
+        if let Some(k) = optional("TCP_KEEPALIVE")? {
+            c.tcp_keepalive = k;
+        }
+        if let Some(url) = env.raw_nonempty(&env.name("URL")) {
+            c.base_url = Some(url);
+        }
+        c.validate_as(prefix)?;
+        Ok(c)
+    }
+
+    /// Checks the shared knobs and the base URL.
+    ///
+    /// # Errors
+    /// As [`PoolConfig::validate`], and [`ConfigError::Invalid`] for a base URL that is not
+    /// an absolute `http://` or `https://` URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_as(&self.pool.prefix)
+    }
+
+    fn validate_as(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.pool.validate()?;
+        if let Some(url) = &self.base_url {
+            crate::url::Origin::parse(url).map_err(|why| ConfigError::Invalid {
+                var: format!("{prefix}_URL"),
+                value: poolkit_core::redact_url(url),
+                expected: format!("an absolute http:// or https:// URL ({why})"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The variable that sets the whole-request timeout (`SUPABASE_TIMEOUT`).
+    #[must_use]
+    pub fn timeout_var(&self) -> String {
+        format!("{}_TIMEOUT", self.pool.prefix)
+    }
+
+    /// The variable that sets the queue timeout (`SUPABASE_POOL_TIMEOUT`).
+    #[must_use]
+    pub fn pool_timeout_var(&self) -> String {
+        self.pool.var(Knob::AcquireTimeout)
+    }
+
+    /// The variable that sets the connect timeout (`SUPABASE_CONNECT_TIMEOUT`).
+    #[must_use]
+    pub fn connect_timeout_var(&self) -> String {
+        format!("{}_CONNECT_TIMEOUT", self.pool.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(prefix: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Config::from_lookup(prefix, Config::new(prefix), &lookup)
+    }
+
+    #[test]
+    fn seed_values_parse() {
+        let c = from(
+            "SUPABASE",
+            &[
+                ("SUPABASE_POOL_SIZE", "20"),
+                ("SUPABASE_MAX_KEEPALIVE", "50"),
+                ("SUPABASE_TIMEOUT", "30.0"),
+                ("SUPABASE_HTTP_VERSION", "2"),
+                ("SUPABASE_URL", "https://abc.supabase.co"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.pool.pool_size, c.max_keepalive), (20, 50));
+        assert_eq!(c.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.http_version, HttpVersion::Http2);
+        assert_eq!(c.pool.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        let c = from(
+            "PINECONE",
+            &[
+                ("PINECONE_POOL_SIZE", "10"),
+                ("PINECONE_POOL_MAXSIZE", "20"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.max_keepalive, 20, "keep-alive follows the ceiling");
+        let c = from("X", &[("X_TIMEOUT", "0"), ("X_TCP_KEEPALIVE", "0")]).unwrap();
+        assert_eq!((c.timeout, c.tcp_keepalive), (None, None));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("X_MAX_KEEPALIVE", "many"),
+            ("X_TIMEOUT", "30 s"),
+            ("X_CONNECT_TIMEOUT", "0"),
+            ("X_CONNECT_TIMEOUT", "soon"),
+            ("X_HTTP_VERSION", "3"),
+            ("X_HTTP2_KEEPALIVE", "-1"),
+            ("X_TCP_KEEPALIVE", "1e3"),
+            ("X_URL", "ftp://host"),
+            ("X_URL", "not a url"),
+            ("X_POOL_SIZE", "0"),
+        ] {
+            let e = from("X", &[(var, value)]).expect_err(var);
+            assert_eq!(e.var(), var, "{e}");
+            assert!(e.to_string().contains(value) || value == "0", "{e}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The connections to one origin: a FIFO gate sized to the ceiling, idle HTTP/1.1
+//! connections, the shared HTTP/2 connection, and what each connection has lived through.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use poolkit_core::Telemetry;
+use poolkit_core::metrics::CloseReason;
+use tokio::sync::Semaphore;
+
+use crate::connect::Body;
+use crate::url::Origin;
+
+/// The protocol an origin speaks, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    H1,
+    H2,
+}
+
+/// One open connection's life: counted closed exactly once, whoever notices first.
+#[derive(Debug)]
+pub(crate) struct Life {
+    closed: AtomicBool,
+    opened: AtomicBool,
+    born: Instant,
+    uses: AtomicU64,
+    in_flight: AtomicU64,
+    last_used: Mutex<Instant>,
+    telemetry: Arc<Telemetry>,
+    host_open: Arc<AtomicU64>,
+}
+
+impl Life {
+    /// A connection being opened; counted open by [`Life::mark_open`].
+    pub(crate) fn new(telemetry: Arc<Telemetry>, host_open: Arc<AtomicU64>) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            opened: AtomicBool::new(false),
+            born: Instant::now(),
+            uses: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_used: Mutex::new(Instant::now()),
+            telemetry,
+            host_open,
+        }
+    }
+
+    /// The connection is open: counts it (once).
+    pub(crate) fn mark_open(&self, took: Duration) {
+        if !self.is_closed() && !self.opened.swap(true, Relaxed) {
+            self.host_open.fetch_add(1, Relaxed);
+            self.telemetry.opened(took);
+        }
+    }
+
+    /// Counts the close (once, and only if it was counted open); later calls do nothing.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        if !self.closed.swap(true, Relaxed) && self.opened.load(Relaxed) {
+            self.host_open.fetch_sub(1, Relaxed);
+            self.telemetry.closed(reason);
+            tracing::debug!(reason = reason.as_str(), "connection closed");
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    pub(crate) fn begin(&self) {
+        self.uses.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        (self.in_flight.load(Relaxed) == 0).then(|| {
+            self.last_used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+        })
+    }
+
+    /// Why this connection should not be used again, if it should not.
+    pub(crate) fn retire_reason(&self, limits: &Limits) -> Option<CloseReason> {
+        if self.is_closed() {
+            return Some(CloseReason::Broken);
+        }
+        if limits
+            .max_lifetime
+            .is_some_and(|max| self.born.elapsed() >= max)
+        {
+            return Some(CloseReason::MaxLifetime);
+        }
+        if limits
+            .max_uses
+            .is_some_and(|max| self.uses.load(Relaxed) >= max)
+        {
+            return Some(CloseReason::MaxUses);
+        }
+        if limits
+            .idle_timeout
+            .zip(self.idle_for())
+            .is_some_and(|(max, idle)| idle >= max)
+        {
+            return Some(CloseReason::IdleTimeout);
+        }
+        None
+    }
+}
+
+/// The per-connection limits, copied from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) pool_size: u64,
+    pub(crate) max_keepalive: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) max_uses: Option<u64>,
+}
+
+/// An idle HTTP/1.1 connection.
+pub(crate) struct IdleH1 {
+    pub(crate) sender: http1::SendRequest<Body>,
+    pub(crate) life: Arc<Life>,
+}
+
+/// The shared HTTP/2 connection.
+pub(crate) struct SharedH2 {
+    pub(crate) sender: http2::SendRequest<Body>,
+    pub(crate) life: Arc<Life>,
+}
+
+/// Everything the pool keeps for one origin.
+pub(crate) struct Host {
+    pub(crate) origin: Origin,
+    /// FIFO gate: one permit per connection in use (HTTP/1.1) or stream (HTTP/2).
+    pub(crate) gate: Arc<Semaphore>,
+    pub(crate) idle: Mutex<Vec<IdleH1>>,
+    pub(crate) h2: Mutex<Option<SharedH2>>,
+    /// Held while opening a connection whose protocol may be HTTP/2, so concurrent
+    /// callers share one connection instead of each opening their own.
+    pub(crate) h2_connect: tokio::sync::Mutex<()>,
+    pub(crate) proto: Mutex<Option<Proto>>,
+    pub(crate) open: Arc<AtomicU64>,
+    pub(crate) waiting: AtomicU64,
+}
+
+impl Host {
+    pub(crate) fn new(origin: Origin, ceiling: u32, proto: Option<Proto>) -> Self {
+        Self {
+            origin,
+            gate: Arc::new(Semaphore::new(ceiling as usize)),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+            proto: Mutex::new(proto),
+            open: Arc::new(AtomicU64::new(0)),
+            waiting: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn proto(&self) -> Option<Proto> {
+        *self.proto.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn learn(&self, proto: Proto) {
+        *self.proto.lock().unwrap_or_else(PoisonError::into_inner) = Some(proto);
+    }
+
+    /// The most recently used idle HTTP/1.1 connection still fit for use; unfit ones
+    /// are closed on the way.
+    pub(crate) fn take_idle(&self, limits: &Limits) -> Option<IdleH1> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(conn) = idle.pop() {
+            let reason = if conn.sender.is_closed() {
+                Some(CloseReason::Broken)
+            } else {
+                conn.life.retire_reason(limits)
+            };
+            match reason {
+                Some(reason) => conn.life.close(reason),
+                None => return Some(conn),
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back after a complete exchange, or closes it.
+    pub(crate) fn put_idle(&self, conn: IdleH1, limits: &Limits, pool_closed: bool) {
+        let reason = if pool_closed {
+            Some(CloseReason::PoolClosed)
+        } else if conn.sender.is_closed() {
+            Some(CloseReason::Broken)
+        } else {
+            conn.life.retire_reason(limits)
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let reason = reason.or_else(|| {
+            let overflow =
+                self.open.load(Relaxed) > limits.pool_size && self.waiting.load(Relaxed) == 0;
+            (idle.len() >= limits.max_keepalive || overflow).then_some(CloseReason::Overflow)
+        });
+        match reason {
+            Some(reason) => conn.life.close(reason),
+            None => idle.push(conn),
+        }
+    }
+
+    /// A stream on the shared HTTP/2 connection when it is fit for use; an unfit one is
+    /// closed and removed.
+    pub(crate) fn shared_h2(&self, limits: &Limits) -> Option<SharedH2> {
+        let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = slot.as_ref()?;
+        let reason = if c.sender.is_closed() {
+            Some(CloseReason::Broken)
+        } else {
+            c.life.retire_reason(limits)
+        };
+        match reason {
+            None => {
+                c.life.begin();
+                Some(SharedH2 {
+                    sender: c.sender.clone(),
+                    life: c.life.clone(),
+                })
+            }
+            Some(reason) => {
+                if let Some(old) = slot.take() {
+                    old.life.close(reason);
+                }
+                None
+            }
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime (or all, when
+    /// `reason` is given); returns how many remain idle.
+    pub(crate) fn sweep(&self, limits: &Limits, all: Option<CloseReason>) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|conn| {
+            let reason = all.or_else(|| {
+                if conn.sender.is_closed() {
+                    Some(CloseReason::Broken)
+                } else {
+                    conn.life.retire_reason(limits)
+                }
+            });
+            match reason {
+                Some(r) => {
+                    conn.life.close(r);
+                    false
+                }
+                None => true,
+            }
+        });
+        let left = idle.len();
+        drop(idle);
+        {
+            let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+            let reason = slot.as_ref().and_then(|c| {
+                all.or_else(|| {
+                    if c.sender.is_closed() {
+                        Some(CloseReason::Broken)
+                    } else {
+                        c.life.retire_reason(limits)
+                    }
+                })
+            });
+            if let Some(reason) = reason
+                && let Some(conn) = slot.take()
+            {
+                conn.life.close(reason);
+            }
+        }
+        left
+    }
+}

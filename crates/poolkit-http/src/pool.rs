@@ -1,0 +1,368 @@
+//! `Pool`: per-origin connection pools behind FIFO gates, with one `Telemetry`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::{
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Telemetry,
+};
+
+use crate::config::{Config, HttpVersion};
+use crate::connect::Connector;
+use crate::host::{Host, Limits, Proto};
+use crate::request::RequestBuilder;
+use crate::url::Origin;
+use crate::{Error, Response};
+
+/// A pool of keep-alive HTTP/1.1 and HTTP/2 connections, one sub-pool per origin.
+///
+/// Cheap to clone: clones share the connections. See the crate docs for the behaviour.
+#[derive(Clone)]
+pub struct Pool {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) limits: Limits,
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) connector: Connector,
+    pub(crate) headers: HeaderMap,
+    hosts: Mutex<HashMap<Origin, Arc<Host>>>,
+    closed: AtomicBool,
+    reaper_started: AtomicBool,
+    pub(crate) retries: AtomicU64,
+    me: Weak<Shared>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.config.pool.name)
+            .field("config", &self.config)
+            .field("default_headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Pool`]: a config, default headers (secret ones marked sensitive) and extra
+/// root certificates.
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+    headers: HeaderMap,
+    error: Option<String>,
+}
+
+impl Builder {
+    /// Uses `config` (replacing the one set so far).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sends `name: value` with every request (a request's own header wins).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.insert(name, value, false);
+        self
+    }
+
+    /// Sends a secret header with every request; its value never appears in `Debug`.
+    pub fn secret_header(mut self, name: &str, value: &Secret) -> Self {
+        self.insert(name, value.expose(), true);
+        self
+    }
+
+    fn insert(&mut self, name: &str, value: &str, sensitive: bool) {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(sensitive);
+                self.headers.insert(n, v);
+            }
+            _ => {
+                self.error = Some(format!(
+                    "header {name:?} has an invalid name or value (value not shown)"
+                ));
+            }
+        }
+    }
+
+    /// Trusts an extra root certificate (DER), for private CAs and test servers.
+    pub fn root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.config.root_certificates.push(der.into());
+        self
+    }
+
+    /// Validates the config and builds the pool; the pool joins the registry.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config; [`Error::InvalidRequest`] for a bad
+    /// default header or root certificate.
+    pub fn build(self) -> Result<Pool, Error> {
+        self.config.validate()?;
+        let name = self.config.pool.name.clone();
+        if let Some(reason) = self.error {
+            return Err(Error::InvalidRequest { pool: name, reason });
+        }
+        let connector = Connector::new(&self.config)
+            .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
+        let c = &self.config;
+        let limits = Limits {
+            pool_size: u64::from(c.pool.pool_size),
+            max_keepalive: c.max_keepalive as usize,
+            idle_timeout: c.pool.idle_timeout,
+            max_lifetime: c.pool.max_lifetime,
+            max_uses: c.pool.max_uses,
+        };
+        let telemetry = Arc::new(Telemetry::new(c.pool.clone()));
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            telemetry,
+            limits,
+            connector,
+            headers: self.headers,
+            hosts: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            reaper_started: AtomicBool::new(false),
+            retries: AtomicU64::new(0),
+            config: self.config,
+        });
+        let monitored: Arc<dyn Monitored> = shared.clone();
+        poolkit_core::register(&monitored);
+        Ok(Pool { shared })
+    }
+}
+
+impl Pool {
+    /// A builder starting from `Config::new("http")`.
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::new("http"),
+            headers: HeaderMap::new(),
+            error: None,
+        }
+    }
+
+    /// A pool with `config` and no default headers.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new(config: Config) -> Result<Self, Error> {
+        Self::builder().config(config).build()
+    }
+
+    /// A pool configured from `PREFIX_*` variables (see [`Config::from_lookup`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable for a bad value.
+    pub fn from_env(prefix: &str) -> Result<Self, Error> {
+        let name = prefix.to_ascii_lowercase();
+        Self::new(Config::from_env(prefix, Config::new(&name))?)
+    }
+
+    /// A request with `method` to `url` (absolute, or relative to the base URL).
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, url)
+    }
+
+    /// A `GET` request.
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// A `POST` request.
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// A `PUT` request.
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// A `PATCH` request.
+    pub fn patch(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(&self, url: &str) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
+    /// The pool's config.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The pool's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.config.pool.name
+    }
+
+    /// A snapshot: open sockets, requests in flight (`used`), waiters, new vs reused.
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        self.shared.telemetry.stats()
+    }
+
+    /// Health from the snapshot.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        Monitored::health(&*self.shared)
+    }
+
+    /// Requests retried once because a reused keep-alive connection turned out closed.
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        self.shared.retries.load(Relaxed)
+    }
+
+    /// Closes the pool: idle connections close now, busy ones when their request ends,
+    /// and new requests fail with [`Error::Closed`].
+    pub fn close(&self) {
+        self.shared.closed.store(true, Relaxed);
+        for host in self.shared.hosts() {
+            host.sweep(&self.shared.limits, Some(CloseReason::PoolClosed));
+        }
+    }
+
+    /// Whether [`Pool::close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Relaxed)
+    }
+}
+
+impl Shared {
+    fn hosts(&self) -> Vec<Arc<Host>> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    /// The sub-pool for `origin`, made on first use.
+    pub(crate) fn host(self: &Arc<Self>, origin: &Origin) -> Arc<Host> {
+        self.start_reaper();
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = hosts.get(origin) {
+            return h.clone();
+        }
+        let proto = match (self.config.http_version, origin.tls) {
+            (HttpVersion::Http2, _) => Some(Proto::H2),
+            (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => Some(Proto::H1),
+            (HttpVersion::Auto, true) => None,
+        };
+        let host = Arc::new(Host::new(origin.clone(), self.config.pool.ceiling(), proto));
+        hosts.insert(origin.clone(), host.clone());
+        host
+    }
+
+    /// Starts the task that closes idle connections (once, inside the runtime).
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Relaxed) {
+            return;
+        }
+        let every = self
+            .limits
+            .idle_timeout
+            .map_or(Duration::from_secs(1), |d| d / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                let all = shared.is_closed().then_some(CloseReason::PoolClosed);
+                for host in shared.hosts() {
+                    host.sweep(&shared.limits, all);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn count_error(&self, kind: ErrorKind) {
+        self.telemetry.error(kind);
+    }
+
+    pub(crate) fn timeout_error(&self, origin: &Origin, waited: Duration) -> Error {
+        Error::Timeout {
+            pool: self.config.pool.name.clone(),
+            origin: origin.to_string(),
+            waited,
+            var: self.config.pool_timeout_var(),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for host in self
+            .hosts
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            host.sweep(&self.limits, Some(CloseReason::PoolClosed));
+        }
+    }
+}
+
+impl Monitored for Shared {
+    fn name(&self) -> &str {
+        &self.config.pool.name
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Http
+    }
+
+    fn stats(&self) -> PoolStats {
+        self.telemetry.stats()
+    }
+
+    fn health(&self) -> Health {
+        Health::assess(&self.telemetry.stats(), &self.config.pool.thresholds)
+    }
+
+    /// Sends `GET` to the base URL: any HTTP answer (even 404) means reachable.
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move {
+            let Some(base) = self.config.base_url.clone() else {
+                return Ok(());
+            };
+            match self.me.upgrade() {
+                Some(shared) => Pool { shared }
+                    .get(&base)
+                    .send()
+                    .await
+                    .map(|_: Response| ())
+                    .map_err(|e| PingError::new(&self.config.pool.name, e.to_string())),
+                None => Err(PingError::new(&self.config.pool.name, "the pool is gone")),
+            }
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Against nginx, a server we did not write: a private instance (config, pid and logs in a
+//! temp dir, `daemon off`, killed at the end) with HTTP/1.1 (`keepalive_timeout 1s`) and
+//! HTTP/2 over TLS. `scripts/services.d/http.sh` installs nginx.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolkit_http::{Config, HttpVersion, Pool};
+
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    http1: u16,
+    https: u16,
+    cert_der: Vec<u8>,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "nginx is not installed (tried /usr/sbin/nginx, /usr/local/sbin/nginx, /usr/bin/nginx): run scripts/services.d/http.sh"
+    );
+}
+
+fn start() -> Nginx {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("poolkit-nginx-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let (http1, https) = (free_port(), free_port());
+    let d = dir.display();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_timeout 1s;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{http1};
+        location / {{ return 200 "ok"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{https} ssl http2;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        http2_max_concurrent_streams 128;
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx");
+    let mut nginx = Nginx {
+        child,
+        dir,
+        http1,
+        https,
+        cert_der: cert.cert.der().to_vec(),
+    };
+    let started = Instant::now();
+    while [http1, https]
+        .iter()
+        .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+    {
+        if let Ok(Some(status)) = nginx.child.try_wait() {
+            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+            panic!("nginx exited with {status}: {log}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not listen on 127.0.0.1:{http1}/{https} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nginx
+}
+
+async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get("/").send().await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        let r = t
+            .await
+            .expect("task panicked")
+            .expect("request to nginx failed");
+        assert_eq!((r.status().as_u16(), r.text().as_str()), (200, "ok"));
+        out.push(r);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
+    let nginx = start();
+
+    let mut config = Config::new("nginx_h2");
+    config.pool.pool_size = 20;
+    config.base_url = Some(format!("https://127.0.0.1:{}", nginx.https));
+    config.root_certificates.push(nginx.cert_der.clone());
+    config.http_version = HttpVersion::Auto;
+    let pool = Pool::new(config).unwrap();
+    let responses = burst(&pool, 500).await;
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.version() == http::Version::HTTP_2)
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (s.created, s.requests_new, s.requests_reused),
+        (1, 1, 499),
+        "{s:?}"
+    );
+
+    let mut config = Config::new("nginx_h1");
+    config.pool.pool_size = 20;
+    config.pool.idle_timeout = Some(Duration::from_secs(30)); // outlive nginx's 1 s
+    config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
+    let pool = Pool::new(config).unwrap();
+    let responses = burst(&pool, 500).await;
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.version() == http::Version::HTTP_11)
+    );
+    let s = pool.stats();
+    assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
+    for pause_ms in [950, 1000, 1050, 1200] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        burst(&pool, 20).await;
+    }
+    let s = pool.stats();
+    assert_eq!(
+        s.requests_new + s.requests_reused,
+        580 + pool.retries(),
+        "{s:?}"
+    );
+    assert!(
+        s.closed_by("broken") > 0,
+        "nginx's keep-alive closes were seen: {s:?}"
+    );
+    assert!(s.open <= 20, "{s:?}");
+}

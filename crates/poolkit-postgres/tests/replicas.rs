@@ -1,0 +1,100 @@
+//! Read replicas: routing, fallback to the primary while every replica is down, return.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use poolkit_postgres::{Config, Pool};
+
+async fn server_port(pool: &Pool, read: bool) -> i32 {
+    let conn = if read {
+        pool.read().await
+    } else {
+        pool.write().await
+    }
+    .expect("connection");
+    let row = conn
+        .query_one("SELECT current_setting('port')::int4", &[])
+        .await
+        .expect("port");
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
+    let replica = PrivateCluster::start("replica", "", |_| {});
+    let primary_url = format!(
+        "{}?sslmode=disable",
+        database_url().split('?').next().unwrap_or_default()
+    );
+    let replica_url = replica.url("127.0.0.1", "sslmode=disable");
+    let lookup = |k: &str| match k {
+        "DATABASE_URL" => Some(primary_url.clone()),
+        "DATABASE_READ_URL" => Some(replica_url.clone()),
+        "DATABASE_POOL_SIZE" => Some("4".into()),
+        "DATABASE_POOL_TIMEOUT" => Some("5s".into()),
+        _ => None,
+    };
+    let mut config = Config::from_lookup("DATABASE", &lookup).expect("config");
+    config.pool.name = "t_replicas".into();
+    let pool = Pool::new(config).await.expect("build");
+    assert_eq!(pool.read_pools().len(), 1);
+    assert_eq!(
+        pool.read_pools()[0].config().pool.name,
+        "t_replicas_read0",
+        "replica pools carry their own label"
+    );
+
+    let replica_port = i32::from(replica.port);
+    assert_eq!(
+        server_port(&pool, true).await,
+        replica_port,
+        "reads go to the replica"
+    );
+    let primary_port = server_port(&pool, false).await;
+    assert_ne!(primary_port, replica_port, "writes go to the primary");
+
+    replica.down();
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            server_port(&pool, true).await,
+            primary_port,
+            "reads fall back to the primary"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "fallback is quick: {:?}",
+        started.elapsed()
+    );
+    assert!(pool.stats().errors_by("fallback") >= 1);
+
+    replica.up();
+    let back = async {
+        loop {
+            if server_port(&pool, true).await == replica_port {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), back)
+        .await
+        .expect("reads return to the replica once it is back");
+}
+
+#[test]
+fn a_bad_read_url_is_named() {
+    let lookup = |k: &str| match k {
+        "DATABASE_URL" => Some("postgres://u@h/db".to_owned()),
+        "DATABASE_READ_URL" => {
+            Some("postgres://u@h/db,postgres://u:pw_marker@r:notaport/db".to_owned())
+        }
+        _ => None,
+    };
+    let err = Config::from_lookup("DATABASE", &lookup).expect_err("bad replica URL");
+    assert_eq!(err.var(), "DATABASE_READ_URL", "{err}");
+    assert!(!err.to_string().contains("pw_marker"), "{err}");
+}
