@@ -4,7 +4,15 @@
 #   Redis       127.0.0.1:6379
 #   PgBouncer   127.0.0.1:6432  pool_mode=transaction in front of `test`
 #               (user `poolkit`, throwaway password `poolkit_test`)
+#               `poolkit` is also PgBouncer's admin/stats user, so tests can run SHOW POOLS
+#               on the `pgbouncer` admin database
 # then runs every executable scripts/services.d/*.sh (per-crate setup).
+#
+# Usage: scripts/services.sh     (prints one line per service; nothing else when all is up)
+# The ports and PgBouncer's folder can be moved for a throwaway run (e.g. to try the
+# cluster-creation path without touching the shared servers):
+#   POOLKIT_PG_PORT=55432 POOLKIT_REDIS_PORT=56379 POOLKIT_PGB_PORT=56432 \
+#   POOLKIT_PGB_DIR=/tmp/pgb scripts/services.sh
 #
 # Idempotent: servers already running are used as they are; missing ones are installed
 # with apt-get and started. Facts of this machine kind: Debian's service scripts
@@ -13,13 +21,16 @@
 # as the postgres user.
 set -euo pipefail
 
-PG_PORT=5432
-REDIS_PORT=6379
-PGB_PORT=6432
-PGB_DIR=/var/lib/poolkit-pgbouncer
+PG_PORT=${POOLKIT_PG_PORT:-5432}
+REDIS_PORT=${POOLKIT_REDIS_PORT:-6379}
+PGB_PORT=${POOLKIT_PGB_PORT:-6432}
+# PgBouncer runs as the postgres user, so its files live where that user can write.
+PGB_DIR=${POOLKIT_PGB_DIR:-/var/lib/poolkit-pgbouncer}
 PGB_USER=poolkit
 PGB_PASSWORD=poolkit_test
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Never let psql wait for a password on a terminal, nor hang on a dead port.
+export PGCONNECT_TIMEOUT=5
 
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -55,7 +66,7 @@ wait_for() { # description, seconds, command...
     die "$what did not come up within ${secs}s"
 }
 
-psql_q() { psql -X -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc "$1"; }
+psql_q() { psql -X -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc "$1"; }
 
 # --- PostgreSQL -------------------------------------------------------------------------
 ensure_postgres() {
@@ -63,11 +74,15 @@ ensure_postgres() {
         apt_install postgresql postgresql-client
     fi
     local ver cluster
-    ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    # Newest installed server version (Debian installs each under /usr/lib/postgresql/<ver>).
+    ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
     cluster=$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print $1 " " $2; exit }')
     if [ -z "$cluster" ]; then
         local name=main
-        if pg_lsclusters -h 2>/dev/null | awk -v v="$ver" '$1 == v && $2 == "main"' | grep -q .; then name=poolkit; fi
+        # `main` is taken by a cluster on another port: use a name of our own.
+        if pg_lsclusters -h 2>/dev/null | awk -v v="$ver" '$1 == v && $2 == "main"' | grep -q .; then
+            name="poolkit_$PG_PORT"
+        fi
         say "creating PostgreSQL $ver cluster '$name' on port $PG_PORT (trust auth on loopback)"
         pg_createcluster "$ver" "$name" --port "$PG_PORT" -- --auth-local=trust --auth-host=trust >/dev/null
         cluster="$ver $name"
@@ -82,7 +97,8 @@ ensure_postgres() {
     fi
     wait_for "PostgreSQL on 127.0.0.1:$PG_PORT" 30 pg_isready -q -h 127.0.0.1 -p "$PG_PORT"
     if ! psql_q 'SELECT 1' >/dev/null 2>&1; then
-        # A cluster from the Debian package uses peer/scram auth: give loopback trust.
+        # A cluster made by Debian's package uses peer/scram auth: give loopback trust
+        # (the tests connect as `postgres` and `root` with no password).
         local hba="/etc/postgresql/$1/$2/pg_hba.conf"
         say "enabling trust auth for loopback in $hba"
         { printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'; cat "$hba"; } > "$hba.new"
@@ -96,26 +112,34 @@ ensure_postgres() {
         || psql_q "CREATE ROLE $PGB_USER LOGIN PASSWORD '$PGB_PASSWORD'" >/dev/null
     [ "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'test'")" = 1 ] || psql_q 'CREATE DATABASE test' >/dev/null
     [ "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'root'")" = 1 ] || psql_q 'CREATE DATABASE root' >/dev/null
-    psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d test -c "GRANT ALL ON SCHEMA public TO $PGB_USER" >/dev/null
+    psql -X -w -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d test -c "GRANT ALL ON SCHEMA public TO $PGB_USER" >/dev/null
     say "PostgreSQL $(psql_q 'SHOW server_version' | cut -d' ' -f1) ready on 127.0.0.1:$PG_PORT ($1/$2)"
 }
 
 # --- Redis ------------------------------------------------------------------------------
+# A server that wants a password answers NOAUTH with exit code 0: insist on PONG.
+redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+
 ensure_redis() {
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
-    if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        apt_install redis-server
+    fi
+    if ! redis_ok; then
         say "starting redis-server on 127.0.0.1:$REDIS_PORT"
+        # Started directly (no service scripts here); no persistence: test data is throwaway.
+        # `-::1` binds IPv6 loopback only where the machine has it.
         mkdir -p /var/lib/redis /var/log/redis
         redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" \
-            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+            --appendonly no --dir /var/lib/redis --logfile "/var/log/redis/poolkit-$REDIS_PORT.log" \
+            --pidfile "/var/lib/redis/poolkit-$REDIS_PORT.pid"
     fi
-    wait_for "Redis on 127.0.0.1:$REDIS_PORT" 15 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+    wait_for "Redis on 127.0.0.1:$REDIS_PORT (log: /var/log/redis/poolkit-$REDIS_PORT.log)" 15 redis_ok
     say "Redis $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server | awk -F: '/^redis_version/ { print $2 }' | tr -d '\r') ready on 127.0.0.1:$REDIS_PORT"
 }
 
 # --- PgBouncer --------------------------------------------------------------------------
 pgb_ok() {
-    PGPASSWORD=$PGB_PASSWORD psql -X -h 127.0.0.1 -p "$PGB_PORT" -U "$PGB_USER" -d test -tAc 'SELECT 1' 2>/dev/null | grep -qx 1
+    PGPASSWORD=$PGB_PASSWORD psql -X -w -h 127.0.0.1 -p "$PGB_PORT" -U "$PGB_USER" -d test -tAc 'SELECT 1' 2>/dev/null | grep -qx 1
 }
 
 ensure_pgbouncer() {

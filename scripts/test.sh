@@ -1,79 +1,130 @@
 #!/usr/bin/env bash
-# Every check CI runs: servers up (scripts/services.sh), then fmt, clippy, all tests
-# against the real servers, docs, and each crate alone with no default features.
-# Ends with one line: "test.sh: N passed, M failed".
+# Every check CI runs, in this order: servers up (scripts/services.sh), fmt, clippy, all
+# tests against the real servers, docs, and each workspace member alone with no default
+# features. Every step prints a header and its duration; a failing step does not stop the
+# later ones (so one run shows everything that is wrong), but the script exits non-zero.
+# Ends with one line: "test.sh: N passed, M failed" (summed over cargo test's
+# "test result:" lines).
+#
+# Env: CARGO_TARGET_DIR (default ~/.cache/poolkit-target, kept across CI runs),
+#      DATABASE_URL, REDIS_URL, PGBOUNCER_URL (default: the servers services.sh starts),
+#      POOLKIT_TEST_TIMEOUT (seconds for the cargo test step, default 3600).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck source=/dev/null
+    . "$HOME/.cargo/env"
+fi
+# rustup cannot download components here: say so plainly instead of failing mid-run.
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "test.sh: 'cargo $tool' does not work; install the $([ "$tool" = fmt ] && echo rustfmt || echo clippy) component of the toolchain" >&2
+        exit 1
+    fi
+done
+
+failed_steps=()
+step_name=""
+step_start=0
+step() { step_name=$1; step_start=$SECONDS; printf '\n=== %s\n' "$step_name"; }
+end_step() { # exit code of the step
+    local rc=$1 took=$((SECONDS - step_start))
+    if [ "$rc" = 0 ]; then
+        printf '=== ok: %s (%ss)\n' "$step_name" "$took"
+    else
+        printf '=== FAILED: %s (exit %s, %ss)\n' "$step_name" "$rc" "$took"
+        failed_steps+=("$step_name")
+    fi
+}
+
+step "services (PostgreSQL, Redis, PgBouncer, services.d)"
+rc=0; scripts/services.sh || rc=$?
+end_step "$rc"
+if [ "$rc" != 0 ]; then
+    echo "test.sh: the servers the tests need are not up; stopping here" >&2
+    echo "test.sh: 0 passed, 0 failed"
+    exit 1
+fi
+
 # One target directory reused across runs (CI clones afresh each time; two cores compile slowly).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/poolkit-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export PGBOUNCER_URL="${PGBOUNCER_URL:-postgres://poolkit:poolkit_test@127.0.0.1:6432/test}"
-
-log_dir="${CARGO_TARGET_DIR}/test-logs"
+log_dir="$CARGO_TARGET_DIR/test-logs"
 mkdir -p "$log_dir"
-step_start=0
-step() { step_start=$SECONDS; printf '\n=== %s\n' "$*"; }
-done_step() { printf '=== done in %ss\n' "$((SECONDS - step_start))"; }
+rm -f "$log_dir"/*.log
 
-# Cargo output is kept so it can be checked for manifest mistakes (an unknown key is only a
-# warning to cargo, and would silently build a dependency with the wrong features).
-run_cargo() { # log-name, cargo args...
-    local name=$1; shift
-    set +e
-    cargo "$@" 2>&1 | tee "$log_dir/$name.log"
-    local rc=${PIPESTATUS[0]}
-    set -e
+# Runs cargo with its output shown and kept in $log_dir/<name>.log. An unknown key in a
+# Cargo.toml is only a warning to cargo (and can silently build a dependency with the
+# wrong features), so it fails the step here.
+run_logged() { # log-name, command...
+    local name=$1 rc=0
+    shift
+    "$@" 2>&1 | tee "$log_dir/$name.log" || rc=${PIPESTATUS[0]}
     if grep -q 'unused manifest key' "$log_dir/$name.log"; then
         echo "test.sh: cargo reported an unused manifest key (a typo in a Cargo.toml):" >&2
         grep 'unused manifest key' "$log_dir/$name.log" >&2
-        return 1
+        [ "$rc" != 0 ] || rc=1
     fi
     return "$rc"
 }
+run_cargo() { local name=$1; shift; run_logged "$name" cargo "$@"; }
 
-for tool in "cargo fmt" "cargo clippy"; do
-    $tool --version >/dev/null 2>&1 || { echo "test.sh: '$tool' is missing (rustup component add ${tool#cargo })" >&2; exit 1; }
-done
+step "cargo fmt --all --check"
+rc=0; cargo fmt --all --check || rc=$?
+end_step "$rc"
 
-step "services"
-scripts/services.sh
-done_step
+step "cargo clippy --workspace --all-targets --all-features --locked -- -D warnings"
+rc=0; run_cargo clippy clippy --workspace --all-targets --all-features --locked -- -D warnings || rc=$?
+end_step "$rc"
 
-step "cargo fmt --check"
-cargo fmt --all --check
-done_step
+# Tests end by themselves; the timeout only turns a hang into a clear failure well inside
+# CI's 90 minutes (it covers compiling the tests too).
+step "cargo test --workspace --all-features --locked (real servers)"
+rc=0
+run_logged test timeout --kill-after=30 "${POOLKIT_TEST_TIMEOUT:-3600}" \
+    cargo test --workspace --all-features --locked || rc=$?
+[ "$rc" != 124 ] || echo "test.sh: cargo test did not finish within ${POOLKIT_TEST_TIMEOUT:-3600}s" >&2
+end_step "$rc"
 
-step "cargo clippy (all targets, all features, -D warnings)"
-run_cargo clippy clippy --workspace --all-targets --all-features --locked -- -D warnings
-done_step
+step "cargo doc --workspace --no-deps --all-features (RUSTDOCFLAGS=-Dwarnings)"
+rc=0; RUSTDOCFLAGS=-Dwarnings run_cargo doc doc --workspace --no-deps --all-features --locked || rc=$?
+end_step "$rc"
 
-step "cargo test (all features, real servers)"
-test_rc=0
-run_cargo test test --workspace --all-features --locked -- --color never || test_rc=$?
-done_step
-
-step "cargo doc (warnings are errors)"
-RUSTDOCFLAGS=-Dwarnings run_cargo doc doc --workspace --no-deps --all-features --locked
-done_step
-
-step "each crate with no default features"
-members=$(cargo metadata --no-deps --format-version 1 --locked |
-    python3 -c 'import json,sys; print("\n".join(p["name"] for p in json.load(sys.stdin)["packages"]))')
+step "cargo check -p <member> --no-default-features, for each workspace member"
+rc=0
+list_names() { # package names from `cargo metadata` JSON on stdin
+    if command -v python3 >/dev/null; then
+        python3 -c 'import json, sys; print("\n".join(p["name"] for p in json.load(sys.stdin)["packages"]))'
+    else
+        jq -r '.packages[].name'
+    fi
+}
+members=$(cargo metadata --no-deps --format-version 1 --locked | list_names) || rc=$?
+[ -n "$members" ] || { echo "test.sh: cargo metadata listed no workspace members" >&2; rc=1; }
 for crate in $members; do
     echo "--- $crate"
-    run_cargo "check-$crate" check -p "$crate" --no-default-features --locked --quiet
+    run_cargo "check-$crate" check -p "$crate" --no-default-features --locked --quiet || rc=$?
 done
-done_step
+end_step "$rc"
 
-count() { grep -h '^test result:' "$log_dir/test.log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{ s += $1 } END { print s + 0 }'; }
-passed=$(count passed)
-failed=$(count failed)
-echo
-echo "test.sh: ${passed:-0} passed, ${failed:-0} failed"
-if [ "$test_rc" != 0 ] || [ "${failed:-0}" != 0 ] || [ "${passed:-0}" = 0 ]; then
-    exit 1
+# "test result: ok. 12 passed; 0 failed; 0 ignored; ..." — one line per test binary and doctest run.
+sum() { # passed|failed
+    { grep -h '^test result:' "$log_dir/test.log" 2>/dev/null || true; } |
+        sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{ s += $1 } END { print s + 0 }'
+}
+passed=$(sum passed)
+failed=$(sum failed)
+if [ "$passed" = 0 ]; then
+    echo "test.sh: cargo test ran no test" >&2
+    failed_steps+=("no tests ran")
 fi
+echo
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+    printf 'test.sh: failed steps: %s\n' "$(IFS=';'; echo "${failed_steps[*]}")" >&2
+fi
+echo "test.sh: $passed passed, $failed failed"
+[ "${#failed_steps[@]}" = 0 ] && [ "$failed" = 0 ]
