@@ -13,7 +13,7 @@ use poolkit::postgres::Pool;
 
 const SIZE: u32 = 10;
 const ACQUIRES: u64 = 10_000;
-const WAVE: u64 = 500;
+const WAVE: usize = 500;
 
 /// A random duration from 0 to `max_us` microseconds.
 fn jitter(rng: &mut Rng, max_us: u64) -> Duration {
@@ -38,11 +38,11 @@ async fn ten_thousand_cancelled_acquires() {
     let mut completed = 0u64;
     let mut done = 0u64;
     while done < ACQUIRES {
-        let mut handles = Vec::with_capacity(usize::try_from(WAVE).unwrap_or(0));
+        let mut handles = Vec::with_capacity(WAVE);
         let mut aborts = Vec::new();
         for _ in 0..WAVE {
-            let kind = rng.below(4);
-            kinds[usize::try_from(kind).unwrap_or(0)] += 1;
+            let kind = usize::try_from(rng.below(4)).expect("small");
+            kinds[kind] += 1;
             let pool = pool.clone();
             let (a, b) = (jitter(&mut rng, 2_000), jitter(&mut rng, 2_000));
             match kind {
@@ -95,7 +95,7 @@ async fn ten_thousand_cancelled_acquires() {
         for h in handles {
             completed += u64::from(h.await.expect("acquire task"));
         }
-        done += WAVE;
+        done += WAVE as u64;
     }
     let elapsed = start.elapsed();
 

@@ -1,7 +1,12 @@
 //! Secrets: every password, key and token is set to a marker string; then every error
 //! path, `Debug` impl, log line (captured `tracing` output at TRACE), the rendered metrics
 //! and the monitor's JSON endpoints are checked: the marker must never appear.
-#![cfg(all(feature = "postgres", feature = "redis", feature = "monitor"))]
+#![cfg(all(
+    feature = "postgres",
+    feature = "redis",
+    feature = "monitor",
+    feature = "http"
+))]
 
 mod common;
 
@@ -213,6 +218,10 @@ async fn the_marker_never_appears() {
         .expect_err("server gone");
     seen.err("redis command error after", &e);
 
+    // --- HTTP: API keys (Supabase, Pinecone, a custom header) set to the marker.
+    #[cfg(feature = "http")]
+    http_paths(&mut seen, closed_port).await;
+
     // --- Monitor: JSON endpoints and the metrics rendering, with a marker token.
     let token = format!("{MARKER}_monitor_token");
     let mut mc = MonitorConfig::default().with_token(token.clone());
@@ -281,4 +290,89 @@ async fn the_marker_never_appears() {
         "FIGURES secrets: {} outputs checked ({bytes} bytes: errors, Debug, logs, metrics, monitor JSON), marker found 0 times",
         seen.0.len()
     );
+}
+
+/// A server on 127.0.0.1:0 that answers every request with 500 and a fixed body.
+#[cfg(feature = "http")]
+async fn failing_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        seen.clear();
+                        let body = r#"{"message":"internal error"}"#;
+                        let head = format!(
+                            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if s.write_all(format!("{head}{body}").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[cfg(feature = "http")]
+async fn http_paths(seen: &mut Seen, closed_port: u16) {
+    use poolkit::http::{Config, Pool, Secret, pinecone, supabase};
+    let addr = failing_server().await;
+    let url = format!("http://{addr}");
+    let lookup = |k: &str| match k {
+        "SUPABASE_URL" => Some(url.clone()),
+        "SUPABASE_SERVICE_ROLE_KEY" | "PINECONE_API_KEY" => Some(MARKER.to_owned()),
+        "PINECONE_HOST" => Some(url.clone()),
+        "SUPABASE_POOL_TIMEOUT" | "PINECONE_POOL_TIMEOUT" => Some("1s".to_owned()),
+        _ => None,
+    };
+    let sb = supabase::Client::from_lookup(&lookup).expect("Supabase client");
+    seen.add("supabase Client Debug", format!("{sb:?}"));
+    let resp = sb
+        .request(poolkit::http::http::Method::GET, "/rest/v1/items")
+        .send()
+        .await
+        .expect("a 500 answer");
+    assert_eq!(resp.status(), 500);
+    seen.add("supabase Response Debug", format!("{resp:?}"));
+    let pc = pinecone::Client::from_lookup(&lookup).expect("Pinecone client");
+    seen.add("pinecone Client Debug", format!("{pc:?}"));
+    let e = pc
+        .query(&pinecone::Query::new(&[0.1, 0.2], 3))
+        .await
+        .expect_err("500");
+    seen.err("pinecone error", &e);
+    let mut c = Config::new("secret_http_down");
+    c.base_url = Some(format!("http://127.0.0.1:{closed_port}"));
+    c.connect_timeout = Duration::from_millis(500);
+    seen.add("http Config Debug", format!("{c:?}"));
+    let p = Pool::builder()
+        .config(c)
+        .secret_header("x-api-key", &Secret::new(MARKER))
+        .build()
+        .expect("pool");
+    seen.add("http Pool Debug", format!("{p:?}"));
+    let e = p.get("/").send().await.expect_err("nothing listens");
+    seen.err("http Connect error", &e);
+    let lookup = |k: &str| (k == "SUPABASE_URL").then(|| format!("https://x:{MARKER}@h?/"));
+    if let Err(e) = supabase::Client::from_lookup(&lookup) {
+        seen.err("supabase config error", &e);
+    }
 }
