@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,94 +13,6 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A PostgreSQL cluster this test owns, with ssl=on; stopped and removed on drop.
-struct SslServer {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl SslServer {
-    fn start(cert_pem: &str, key_pem: &str) -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries (scripts/services.sh installs them)")
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin"))
-            .max()
-            .expect("a PostgreSQL version");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir = std::env::temp_dir().join(format!("poolkit-tls-{}-{port}", std::process::id()));
-        let data = dir.join("data");
-        std::fs::create_dir_all(&dir).expect("dir");
-        run(Command::new("chown").args(["postgres:postgres", dir.to_str().expect("utf-8")]));
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data));
-        std::fs::write(data.join("server.crt"), cert_pem).expect("cert");
-        std::fs::write(data.join("server.key"), key_pem).expect("key");
-        run(Command::new("chmod")
-            .args(["600"])
-            .arg(data.join("server.key")));
-        run(Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(data.join("server.crt"))
-            .arg(data.join("server.key")));
-        let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nfsync = off\n",
-            dir.display()
-        );
-        let mut existing = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
-        existing.push_str(&conf);
-        std::fs::write(data.join("postgresql.conf"), existing).expect("conf");
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("pg_ctl"))
-            .args(["-w", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("log"))
-            .arg("start"));
-        Self { dir, port }
-    }
-
-    fn url(&self, host: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
-    }
-}
-
-impl Drop for SslServer {
-    fn drop(&mut self) {
-        let bin = Path::new("/usr/lib/postgresql");
-        if let Some(v) = std::fs::read_dir(bin)
-            .ok()
-            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).max())
-        {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(v.join("bin/pg_ctl"))
-                .args(["-m", "immediate", "-D"])
-                .arg(self.dir.join("data"))
-                .arg("stop")
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 async fn pool(url: String, name: &str) -> Result<Pool, Error> {
@@ -134,7 +45,28 @@ async fn sslmodes_against_a_server_with_a_throwaway_ca() {
         .expect("params")
         .signed_by(&key, &right)
         .expect("server cert");
-    let server = SslServer::start(&cert.pem(), &key.serialize_pem());
+    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let server = common::PrivateCluster::start(
+        "tls",
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'",
+        |data| {
+            std::fs::write(data.join("server.crt"), &cert_pem).expect("cert");
+            std::fs::write(data.join("server.key"), &key_pem).expect("key");
+            let status = Command::new("chmod")
+                .arg("600")
+                .arg(data.join("server.key"))
+                .status()
+                .expect("chmod");
+            assert!(status.success());
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        },
+    );
     let certs = server.dir.join("certs");
     std::fs::create_dir_all(&certs).expect("dir");
     let (right_pem, wrong_pem) = (certs.join("right.pem"), certs.join("wrong.pem"));

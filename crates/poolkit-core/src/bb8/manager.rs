@@ -184,11 +184,6 @@ impl<M: ManageConnection> InstrumentedManager<M> {
         &self.telemetry
     }
 
-    /// The last connect error if it happened at or after `since`.
-    pub fn connect_error_since(&self, since: Instant) -> Option<Arc<M::Error>> {
-        error_since(&self.last_connect_error, since)
-    }
-
     pub(crate) fn error_slot(&self) -> Arc<ErrorSlot<M::Error>> {
         Arc::clone(&self.last_connect_error)
     }
