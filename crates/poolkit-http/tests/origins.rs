@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::{Mode, Opts, serve};
@@ -20,10 +20,9 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
     c.pool.idle_timeout = Some(Duration::from_millis(200));
     let pool = Pool::new(c).expect("pool");
 
-    let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (pool, peak, done) = (pool.clone(), peak.clone(), done.clone());
+        let (pool, done) = (pool.clone(), done.clone());
         tokio::spawn(async move {
             let mut critical = false;
             while !done.load(SeqCst) {
@@ -32,7 +31,6 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
                     s.utilization <= 1.0,
                     "pool-level utilization above 1: {s:?}"
                 );
-                peak.fetch_max((s.utilization * 1000.0) as u64, SeqCst);
                 critical |= pool.health().status.as_str() == "critical";
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -71,7 +69,6 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
         sampler.await.expect("sampler"),
         "the full origin made the pool critical"
     );
-    assert!(peak.load(SeqCst) <= 1000);
 
     // Idle connections close after the idle timeout; then the origins are forgotten.
     let t = Instant::now();
