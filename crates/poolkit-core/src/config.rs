@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::autosize::{DEFAULT_AUTO_INTERVAL, Sizing};
 use crate::env::{Env, process_lookup};
 use crate::health::Thresholds;
 use crate::{Backend, ConfigError};
@@ -32,6 +33,8 @@ pub enum Knob {
     PingIfIdle,
     /// [`PoolConfig::leak_threshold`]
     LeakThreshold,
+    /// [`PoolConfig::auto_interval`]
+    AutoInterval,
 }
 
 impl Knob {
@@ -48,6 +51,7 @@ impl Knob {
             Self::MaxUses => "MAX_USES",
             Self::PingIfIdle => "PING_IF_IDLE",
             Self::LeakThreshold => "LEAK_THRESHOLD",
+            Self::AutoInterval => "POOL_AUTO_INTERVAL",
         }
     }
 }
@@ -68,8 +72,15 @@ pub struct PoolConfig {
     /// Which kind of backend the pool talks to.
     pub backend: Backend,
     /// Steady pool size: connections kept open when busy. Default: 10. Env: `P_POOL_SIZE`
-    /// (for the `DATABASE` prefix also `MAX_POOL_SIZE`).
+    /// (for the `DATABASE` prefix also `MAX_POOL_SIZE`). With [`Sizing::Auto`] the size the
+    /// pool starts at (the floor: `min_idle`, at least 1).
     pub pool_size: u32,
+    /// Fixed, or sized by the pool itself between `min_idle` and `max_size` (which is then
+    /// required). Default: fixed. Env: `P_POOL_SIZE=auto`.
+    pub sizing: Sizing,
+    /// With [`Sizing::Auto`], the least time between two changes of the target.
+    /// Default: 1 s. Env: `P_POOL_AUTO_INTERVAL`.
+    pub auto_interval: Duration,
     /// Burst ceiling. Connections above `pool_size` close again when returned with nobody
     /// waiting (SQLAlchemy's `max_overflow`). Default: `pool_size`. Env: `P_POOL_MAXSIZE`.
     pub max_size: Option<u32>,
@@ -108,6 +119,8 @@ impl PoolConfig {
             prefix: name.to_ascii_uppercase(),
             backend,
             pool_size: 10,
+            sizing: Sizing::Fixed,
+            auto_interval: DEFAULT_AUTO_INTERVAL,
             max_size: None,
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
@@ -167,7 +180,13 @@ impl PoolConfig {
                 None => Ok(None),
             }
         };
-        if let Some((var, v)) = size(Knob::PoolSize.suffix(), Some("MAX_POOL_SIZE"))? {
+        if let Some((var, _)) = env
+            .var(Knob::PoolSize.suffix())
+            .filter(|(_, v)| v.trim().eq_ignore_ascii_case("auto"))
+        {
+            c.sizing = Sizing::Auto;
+            c.sources.insert(Knob::PoolSize, var);
+        } else if let Some((var, v)) = size(Knob::PoolSize.suffix(), Some("MAX_POOL_SIZE"))? {
             c.pool_size = v;
             c.sources.insert(Knob::PoolSize, var);
         }
@@ -203,6 +222,13 @@ impl PoolConfig {
         if let Some((var, v)) = env.duration(Knob::PingIfIdle.suffix())? {
             c.ping_if_idle = v;
             c.sources.insert(Knob::PingIfIdle, var);
+        }
+        if let Some((var, v)) = env.duration(Knob::AutoInterval.suffix())? {
+            c.auto_interval = v;
+            c.sources.insert(Knob::AutoInterval, var);
+        }
+        if c.sizing == Sizing::Auto {
+            c.pool_size = c.min_idle.max(1);
         }
         c.validate()?;
         Ok(c)
@@ -257,6 +283,9 @@ impl PoolConfig {
                 &self.name,
                 "lower-case letters, digits and '_' (it becomes a metric label)",
             ));
+        }
+        if self.sizing == Sizing::Auto {
+            crate::autosize::validate(self)?;
         }
         if self.pool_size == 0 {
             return Err(ConfigError::invalid(
@@ -412,6 +441,36 @@ mod tests {
             assert_eq!(e.var(), var, "{e}");
             assert!(e.to_string().contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn auto_size_needs_a_ceiling() {
+        let e = from("DATABASE", &[("DATABASE_POOL_SIZE", "auto")]).unwrap_err();
+        assert_eq!(e.var(), "DATABASE_POOL_MAXSIZE", "{e}");
+        assert!(e.to_string().contains("DATABASE_POOL_SIZE=auto"), "{e}");
+        let c = from(
+            "DATABASE",
+            &[
+                ("DATABASE_POOL_SIZE", "Auto"),
+                ("DATABASE_POOL_MAXSIZE", "30"),
+                ("DATABASE_POOL_MIN_IDLE", "3"),
+                ("DATABASE_POOL_AUTO_INTERVAL", "250ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sizing, Sizing::Auto);
+        assert_eq!((c.pool_size, c.ceiling()), (3, 30), "starts at the floor");
+        assert_eq!(c.auto_interval, Duration::from_millis(250));
+        let e = from(
+            "P",
+            &[
+                ("P_POOL_SIZE", "auto"),
+                ("P_POOL_MAXSIZE", "30"),
+                ("P_POOL_AUTO_INTERVAL", "1ms"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.var(), "P_POOL_AUTO_INTERVAL", "{e}");
     }
 
     #[test]

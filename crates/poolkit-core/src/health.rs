@@ -272,6 +272,7 @@ impl Health {
         let mut recommendations: Vec<String> =
             alerts.iter().map(|a| a.recommendation.clone()).collect();
         if status == HealthStatus::Healthy
+            && !stats.auto_sized
             && stats.acquires > 1000
             && stats.utilization < 0.1
             && stats.max_size > 4
@@ -283,10 +284,16 @@ impl Health {
                 name, stats.ceiling_var
             ));
         }
-        let message = format!(
+        let mut message = format!(
             "{name} pool {status}: {pct:.1}% utilization, {} in use, {} idle, {} waiting",
             stats.used, stats.idle, stats.pending
         );
+        if stats.auto_sized {
+            message.push_str(&format!(
+                "; auto-sized: target {} of ceiling {}",
+                stats.target, stats.max_size
+            ));
+        }
         Self {
             pool: stats.name.clone(),
             status,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod autosize;
 mod config;
 pub mod env;
 mod error;
@@ -25,6 +26,7 @@ mod waiters;
 #[cfg(all(test, poolkit_loom))]
 mod loom_tests;
 
+pub use autosize::Sizing;
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 pub use error::ConfigError;
 pub use gate::{Gate, GateError, Place};

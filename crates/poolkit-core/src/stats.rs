@@ -86,6 +86,11 @@ pub struct PoolStats {
     pub max_size: u32,
     /// The steady size (`P_POOL_SIZE`).
     pub pool_size: u32,
+    /// The most connections the pool opens now: for `P_POOL_SIZE=auto` the sizing
+    /// controller's target (between `min_idle` and `max_size`), else the ceiling.
+    pub target: u32,
+    /// Whether the pool sizes itself (`P_POOL_SIZE=auto`).
+    pub auto_sized: bool,
     /// Connections kept warm.
     pub min_idle: u32,
     /// Open connections.

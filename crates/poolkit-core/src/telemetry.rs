@@ -17,7 +17,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::histogram::LatencyHistogram;
 use crate::metrics::{CloseReason, ErrorKind, PoolMetrics};
-use crate::{Knob, PoolConfig, PoolStats, WaitQuantiles};
+use crate::{Knob, PoolConfig, PoolStats, Sizing, WaitQuantiles};
 
 /// The live numbers of one pool.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub struct Telemetry {
     pending: CachePadded<AtomicI64>,
     pool_size: AtomicU32,
     max_size: AtomicU32,
+    target: AtomicU32,
     timeouts: AtomicU64,
     created: AtomicU64,
     closed: Vec<AtomicU64>,
@@ -63,6 +64,11 @@ impl Telemetry {
             pending: CachePadded::new(AtomicI64::new(0)),
             pool_size: AtomicU32::new(config.pool_size),
             max_size: AtomicU32::new(config.ceiling()),
+            target: AtomicU32::new(if config.sizing == Sizing::Auto {
+                crate::autosize::floor(&config)
+            } else {
+                config.ceiling()
+            }),
             timeouts: AtomicU64::new(0),
             created: AtomicU64::new(0),
             closed: CloseReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -93,10 +99,32 @@ impl Telemetry {
         &self.metrics
     }
 
-    /// Records new sizes (after a resize).
+    /// Records new sizes (after a resize). For a fixed-size pool the target follows the
+    /// ceiling; an auto-sized pool's target is moved by [`Telemetry::set_target`].
     pub fn set_sizes(&self, pool_size: u32, max_size: u32) {
         self.pool_size.store(pool_size, Relaxed);
         self.max_size.store(max_size, Relaxed);
+        if !self.auto_sized() {
+            self.target.store(max_size, Relaxed);
+        }
+    }
+
+    /// Records the auto-sizing controller's new target.
+    pub fn set_target(&self, target: u32) {
+        self.target.store(target, Relaxed);
+    }
+
+    /// The most connections the pool opens now: the auto-sizing target, or the ceiling of a
+    /// fixed-size pool.
+    #[must_use]
+    pub fn target(&self) -> u32 {
+        self.target.load(Relaxed)
+    }
+
+    /// Whether the pool sizes itself (`P_POOL_SIZE=auto`).
+    #[must_use]
+    pub fn auto_sized(&self) -> bool {
+        self.config.sizing == Sizing::Auto
     }
 
     /// The steady size now.
@@ -257,6 +285,7 @@ impl Telemetry {
                 .set(used as f64 / f64::from(self.max_size().max(1)));
         }
         m.max.set(f64::from(self.max_size()));
+        m.target.set(f64::from(self.target()));
         m.min_idle.set(f64::from(self.config.min_idle));
         m.acquires.absolute(self.acquires());
         m.timeouts.absolute(self.timeouts.load(Relaxed));
@@ -322,6 +351,8 @@ impl Telemetry {
             backend: self.config.backend.as_str().to_owned(),
             max_size: ceiling,
             pool_size: self.pool_size(),
+            target: self.target(),
+            auto_sized: self.auto_sized(),
             min_idle: self.config.min_idle,
             open,
             idle: open.saturating_sub(used),

@@ -5,6 +5,7 @@
 //! Any [`bb8::ManageConnection`] plugs in: bb8's manager trait is the contract, bb8's pool
 //! is not used. `docs/design.md` walks through the states a connection goes through.
 
+mod auto;
 mod conn;
 mod leaks;
 mod upkeep;
@@ -26,7 +27,7 @@ use crate::engine_state::{Handed, Put, State, Surplus, Take};
 use crate::metrics::{CloseReason, ErrorKind};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::waiters::{Ticket, Wakers};
-use crate::{ConfigError, PoolConfig, Telemetry};
+use crate::{ConfigError, PoolConfig, Sizing, Telemetry};
 
 /// Why a checkout failed, before the adapter turns it into its own `Error`.
 #[derive(Debug)]
@@ -115,15 +116,22 @@ impl<M: Manager> Engine<M> {
     /// when the warm-up connections cannot be opened.
     pub async fn build(manager: M, config: PoolConfig) -> Result<Self, AcquireError<M::Error>> {
         let telemetry = Telemetry::new(config.clone());
+        let (pool_size, max_size) = if config.sizing == Sizing::Auto {
+            let floor = crate::autosize::floor(&config);
+            (floor, floor)
+        } else {
+            (config.pool_size, config.ceiling())
+        };
         let shared = Arc::new(Shared {
             manager,
-            state: Mutex::new(State::new(config.pool_size, config.ceiling())),
+            state: Mutex::new(State::new(pool_size, max_size)),
             last_error: StdMutex::new(None),
             leaks: config.leak_threshold.map(Leaks::new),
             telemetry,
             config,
         });
         upkeep::start(&shared);
+        auto::start(&shared);
         let engine = Self {
             handle: Arc::new(Handle(shared)),
         };
@@ -214,6 +222,10 @@ impl<M: Manager> Engine<M> {
     /// waiters at once; shrinking closes idle connections above the new ceiling and
     /// retires returned ones above it, never one in use.
     ///
+    /// For an auto-sized pool (`P_POOL_SIZE=auto`) this moves the ceiling the sizing
+    /// controller stays under (`max_size`, or `pool_size` when `None`); a target above the
+    /// new ceiling is cut to it at once.
+    ///
     /// # Errors
     /// The same [`ConfigError`] as the equivalent environment variables would give
     /// (size 0, ceiling below size, min idle above the ceiling, above the limit).
@@ -222,7 +234,22 @@ impl<M: Manager> Engine<M> {
         let mut c = shared.config.clone();
         c.pool_size = pool_size;
         c.max_size = max_size;
+        if c.sizing == Sizing::Auto {
+            c.pool_size = pool_size.min(crate::autosize::floor(&c));
+            c.max_size = Some(max_size.unwrap_or(pool_size));
+        }
         c.validate()?;
+        if c.sizing == Sizing::Auto {
+            let ceiling = c.ceiling();
+            shared
+                .telemetry
+                .set_sizes(crate::autosize::floor(&c).min(ceiling), ceiling);
+            tracing::info!(pool = %c.name, ceiling, "auto-sized pool's ceiling changed");
+            if shared.telemetry.target() > ceiling {
+                shared.set_target(ceiling);
+            }
+            return Ok(());
+        }
         let (surplus, connects) = shared.with(|s| {
             let r = s.resize(pool_size, c.ceiling());
             shared.telemetry.set_sizes(pool_size, c.ceiling());

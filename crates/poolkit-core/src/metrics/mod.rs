@@ -114,6 +114,11 @@ pub fn describe() {
         "Open connections by state (idle, used)."
     );
     describe_gauge!(CONNECTIONS_MAX, Unit::Count, "The pool's ceiling.");
+    describe_gauge!(
+        CONNECTIONS_TARGET,
+        Unit::Count,
+        "The most connections the pool opens now: the auto-sizing target (P_POOL_SIZE=auto), else the ceiling."
+    );
     describe_gauge!(CONNECTIONS_MIN_IDLE, Unit::Count, "Connections kept warm.");
     describe_gauge!(
         PENDING_REQUESTS,
@@ -174,6 +179,8 @@ pub struct PoolMetrics {
     pub used: Gauge,
     /// `poolkit_connections_max`
     pub max: Gauge,
+    /// `poolkit_connections_target`
+    pub target: Gauge,
     /// `poolkit_connections_min_idle`
     pub min_idle: Gauge,
     /// `poolkit_pending_requests`
@@ -226,6 +233,7 @@ impl PoolMetrics {
             idle: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Idle.as_str())),
             used: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Used.as_str())),
             max: metrics::gauge!(CONNECTIONS_MAX, &base),
+            target: metrics::gauge!(CONNECTIONS_TARGET, &base),
             min_idle: metrics::gauge!(CONNECTIONS_MIN_IDLE, &base),
             pending: metrics::gauge!(PENDING_REQUESTS, &base),
             utilization: metrics::gauge!(UTILIZATION_RATIO, &base),

@@ -5,6 +5,8 @@
 pub const CONNECTIONS: &str = "poolkit_connections";
 /// Gauge: the configured ceiling.
 pub const CONNECTIONS_MAX: &str = "poolkit_connections_max";
+/// Gauge: the most connections the pool opens now (the auto-sizing target, or the ceiling).
+pub const CONNECTIONS_TARGET: &str = "poolkit_connections_target";
 /// Gauge: the configured minimum of idle connections.
 pub const CONNECTIONS_MIN_IDLE: &str = "poolkit_connections_min_idle";
 /// Gauge: callers waiting for a connection.
@@ -31,9 +33,10 @@ pub const CONNECTION_ERRORS_TOTAL: &str = "poolkit_connection_errors_total";
 pub const REQUESTS_TOTAL: &str = "poolkit_requests_total";
 
 /// Every metric name, for exporters and schema tests.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     CONNECTIONS,
     CONNECTIONS_MAX,
+    CONNECTIONS_TARGET,
     CONNECTIONS_MIN_IDLE,
     PENDING_REQUESTS,
     UTILIZATION_RATIO,
