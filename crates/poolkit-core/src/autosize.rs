@@ -7,8 +7,9 @@
 //! [`Sample`] of the last interval (checkouts, mean hold time, callers queued), and the
 //! controller decides:
 //!
-//! - **grow** (by a quarter, at least one) while callers queue, then judge the step one
-//!   interval later: it stays only if throughput rose with it;
+//! - **grow** (by a third, at least one) while callers queue, then judge the step over the
+//!   second interval after it (the first one opens connections): it stays only if
+//!   throughput rose with it, against the mean throughput measured at the old target;
 //! - **back off** to the previous target when it did not (more connections no longer buy
 //!   throughput: on a small server they only add contention), and probe again after a
 //!   cool-down that doubles with every failed probe;
@@ -40,7 +41,8 @@ pub enum Sizing {
 /// The default interval between two decisions. Env: `P_POOL_AUTO_INTERVAL`.
 pub const DEFAULT_AUTO_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The smallest throughput gain that justifies a step up, whatever its size.
+/// The smallest throughput gain that justifies a step up (half the ideal gain for a step
+/// smaller than twice this, such as the last one to the ceiling).
 const MIN_GAIN: f64 = 0.05;
 /// The share of the ideal (linear) gain a step up must deliver to be kept.
 const GAIN_SHARE: f64 = 0.3;
@@ -178,7 +180,10 @@ impl fmt::Display for Reason {
                 after * 1e3
             ),
             Self::Idle { used } => {
-                write!(f, "at most {used:.1} connections in use for the idle timeout")
+                write!(
+                    f,
+                    "at most {used:.1} connections in use for the idle timeout"
+                )
             }
             Self::Ceiling => f.write_str("the ceiling was lowered"),
         }
@@ -200,6 +205,9 @@ pub struct Change {
 struct Probe {
     from: u32,
     before: f64,
+    hold_before: f64,
+    /// The first interval after a change is skipped (new connections are opening).
+    warming: bool,
 }
 
 /// The sizing controller of one pool. Feed it one [`Sample`] per interval.
@@ -213,6 +221,8 @@ pub struct Controller {
     resume_at: u64,
     failures: u32,
     settled: Option<(f64, f64)>,
+    /// Throughput samples at the current target (sum, count), for a steadier "before".
+    at_target: (f64, f64, u32),
     low_ticks: u32,
     low_peak: f64,
     last: Option<Reason>,
@@ -233,6 +243,7 @@ impl Controller {
             resume_at: 0,
             failures: 0,
             settled: None,
+            at_target: (0.0, 0.0, 0),
             low_ticks: 0,
             low_peak: 0.0,
             last: None,
@@ -243,6 +254,12 @@ impl Controller {
     #[must_use]
     pub fn target(&self) -> u32 {
         self.target
+    }
+
+    /// Whether a step up is being judged.
+    #[must_use]
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
     }
 
     /// Why the target last changed.
@@ -257,6 +274,7 @@ impl Controller {
             return None;
         }
         self.target = to;
+        self.at_target = (0.0, 0.0, 0);
         self.last = Some(reason.clone());
         Some(Change { from, to, reason })
     }
@@ -281,12 +299,20 @@ impl Controller {
             self.low_ticks = 0;
             self.low_peak = 0.0;
         }
+        if let Some(p) = self.probe.as_mut().filter(|p| p.warming) {
+            p.warming = false;
+            return None;
+        }
         if let Some(p) = self.probe.take() {
             let ideal = f64::from(self.target) / f64::from(p.from.max(1)) - 1.0;
-            let needed = p.before * (1.0 + MIN_GAIN.max(GAIN_SHARE * ideal));
-            if queued && x < needed {
+            let needed = p.before * (1.0 + (GAIN_SHARE * ideal).max(MIN_GAIN.min(ideal * 0.5)));
+            // Vegas's view: every connection busy and the hold time (the server's response
+            // time) unchanged means the extra connections did work, whatever noise says.
+            let busy = s.in_use() >= 0.9 * f64::from(self.target);
+            let same_hold = s.hold_secs <= p.hold_before * 1.1;
+            if queued && x < needed && !(busy && same_hold) {
                 self.failures = (self.failures + 1).min(MAX_FAILURES);
-                self.resume_at = self.tick + u64::from(COOL_DOWN << self.failures);
+                self.resume_at = self.tick + u64::from(COOL_DOWN << (self.failures - 1));
                 self.settled = None;
                 let to = p.from.clamp(floor, ceiling);
                 return self.change(
@@ -316,6 +342,9 @@ impl Controller {
         if !queued {
             return None;
         }
+        self.at_target.0 += x;
+        self.at_target.1 += s.hold_secs;
+        self.at_target.2 += 1;
         if let Some((sx, sh)) = self.settled {
             if s.hold_secs > sh * 2.0 && x < sx * 0.9 && self.target > floor {
                 let to = (self.target - (self.target / 4).max(1)).max(floor);
@@ -333,10 +362,13 @@ impl Controller {
             self.settled = Some((x, s.hold_secs));
         }
         if self.tick >= self.resume_at && self.target < ceiling {
-            let to = (self.target + (self.target / 4).max(1)).min(ceiling);
+            let to = (self.target + (self.target / 3).max(1)).min(ceiling);
+            let n = f64::from(self.at_target.2.max(1));
             self.probe = Some(Probe {
                 from: self.target,
-                before: x,
+                before: self.at_target.0 / n,
+                hold_before: self.at_target.1 / n,
+                warming: true,
             });
             return self.change(
                 to,
@@ -354,6 +386,7 @@ impl Controller {
 mod tests {
     use super::*;
 
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     /// A server whose throughput rises with connections up to `knee`, then stays flat.
     fn run(c: &mut Controller, knee: u32, ticks: usize, demand: u32) -> Vec<u32> {
         let mut seen = Vec::new();
@@ -416,6 +449,10 @@ mod tests {
     fn backs_off_when_the_server_slows_down() {
         let mut c = Controller::new(1, 100);
         run(&mut c, 8, 30, 1000);
+        while c.probing() {
+            run(&mut c, 8, 1, 1000);
+        }
+        run(&mut c, 8, 1, 1000);
         let before = c.target();
         let s = Sample {
             elapsed: Duration::from_secs(1),

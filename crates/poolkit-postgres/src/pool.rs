@@ -257,7 +257,25 @@ impl Builder {
 
     /// Steady pool size (also the ceiling unless [`Builder::max_size`] is set).
     pub fn pool_size(mut self, n: u32) -> Self {
+        self.config.pool.sizing = poolkit_core::Sizing::Fixed;
         self.config.pool.pool_size = n;
+        self
+    }
+
+    /// Sizes the pool by itself (`P_POOL_SIZE=auto`): from the floor ([`Builder::min_idle`],
+    /// at least 1) up to `max_size` at most, growing while callers queue and more
+    /// connections raise throughput, backing off when they do not or when the server's
+    /// response time rises, shrinking when idle (see `poolkit_core::autosize`).
+    pub fn pool_size_auto(mut self, max_size: u32) -> Self {
+        self.config.pool.sizing = poolkit_core::Sizing::Auto;
+        self.config.pool.pool_size = 1;
+        self.config.pool.max_size = Some(max_size);
+        self
+    }
+
+    /// With [`Builder::pool_size_auto`], the least time between two size changes.
+    pub fn auto_interval(mut self, every: Duration) -> Self {
+        self.config.pool.auto_interval = every;
         self
     }
 

@@ -145,6 +145,8 @@ impl Pool {
         let mut shared_pool = config.pool.clone();
         shared_pool.max_size = Some(config.max_in_flight.max(shared_pool.pool_size));
         shared_pool.min_idle = 0;
+        // `P_POOL_SIZE=auto` sizes the exclusive pool; shared connections stay at the floor.
+        shared_pool.sizing = poolkit_core::Sizing::Fixed;
         let telemetry = Telemetry::new(shared_pool);
         let shared = Shared::new(
             client.clone(),
