@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, SizeArg};
 use crate::error::Error;
 use crate::format::{ms, pct, table, thousands};
 use crate::target::{Target, TargetSpec};
@@ -62,8 +62,12 @@ impl Quantiles {
 pub(crate) struct RunResult {
     /// `postgres` or `redis`.
     pub(crate) backend: &'static str,
-    /// Connections in the pool.
+    /// Connections in the pool (for an auto-sized pool: its ceiling).
     pub(crate) pool_size: u32,
+    /// Whether the pool sized itself (`--pool-sizes …,auto`).
+    pub(crate) auto_sized: bool,
+    /// The auto-sized pool's target at the end of the run (the pool size otherwise).
+    pub(crate) target: u32,
     /// Concurrent users.
     pub(crate) concurrency: u32,
     /// Run time (operations that finished after it are cut off).
@@ -90,6 +94,15 @@ pub(crate) struct RunResult {
 }
 
 impl RunResult {
+    /// `20`, or `auto(7/50)` for an auto-sized pool (its target at the end / its ceiling).
+    pub(crate) fn size_label(&self) -> String {
+        if self.auto_sized {
+            format!("auto({}/{})", self.target, self.pool_size)
+        } else {
+            self.pool_size.to_string()
+        }
+    }
+
     /// Errors of all kinds.
     pub(crate) fn errors_total(&self) -> u64 {
         self.errors.values().sum()
@@ -101,7 +114,7 @@ impl RunResult {
         let rps = self.throughput_rps.round() as u64;
         format!(
             "Pool Size: {} | Concurrency: {} | Throughput: {} RPS | P95: {} | Timeouts: {}",
-            self.pool_size,
+            self.size_label(),
             self.concurrency,
             thousands(rps),
             ms(self.latency.p95),
@@ -149,7 +162,7 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let rps = r.throughput_rps.round() as u64;
             vec![
-                r.pool_size.to_string(),
+                r.size_label(),
                 r.concurrency.to_string(),
                 thousands(rps),
                 ms(r.latency.p50),
@@ -203,6 +216,7 @@ pub(crate) async fn run(
     bar: &ProgressBar,
 ) -> Result<RunResult, Error> {
     let started = Instant::now();
+    let created_before = target.stats().created;
     let deadline = tokio::time::Instant::now() + duration;
     let done = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(concurrency as usize);
@@ -294,6 +308,8 @@ pub(crate) async fn run(
     Ok(RunResult {
         backend: stats_backend(&target),
         pool_size,
+        auto_sized: stats.auto_sized,
+        target: stats.target,
         concurrency,
         seconds,
         ok,
@@ -308,7 +324,7 @@ pub(crate) async fn run(
         latency: Quantiles::of(&latency),
         acquire_wait,
         acquire_wait_source: if client_measured { "client" } else { "pool" },
-        connections_opened: stats.created,
+        connections_opened: stats.created.saturating_sub(created_before),
     })
 }
 
@@ -338,6 +354,35 @@ fn progress(quiet: bool, label: String) -> ProgressBar {
     bar
 }
 
+/// One run of `concurrency` users on `target`, reported unless `--json`.
+async fn one(
+    args: &BenchArgs,
+    target: &Arc<Target>,
+    size: u32,
+    concurrency: u32,
+) -> Result<RunResult, Error> {
+    let label = if target.stats().auto_sized {
+        format!("pool auto (ceiling {size}) × {concurrency} users")
+    } else {
+        format!("pool {size} × {concurrency} users")
+    };
+    let bar = progress(args.quiet || args.json, label);
+    let grace = target.acquire_timeout() + Duration::from_secs(10);
+    let result = run(
+        Arc::clone(target),
+        size,
+        concurrency,
+        args.duration,
+        grace,
+        &bar,
+    )
+    .await?;
+    if !args.json {
+        println!("{}", result.report());
+    }
+    Ok(result)
+}
+
 /// The whole `bench` subcommand: every pool size × every step, then the report.
 pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     let spec = TargetSpec {
@@ -354,39 +399,54 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     let sizes = if !args.pool_sizes.is_empty() {
         args.pool_sizes.clone()
     } else if let Some(s) = args.pool_size {
-        vec![s]
+        vec![SizeArg::Fixed(s)]
     } else {
-        vec![spec.env_pool_size()?]
+        vec![SizeArg::Fixed(spec.env_pool_size()?)]
     };
     let steps = if args.steps.is_empty() {
         vec![args.concurrency]
     } else {
         args.steps.clone()
     };
+    let largest_fixed = sizes
+        .iter()
+        .filter_map(|s| match s {
+            SizeArg::Fixed(n) => Some(*n),
+            SizeArg::Auto => None,
+        })
+        .max();
     let mut runs = Vec::new();
     for &size in &sizes {
-        for &concurrency in &steps {
-            let target = Arc::new(spec.build(size).await?);
-            let bar = progress(
-                args.quiet || args.json,
-                format!("pool {size} × {concurrency} users"),
-            );
-            let grace = target.acquire_timeout() + Duration::from_secs(10);
-            let result = run(
-                Arc::clone(&target),
-                size,
-                concurrency,
-                args.duration,
-                grace,
-                &bar,
-            )
-            .await;
-            target.close().await;
-            let result = result?;
-            if !args.json {
-                println!("{}", result.report());
+        match size {
+            SizeArg::Fixed(size) => {
+                for &concurrency in &steps {
+                    let target = Arc::new(spec.build(size, None).await?);
+                    let result = one(args, &target, size, concurrency).await;
+                    target.close().await;
+                    runs.push(result?);
+                }
             }
-            runs.push(result);
+            SizeArg::Auto => {
+                if args.backend == crate::cli::BackendArg::Redis {
+                    return Err(Error::Failed(
+                        "auto sizes Redis exclusive pools; the Redis bench drives shared connections: bench auto with postgres".into(),
+                    ));
+                }
+                let ceiling = match args.auto_ceiling.or(largest_fixed) {
+                    Some(c) => c,
+                    None => spec.env_ceiling()?,
+                };
+                // One pool through every step, as load changes through a day.
+                let target = Arc::new(spec.build(ceiling, Some(args.auto_interval)).await?);
+                for &concurrency in &steps {
+                    let result = one(args, &target, ceiling, concurrency).await;
+                    if result.is_err() {
+                        target.close().await;
+                    }
+                    runs.push(result?);
+                }
+                target.close().await;
+            }
         }
     }
     if runs.len() > 1 && !args.json {

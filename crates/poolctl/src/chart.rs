@@ -10,7 +10,8 @@ use crate::bench::RunResult;
 use crate::error::Error;
 
 /// One panel's points per pool size: (x, y).
-type Series = BTreeMap<u32, Vec<(f64, f64)>>;
+/// Keyed by (auto-sized, pool size or ceiling), so fixed sizes come first in order.
+type Series = BTreeMap<(bool, u32), Vec<(f64, f64)>>;
 
 /// Draws the two panels side by side into `path`.
 pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
@@ -35,10 +36,10 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
     let mut p95 = Series::new();
     for r in runs {
         throughput
-            .entry(r.pool_size)
+            .entry((r.auto_sized, r.pool_size))
             .or_default()
             .push((x(r.concurrency), r.throughput_rps));
-        p95.entry(r.pool_size)
+        p95.entry((r.auto_sized, r.pool_size))
             .or_default()
             .push((x(r.concurrency), r.latency.p95 * 1e3));
     }
@@ -89,7 +90,12 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
             .x_label_formatter(&label)
             .draw()
             .map_err(|e| fail(&e))?;
-        for (i, (size, points)) in series.iter().enumerate() {
+        for (i, ((auto, size), points)) in series.iter().enumerate() {
+            let name = if *auto {
+                format!("pool auto (ceiling {size})")
+            } else {
+                format!("pool {size}")
+            };
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
@@ -97,7 +103,7 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
                     color.stroke_width(2),
                 ))
                 .map_err(|e| fail(&e))?
-                .label(format!("pool {size}"))
+                .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             chart
                 .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))

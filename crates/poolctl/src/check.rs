@@ -66,7 +66,15 @@ pub(crate) fn config_rows(c: &PoolConfig) -> Vec<ConfigRow> {
         },
     };
     vec![
-        row("pool size", Knob::PoolSize, c.pool_size.to_string()),
+        row(
+            "pool size",
+            Knob::PoolSize,
+            if c.sizing == poolkit_core::Sizing::Auto {
+                format!("auto (from {} up to the max size)", c.min_idle.max(1))
+            } else {
+                c.pool_size.to_string()
+            },
+        ),
         row(
             "max size",
             Knob::MaxSize,

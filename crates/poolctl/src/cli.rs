@@ -92,6 +92,25 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// One entry of `--pool-sizes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SizeArg {
+    /// A fixed pool of this many connections.
+    Fixed(u32),
+    /// A self-sizing pool.
+    Auto,
+}
+
+fn parse_size(s: &str) -> Result<SizeArg, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(SizeArg::Auto);
+    }
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(SizeArg::Fixed(n)),
+        _ => Err("expected a pool size from 1 to 10000, or auto".to_owned()),
+    }
+}
+
 /// `poolctl check`.
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
@@ -175,9 +194,17 @@ pub(crate) struct BenchArgs {
     /// Pool size for the run (default: the env's P_POOL_SIZE).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) pool_size: Option<u32>,
-    /// Run each of these pool sizes and print a table, such as 10,20,35,50.
-    #[arg(long, value_delimiter = ',', conflicts_with = "pool_size", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub(crate) pool_sizes: Vec<u32>,
+    /// Run each of these pool sizes and print a table, such as 10,20,35,50,auto. `auto` is
+    /// one self-sizing pool (P_POOL_SIZE=auto) that runs every step in turn, with the
+    /// largest fixed size (or --auto-ceiling) as its ceiling.
+    #[arg(long, value_delimiter = ',', conflicts_with = "pool_size", value_parser = parse_size)]
+    pub(crate) pool_sizes: Vec<SizeArg>,
+    /// The ceiling of the `auto` pool (default: the largest fixed size, else P_POOL_MAXSIZE).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) auto_ceiling: Option<u32>,
+    /// The `auto` pool's least time between two size changes (P_POOL_AUTO_INTERVAL).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) auto_interval: Option<Duration>,
     /// Acquire timeout (default: the env's P_POOL_TIMEOUT).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) acquire_timeout: Option<Duration>,

@@ -71,14 +71,44 @@ impl TargetSpec {
         })
     }
 
-    /// Builds a fresh pool of `size` connections (its ceiling too).
-    pub(crate) async fn build(&self, size: u32) -> Result<Target, Error> {
+    /// The ceiling in force for an `auto` run without `--auto-ceiling`: `P_POOL_MAXSIZE`.
+    pub(crate) fn env_ceiling(&self) -> Result<u32, Error> {
+        Ok(match self.backend {
+            BackendArg::Postgres => poolkit_postgres::Config::from_lookup(&self.prefix, &lookup)?
+                .pool
+                .ceiling(),
+            BackendArg::Redis => poolkit_redis::Config::from_lookup(&self.prefix, &lookup)?
+                .pool
+                .ceiling(),
+        })
+    }
+
+    /// Builds a fresh pool of `size` connections (its ceiling too); with `auto`, a
+    /// self-sizing pool whose ceiling is `size`, deciding every `interval` (default 1 s).
+    pub(crate) async fn build(
+        &self,
+        size: u32,
+        auto: Option<Option<Duration>>,
+    ) -> Result<Target, Error> {
+        let sized = |pool: &mut poolkit_core::PoolConfig| {
+            pool.min_idle = pool.min_idle.min(size);
+            if let Some(interval) = auto {
+                pool.sizing = poolkit_core::Sizing::Auto;
+                pool.pool_size = pool.min_idle.max(1);
+                pool.max_size = Some(size);
+                if let Some(every) = interval {
+                    pool.auto_interval = every;
+                }
+            } else {
+                pool.sizing = poolkit_core::Sizing::Fixed;
+                pool.pool_size = size;
+                pool.max_size = None;
+            }
+        };
         match self.backend {
             BackendArg::Postgres => {
                 let mut config = poolkit_postgres::Config::from_lookup(&self.prefix, &lookup)?;
-                config.pool.pool_size = size;
-                config.pool.max_size = None;
-                config.pool.min_idle = config.pool.min_idle.min(size);
+                sized(&mut config.pool);
                 if let Some(t) = self.acquire_timeout {
                     config.pool.acquire_timeout = t;
                 }
@@ -93,9 +123,7 @@ impl TargetSpec {
             BackendArg::Redis => {
                 let mut config = poolkit_redis::Config::from_lookup(&self.prefix, &lookup)?;
                 let per_connection = config.max_in_flight / config.pool.pool_size.max(1);
-                config.pool.pool_size = size;
-                config.pool.max_size = None;
-                config.pool.min_idle = config.pool.min_idle.min(size);
+                sized(&mut config.pool);
                 config.max_in_flight = per_connection.max(1).saturating_mul(size);
                 if let Some(t) = self.acquire_timeout {
                     config.pool.acquire_timeout = t;

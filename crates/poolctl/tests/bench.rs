@@ -162,6 +162,62 @@ fn pool_sizes_and_steps_make_a_table_and_a_chart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn auto_is_a_column_beside_the_fixed_sizes() {
+    let url = database_url_with_marker();
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "postgres",
+            "--pool-sizes",
+            "1,4,auto",
+            "--steps",
+            "20,40",
+            "-d",
+            "1s",
+            "--auto-interval",
+            "100ms",
+            "--query",
+            "SELECT pg_sleep(0.005)",
+            "--json",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 6, "{v}");
+    let auto: Vec<&serde_json::Value> = runs.iter().filter(|r| r["auto_sized"] == true).collect();
+    assert_eq!(auto.len(), 2, "one auto run per step: {v}");
+    for r in &auto {
+        assert_eq!(
+            r["pool_size"], 4,
+            "the largest fixed size is the ceiling: {r}"
+        );
+        let target = r["target"].as_u64().unwrap();
+        assert!((1..=4).contains(&target), "{r}");
+        assert!(r["ok"].as_u64().unwrap() > 50, "{r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+    }
+    // 5 ms statements: the auto pool grows past one connection.
+    assert!(auto[1]["target"].as_u64().unwrap() > 1, "{v}");
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "postgres",
+            "--pool-sizes",
+            "1,auto",
+            "-c",
+            "4",
+            "-d",
+            "1s",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Pool Size: auto("), "{out}");
+}
+
 #[tokio::test]
 async fn redis_get_set_run_and_cleans_up() {
     let url = redis_url_checked();
