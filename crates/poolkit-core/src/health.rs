@@ -146,6 +146,19 @@ pub struct Alert {
     pub recommendation: String,
 }
 
+impl Alert {
+    /// An alert about `pool` (for adapters that add their own, such as a fleet budget).
+    #[must_use]
+    pub fn new(severity: Severity, pool: &str, message: String, recommendation: String) -> Self {
+        Self {
+            severity,
+            pool: pool.to_owned(),
+            message,
+            recommendation,
+        }
+    }
+}
+
 /// A pool's health: a status, a one-line message, alerts and recommendations.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

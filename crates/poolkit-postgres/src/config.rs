@@ -94,6 +94,9 @@ pub struct Config {
     pub ssl_root_cert: Option<std::path::PathBuf>,
     /// Read replicas: one URL or a comma list. Env: `P_READ_URL` (`DATABASE_READ_URL`).
     pub read_urls: Vec<Secret>,
+    /// A budget shared with every other instance of this pool (`P_FLEET_BUDGET`); needs
+    /// the `fleet` feature. Default: none.
+    pub fleet: Option<crate::fleet_config::FleetConfig>,
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -146,6 +149,7 @@ impl fmt::Debug for Config {
                     .map(|u| redact_url(u.expose()))
                     .collect::<Vec<_>>(),
             )
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
@@ -172,6 +176,7 @@ impl Config {
             ssl_mode: SslMode::Prefer,
             ssl_root_cert: None,
             read_urls: Vec::new(),
+            fleet: None,
         }
         .detect_pooler()
     }
@@ -312,6 +317,7 @@ impl Config {
                 expected: "transaction, session or none".into(),
             })?;
         }
+        config.fleet = crate::fleet_config::from_env(&env, &config.pool.name)?;
         config.pg_config_for(&url_var)?;
         Ok(config)
     }

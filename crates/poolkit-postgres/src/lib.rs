@@ -4,6 +4,9 @@
 mod budget;
 mod config;
 mod error;
+#[cfg(feature = "fleet")]
+mod fleet;
+mod fleet_config;
 mod manager;
 mod pool;
 mod pooler;
@@ -14,6 +17,10 @@ mod transaction;
 pub use budget::{Budget, ServerUse, plan};
 pub use config::{Config, DEFAULT_PREFIX, Use, default_pool_config};
 pub use error::{Error, chain};
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub use fleet::FleetStatus;
+pub use fleet_config::{FleetBudget, FleetConfig};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};

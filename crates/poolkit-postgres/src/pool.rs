@@ -25,11 +25,13 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    engine: Engine<Manager>,
+pub(crate) struct Inner {
+    pub(crate) engine: Engine<Manager>,
     config: Config,
     ctx: Arc<QueryCtx>,
     replicas: Arc<crate::replicas::Replicas>,
+    #[cfg(feature = "fleet")]
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// What a checked-out connection needs to know to run queries the pooler's way.
@@ -402,7 +404,26 @@ impl Pool {
                 })?;
             manager = manager.with_tls(MakeRustls::new(tls));
         }
-        let engine = Engine::build(manager, config.pool.clone())
+        #[cfg(feature = "fleet")]
+        let (fleet, cap) = match &config.fleet {
+            Some(fc) => {
+                let (fleet, grant) = crate::fleet::join(&config, fc, &manager).await?;
+                (Some(fleet), Some(grant))
+            }
+            None => (None, None),
+        };
+        #[cfg(not(feature = "fleet"))]
+        let cap = match &config.fleet {
+            Some(_) => {
+                return Err(Error::Config(poolkit_core::ConfigError::Invalid {
+                    var: format!("{}_FLEET_BUDGET", config.pool.prefix),
+                    value: "set".into(),
+                    expected: "a poolkit-postgres built with the `fleet` feature (it holds the leases in Redis)".into(),
+                }));
+            }
+            None => None,
+        };
+        let engine = Engine::build_capped(manager, config.pool.clone(), cap)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
@@ -420,7 +441,13 @@ impl Pool {
             config,
             ctx,
             replicas,
+            #[cfg(feature = "fleet")]
+            fleet,
         });
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &inner.fleet {
+            fleet.start(Arc::downgrade(&inner));
+        }
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
         tracing::debug!(pool = %inner.config.pool.name, target = %inner.config.target(), "pool built");
@@ -452,6 +479,14 @@ impl Pool {
     #[must_use]
     pub fn stats(&self) -> PoolStats {
         self.inner.engine.telemetry().stats()
+    }
+
+    /// The fleet budget as this instance sees it (`None` without `P_FLEET_BUDGET`).
+    #[cfg(feature = "fleet")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+    #[must_use]
+    pub fn fleet(&self) -> Option<crate::fleet::FleetStatus> {
+        self.inner.fleet.as_ref().map(|f| f.status())
     }
 
     /// Health from the current snapshot (see [`Pool::check`] for a live answer).
@@ -573,7 +608,13 @@ impl Monitored for Inner {
     }
 
     fn health(&self) -> Health {
-        Health::assess(&self.stats(), &self.config.pool.thresholds)
+        #[allow(unused_mut)]
+        let mut h = Health::assess(&self.stats(), &self.config.pool.thresholds);
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.fleet {
+            crate::fleet::add_health(&mut h, &fleet.status(), &self.config);
+        }
+        h
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {

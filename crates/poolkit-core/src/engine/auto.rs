@@ -2,6 +2,7 @@
 //! interval it samples the pool's telemetry, asks the controller, and moves the engine's
 //! limit. Weakly held, like upkeep: it ends with the pool.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ impl Sampler {
             hold_secs,
             pending: t.pending(),
             waited_share,
-            ceiling: t.max_size(),
+            ceiling: shared.allowed_ceiling(),
         };
         *self = next;
         s
@@ -64,13 +65,34 @@ impl Sampler {
 }
 
 impl<M: Manager> Shared<M> {
-    /// Moves the engine's limit to `target` (steady size and ceiling both): callers beyond
-    /// it queue; idle connections above it close now, busy ones when they come back.
+    /// Moves the auto-sizing target (see [`Shared::apply_limits`]).
     pub(super) fn set_target(self: &Arc<Self>, target: u32) {
+        self.auto_target.store(target, Relaxed);
+        self.apply_limits();
+    }
+
+    /// The ceiling the pool may use now: its own, under the external cap (a fleet share).
+    pub(super) fn allowed_ceiling(&self) -> u32 {
+        self.telemetry.max_size().min(self.cap.load(Relaxed))
+    }
+
+    /// Sets the engine's limits from the sizes, the auto-sizing target and the cap:
+    /// callers beyond them queue; idle connections above them close now, busy ones when
+    /// they come back.
+    pub(super) fn apply_limits(self: &Arc<Self>) {
         let (surplus, connects) = self.with(|s| {
-            let r = s.resize(target, target);
-            self.telemetry.set_target(target);
-            r
+            let cap = self.cap.load(Relaxed);
+            let (pool_size, max_size) = if self.config.sizing == Sizing::Auto {
+                let t = self.auto_target.load(Relaxed).min(cap);
+                (t, t)
+            } else {
+                (
+                    self.telemetry.pool_size().min(cap),
+                    self.telemetry.max_size().min(cap),
+                )
+            };
+            self.telemetry.set_target(max_size);
+            s.resize(pool_size, max_size)
         });
         for conn in surplus {
             self.close_conn(conn, CloseReason::Overflow);

@@ -14,6 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
@@ -63,6 +64,10 @@ pub(crate) struct Shared<M: Manager> {
     state: Mutex<State<Conn<M>>>,
     last_error: StdMutex<Option<(Clock, Arc<M::Error>)>>,
     leaks: Option<Leaks>,
+    /// The auto-sizing controller's target (`P_POOL_SIZE=auto`).
+    auto_target: AtomicU32,
+    /// An external cap on the ceiling (a fleet share); `u32::MAX` when none.
+    cap: AtomicU32,
 }
 
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
@@ -115,6 +120,20 @@ impl<M: Manager> Engine<M> {
     /// [`AcquireError::Connect`] with the server's reason, or [`AcquireError::Timeout`],
     /// when the warm-up connections cannot be opened.
     pub async fn build(manager: M, config: PoolConfig) -> Result<Self, AcquireError<M::Error>> {
+        Self::build_capped(manager, config, None).await
+    }
+
+    /// [`Engine::build`] with the ceiling capped from the start (see [`Engine::cap`]):
+    /// at most `cap` connections are opened, the warm-up included.
+    ///
+    /// # Errors
+    /// As [`Engine::build`].
+    pub async fn build_capped(
+        manager: M,
+        config: PoolConfig,
+        cap: Option<u32>,
+    ) -> Result<Self, AcquireError<M::Error>> {
+        let cap = cap.unwrap_or(u32::MAX);
         let telemetry = Telemetry::new(config.clone());
         let (pool_size, max_size) = if config.sizing == Sizing::Auto {
             let floor = crate::autosize::floor(&config);
@@ -124,9 +143,11 @@ impl<M: Manager> Engine<M> {
         };
         let shared = Arc::new(Shared {
             manager,
-            state: Mutex::new(State::new(pool_size, max_size)),
+            state: Mutex::new(State::new(pool_size.min(cap), max_size.min(cap))),
             last_error: StdMutex::new(None),
             leaks: config.leak_threshold.map(Leaks::new),
+            auto_target: AtomicU32::new(pool_size),
+            cap: AtomicU32::new(cap),
             telemetry,
             config,
         });
@@ -136,7 +157,8 @@ impl<M: Manager> Engine<M> {
             handle: Arc::new(Handle(shared)),
         };
         let shared = engine.shared();
-        let min_idle = shared.config.min_idle;
+        shared.telemetry.set_target(max_size.min(cap));
+        let min_idle = shared.config.min_idle.min(cap);
         if min_idle > 0 {
             let start = Clock::now();
             let connects = shared.lock().reserve(min_idle);
@@ -245,22 +267,42 @@ impl<M: Manager> Engine<M> {
                 .telemetry
                 .set_sizes(crate::autosize::floor(&c).min(ceiling), ceiling);
             tracing::info!(pool = %c.name, ceiling, "auto-sized pool's ceiling changed");
-            if shared.telemetry.target() > ceiling {
-                shared.set_target(ceiling);
-            }
+            shared.auto_target.fetch_min(ceiling, Relaxed);
+            shared.apply_limits();
             return Ok(());
         }
-        let (surplus, connects) = shared.with(|s| {
-            let r = s.resize(pool_size, c.ceiling());
-            shared.telemetry.set_sizes(pool_size, c.ceiling());
-            r
-        });
-        tracing::info!(pool = %c.name, pool_size, max_size = c.ceiling(), closed = surplus.len(), "pool resized");
-        for conn in surplus {
-            shared.close_conn(conn, CloseReason::Overflow);
-        }
-        shared.spawn_connects(connects);
+        shared.telemetry.set_sizes(pool_size, c.ceiling());
+        shared.apply_limits();
+        tracing::info!(pool = %c.name, pool_size, max_size = c.ceiling(), "pool resized");
         Ok(())
+    }
+
+    /// Caps the ceiling from outside, below what the pool's own sizes allow (`None`: no
+    /// cap). A fleet budget uses it to hold each instance to its share: unlike
+    /// [`Engine::resize`] it accepts 0 (open nothing; callers wait), and it does not change
+    /// the configured sizes, so lifting the cap restores them. An auto-sized pool's
+    /// controller stays under the cap. Cutting closes idle connections above it now and
+    /// busy ones as they come back.
+    pub fn cap(&self, cap: Option<u32>) {
+        let shared = self.shared();
+        let cap = cap.unwrap_or(u32::MAX);
+        if shared.cap.swap(cap, Relaxed) != cap {
+            shared.apply_limits();
+        }
+    }
+
+    /// The cap set by [`Engine::cap`], if any.
+    #[must_use]
+    pub fn cap_value(&self) -> Option<u32> {
+        let cap = self.shared().cap.load(Relaxed);
+        (cap != u32::MAX).then_some(cap)
+    }
+
+    /// Connections open or being opened now (what a fleet share must cover).
+    #[must_use]
+    pub fn open_or_connecting(&self) -> u32 {
+        let s = self.shared().lock();
+        s.open + s.connecting
     }
 
     /// Closes the pool: waiting and new callers get [`AcquireError::Closed`] at once, no

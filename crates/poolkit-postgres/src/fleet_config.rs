@@ -1,0 +1,105 @@
+//! The fleet budget's settings (`P_FLEET_*`), read whether or not the `fleet` feature is
+//! built, so a budget set without it is an error rather than silently ignored.
+
+use std::fmt;
+use std::time::Duration;
+
+use poolkit_core::env::{Env, parse_u32};
+use poolkit_core::{ConfigError, Secret, redact_url};
+
+/// How many connections the whole fleet may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FleetBudget {
+    /// A fixed number. Env: `P_FLEET_BUDGET=60`.
+    Fixed(u32),
+    /// The server's `max_connections` − its reserved connections − `P_FLEET_RESERVE`.
+    /// Env: `P_FLEET_BUDGET=server`.
+    Server,
+}
+
+/// A fleet budget: every instance of this pool (same `P_FLEET_KEY`) shares `budget`
+/// connections through expiring leases in Redis.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct FleetConfig {
+    /// The budget. Env: `P_FLEET_BUDGET` (a number, or `server`).
+    pub budget: FleetBudget,
+    /// Where the leases live. Env: `P_FLEET_REDIS_URL`, else `REDIS_URL`.
+    pub redis_url: Secret,
+    /// Connections kept free for others (admin, migrations) below the server's limit when
+    /// the budget comes from the server. Default: 5. Env: `P_FLEET_RESERVE`.
+    pub reserve: u32,
+    /// How long a lease lives without renewal: a dead instance's share returns within it.
+    /// Renewed every third of it. Default: 10 s. Env: `P_FLEET_TTL`.
+    pub ttl: Duration,
+    /// The Redis key prefix shared by the fleet. Default: `poolkit:fleet:<pool name>`.
+    /// Env: `P_FLEET_KEY`.
+    pub key: String,
+}
+
+impl fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("budget", &self.budget)
+            .field("redis_url", &redact_url(self.redis_url.expose()))
+            .field("reserve", &self.reserve)
+            .field("ttl", &self.ttl)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Reads `P_FLEET_BUDGET` and the rest; `None` when no budget is set.
+pub(crate) fn from_env(env: &Env<'_>, pool: &str) -> Result<Option<FleetConfig>, ConfigError> {
+    let Some((var, value)) = env.var("FLEET_BUDGET") else {
+        return Ok(None);
+    };
+    let budget = if value.trim().eq_ignore_ascii_case("server") {
+        FleetBudget::Server
+    } else {
+        FleetBudget::Fixed(parse_u32(&var, &value, 1, 100_000).map_err(|_| {
+            ConfigError::Invalid {
+                var: var.clone(),
+                value: value.clone(),
+                expected: "a whole number of connections from 1 to 100000, or `server` (max_connections minus the reserved ones and P_FLEET_RESERVE)".into(),
+            }
+        })?)
+    };
+    let url_var = env.name("FLEET_REDIS_URL");
+    let redis_url = env
+        .raw_nonempty(&url_var)
+        .or_else(|| env.raw_nonempty("REDIS_URL"))
+        .ok_or_else(|| ConfigError::Missing {
+            var: url_var.clone(),
+            hint: format!(
+                "{var} needs Redis for the leases: set {url_var} (or REDIS_URL) to redis://host:6379"
+            ),
+        })?;
+    let reserve = match env.u32_in("FLEET_RESERVE", 0, 100_000)? {
+        Some((_, n)) => n,
+        None => 5,
+    };
+    let ttl = match env.duration("FLEET_TTL")? {
+        Some((var, d)) if d < Duration::from_millis(300) => {
+            return Err(ConfigError::Invalid {
+                var,
+                value: format!("{d:?}"),
+                expected: "a duration of at least 300ms (leases are renewed every third of it)"
+                    .into(),
+            });
+        }
+        Some((_, d)) => d,
+        None => Duration::from_secs(10),
+    };
+    let key = env
+        .raw_nonempty(&env.name("FLEET_KEY"))
+        .unwrap_or_else(|| format!("poolkit:fleet:{pool}"));
+    Ok(Some(FleetConfig {
+        budget,
+        redis_url: Secret::new(redis_url),
+        reserve,
+        ttl,
+        key,
+    }))
+}
