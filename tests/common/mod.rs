@@ -114,11 +114,17 @@ pub struct PrivatePg {
     pub port: u16,
     dir: TempDir,
     bin: PathBuf,
+    max_connections: u32,
 }
 
 impl PrivatePg {
     /// initdb and start; blocking (call from `spawn_blocking` in async tests).
     pub fn start() -> Self {
+        Self::start_with_max(60)
+    }
+
+    /// initdb and start with this `max_connections`; blocking.
+    pub fn start_with_max(max_connections: u32) -> Self {
         let dir = TempDir::new("pg");
         let bin = pg_bin();
         let mut init = as_postgres(&bin.join("initdb"));
@@ -130,6 +136,7 @@ impl PrivatePg {
             port: free_port(),
             dir,
             bin,
+            max_connections,
         };
         pg.up();
         pg
@@ -138,9 +145,10 @@ impl PrivatePg {
     /// Starts the server and waits until it accepts connections.
     pub fn up(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=16MB -c max_connections=60",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=16MB -c max_connections={}",
             self.port,
-            self.dir.0.display()
+            self.dir.0.display(),
+            self.max_connections
         );
         let mut cmd = as_postgres(&self.bin.join("pg_ctl"));
         cmd.arg("-D")
@@ -298,6 +306,14 @@ impl PrivateRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Runs `redis-cli` against this server, with `auth` as the password if given.

@@ -7,7 +7,8 @@
 //! [`Sample`] of the last interval (checkouts, mean hold time, callers queued), and the
 //! controller decides:
 //!
-//! - **grow** (by a third, at least one) while callers queue, then judge the step over the
+//! - **grow** while callers queue (doubling at first, like TCP's slow start; by a third,
+//!   at least one, once a step has failed), then judge the step over the
 //!   second interval after it (the first one opens connections): it stays only if
 //!   throughput rose with it, against the mean throughput measured at the old target;
 //! - **back off** to the previous target when it did not (more connections no longer buy
@@ -43,9 +44,9 @@ pub const DEFAULT_AUTO_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The smallest throughput gain that justifies a step up (half the ideal gain for a step
 /// smaller than twice this, such as the last one to the ceiling).
-const MIN_GAIN: f64 = 0.05;
+const MIN_GAIN: f64 = 0.04;
 /// The share of the ideal (linear) gain a step up must deliver to be kept.
-const GAIN_SHARE: f64 = 0.3;
+const GAIN_SHARE: f64 = 0.1;
 /// Intervals to wait after a failed probe before the next one (doubled per failure).
 const COOL_DOWN: u32 = 4;
 /// The most doublings of the cool-down.
@@ -225,6 +226,8 @@ pub struct Controller {
     at_target: (f64, f64, u32),
     low_ticks: u32,
     low_peak: f64,
+    /// Doubling (TCP's slow start) until the first step that does not pay.
+    slow_start: bool,
     last: Option<Reason>,
 }
 
@@ -246,6 +249,7 @@ impl Controller {
             at_target: (0.0, 0.0, 0),
             low_ticks: 0,
             low_peak: 0.0,
+            slow_start: true,
             last: None,
         }
     }
@@ -311,6 +315,7 @@ impl Controller {
             let busy = s.in_use() >= 0.9 * f64::from(self.target);
             let same_hold = s.hold_secs <= p.hold_before * 1.1;
             if queued && x < needed && !(busy && same_hold) {
+                self.slow_start = false;
                 self.failures = (self.failures + 1).min(MAX_FAILURES);
                 self.resume_at = self.tick + u64::from(COOL_DOWN << (self.failures - 1));
                 self.settled = None;
@@ -337,6 +342,7 @@ impl Controller {
             let to = used.clamp(floor, self.target);
             self.settled = None;
             self.failures = 0;
+            self.slow_start = true;
             return self.change(to, Reason::Idle { used: peak });
         }
         if !queued {
@@ -362,7 +368,12 @@ impl Controller {
             self.settled = Some((x, s.hold_secs));
         }
         if self.tick >= self.resume_at && self.target < ceiling {
-            let to = (self.target + (self.target / 3).max(1)).min(ceiling);
+            let step = if self.slow_start {
+                self.target
+            } else {
+                (self.target / 3).max(1)
+            };
+            let to = (self.target + step).min(ceiling);
             let n = f64::from(self.at_target.2.max(1));
             self.probe = Some(Probe {
                 from: self.target,
@@ -419,10 +430,12 @@ mod tests {
     fn stops_where_throughput_flattens() {
         let mut c = Controller::new(1, 5);
         let seen = run(&mut c, 6, 60, 1000);
+        // Slow start doubles 4 -> 8 (throughput +50 %), 8 -> 16 is flat: back to 8. Past
+        // the knee (6) the extra connections cost little, and probes up keep failing.
         let tail = &seen[20..];
-        assert!(tail.iter().all(|&t| (6..=8).contains(&t)), "{seen:?}");
+        assert!(tail.iter().all(|&t| (6..=10).contains(&t)), "{seen:?}");
         assert!(
-            tail.iter().filter(|&&t| t == 6).count() > tail.len() / 2,
+            tail.iter().filter(|&&t| t == 8).count() > tail.len() * 3 / 4,
             "{seen:?}"
         );
         assert!(matches!(c.last_reason(), Some(Reason::Flat { .. })));
