@@ -45,6 +45,9 @@ pub(crate) struct PoolReport {
     pub(crate) redis: Option<RedisFacts>,
     /// Connect times.
     pub(crate) connect: Option<ConnectTimes>,
+    /// The fleet sharing `P_FLEET_BUDGET`, as Redis holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fleet: Option<crate::fleet::FleetFacts>,
     /// Things to look at.
     pub(crate) warnings: Vec<String>,
     /// Things that fail the check.
@@ -189,12 +192,32 @@ async fn check_postgres(
         postgres: None,
         redis: None,
         connect: None,
+        fleet: None,
         warnings: pg_warnings(&config, args.server_lifetime),
         failures: Vec::new(),
         ok: false,
     };
+    if let Some(fc) = &config.fleet {
+        match crate::fleet::read(fc).await {
+            Ok(f) => {
+                if let Some(b) = f.budget.filter(|b| f.total > *b) {
+                    report.failures.push(format!(
+                        "the fleet holds {} connections, above its budget {b}",
+                        f.total
+                    ));
+                }
+                report.fleet = Some(f);
+            }
+            Err(e) => report.failures.push(format!(
+                "fleet Redis ({}_FLEET_REDIS_URL) unreachable: {e}",
+                prefix
+            )),
+        }
+    }
     let mut probe = config.clone();
     probe.pool.min_idle = 0;
+    // The probe is not an instance of the fleet: it must not take a share.
+    probe.fleet = None;
     match poolkit_postgres::Pool::new(probe).await {
         Err(e) => report.failures.push(Error::postgres(prefix, e).to_string()),
         Ok(pool) => {
@@ -273,6 +296,7 @@ async fn check_redis(
         postgres: None,
         redis: None,
         connect: None,
+        fleet: None,
         warnings: pool_warnings(&config.pool),
         failures: Vec::new(),
         ok: false,
@@ -365,6 +389,11 @@ pub(crate) fn render(r: &PoolReport) -> String {
                 t.samples
             ),
         );
+    }
+    if let Some(f) = &r.fleet {
+        for (k, v) in crate::fleet::rows(f, r.postgres.as_ref().map(|p| p.max_connections)) {
+            fact(&k, v);
+        }
     }
     if let Some(b) = budget {
         fact(

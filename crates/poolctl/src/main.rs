@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod error;
 mod facts;
+mod fleet;
 mod format;
 mod monitor;
 mod size;

@@ -207,3 +207,59 @@ async fn redis_version_maxclients_and_budget() {
     assert_eq!(r["budget"]["needed"], 3 * (2 + 2));
     assert_eq!(v["pools"][0]["name"], "cache");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_shows_the_fleet_instances_and_shares() {
+    let url = database_url();
+    let redis = redis_url_checked();
+    let key = format!("poolkit:test:check-fleet:{}", std::process::id());
+    let vars: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), url.clone()),
+        ("DATABASE_POOL_SIZE".into(), "4".into()),
+        ("DATABASE_FLEET_BUDGET".into(), "6".into()),
+        ("DATABASE_FLEET_REDIS_URL".into(), redis.clone()),
+        ("DATABASE_FLEET_KEY".into(), key.clone()),
+    ];
+    let lookup = {
+        let vars = vars.clone();
+        move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let config = poolkit_postgres::Config::from_lookup("DATABASE", &lookup).expect("config");
+    let a = poolkit_postgres::Pool::new(config.clone())
+        .await
+        .expect("instance a");
+    let b = poolkit_postgres::Pool::new(config)
+        .await
+        .expect("instance b");
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&["check", "--json", "--connects", "1"], &env)
+    })
+    .await
+    .expect("poolctl");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let fleet = &v["pools"][0]["fleet"];
+    let instances = fleet["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 2, "the probe is not an instance: {fleet}");
+    let shares: Vec<u64> = instances
+        .iter()
+        .map(|i| i["share"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        shares.iter().sum::<u64>(),
+        6,
+        "4 + 4 wanted, 6 to share: {fleet}"
+    );
+    assert_eq!(fleet["total"], 6);
+    assert_eq!(fleet["budget"], 6);
+    assert_eq!(
+        (
+            a.fleet().unwrap().share + b.fleet().unwrap().share,
+            b.fleet().unwrap().instances
+        ),
+        (6, 2)
+    );
+    a.close();
+    b.close();
+}
