@@ -32,6 +32,8 @@ pub enum Knob {
     PingIfIdle,
     /// [`PoolConfig::leak_threshold`]
     LeakThreshold,
+    /// [`PoolConfig::slow_query`]
+    SlowQuery,
 }
 
 impl Knob {
@@ -48,6 +50,7 @@ impl Knob {
             Self::MaxUses => "MAX_USES",
             Self::PingIfIdle => "PING_IF_IDLE",
             Self::LeakThreshold => "LEAK_THRESHOLD",
+            Self::SlowQuery => "SLOW_QUERY",
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct PoolConfig {
     /// Warn (with the caller's location) and count `poolkit_connection_errors_total{kind="leak"}`
     /// when a connection is held longer than this. Default: off. Env: `P_LEAK_THRESHOLD`.
     pub leak_threshold: Option<Duration>,
+    /// A query (SQL statement or Redis command) slower than this is counted in
+    /// `poolkit_slow_queries_total` and logged with its statement, never its parameters.
+    /// Default: 1 s. Env: `P_SLOW_QUERY` (`0` disables).
+    pub slow_query: Option<Duration>,
     /// Utilization thresholds for health. Default: 50 / 70 / 90 %.
     pub thresholds: Thresholds,
     /// Which environment variable set each knob (absent: the default or code).
@@ -116,6 +123,7 @@ impl PoolConfig {
             max_uses: None,
             ping_if_idle: Duration::from_secs(30),
             leak_threshold: None,
+            slow_query: Some(Duration::from_secs(1)),
             thresholds: Thresholds::default(),
             sources: BTreeMap::new(),
         }
@@ -199,6 +207,10 @@ impl PoolConfig {
         if let Some((var, v)) = env.duration(Knob::LeakThreshold.suffix())? {
             c.leak_threshold = (!v.is_zero()).then_some(v);
             c.sources.insert(Knob::LeakThreshold, var);
+        }
+        if let Some((var, v)) = env.duration(Knob::SlowQuery.suffix())? {
+            c.slow_query = (!v.is_zero()).then_some(v);
+            c.sources.insert(Knob::SlowQuery, var);
         }
         if let Some((var, v)) = env.duration(Knob::PingIfIdle.suffix())? {
             c.ping_if_idle = v;

@@ -163,6 +163,8 @@ pub struct Health {
     pub alerts: Vec<Alert>,
     /// Recommendations (the alerts' recommendations, plus quieter advice).
     pub recommendations: Vec<String>,
+    /// How fast the pool's queries are (PostgreSQL statements, Redis commands).
+    pub query_performance: crate::query::QueryPerformance,
 }
 
 fn title(name: &str) -> String {
@@ -203,6 +205,7 @@ impl Health {
             pool: stats.name.clone(),
             status: HealthStatus::Down,
             utilization: stats.utilization,
+            query_performance: crate::query::QueryPerformance::assess(stats).0,
             message,
             recommendations: vec![alert.recommendation.clone()],
             alerts: vec![alert],
@@ -268,6 +271,8 @@ impl Health {
                         .into(),
             });
         }
+        let (query_performance, slow) = crate::query::QueryPerformance::assess(stats);
+        alerts.extend(slow);
         alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
         let mut recommendations: Vec<String> =
             alerts.iter().map(|a| a.recommendation.clone()).collect();
@@ -294,6 +299,7 @@ impl Health {
             message,
             alerts,
             recommendations,
+            query_performance,
         }
     }
 }
