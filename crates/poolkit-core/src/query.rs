@@ -12,31 +12,161 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
 
+use crate::Backend;
 use crate::histogram::LatencyHistogram;
 use crate::metrics::names;
-use crate::Backend;
 
 /// Every operation label value. SQL keywords first, then Redis commands, then `other`.
 const NAMES: &[&str] = &[
     // SQL
-    "select", "insert", "update", "delete", "with", "merge", "values", "begin", "start",
-    "commit", "rollback", "savepoint", "release", "copy", "call", "do", "set", "reset", "show",
-    "create", "alter", "drop", "truncate", "explain", "analyze", "vacuum", "lock", "listen",
-    "notify", "prepare", "execute", "deallocate", "declare", "fetch", "close", "discard",
-    "grant", "revoke", "comment", "refresh",
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "with",
+    "merge",
+    "values",
+    "begin",
+    "start",
+    "commit",
+    "rollback",
+    "savepoint",
+    "release",
+    "copy",
+    "call",
+    "do",
+    "set",
+    "reset",
+    "show",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "explain",
+    "analyze",
+    "vacuum",
+    "lock",
+    "listen",
+    "notify",
+    "prepare",
+    "execute",
+    "deallocate",
+    "declare",
+    "fetch",
+    "close",
+    "discard",
+    "grant",
+    "revoke",
+    "comment",
+    "refresh",
     // Redis
-    "get", "mget", "getex", "getdel", "mset", "setex", "setnx", "psetex", "getset", "append",
-    "strlen", "del", "unlink", "exists", "expire", "pexpire", "expireat", "ttl", "pttl",
-    "persist", "type", "rename", "incr", "incrby", "incrbyfloat", "decr", "decrby", "hget",
-    "hset", "hsetnx", "hmget", "hmset", "hgetall", "hdel", "hexists", "hincrby", "hkeys",
-    "hvals", "hlen", "lpush", "rpush", "lpop", "rpop", "lrange", "llen", "lrem", "ltrim",
-    "lindex", "lmove", "blpop", "brpop", "blmove", "sadd", "srem", "smembers", "sismember",
-    "scard", "spop", "zadd", "zrem", "zscore", "zincrby", "zcard", "zcount", "zrange",
-    "zrangebyscore", "zrevrange", "zrank", "zpopmin", "xadd", "xread", "xreadgroup", "xack",
-    "xlen", "xrange", "xdel", "xtrim", "publish", "subscribe", "eval", "evalsha", "fcall",
-    "script", "ping", "echo", "scan", "sscan", "hscan", "zscan", "keys", "multi", "exec",
-    "watch", "unwatch", "info", "dbsize", "flushdb", "flushall", "pfadd",
-    "pfcount", "setbit", "getbit", "bitcount", "object", "memory", "client", "config",
+    "get",
+    "mget",
+    "getex",
+    "getdel",
+    "mset",
+    "setex",
+    "setnx",
+    "psetex",
+    "getset",
+    "append",
+    "strlen",
+    "del",
+    "unlink",
+    "exists",
+    "expire",
+    "pexpire",
+    "expireat",
+    "ttl",
+    "pttl",
+    "persist",
+    "type",
+    "rename",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "decr",
+    "decrby",
+    "hget",
+    "hset",
+    "hsetnx",
+    "hmget",
+    "hmset",
+    "hgetall",
+    "hdel",
+    "hexists",
+    "hincrby",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "lrange",
+    "llen",
+    "lrem",
+    "ltrim",
+    "lindex",
+    "lmove",
+    "blpop",
+    "brpop",
+    "blmove",
+    "sadd",
+    "srem",
+    "smembers",
+    "sismember",
+    "scard",
+    "spop",
+    "zadd",
+    "zrem",
+    "zscore",
+    "zincrby",
+    "zcard",
+    "zcount",
+    "zrange",
+    "zrangebyscore",
+    "zrevrange",
+    "zrank",
+    "zpopmin",
+    "xadd",
+    "xread",
+    "xreadgroup",
+    "xack",
+    "xlen",
+    "xrange",
+    "xdel",
+    "xtrim",
+    "publish",
+    "subscribe",
+    "eval",
+    "evalsha",
+    "fcall",
+    "script",
+    "ping",
+    "echo",
+    "scan",
+    "sscan",
+    "hscan",
+    "zscan",
+    "keys",
+    "multi",
+    "exec",
+    "watch",
+    "unwatch",
+    "info",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "pfadd",
+    "pfcount",
+    "setbit",
+    "getbit",
+    "bitcount",
+    "object",
+    "memory",
+    "client",
+    "config",
     "pipeline",
     // Everything else
     "other",
@@ -350,7 +480,10 @@ mod tests {
     fn operations_come_from_a_closed_set() {
         assert_eq!(Operation::sql("SELECT 1").as_str(), "select");
         assert_eq!(Operation::sql("  (select 1)").as_str(), "select");
-        assert_eq!(Operation::sql("-- hi\n/* x */ InSeRt into t").as_str(), "insert");
+        assert_eq!(
+            Operation::sql("-- hi\n/* x */ InSeRt into t").as_str(),
+            "insert"
+        );
         assert_eq!(Operation::sql("WITH x AS (..)").as_str(), "with");
         assert_eq!(Operation::sql("'; drop table").as_str(), "other");
         assert_eq!(Operation::sql("").as_str(), "other");
@@ -361,7 +494,10 @@ mod tests {
         assert_eq!(Operation::OTHER.as_str(), "other");
         assert_eq!(Operation::PIPELINE.as_str(), "pipeline");
         for n in Operation::all() {
-            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{n}");
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
         }
     }
 
@@ -370,7 +506,9 @@ mod tests {
         let q = QueryStats::new("t", Backend::Postgres, Some(Duration::from_millis(20)));
         let op = Operation::sql("select 1");
         let now = Instant::now();
-        q.finish(op, now - Duration::from_millis(10), || unreachable!("not slow"));
+        q.finish(op, now - Duration::from_millis(10), || {
+            unreachable!("not slow")
+        });
         let mut logged = false;
         q.finish(op, now - Duration::from_millis(30), || {
             logged = true;

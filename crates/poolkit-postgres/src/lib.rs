@@ -2,12 +2,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
+mod client;
 mod config;
 mod error;
 mod manager;
 mod pool;
 mod pooler;
 mod replicas;
+mod statement;
 mod tls;
 mod transaction;
 
@@ -18,8 +20,9 @@ pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
 pub use replicas::REPLICA_RETRY_AFTER;
+pub use statement::{Column, PoolerRefusal, Statement, ToStatement};
 pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
-pub use transaction::TxOptions;
+pub use transaction::{Transaction, TransactionBuilder, TxOptions};
 
 pub use bb8;
 pub use poolkit_core as core;
