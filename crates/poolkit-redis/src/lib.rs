@@ -4,6 +4,7 @@
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 mod cluster;
+mod commands;
 mod config;
 mod error;
 mod exclusive;
