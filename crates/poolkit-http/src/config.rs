@@ -80,6 +80,15 @@ pub struct Config {
     /// Extra trusted root certificates (DER), for private CAs and tests; the Mozilla
     /// roots (webpki-roots) are always trusted.
     pub root_certificates: Vec<Vec<u8>>,
+    /// Largest response body `bytes()`, `text()` and `json()` read into memory; larger is
+    /// [`crate::Error::BodyTooLarge`] (stream it with `bytes_stream()` instead). `None`:
+    /// no cap. Default: 64 MiB. Env: `P_MAX_BODY` (bytes, or with `k`/`m`/`g`; `0`
+    /// disables).
+    pub max_body: Option<u64>,
+    /// Redirects followed per request (3xx with `Location`, same scheme only, dropping
+    /// `Authorization`, cookies and secret headers when the host changes); `0` follows
+    /// none. Default: 10. Env: `P_MAX_REDIRECTS`.
+    pub max_redirects: u32,
 }
 
 impl fmt::Debug for Config {
@@ -97,6 +106,8 @@ impl fmt::Debug for Config {
                 &self.base_url.as_deref().map(poolkit_core::redact_url),
             )
             .field("root_certificates", &self.root_certificates.len())
+            .field("max_body", &self.max_body)
+            .field("max_redirects", &self.max_redirects)
             .finish()
     }
 }
@@ -117,6 +128,8 @@ impl Config {
             tcp_keepalive: Some(Duration::from_secs(60)),
             base_url: None,
             root_certificates: Vec::new(),
+            max_body: Some(DEFAULT_MAX_BODY),
+            max_redirects: 10,
         }
     }
 
@@ -186,6 +199,13 @@ impl Config {
         if let Some(url) = env.raw_nonempty(&env.name("URL")) {
             c.base_url = Some(url);
         }
+        if let Some((var, value)) = env.var("MAX_BODY") {
+            let n = parse_size(&var, &value)?;
+            c.max_body = (n != 0).then_some(n);
+        }
+        if let Some((var, value)) = env.var("MAX_REDIRECTS") {
+            c.max_redirects = parse_u32(&var, &value, 0, 100)?;
+        }
         c.validate_as(prefix)?;
         Ok(c)
     }
@@ -228,6 +248,37 @@ impl Config {
     pub fn connect_timeout_var(&self) -> String {
         format!("{}_CONNECT_TIMEOUT", self.pool.prefix)
     }
+
+    /// The variable that sets the body cap (`SUPABASE_MAX_BODY`).
+    #[must_use]
+    pub fn max_body_var(&self) -> String {
+        format!("{}_MAX_BODY", self.pool.prefix)
+    }
+}
+
+/// The default [`Config::max_body`]: 64 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
+/// Bytes: `1048576`, `512k`, `64m`, `1g` (powers of 1024).
+fn parse_size(var: &str, value: &str) -> Result<u64, ConfigError> {
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (digits, shift) = match v.char_indices().last() {
+        Some((i, 'k')) => (&v[..i], 10),
+        Some((i, 'm')) => (&v[..i], 20),
+        Some((i, 'g')) => (&v[..i], 30),
+        _ => (v, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| ConfigError::Invalid {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            expected: "a size in bytes (1048576, 512k, 64m, 1g; 0 for no cap)".to_owned(),
+        })
 }
 
 #[cfg(test)]

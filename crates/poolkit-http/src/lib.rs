@@ -8,14 +8,17 @@ mod exchange;
 mod host;
 pub mod pinecone;
 mod pool;
+mod redirect;
 mod request;
+mod response;
 pub mod supabase;
 mod url;
 
-pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
+pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, HttpVersion};
 pub use error::{BoxError, Error};
 pub use pool::{Builder, Pool};
-pub use request::{RequestBuilder, Response};
+pub use request::{IntoUrl, RequestBuilder, Token};
+pub use response::Response;
 
 pub use http;
 pub use poolkit_core::{Secret, Telemetry};

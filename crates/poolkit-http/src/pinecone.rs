@@ -197,7 +197,9 @@ impl Client {
             .idempotent(true)
             .send()
             .await?
-            .error_for_status()?
+            .error_for_status_with_body()
+            .await?
             .json()
+            .await
     }
 }

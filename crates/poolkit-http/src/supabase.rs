@@ -151,7 +151,9 @@ impl Client {
             .query(&query)
             .send()
             .await?
-            .error_for_status()?
+            .error_for_status_with_body()
+            .await?
             .json()
+            .await
     }
 }

@@ -125,7 +125,8 @@ http {{
     nginx
 }
 
-async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
+/// Each answer's version and whether it opened a connection.
+async fn burst(pool: &Pool, n: usize) -> Vec<(poolkit_http::http::Version, bool)> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let pool = pool.clone();
@@ -138,8 +139,10 @@ async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
             .await
             .expect("task panicked")
             .expect("request to nginx failed");
-        assert_eq!((r.status().as_u16(), r.text().as_str()), (200, "ok"));
-        out.push(r);
+        let seen = (r.version(), r.new_connection());
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.text().await.expect("body"), "ok");
+        out.push(seen);
     }
     out
 }
@@ -158,7 +161,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     assert!(
         responses
             .iter()
-            .all(|r| r.version() == http::Version::HTTP_2)
+            .all(|r| r.0 == http::Version::HTTP_2)
     );
     let s = pool.stats();
     assert_eq!(
@@ -176,7 +179,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     assert!(
         responses
             .iter()
-            .all(|r| r.version() == http::Version::HTTP_11)
+            .all(|r| r.0 == http::Version::HTTP_11)
     );
     let s = pool.stats();
     assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
