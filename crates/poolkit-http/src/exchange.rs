@@ -17,8 +17,8 @@ use poolkit_core::metrics::{CloseReason, ErrorKind};
 use crate::connect::{Body, Sender};
 use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
 use crate::pool::Shared;
-use crate::url::Origin;
 use crate::response::Streaming;
+use crate::url::Origin;
 use crate::{Error, Response};
 
 /// A request ready to go: the body is in memory so it can be sent twice.
@@ -201,7 +201,14 @@ async fn run(
         let reused = !lease.new;
         let failure = match send(shared, host, lease, req).await {
             Ok(Head::Full(parts, body, new)) => {
-                return Ok(Response::full(parts, req.uri.clone(), body, new, shared, host));
+                return Ok(Response::full(
+                    parts,
+                    req.uri.clone(),
+                    body,
+                    new,
+                    shared,
+                    host,
+                ));
             }
             Ok(Head::Stream(parts, body, lease)) => {
                 // The connection, its gate place and the in-use count stay with the body
@@ -477,7 +484,8 @@ async fn send(
         .and_then(|v| v.parse::<u64>().ok());
     let eager = hyper::body::Body::is_end_stream(&body)
         || req.method == Method::HEAD
-        || announced.is_some_and(|n| n <= EAGER_BODY.min(shared.config.max_body.unwrap_or(u64::MAX)));
+        || announced
+            .is_some_and(|n| n <= EAGER_BODY.min(shared.config.max_body.unwrap_or(u64::MAX)));
     if !eager {
         return Ok(Head::Stream(parts, body, lease));
     }

@@ -120,7 +120,10 @@ mod tests {
         assert!(other.headers.contains_key("x-trace"));
         assert!(next(StatusCode::FOUND, Some("https://a:1/"), &r).is_none());
         assert_eq!(
-            next(StatusCode::MOVED_PERMANENTLY, Some("//a:1/p"), &r).unwrap().uri.to_string(),
+            next(StatusCode::MOVED_PERMANENTLY, Some("//a:1/p"), &r)
+                .unwrap()
+                .uri
+                .to_string(),
             "http://a:1/p"
         );
         assert!(next(StatusCode::FOUND, None, &r).is_none());

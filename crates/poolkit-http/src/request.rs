@@ -236,7 +236,10 @@ impl RequestBuilder {
 }
 
 /// Sends, following redirects the policy allows.
-async fn follow(shared: &std::sync::Arc<crate::pool::Shared>, first: Prepared) -> Result<Response, Error> {
+async fn follow(
+    shared: &std::sync::Arc<crate::pool::Shared>,
+    first: Prepared,
+) -> Result<Response, Error> {
     let limit = shared.config.max_redirects;
     let mut req = first;
     let mut hops = 0;
@@ -307,11 +310,14 @@ impl Token for &Secret {
 
 /// Standard base64 with padding (for `basic_auth`).
 fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -158,11 +158,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.http_version = HttpVersion::Auto;
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.0 == http::Version::HTTP_2)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_2));
     let s = pool.stats();
     assert_eq!(
         (s.created, s.requests_new, s.requests_reused),
@@ -176,11 +172,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.0 == http::Version::HTTP_11)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_11));
     let s = pool.stats();
     assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
     for pause_ms in [950, 1000, 1050, 1200] {
