@@ -10,6 +10,9 @@ pub mod pinecone;
 mod pool;
 mod redirect;
 mod request;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+mod reqwest_pool;
 mod response;
 pub mod supabase;
 mod url;
@@ -22,3 +25,9 @@ pub use response::Response;
 
 pub use http;
 pub use poolkit_core::{Secret, Telemetry};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use reqwest;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use reqwest_pool::{reqwest_client, reqwest_client_with};
