@@ -16,6 +16,18 @@ mod port_reqwest;
 
 use poolkit_core::env::process_lookup;
 
+/// An error with its sources (tokio-postgres puts the server's message in a source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 fn var(name: &str, default: &str) -> String {
     process_lookup(name).unwrap_or_else(|| default.to_owned())
 }
@@ -25,15 +37,18 @@ async fn port_tokio_postgres_runs_directly_and_through_pgbouncer() {
     let direct = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
     let rows = port_tokio_postgres::run(&direct, "port_pg_direct")
         .await
-        .unwrap_or_else(|e| panic!("against DATABASE_URL: {e}"));
+        .unwrap_or_else(|e| panic!("against DATABASE_URL: {}", chain(&*e)));
     assert_eq!(rows, 5);
     let bouncer = var(
         "PGBOUNCER_URL",
         "postgres://poolkit:poolkit_test@127.0.0.1:6432/test",
     );
+    // `pgbouncer=true` (Prisma's flag) selects transaction mode on PgBouncer's port.
+    let sep = if bouncer.contains('?') { '&' } else { '?' };
+    let bouncer = format!("{bouncer}{sep}pgbouncer=true");
     let rows = port_tokio_postgres::run(&bouncer, "port_pg_bouncer")
         .await
-        .unwrap_or_else(|e| panic!("against PGBOUNCER_URL: {e}"));
+        .unwrap_or_else(|e| panic!("against PGBOUNCER_URL: {}", chain(&*e)));
     assert_eq!(rows, 5);
 }
 

@@ -308,7 +308,7 @@ impl QueryStats {
     /// Timing for the pool `pool`, logging statements slower than `slow`.
     #[must_use]
     pub fn new(pool: &str, backend: Backend, slow: Option<Duration>) -> Self {
-        Self {
+        let stats = Self {
             pool: pool.to_owned(),
             backend,
             slow,
@@ -317,7 +317,10 @@ impl QueryStats {
             total_nanos: AtomicU64::new(0),
             slow_count: AtomicU64::new(0),
             handles: (0..NAMES.len()).map(|_| OnceLock::new()).collect(),
-        }
+        };
+        // Register `other` at once, so both names are exported from the pool's start.
+        stats.handles(Operation::OTHER);
+        stats
     }
 
     /// Starts timing one query.

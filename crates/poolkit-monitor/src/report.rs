@@ -81,6 +81,9 @@ pub struct PoolHealth {
     pub utilization: f64,
     /// One line for humans.
     pub message: String,
+    /// How fast the pool's queries are: `status` (`ok`, `slow`, `no_data`), `avg_ms`,
+    /// `p95_ms`, `slow_ratio`.
+    pub query_performance: poolkit_core::QueryPerformance,
 }
 
 /// The body of `/health`: the worst status over every pool, and each pool's.
@@ -158,6 +161,7 @@ pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
             status: h.status,
             utilization: h.utilization,
             message: h.message.clone(),
+            query_performance: h.query_performance.clone(),
         })
         .collect();
     let status = pools
