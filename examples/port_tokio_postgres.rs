@@ -36,8 +36,8 @@ async fn work(
         ))
         .await?;
     let mut ids = Vec::new();
-    for n in 0..5i64 {
-        let id = uuid::Uuid::from_u64_pair(7, n as u64 + 1);
+    for (n, low) in (0..5i64).zip(1u64..) {
+        let id = uuid::Uuid::from_u64_pair(7, low);
         let doc = serde_json::json!({ "n": n, "name": format!("item {n}") });
         let scores = vec![n, n * 10];
         let params: &[&(dyn ToSql + Sync)] = &[&id, &doc, &scores];

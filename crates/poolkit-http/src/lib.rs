@@ -19,7 +19,7 @@ mod url;
 
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, HttpVersion};
 pub use error::{BoxError, Error};
-pub use pool::{Builder, Pool};
+pub use pool::{Builder, OriginStats, Pool};
 pub use request::{IntoUrl, RequestBuilder, Token};
 pub use response::Response;
 

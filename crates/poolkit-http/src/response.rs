@@ -15,7 +15,6 @@ use futures_util::Stream;
 use http::{HeaderMap, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Error;
 use crate::exchange::{InUse, Lease, backend, request_timeout};
@@ -28,7 +27,7 @@ pub(crate) struct Streaming {
     pub(crate) lease: Option<Lease>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) host: Arc<Host>,
-    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) _permit: poolkit_core::Place,
     pub(crate) _in_use: InUse,
     pub(crate) deadline: Option<tokio::time::Instant>,
     pub(crate) timeout: Option<Duration>,
