@@ -346,7 +346,11 @@ impl QueryStats {
     /// Records a query that began at `started`. `statement` is called only when the query
     /// was slow, for the log line: give the SQL text or the command name, never values.
     pub fn finish(&self, op: Operation, started: Instant, statement: impl FnOnce() -> String) {
-        let elapsed = started.elapsed();
+        self.record(op, started.elapsed(), statement);
+    }
+
+    /// Records a query that took `elapsed` (for callers with their own clock).
+    pub fn record(&self, op: Operation, elapsed: Duration, statement: impl FnOnce() -> String) {
         let (histogram, slow_counter) = self.handles(op);
         histogram.record(elapsed);
         self.latency.record(elapsed);

@@ -371,14 +371,17 @@ struct LeaseGuard<'a> {
     broken: bool,
     telemetry: &'a Telemetry,
     began: Clock,
+    /// When the reply came (read once, for query timing too); `None` if cancelled.
+    ended: Option<Clock>,
     _place: poolkit_core::Place,
 }
 
 impl Drop for LeaseGuard<'_> {
     fn drop(&mut self) {
         self.shared.release(&self.lease, self.broken);
+        let ended = self.ended.unwrap_or_else(Clock::now);
         self.telemetry
-            .released(Clock::now().saturating_duration_since(self.began));
+            .released(ended.saturating_duration_since(self.began));
     }
 }
 
@@ -440,12 +443,18 @@ impl Inner {
             broken: false,
             telemetry: &self.telemetry,
             began,
+            ended: None,
             _place: place,
         };
-        let started = self.queries.start();
         let result = f(held.lease.conn.clone()).await;
-        self.queries
-            .finish(what.operation(), started, || what.statement());
+        // The same clock read ends the hold and times the command (no extra read).
+        let ended = Clock::now();
+        held.ended = Some(ended);
+        self.queries.record(
+            what.operation(),
+            ended.saturating_duration_since(began),
+            || what.statement(),
+        );
         held.broken = result.as_ref().err().is_some_and(is_broken);
         if let Err(e) = &result
             && !held.broken
