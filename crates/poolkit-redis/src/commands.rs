@@ -90,7 +90,7 @@ impl redis::aio::ConnectionLike for Pool {
     }
 }
 
-fn into_redis(e: Error) -> redis::RedisError {
+pub(crate) fn into_redis(e: Error) -> redis::RedisError {
     match e {
         Error::Backend(e) => e,
         Error::Closed { .. } => {
