@@ -74,6 +74,11 @@ impl Life {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
+    /// Exchanges started on this connection so far (HTTP/2: streams).
+    pub(crate) fn uses(&self) -> u64 {
+        self.uses.load(Relaxed)
+    }
+
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
         *self
@@ -220,8 +225,21 @@ impl Host {
     /// A stream on the shared HTTP/2 connection when it is fit for use; an unfit one is
     /// closed and removed.
     pub(crate) fn shared_h2(&self, limits: &Limits) -> Option<SharedH2> {
+        self.shared_h2_if(limits, |_| true)
+    }
+
+    /// As [`Host::shared_h2`], but only when `usable` accepts the shared connection (a
+    /// retry skips the connection that just failed it); a rejected one stays in place.
+    pub(crate) fn shared_h2_if(
+        &self,
+        limits: &Limits,
+        usable: impl Fn(&SharedH2) -> bool,
+    ) -> Option<SharedH2> {
         let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         let c = slot.as_ref()?;
+        if !usable(c) {
+            return None;
+        }
         let reason = if c.sender.is_closed() {
             Some(CloseReason::Broken)
         } else {

@@ -5,6 +5,7 @@ mod config;
 mod connect;
 mod error;
 mod exchange;
+mod failure;
 mod host;
 pub mod pinecone;
 mod pool;
@@ -12,6 +13,7 @@ mod request;
 pub mod supabase;
 mod url;
 
+pub use connect::Resolve;
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
 pub use error::{BoxError, Error};
 pub use pool::{Builder, Pool};
