@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use poolkit_core::BoxFuture;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
-use poolkit_core::BoxFuture;
 use tokio::net::TcpStream;
 
 use crate::config::{Config, HttpVersion};
@@ -32,14 +32,22 @@ pub(crate) type Body = Full<Bytes>;
 /// client, a fixed override, a test).
 pub trait Resolve: Send + Sync + 'static {
     /// The addresses of `host` (tried in order) for a connection on `port`.
-    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
 }
 
 impl<F> Resolve for F
 where
     F: Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
 {
-    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
         let answer = self(host, port);
         Box::pin(async move { answer })
     }
@@ -112,7 +120,9 @@ impl Connector {
             Some(resolver) => {
                 let addrs = resolver.resolve(&origin.host, origin.port).await?;
                 if addrs.is_empty() {
-                    return Err(format!("the resolver returned no address for {}", origin.host).into());
+                    return Err(
+                        format!("the resolver returned no address for {}", origin.host).into(),
+                    );
                 }
                 TcpStream::connect(&addrs[..]).await?
             }

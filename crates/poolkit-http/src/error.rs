@@ -73,10 +73,10 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// The connection broke (or the server ended it) while a request that is not
-    /// idempotent was in flight. The server may have processed it, so it was not sent
-    /// again; a request the server reported as unprocessed (HTTP/2 `REFUSED_STREAM`, or a
-    /// stream above a graceful `GOAWAY`) is retried instead and never ends here.
+    /// The connection broke, or the server ended it (an HTTP/2 `GOAWAY`), while a request
+    /// that is not idempotent was in flight. The server may have processed it, so it was
+    /// not sent again; a request the server refused unprocessed (HTTP/2 `REFUSED_STREAM`)
+    /// is retried instead and never ends here.
     #[error(
         "{pool}: the connection to {origin} broke while a {method} request was in flight; not retried because the server may have processed it (mark the request idempotent(true) if a repeat is safe): {source}"
     )]

@@ -13,8 +13,8 @@ mod request;
 pub mod supabase;
 mod url;
 
-pub use connect::Resolve;
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
+pub use connect::Resolve;
 pub use error::{BoxError, Error};
 pub use pool::{Builder, Pool};
 pub use request::{RequestBuilder, Response};

@@ -139,7 +139,10 @@ async fn max_lifetime_follows_a_name_that_moved() {
         );
         // Every connection opened before the switch is younger than 1 s + the 300 ms probe.
         assert!(first_b <= 1100, "{after:?}");
-        assert!(last_a < 1100, "no old connection served past its lifetime: {after:?}");
+        assert!(
+            last_a < 1100,
+            "no old connection served past its lifetime: {after:?}"
+        );
         assert!(after.iter().rev().take(8).all(|(_, s)| s == "b"));
         let s = pool.stats();
         assert!(s.closed_by("max_lifetime") >= 1, "{s:?}");

@@ -1,12 +1,13 @@
 //! HTTP/2 servers that end connections under load, against poolkit's own h2c server (built
 //! on the `h2` crate, so it can refuse streams and go away exactly when told):
 //! - a graceful `GOAWAY` after every N streams of a connection;
-//! - `REFUSED_STREAM` for every stream past N on a connection (then a `GOAWAY`);
+//! - `REFUSED_STREAM` for every stream past N on a connection;
 //! - a connection dropped with requests in flight.
 //!
-//! Requests the server never processed go out once more on another connection, for every
-//! method; a non-idempotent request cut off in flight fails with `Error::Interrupted`;
-//! no request is ever processed twice. The nginx side is in `nginx.rs`.
+//! A refused stream goes out once more on another connection, whatever its method; an
+//! idempotent request cut by a `GOAWAY` or a broken connection too; a non-idempotent one
+//! fails with `Error::Interrupted` (hyper may have sent it: see `failure.rs`); no POST is
+//! ever processed twice. The nginx side is in `nginx.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use poolkit_http::{Config, Error, HttpVersion, Pool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 enum Fault {
     /// Sends a graceful `GOAWAY` (NO_ERROR) at stream `after`, finishes what it accepted.
     GoAway,
-    /// Resets streams past `after` with `REFUSED_STREAM`; after 5 refusals, goes away.
+    /// Resets every stream past `after` with `REFUSED_STREAM` (and never goes away: the
+    /// client has to move on by itself).
     Refuse,
     /// Reads stream `after` and drops the connection with every stream unanswered.
     Drop,
@@ -94,10 +95,6 @@ async fn connection(tcp: tokio::net::TcpStream, fault: Fault, after: u64, seen: 
         if fault == Fault::Refuse && streams > after {
             respond.send_reset(h2::Reason::REFUSED_STREAM);
             seen.refused.fetch_add(1, SeqCst);
-            if streams == after + 5 {
-                conn.graceful_shutdown();
-                seen.goaways.fetch_add(1, SeqCst);
-            }
             continue;
         }
         if fault == Fault::GoAway && streams == after {
@@ -130,10 +127,13 @@ async fn connection(tcp: tokio::net::TcpStream, fault: Fault, after: u64, seen: 
                 .entry(id.clone())
                 .or_default() += 1;
             tokio::time::sleep(Duration::from_millis(1)).await;
-            let response = http::Response::new(());
-            if let Ok(mut send) = respond.send_response(response, false) {
-                let _ = send.send_data(Bytes::from(id), true);
-            }
+            // The id in a header and no body: the whole response is one HEADERS frame, so
+            // a drop never cuts a response already started (that is `Error::Backend`).
+            let response = http::Response::builder()
+                .header("x-id", id)
+                .body(())
+                .unwrap();
+            let _ = respond.send_response(response, true);
         });
     }
 }
@@ -173,7 +173,8 @@ async fn load(pool: &Pool, tasks: u64, per_task: u64) -> Outcome {
                     };
                     match req.header("x-id", &id).send().await {
                         Ok(r) => {
-                            assert_eq!(r.text(), id, "a reply for another request");
+                            let echoed = r.headers().get("x-id").and_then(|v| v.to_str().ok());
+                            assert_eq!(echoed, Some(id.as_str()), "a reply for another request");
                             out.ok += 1;
                         }
                         Err(e) if !post => out.failed_get.push(format!("{id}: {e}")),
@@ -232,20 +233,23 @@ async fn graceful_goaway_and_refused_streams_lose_no_request() {
         let took = start.elapsed();
         let seen = &server.seen;
         println!(
-            "FIGURES h2 {fault:?} after {after} streams: {} ok of 4000 in {took:.2?}; {} connections, {} GOAWAYs, {} refused streams, {} retries",
+            "FIGURES h2 {fault:?} after {after} streams: {} ok of 4000 in {took:.2?}, {} GET failed, {} POST Interrupted; {} connections, {} GOAWAYs, {} refused streams, {} retries",
             out.ok,
+            out.failed_get.len(),
+            out.interrupted_post.len(),
             seen.accepted.load(SeqCst),
             seen.goaways.load(SeqCst),
             seen.refused.load(SeqCst),
             pool.retries()
         );
         assert!(out.failed_get.is_empty(), "{fault:?}: {:?}", out.failed_get);
-        assert!(
-            out.interrupted_post.is_empty() && out.other_post.is_empty(),
-            "{fault:?}: no POST was in flight on a broken connection: {out:?}"
-        );
-        assert_eq!(out.ok, 4000);
-        assert!(seen.accepted.load(SeqCst) >= 4000 / (after + 5), "{seen:?}");
+        assert!(out.other_post.is_empty(), "typed: {:?}", out.other_post);
+        if fault == Fault::Refuse {
+            // A refused stream was not processed: retried whatever its method.
+            assert!(out.interrupted_post.is_empty(), "{out:?}");
+        }
+        assert_eq!(out.ok + out.interrupted_post.len() as u64, 4000);
+        assert!(seen.accepted.load(SeqCst) >= 4000 / (2 * after), "{seen:?}");
         if fault == Fault::Refuse {
             assert!(seen.refused.load(SeqCst) > 0, "{seen:?}");
             assert!(
@@ -254,23 +258,27 @@ async fn graceful_goaway_and_refused_streams_lose_no_request() {
                 pool.retries()
             );
         } else {
-            assert!(seen.goaways.load(SeqCst) >= 4000 / after - 1, "{seen:?}");
+            assert!(seen.goaways.load(SeqCst) >= 4000 / (2 * after), "{seen:?}");
             assert!(pool.retries() > 0, "GOAWAY cut some requests: {seen:?}");
         }
-        assert!(processed_twice(seen, false).is_empty(), "{fault:?}");
-        assert_eq!(seen.processed.lock().unwrap().len(), 4000, "each id once");
+        // A GET cut by a GOAWAY may have been processed before it is sent again; a POST never.
+        let twice = processed_twice(seen, fault == Fault::GoAway);
+        assert!(twice.is_empty(), "{fault:?}: processed twice: {twice:?}");
+        if fault == Fault::Refuse {
+            assert_eq!(seen.processed.lock().unwrap().len(), 4000, "each id once");
+        }
         assert_settled(&pool);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_fails_in_flight_posts_with_a_typed_error_only() {
-    let server = h2_server(Fault::Drop, 40).await;
+    let server = h2_server(Fault::Drop, 150).await;
     let pool = pool("h2_drop", &server, 16);
     let out = load(&pool, 32, 125).await;
     let seen = &server.seen;
     println!(
-        "FIGURES h2 connection dropped after 40 streams: {} ok, {} GET failed, {} POST Interrupted, {} other; {} drops, {} retries",
+        "FIGURES h2 connection dropped after 150 streams: {} ok, {} GET failed, {} POST Interrupted, {} other; {} drops, {} retries",
         out.ok,
         out.failed_get.len(),
         out.interrupted_post.len(),
