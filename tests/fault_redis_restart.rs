@@ -103,7 +103,9 @@ async fn redis_restart_under_load_with_blpop_waiters() {
     config.max_in_flight = 512;
     config.pool.acquire_timeout = TIMEOUT;
     config.command_timeout = TIMEOUT;
-    let pool = Pool::new(config).await.expect("pool on the private redis-server");
+    let pool = Pool::new(config)
+        .await
+        .expect("pool on the private redis-server");
 
     let begin = Instant::now();
     let stop_at = begin + Duration::from_secs(6);
@@ -152,7 +154,10 @@ async fn redis_restart_under_load_with_blpop_waiters() {
             while Instant::now() < stop_at {
                 for w in 0..WAITERS {
                     let list = format!("jobs{w}");
-                    let cmd = redis::cmd("RPUSH").arg(&list).arg(format!("{list}:{n}")).clone();
+                    let cmd = redis::cmd("RPUSH")
+                        .arg(&list)
+                        .arg(format!("{list}:{n}"))
+                        .clone();
                     let _ = pool.query::<i64>(&cmd).await;
                 }
                 n += 1;
@@ -179,10 +184,19 @@ async fn redis_restart_under_load_with_blpop_waiters() {
         pool.reconnects()
     );
     for (what, tally) in [("shared", &shared), ("exclusive", &exclusive)] {
-        assert_eq!(tally.hung.load(SeqCst), 0, "{what}: nothing hangs: {tally:?}");
+        assert_eq!(
+            tally.hung.load(SeqCst),
+            0,
+            "{what}: nothing hangs: {tally:?}"
+        );
         assert_eq!(tally.mixed_up.load(SeqCst), 0, "{what}: own replies only");
-        assert_eq!(tally.untyped.load(SeqCst), 0, "{what}: typed errors: {tally:?}");
-        let errors = tally.timeout.load(SeqCst) + tally.connect.load(SeqCst) + tally.backend.load(SeqCst);
+        assert_eq!(
+            tally.untyped.load(SeqCst),
+            0,
+            "{what}: typed errors: {tally:?}"
+        );
+        let errors =
+            tally.timeout.load(SeqCst) + tally.connect.load(SeqCst) + tally.backend.load(SeqCst);
         assert!(errors > 0, "{what}: the restart was felt: {tally:?}");
         // At worst a wait for a place (P_POOL_TIMEOUT) and then the command (P_TIMEOUT).
         assert!(
@@ -190,9 +204,15 @@ async fn redis_restart_under_load_with_blpop_waiters() {
             "{what}: errors within the timeouts: {tally:?}"
         );
     }
-    assert!(before.0 > 1000 && before.1 > 0, "load ran before the kill: {before:?}");
+    assert!(
+        before.0 > 1000 && before.1 > 0,
+        "load ran before the kill: {before:?}"
+    );
     assert!(shared_back <= 1000, "shared recovery {shared_back} ms");
-    assert!(exclusive_back <= 1000, "exclusive recovery {exclusive_back} ms");
+    assert!(
+        exclusive_back <= 1000,
+        "exclusive recovery {exclusive_back} ms"
+    );
     assert_eq!((s.used, s.pending), (0, 0), "{s:?}");
     let e = pool.exclusive_stats();
     assert_eq!((e.used, e.pending), (0, 0), "{e:?}");

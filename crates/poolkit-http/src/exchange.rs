@@ -245,7 +245,7 @@ fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
 /// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
 /// one. A retry passes the connection that failed as `avoid` (`Some(None)` when unknown):
 /// over HTTP/1.1 it then always opens a new connection; over HTTP/2 it takes the shared
-/// connection only if that is another one. The caller holds a gate permit.
+/// connection only if that was opened after the failed one. The caller holds a gate permit.
 async fn lease(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
@@ -253,7 +253,9 @@ async fn lease(
 ) -> Result<Lease, Error> {
     let fresh = avoid.is_some();
     let avoid = avoid.flatten();
-    let usable = |c: &SharedH2| !avoid.as_ref().is_some_and(|a| Arc::ptr_eq(a, &c.life));
+    // A retry takes only a connection opened after the one that failed it: an older one
+    // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
+    let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
     loop {
         if host.proto() == Some(Proto::H1) {
             if !fresh && let Some(c) = host.take_idle(&shared.limits) {

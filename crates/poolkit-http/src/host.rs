@@ -74,6 +74,11 @@ impl Life {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
+    /// Whether this connection was opened after `other`.
+    pub(crate) fn younger_than(&self, other: &Self) -> bool {
+        self.born > other.born
+    }
+
     /// Exchanges started on this connection so far (HTTP/2: streams).
     pub(crate) fn uses(&self) -> u64 {
         self.uses.load(Relaxed)
