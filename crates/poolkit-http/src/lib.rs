@@ -16,7 +16,7 @@ mod url;
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
 pub use connect::Resolve;
 pub use error::{BoxError, Error};
-pub use pool::{Builder, Pool};
+pub use pool::{Builder, OriginStats, Pool};
 pub use request::{RequestBuilder, Response};
 
 pub use http;
