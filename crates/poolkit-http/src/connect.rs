@@ -14,6 +14,7 @@ use poolkit_core::BoxFuture;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use crate::config::{Config, HttpVersion};
 use crate::error::BoxError;
@@ -109,12 +110,12 @@ impl Connector {
     }
 
     /// Opens a connection to `origin`; `on_close` runs when the connection task ends
-    /// (closed by either side or broken).
+    /// (closed by either side or broken). Also returns that task, to abort it.
     pub(crate) async fn connect(
         &self,
         origin: &Origin,
         on_close: impl FnOnce() + Send + 'static,
-    ) -> Result<Sender, BoxError> {
+    ) -> Result<(Sender, AbortHandle), BoxError> {
         let tcp = match &self.resolver.0 {
             None => TcpStream::connect((origin.host.as_str(), origin.port)).await?,
             Some(resolver) => {
@@ -153,7 +154,7 @@ impl Connector {
         io: I,
         h2: bool,
         on_close: impl FnOnce() + Send + 'static,
-    ) -> Result<Sender, BoxError>
+    ) -> Result<(Sender, AbortHandle), BoxError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -168,22 +169,22 @@ impl Connector {
                     .keep_alive_while_idle(true);
             }
             let (sender, conn) = builder.handshake(io).await?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
                 }
                 on_close();
             });
-            Ok(Sender::H2(sender))
+            Ok((Sender::H2(sender), task.abort_handle()))
         } else {
             let (sender, conn) = http1::handshake(io).await?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "HTTP/1.1 connection ended with an error");
                 }
                 on_close();
             });
-            Ok(Sender::H1(sender))
+            Ok((Sender::H1(sender), task.abort_handle()))
         }
     }
 }

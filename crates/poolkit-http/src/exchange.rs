@@ -74,6 +74,7 @@ impl Drop for Lease {
             Some(Conn::H1(c)) => {
                 c.life.end();
                 c.life.close(CloseReason::Broken);
+                c.life.abort();
             }
             Some(Conn::H2(_, life)) => life.end(),
             None => {}
@@ -315,7 +316,10 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     };
     let sender =
         match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok(sender)) => sender,
+            Ok(Ok((sender, task))) => {
+                life.set_task(task);
+                sender
+            }
             Ok(Err(e)) => return Err(failed(e)),
             Err(_) => {
                 return Err(failed(

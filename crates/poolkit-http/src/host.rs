@@ -30,6 +30,8 @@ pub(crate) struct Life {
     last_used: Mutex<Instant>,
     telemetry: Arc<Telemetry>,
     host_open: Arc<AtomicU64>,
+    /// The connection's I/O task, ended by [`Life::abort`].
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Life {
@@ -44,6 +46,26 @@ impl Life {
             last_used: Mutex::new(Instant::now()),
             telemetry,
             host_open,
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Remembers the connection's I/O task, so that [`Life::abort`] can end it.
+    pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+    }
+
+    /// Closes the socket now, not whenever hyper's connection task next notices that its
+    /// request was dropped: a connection abandoned mid-exchange (timeout, cancellation)
+    /// stops counting against the server at once.
+    pub(crate) fn abort(&self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
         }
     }
 
