@@ -48,8 +48,12 @@ impl Tally {
     }
 }
 
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    ms_of(since.elapsed())
 }
 
 /// Runs `op` under the hang watchdog and counts its outcome.
@@ -81,7 +85,7 @@ async fn counted<T>(
 }
 
 /// Milliseconds (since `begin`) of the first success recorded after `from_ms`.
-async fn first_ok_after(tally: &Tally, begin: Instant, from_ms: u64) -> u64 {
+async fn first_ok_after(tally: &Tally, from_ms: u64) -> u64 {
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end {
         let last = tally.last_ok_ms.load(SeqCst);
@@ -173,8 +177,8 @@ async fn redis_restart_under_load_with_blpop_waiters() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     tokio::task::block_in_place(|| server.up());
     let back_ms = ms(begin);
-    let shared_back = first_ok_after(&shared, begin, back_ms).await - back_ms;
-    let exclusive_back = first_ok_after(&exclusive, begin, back_ms).await - back_ms;
+    let shared_back = first_ok_after(&shared, back_ms).await - back_ms;
+    let exclusive_back = first_ok_after(&exclusive, back_ms).await - back_ms;
     for t in tasks {
         t.await.expect("a load task panicked");
     }
@@ -200,7 +204,7 @@ async fn redis_restart_under_load_with_blpop_waiters() {
         assert!(errors > 0, "{what}: the restart was felt: {tally:?}");
         // At worst a wait for a place (P_POOL_TIMEOUT) and then the command (P_TIMEOUT).
         assert!(
-            tally.slowest_error_ms.load(SeqCst) <= (2 * TIMEOUT).as_millis() as u64 + 300,
+            tally.slowest_error_ms.load(SeqCst) <= ms_of(2 * TIMEOUT) + 300,
             "{what}: errors within the timeouts: {tally:?}"
         );
     }
