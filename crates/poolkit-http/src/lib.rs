@@ -6,6 +6,8 @@ mod connect;
 mod error;
 mod exchange;
 mod failure;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod pinecone;
 mod pool;
