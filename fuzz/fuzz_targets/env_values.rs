@@ -6,11 +6,32 @@
 use libfuzzer_sys::fuzz_target;
 
 const KNOBS: &[&str] = &[
-    "POOL_SIZE", "POOL_MAXSIZE", "POOL_MIN_IDLE", "POOL_TIMEOUT", "MAX_LIFETIME",
-    "IDLE_TIMEOUT", "MAX_USES", "MAX_KEEPALIVE", "TIMEOUT", "CONNECT_TIMEOUT",
-    "HTTP_VERSION", "HTTP2_KEEPALIVE", "TCP_KEEPALIVE", "URL", "READ_URL",
-    "STATEMENT_TIMEOUT", "POOLER", "SSLMODE", "MAX_IN_FLIGHT", "HOST", "PORT",
-    "PASSWORD", "CLUSTER_NODES", "LEAK_THRESHOLD", "PING_IF_IDLE", "APPLICATION_NAME",
+    "POOL_SIZE",
+    "POOL_MAXSIZE",
+    "POOL_MIN_IDLE",
+    "POOL_TIMEOUT",
+    "MAX_LIFETIME",
+    "IDLE_TIMEOUT",
+    "MAX_USES",
+    "MAX_KEEPALIVE",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "HTTP_VERSION",
+    "HTTP2_KEEPALIVE",
+    "TCP_KEEPALIVE",
+    "URL",
+    "READ_URL",
+    "STATEMENT_TIMEOUT",
+    "POOLER",
+    "SSLMODE",
+    "MAX_IN_FLIGHT",
+    "HOST",
+    "PORT",
+    "PASSWORD",
+    "CLUSTER_NODES",
+    "LEAK_THRESHOLD",
+    "PING_IF_IDLE",
+    "APPLICATION_NAME",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
             Some((format!("FZ_{knob}"), line.get(1..)?.to_owned()))
         })
         .collect();
-    let lookup = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let lookup = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     let set = |var: &str| vars.iter().any(|(n, _)| n == var);
     let core = poolkit_core::PoolConfig::new("fz", poolkit_core::Backend::Postgres);
     if let Err(e) = poolkit_core::PoolConfig::from_lookup("FZ", core, &lookup) {
