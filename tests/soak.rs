@@ -25,6 +25,7 @@ use common::{PrivatePg, PrivateRedis};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use poolkit::core::env::process_lookup;
 use poolkit::redis::redis;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -131,7 +132,7 @@ fn svg(samples: &[Sample], restarts: &[u64]) -> String {
         cx = w / 2.0,
         lx = h - 15.0,
     );
-    for m in 0..=(t_max as u64 / 60) {
+    for m in 0..=(samples.last().map_or(0, |s| s.0) / 60) {
         let px = x(m as f64 * 60.0);
         let _ = writeln!(
             out,
@@ -164,15 +165,13 @@ fn svg(samples: &[Sample], restarts: &[u64]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a 10-minute benchmark: run scripts/soak.sh"]
 async fn soak() {
-    let secs: u64 = std::env::var("SOAK_SECS")
-        .ok()
+    let secs: u64 = process_lookup("SOAK_SECS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let every: u64 = std::env::var("SOAK_RESTART_EVERY")
-        .ok()
+    let every: u64 = process_lookup("SOAK_RESTART_EVERY")
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
-    let out_dir = std::env::var("SOAK_OUT").unwrap_or_else(|_| "docs/soak".to_owned());
+    let out_dir = process_lookup("SOAK_OUT").unwrap_or_else(|| "docs/soak".to_owned());
     let prometheus = poolkit::monitor::install().expect("install the Prometheus recorder");
 
     let pg = tokio::task::spawn_blocking(PrivatePg::start).await.unwrap();
@@ -268,7 +267,12 @@ async fn soak() {
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
-    samples.push((begin.elapsed().as_secs(), rss_kb(), open_fds(), total(&counts)));
+    samples.push((
+        begin.elapsed().as_secs(),
+        rss_kb(),
+        open_fds(),
+        total(&counts),
+    ));
     stop.store(true, SeqCst);
     while let Some(r) = load.join_next().await {
         r.expect("a load task panicked");
@@ -284,7 +288,10 @@ async fn soak() {
     http_pool.close();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port),
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg.port
+        ),
         tokio_postgres::NoTls,
     )
     .await
@@ -299,10 +306,17 @@ async fn soak() {
         .unwrap();
     let pg_left: i64 = row.get(0);
     let clients = redis_server.cli(None, &["CLIENT", "LIST"]);
-    let redis_left = clients.lines().filter(|l| !l.contains("cmd=client")).count();
+    let redis_left = clients
+        .lines()
+        .filter(|l| !l.contains("cmd=client"))
+        .count();
     let http_left = http_seen.open.load(SeqCst);
 
-    let warm = samples.iter().find(|s| s.0 >= 60).copied().unwrap_or(samples[0]);
+    let warm = samples
+        .iter()
+        .find(|s| s.0 >= 60)
+        .copied()
+        .unwrap_or(samples[0]);
     let last = *samples.last().unwrap();
     let mut csv = String::from("seconds,rss_kb,fds,requests_ok\n");
     for s in &samples {

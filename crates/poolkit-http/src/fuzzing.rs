@@ -21,13 +21,19 @@ pub fn url_and_header(base: &str, url: &str, name: &str, value: &str) -> Option<
     if http::HeaderName::try_from(name).is_ok() && http::HeaderValue::try_from(&marked).is_ok() {
         let builder = crate::Pool::builder().secret_header(name, &Secret::new(marked.clone()));
         let shown = format!("{builder:?}");
-        assert!(!shown.contains(&marked), "a secret header value in Debug: {shown}");
+        assert!(
+            !shown.contains(&marked),
+            "a secret header value in Debug: {shown}"
+        );
     }
     let uri = crate::url::resolve(Some(base), url).ok()?;
     let origin = crate::url::Origin::of(&uri).expect("resolve checked the origin");
     let shown = origin.to_string();
     let again = crate::url::Origin::parse(&shown)
         .unwrap_or_else(|e| panic!("the origin {shown:?} of {uri} does not parse back: {e}"));
-    assert_eq!(again, origin, "the origin's text parses back to another origin");
+    assert_eq!(
+        again, origin,
+        "the origin's text parses back to another origin"
+    );
     Some(shown)
 }

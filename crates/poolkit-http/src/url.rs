@@ -104,7 +104,12 @@ mod tests {
     fn brackets_only_around_an_ipv6_address() {
         // Regression: found by the `http_inputs` fuzz target (the origin's text did not
         // parse back).
-        for url in ["http://ht[::1]tp:/", "http://[nothost]/", "http://a]b/", "http://[::1/"] {
+        for url in [
+            "http://ht[::1]tp:/",
+            "http://[nothost]/",
+            "http://a]b/",
+            "http://[::1/",
+        ] {
             assert!(Origin::parse(url).is_err(), "{url}");
         }
     }
