@@ -15,6 +15,7 @@ use poolkit_core::Telemetry;
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 
 use crate::connect::{Body, Sender};
+use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
 use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
 use crate::pool::Shared;
 use crate::response::Streaming;
@@ -47,6 +48,14 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// The connection this lease uses.
+    fn life(&self) -> Option<Arc<Life>> {
+        match self.conn.as_ref()? {
+            Conn::H1(c) => Some(c.life.clone()),
+            Conn::H2(_, life) => Some(life.clone()),
+        }
+    }
+
     /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
     pub(crate) fn finish(mut self, shared: &Shared, host: &Host) {
         if let Some(conn) = self.conn.take() {
@@ -69,6 +78,7 @@ impl Drop for Lease {
             Some(Conn::H1(c)) => {
                 c.life.end();
                 c.life.close(CloseReason::Broken);
+                c.life.abort();
             }
             Some(Conn::H2(_, life)) => life.end(),
             None => {}
@@ -101,16 +111,6 @@ impl Drop for InUse {
     fn drop(&mut self) {
         self.0.released(self.1.elapsed());
     }
-}
-
-/// Why one attempt failed.
-enum Failure {
-    /// The request never left: safe to retry for any method.
-    NotSent(Error),
-    /// The connection failed while the request was under way.
-    Broken(Error),
-    /// Anything else.
-    Other(Error),
 }
 
 /// Runs one request under `P_TIMEOUT` (which also bounds reading the body later).
@@ -180,7 +180,7 @@ async fn run(
     };
     let mut lease = match ready_lease(shared, host) {
         Some(lease) => lease,
-        None => match tokio::time::timeout_at(deadline, lease(shared, host, false)).await {
+        None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
             Ok(lease) => lease?,
             Err(_) => return Err(timed_out()),
         },
@@ -191,7 +191,10 @@ async fn run(
     let mut retried = false;
     loop {
         telemetry.request(lease.new);
-        let reused = !lease.new;
+        let used = lease.life();
+        // Over HTTP/2 the request that opened a connection shares it with others: when
+        // the connection breaks, that is not this request's doing either.
+        let reused = !lease.new || used.as_ref().is_some_and(|l| l.uses() > 1);
         let failure = match send(shared, host, lease, req).await {
             Ok(Head::Full(parts, body, new)) => {
                 return Ok(Response::full(
@@ -221,23 +224,29 @@ async fn run(
             }
             Err(f) => f,
         };
-        let retry = reused
-            && !retried
+        let retry = !retried
             && match &failure {
-                Failure::NotSent(_) => true,
-                Failure::Broken(_) => req.idempotent,
+                Failure::Refused(_) => true,
+                Failure::NotSent(_) => reused,
+                Failure::Broken(_) => reused && req.idempotent,
                 Failure::Other(_) => false,
             };
         match failure {
-            Failure::NotSent(e) | Failure::Broken(e) if retry => {
+            Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) if retry => {
                 retried = true;
                 shared.retries.fetch_add(1, Relaxed);
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
-                    "a reused keep-alive connection was closed by the server; retrying once on a new connection");
-                lease = self::lease(shared, host, true).await?;
+                    "the server closed the connection or refused the request before processing it; retrying once on another connection");
+                lease = self::lease(shared, host, Some(used)).await?;
             }
-            Failure::NotSent(e) | Failure::Broken(e) => {
+            Failure::Broken(e) if !req.idempotent => {
+                shared.count_error(ErrorKind::Broken);
+                tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, method = %req.method, error = %e,
+                    "the connection broke with a non-idempotent request in flight; not retried");
+                return Err(interrupted(e, &req.method));
+            }
+            Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) => {
                 shared.count_error(ErrorKind::Broken);
                 return Err(e);
             }
@@ -269,8 +278,20 @@ fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
 }
 
 /// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
-/// one (always new when `fresh`). The caller holds a place in the origin's gate.
-async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Lease, Error> {
+/// one. A retry passes the connection that failed as `avoid` (`Some(None)` when unknown):
+/// over HTTP/1.1 it then always opens a new connection; over HTTP/2 it takes the shared
+/// connection only if that was opened after the failed one. The caller holds a place in
+/// the origin's gate.
+async fn lease(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    avoid: Option<Option<Arc<Life>>>,
+) -> Result<Lease, Error> {
+    let fresh = avoid.is_some();
+    let avoid = avoid.flatten();
+    // A retry takes only a connection opened after the one that failed it: an older one
+    // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
+    let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
     loop {
         if host.proto() == Some(Proto::H1) {
             if !fresh && let Some(c) = host.take_idle(&shared.limits) {
@@ -282,7 +303,7 @@ async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Le
             }
             return connect(shared, host).await;
         }
-        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
                 conn: Some(Conn::H2(c.sender, c.life)),
                 new: false,
@@ -292,7 +313,7 @@ async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Le
         if host.proto() == Some(Proto::H1) {
             continue; // learned while waiting for the lock
         }
-        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
                 conn: Some(Conn::H2(c.sender, c.life)),
                 new: false,
@@ -336,7 +357,10 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     };
     let sender =
         match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok(sender)) => sender,
+            Ok(Ok((sender, task))) => {
+                life.set_task(task);
+                sender
+            }
             Ok(Err(e)) => return Err(failed(e)),
             Err(_) => {
                 return Err(failed(
@@ -366,33 +390,12 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     })
 }
 
-pub(crate) fn backend(shared: &Shared, host: &Host, e: impl Into<crate::error::BoxError>) -> Error {
+pub(crate) fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
     Error::Backend {
         pool: shared.config.pool.name.clone(),
         origin: host.origin.to_string(),
-        source: e.into(),
+        source: Box::new(Described(e)),
     }
-}
-
-fn is_broken(e: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-        return true;
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Bodies announced at most this long are read with the head, so the connection goes
@@ -462,6 +465,8 @@ async fn send(
             let e = e.into_error();
             return Err(if not_sent {
                 Failure::NotSent(backend(shared, host, e))
+            } else if is_refused(&e) {
+                Failure::Refused(backend(shared, host, e))
             } else if is_broken(&e) {
                 Failure::Broken(backend(shared, host, e))
             } else {

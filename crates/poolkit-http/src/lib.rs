@@ -5,6 +5,9 @@ mod config;
 mod connect;
 mod error;
 mod exchange;
+mod failure;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod pinecone;
 mod pool;
@@ -18,6 +21,7 @@ pub mod supabase;
 mod url;
 
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, HttpVersion};
+pub use connect::Resolve;
 pub use error::{BoxError, Error};
 pub use pool::{Builder, OriginStats, Pool};
 pub use request::{IntoUrl, RequestBuilder, Token};

@@ -13,7 +13,7 @@ use poolkit_core::{
 };
 
 use crate::config::{Config, HttpVersion};
-use crate::connect::Connector;
+use crate::connect::{Connector, Resolve, Resolver};
 use crate::host::{Host, Limits, Proto};
 use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
@@ -66,9 +66,18 @@ pub struct Builder {
     config: Config,
     headers: HeaderMap,
     error: Option<String>,
+    resolver: Resolver,
 }
 
 impl Builder {
+    /// Resolves host names with `resolver` instead of the system resolver, for every new
+    /// connection (see [`Resolve`]). A closure `Fn(&str, u16) -> io::Result<Vec<SocketAddr>>`
+    /// is a resolver.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Resolver(Some(Arc::new(resolver)));
+        self
+    }
+
     /// Uses `config` (replacing the one set so far).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -118,7 +127,7 @@ impl Builder {
         if let Some(reason) = self.error {
             return Err(Error::InvalidRequest { pool: name, reason });
         }
-        let connector = Connector::new(&self.config)
+        let connector = Connector::new(&self.config, self.resolver)
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
         let c = &self.config;
         let limits = Limits {
@@ -154,6 +163,7 @@ impl Pool {
             config: Config::new("http"),
             headers: HeaderMap::new(),
             error: None,
+            resolver: Resolver::default(),
         }
     }
 

@@ -170,7 +170,8 @@ async fn dropped_keepalive_is_retried_once_for_idempotent_requests_only() {
     let pool = Pool::new(common::config("no_retry", &server, 1)).unwrap();
     pool.post("/").body("x").send().await.unwrap();
     let e = pool.post("/").body("y").send().await.unwrap_err();
-    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
+    assert!(e.to_string().contains("POST request was in flight"), "{e}");
     assert_eq!(pool.retries(), 0);
     // ... unless the caller says it is safe.
     let server = serve_raw(Raw::DropSecond).await;

@@ -452,6 +452,24 @@ impl Inner {
     }
 }
 
+/// The driver's reason; for a connect that ran out of time (a server that accepts TCP and
+/// never answers), the limit and the variable that sets it.
+fn connect_reason(config: &Config, e: &tokio_postgres::Error) -> String {
+    let reason = chain(e);
+    if reason != tokio_postgres::Error::__private_api_timeout().to_string() {
+        return reason;
+    }
+    let limit = config
+        .pg_config()
+        .ok()
+        .and_then(|pg| pg.get_connect_timeout().copied())
+        .map_or_else(|| "the limit".to_owned(), |d| format!("{d:?}"));
+    format!(
+        "{reason}: no answer within {limit} (the connect timeout; raise {}_CONNECT_TIMEOUT if the server is just slow)",
+        config.pool.prefix
+    )
+}
+
 fn acquire_error(config: &Config, e: AcquireError<tokio_postgres::Error>) -> Error {
     let pool = config.pool.name.clone();
     match e {
@@ -466,7 +484,7 @@ fn acquire_error(config: &Config, e: AcquireError<tokio_postgres::Error>) -> Err
         AcquireError::Connect(source) => Error::Connect {
             pool,
             target: config.target(),
-            reason: chain(&*source),
+            reason: connect_reason(config, &source),
             source,
         },
         _ => Error::Closed { pool },

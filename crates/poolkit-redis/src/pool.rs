@@ -332,10 +332,21 @@ impl Pool {
 }
 
 fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
+    let mut reason = source.to_string();
+    if source.is_timeout() {
+        // A server that accepts TCP and never answers: say which limit ran out.
+        let limit = config
+            .connect_timeout
+            .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
+        reason = format!(
+            "{reason}: no answer within {limit:?} (the connect timeout; raise {}_CONNECT_TIMEOUT if the server is just slow)",
+            config.pool.prefix
+        );
+    }
     Error::Connect {
         pool: config.pool.name.clone(),
         target: config.target(),
-        reason: source.to_string(),
+        reason,
         source,
     }
 }
