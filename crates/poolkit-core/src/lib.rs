@@ -18,9 +18,12 @@ pub mod bb8;
 
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 pub use error::ConfigError;
-pub use health::{Alert, Health, HealthStatus, Severity, Thresholds, suggest_size};
+pub use health::{
+    Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
+    suggest_size,
+};
 pub use histogram::LatencyHistogram;
-pub use monitored::{BoxFuture, Monitored, PingError, check, pool, pools, register};
+pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
 pub use telemetry::Telemetry;
