@@ -65,17 +65,16 @@ pub trait Monitored: Send + Sync + fmt::Debug {
     /// A health probe that never waits in the queue behind callers: ping an idle
     /// connection if there is one, else answer [`Probe::Busy`] without pinging.
     ///
-    /// The default reads the snapshot: with an idle connection and nobody waiting (or with
-    /// nothing open and nothing in use) it calls [`Monitored::ping`], which then takes a
-    /// connection at once; otherwise it answers `Busy`. A pool whose engine has a
+    /// The default reads the snapshot: when nobody waits and there is an idle connection or
+    /// room to open one, it calls [`Monitored::ping`], which then gets a connection at once;
+    /// otherwise it answers `Busy`. A pool whose engine has a
     /// non-queueing `try_get` should override this with "try-get, ping it, or `Busy`", which
     /// closes the small window in which a caller takes the idle connection first.
     fn probe(&self) -> BoxFuture<'_, Probe> {
         Box::pin(async move {
             let s = self.stats();
-            let idle_free = s.idle > 0 && s.pending == 0;
-            let nothing_open = s.open == 0 && s.used == 0 && s.pending == 0;
-            if idle_free || nothing_open {
+            let room = s.idle > 0 || s.open < u64::from(s.max_size);
+            if s.pending == 0 && room {
                 match self.ping().await {
                     Ok(()) => Probe::Alive,
                     Err(e) => Probe::Failed(e),

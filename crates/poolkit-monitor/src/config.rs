@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use poolkit_core::env::{Env, parse_duration, process_lookup};
-use poolkit_core::{ConfigError, Secret};
+use poolkit_core::{ConfigError, Secret, Thresholds};
 
 /// The variable holding the listening address.
 pub const ADDR_VAR: &str = "POOLKIT_MONITOR_ADDR";
@@ -67,6 +67,11 @@ pub struct MonitorConfig {
     /// The longest a live ping of one pool may take in `/health` and `/alerts` before the pool
     /// counts as down. Default: 3 s. Env: `POOLKIT_MONITOR_PING_TIMEOUT`.
     pub ping_timeout: Duration,
+    /// The utilization thresholds of the alert rules served at `GET /alerts.yml` (a pool's
+    /// own health uses the thresholds in its config, read from the same variables).
+    /// Default: 50 / 70 / 90 %. Env: `POOLKIT_HEALTH_MODERATE`, `POOLKIT_HEALTH_WARNING`,
+    /// `POOLKIT_HEALTH_CRITICAL` (percent).
+    pub thresholds: Thresholds,
 }
 
 impl fmt::Debug for MonitorConfig {
@@ -81,6 +86,7 @@ impl fmt::Debug for MonitorConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("open", &open)
             .field("ping_timeout", &self.ping_timeout)
+            .field("thresholds", &self.thresholds)
             .finish()
     }
 }
@@ -92,6 +98,7 @@ impl Default for MonitorConfig {
             token: None,
             open: Endpoint::Metrics.bit() | Endpoint::Health.bit(),
             ping_timeout: Duration::from_secs(3),
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -144,6 +151,7 @@ impl MonitorConfig {
             }
             c.ping_timeout = d;
         }
+        c.thresholds = Thresholds::from_lookup(None, lookup)?;
         Ok(c)
     }
 

@@ -149,7 +149,8 @@ impl Monitor {
         }
     }
 
-    /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`.
+    /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`, and
+    /// `/alerts.yml` (the Prometheus alert rules for the configured thresholds).
     /// Mount it in your own axum app with `Router::merge` or `Router::nest`.
     pub fn router(&self) -> Router {
         Router::new()
@@ -159,6 +160,7 @@ impl Monitor {
             .route("/pools", get(pools))
             .route("/pools/{name}", get(pool))
             .route("/alerts", get(alerts))
+            .route("/alerts.yml", get(alert_rules))
             .fallback(not_found)
             .with_state(self.clone())
     }
@@ -218,7 +220,7 @@ fn unauthorized(denied: Denied) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: try /, /metrics, /health, /pools, /pools/{name} or /alerts",
+        "no such endpoint: try /, /metrics, /health, /pools, /pools/{name}, /alerts or /alerts.yml",
     )
 }
 
@@ -318,4 +320,18 @@ async fn alerts(State(m): State<Monitor>, headers: HeaderMap) -> Response {
     }
     let results = report::health(&m.pools(), m.inner.config.ping_timeout).await;
     json(StatusCode::OK, &report::alerts_report(&results))
+}
+
+async fn alert_rules(State(m): State<Monitor>, headers: HeaderMap) -> Response {
+    if let Err(denied) = m.guard(Endpoint::Alerts, &headers) {
+        return unauthorized(denied);
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::rules::alert_rules(&m.inner.config.thresholds),
+    )
+        .into_response()
 }
