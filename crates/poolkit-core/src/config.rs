@@ -119,10 +119,13 @@ impl PoolConfig {
     /// Settings that are valid one by one but contradict each other, as one line each
     /// (the pools log them as warnings when built from the environment).
     #[must_use]
+    /// Only pairs where at least one side was set explicitly are reported (the defaults
+    /// of a backend are chosen to fit together).
     pub fn contradictions(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let set = |a: Knob, b: Knob| self.sources.contains_key(&a) || self.sources.contains_key(&b);
         if let (Some(idle), Some(life)) = (self.idle_timeout, self.max_lifetime) {
-            if idle >= life {
+            if idle >= life && set(Knob::IdleTimeout, Knob::MaxLifetime) {
                 out.push(format!(
                     "{}={idle:?} is not below {}={life:?}: connections reach their lifetime before they can idle out, so the idle timeout never applies",
                     self.var(Knob::IdleTimeout),
@@ -131,7 +134,10 @@ impl PoolConfig {
             }
         }
         if let Some(idle) = self.idle_timeout {
-            if !self.ping_if_idle.is_zero() && self.ping_if_idle >= idle {
+            if !self.ping_if_idle.is_zero()
+                && self.ping_if_idle >= idle
+                && set(Knob::PingIfIdle, Knob::IdleTimeout)
+            {
                 out.push(format!(
                     "{}={:?} is not below {}={idle:?}: idle connections close before they would be pinged",
                     self.var(Knob::PingIfIdle),
@@ -142,7 +148,7 @@ impl PoolConfig {
         }
         if let Some(leak) = self.leak_threshold {
             if let Some(life) = self.max_lifetime {
-                if leak >= life {
+                if leak >= life && set(Knob::LeakThreshold, Knob::MaxLifetime) {
                     out.push(format!(
                         "{}={leak:?} is not below {}={life:?}: a leaked connection is recycled before it is reported",
                         self.var(Knob::LeakThreshold),

@@ -12,7 +12,7 @@ mod request;
 pub mod supabase;
 mod url;
 
-pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
+pub use config::{Config, DEFAULT_IDLE_TIMEOUT, ENV_SUFFIXES, HttpVersion, unknown_vars};
 pub use error::{BoxError, Error};
 pub use pool::{Builder, Pool};
 pub use request::{RequestBuilder, Response};

@@ -7,12 +7,14 @@ mod error;
 mod manager;
 mod pool;
 mod pooler;
+mod prisma;
 mod replicas;
 mod tls;
 mod transaction;
 
 pub use budget::{Budget, ServerUse, plan};
-pub use config::{Config, DEFAULT_PREFIX, Use, default_pool_config};
+pub use config::{Config, DEFAULT_PREFIX, ENV_SUFFIXES, Use, default_pool_config, unknown_vars};
+pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
