@@ -142,7 +142,10 @@ async fn check_postgres(
     args: &CheckArgs,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PoolReport, Error> {
-    let config = poolkit_postgres::Config::from_lookup(prefix, lookup)?;
+    let mut config = poolkit_postgres::Config::from_lookup(prefix, lookup)?;
+    if let Some(n) = args.pgbouncer_pool_size {
+        config.pooler_pool_size = Some(poolkit_postgres::Limit::new(n, "--pgbouncer-pool-size"));
+    }
     let mut rows = config_rows(&config.pool);
     rows.insert(
         0,
@@ -185,6 +188,9 @@ async fn check_postgres(
         failures: Vec::new(),
         ok: false,
     };
+    report.warnings.extend(poolkit_postgres::unknown_vars(prefix));
+    report.warnings.extend(config.notes.iter().cloned());
+    report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
     probe.pool.min_idle = 0;
     match poolkit_postgres::Pool::new(probe).await {
@@ -206,6 +212,8 @@ async fn check_postgres(
                 Err(e) => report.failures.push(Error::postgres(prefix, e).to_string()),
             }
             pool.drain(Duration::from_secs(2)).await;
+            // Gone before the connect probes, which build pools of the same name.
+            drop(pool);
             match facts::pg_connect_times(&config, args.connects).await {
                 Ok(t) => {
                     if t.p95 > 0.1 {
@@ -269,6 +277,8 @@ async fn check_redis(
         failures: Vec::new(),
         ok: false,
     };
+    report.warnings.extend(poolkit_redis::unknown_vars(prefix));
+    report.warnings.extend(config.pool.contradictions());
     match poolkit_redis::Pool::new(config.clone()).await {
         Err(e) => report.failures.push(Error::redis(prefix, e).to_string()),
         Ok(pool) => {
@@ -287,6 +297,7 @@ async fn check_redis(
                 Err(e) => report.failures.push(Error::redis(prefix, e).to_string()),
             }
             pool.close();
+            drop(pool);
             match facts::redis_connect_times(&config, args.connects).await {
                 Ok(t) => report.connect = Some(t),
                 Err(e) => report

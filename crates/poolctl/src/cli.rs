@@ -102,6 +102,11 @@ pub(crate) struct CheckArgs {
     /// App instances that each open these pools (for the connection budget).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) instances: u32,
+    /// PgBouncer's `default_pool_size` (the server connections it holds per database and
+    /// user), when the app connects through PgBouncer: the budget then checks that pool
+    /// against max_connections (`SUPAVISOR_POOL_SIZE` does the same for Supavisor).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) pgbouncer_pool_size: Option<u32>,
     /// Connects timed per pool for the connect-time quantiles.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) connects: u32,

@@ -2,8 +2,6 @@
 //! of the server and of the pooler in front of it (`P_MAX_CONNECTIONS`,
 //! `SUPAVISOR_POOL_SIZE`), which feed the budget check.
 
-use std::time::Duration;
-
 use poolkit_core::env::{Env, parse_duration, parse_u32};
 use poolkit_core::{ConfigError, Knob, MAX_POOL_SIZE_LIMIT};
 
@@ -177,8 +175,8 @@ pub(crate) fn read_limits(config: &mut Config, env: &Env<'_>) -> Result<(), Conf
 
 /// The duration Prisma's integer-seconds parameters mean.
 #[cfg(test)]
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
+fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n)
 }
 
 #[cfg(test)]
