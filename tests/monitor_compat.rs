@@ -61,7 +61,11 @@ async fn compat_paths_serve_the_expected_shapes() {
     // Health is open by default (for load balancers); here every group needs the token.
     for path in paths {
         let denied = get(addr, path, None).await;
-        assert_eq!(denied.status, 401, "{path} without the token: {}", denied.body);
+        assert_eq!(
+            denied.status, 401,
+            "{path} without the token: {}",
+            denied.body
+        );
         let wrong = get(addr, path, Some("Bearer not-the-token-0123456789")).await;
         assert_eq!(wrong.status, 401, "{path} with a wrong token");
     }
@@ -87,10 +91,18 @@ async fn compat_paths_serve_the_expected_shapes() {
         ),
         (&json!(4), &json!(3), &json!(4))
     );
-    assert_eq!(admin["utilization_percent"], 75.0, "percent, not a fraction");
+    assert_eq!(
+        admin["utilization_percent"], 75.0,
+        "percent, not a fraction"
+    );
     assert_eq!(admin["status"], "warning");
     assert!(is_timestamp(&admin["timestamp"]), "{}", admin["timestamp"]);
-    let named = get(addr, &format!("/api/admin/pool-stats?pool={POOL}"), Some(&auth)).await;
+    let named = get(
+        addr,
+        &format!("/api/admin/pool-stats?pool={POOL}"),
+        Some(&auth),
+    )
+    .await;
     assert_eq!(named.json()["pool"], POOL);
     let missing = get(addr, "/api/admin/pool-stats?pool=nope", Some(&auth)).await;
     assert_eq!(missing.status, 404);
@@ -160,9 +172,13 @@ async fn compat_paths_serve_the_expected_shapes() {
     );
     assert_eq!(v1["pools"][0]["utilization_percent"], 75.0);
 
-    let detailed = get(addr, "/api/v1/monitoring/pool-metrics/detailed", Some(&auth))
-        .await
-        .json();
+    let detailed = get(
+        addr,
+        "/api/v1/monitoring/pool-metrics/detailed",
+        Some(&auth),
+    )
+    .await
+    .json();
     let mut want = v1_pool.as_object().cloned().expect("object");
     for (k, v) in json!({
         "total_connections": "number", "min_idle": "number", "acquires_total": "number",
@@ -183,7 +199,10 @@ async fn compat_paths_serve_the_expected_shapes() {
         shape(&detailed),
         json!({ "timestamp": "string", "status": "string", "pools": [Value::Object(want)] })
     );
-    assert_eq!(detailed["pools"][0]["acquires_total"], pool.stats().acquires);
+    assert_eq!(
+        detailed["pools"][0]["acquires_total"],
+        pool.stats().acquires
+    );
 
     let db = get(addr, "/api/v1/monitoring/health/database", Some(&auth)).await;
     assert_eq!(db.status, 200, "{}", db.body);

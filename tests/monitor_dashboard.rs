@@ -218,7 +218,11 @@ fn chart_attr(dom: &str, pool: &str, chart: &str, attr: &str) -> String {
 
 fn body_attr(dom: &str, attr: &str) -> String {
     let body = dom.split("<body").nth(1).expect("a body");
-    body.split(&format!("{attr}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or("").to_owned()
+    body.split(&format!("{attr}=\""))
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or("")
+        .to_owned()
 }
 
 async fn screenshot(url: &str, file: &str) -> usize {
@@ -228,7 +232,11 @@ async fn screenshot(url: &str, file: &str) -> usize {
     chromium(url, &[&shot, "--window-size=1280,900"]).await;
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("chromium wrote no {file}: {e}"));
     assert!(bytes.starts_with(b"\x89PNG"), "{file} is not a PNG");
-    assert!(bytes.len() > 20_000, "{file}: a {}-byte screenshot is blank", bytes.len());
+    assert!(
+        bytes.len() > 20_000,
+        "{file}: a {}-byte screenshot is blank",
+        bytes.len()
+    );
     bytes.len()
 }
 
@@ -237,22 +245,37 @@ async fn dashboard_keeps_history_with_1_and_with_20_pools() {
     // One pool at 50 %.
     let one = pg_pool("hist_one", 4, &url_with_marker()).await;
     let held_one = hold(&one, 2).await;
-    let monitor = Monitor::builder().pools(vec![poolkit_core::pool("hist_one").expect("registered")]);
+    let monitor =
+        Monitor::builder().pools(vec![poolkit_core::pool("hist_one").expect("registered")]);
     let (_, server) = spawn(monitor, MonitorConfig::default()).await;
     let base = format!("http://{}/", server.local_addr());
     let dom = chromium(&format!("{base}#token={TOKEN}"), &["--dump-dom"]).await;
     std::fs::write(artifacts().join("dashboard-1.html"), &dom).expect("keep the DOM");
     for chart in ["utilization", "waiters", "p95"] {
-        let points: u32 = chart_attr(&dom, "hist_one", chart, "data-points").parse().expect("a count");
+        let points: u32 = chart_attr(&dom, "hist_one", chart, "data-points")
+            .parse()
+            .expect("a count");
         assert!(points >= 3, "{chart}: {points} samples after 4 polls");
     }
-    assert!(dom.contains("data-pool=\"hist_one\" data-chart-last=\"utilization\">50.0%<"), "{dom}");
+    assert!(
+        dom.contains("data-pool=\"hist_one\" data-chart-last=\"utilization\">50.0%<"),
+        "{dom}"
+    );
     assert!(dom.contains("last 15 min, kept in this tab"));
-    assert_eq!(body_attr(&dom, "data-overflow"), "false", "the page fits 1280 px");
+    assert_eq!(
+        body_attr(&dom, "data-overflow"),
+        "false",
+        "the page fits 1280 px"
+    );
     // A 2 s window keeps at most the last 2–3 samples: older ones are dropped.
     let short = chromium(&format!("{base}#token={TOKEN}&window=2"), &["--dump-dom"]).await;
-    let points: u32 = chart_attr(&short, "hist_one", "utilization", "data-points").parse().expect("count");
-    assert!((1..=3).contains(&points), "a 2 s window kept {points} samples");
+    let points: u32 = chart_attr(&short, "hist_one", "utilization", "data-points")
+        .parse()
+        .expect("count");
+    assert!(
+        (1..=3).contains(&points),
+        "a 2 s window kept {points} samples"
+    );
     screenshot(&format!("{base}#token={TOKEN}"), "dashboard-1.png").await;
     server.shutdown().await.expect("shutdown");
 
@@ -275,22 +298,37 @@ async fn dashboard_keeps_history_with_1_and_with_20_pools() {
     let registered: Vec<_> = (0..20)
         .map(|i| poolkit_core::pool(&format!("hist_{i:02}")).expect("registered"))
         .collect();
-    let (_, server) = spawn(Monitor::builder().pools(registered), MonitorConfig::default()).await;
+    let (_, server) = spawn(
+        Monitor::builder().pools(registered),
+        MonitorConfig::default(),
+    )
+    .await;
     let base = format!("http://{}/", server.local_addr());
     let dom = chromium(&format!("{base}#token={TOKEN}"), &["--dump-dom"]).await;
     std::fs::write(artifacts().join("dashboard-20.html"), &dom).expect("keep the DOM");
-    assert!(dom.contains("<main id=\"pools\" class=\"many\">"), "compact layout for 20 pools");
+    assert!(
+        dom.contains("<main id=\"pools\" class=\"many\">"),
+        "compact layout for 20 pools"
+    );
     for i in 0..20 {
         let name = format!("hist_{i:02}");
-        let points: u32 = chart_attr(&dom, &name, "utilization", "data-points").parse().expect("count");
+        let points: u32 = chart_attr(&dom, &name, "utilization", "data-points")
+            .parse()
+            .expect("count");
         assert!(points >= 2, "{name}: {points} samples");
         let want = ["0.0%", "50.0%", "100.0%"][i % 3];
         assert!(
-            dom.contains(&format!("data-pool=\"{name}\" data-chart-last=\"utilization\">{want}<")),
+            dom.contains(&format!(
+                "data-pool=\"{name}\" data-chart-last=\"utilization\">{want}<"
+            )),
             "{name} shows {want}"
         );
     }
-    assert_eq!(body_attr(&dom, "data-overflow"), "false", "20 pools fit 1280 px wide");
+    assert_eq!(
+        body_attr(&dom, "data-overflow"),
+        "false",
+        "20 pools fit 1280 px wide"
+    );
     screenshot(&format!("{base}#token={TOKEN}"), "dashboard-20.png").await;
     server.shutdown().await.expect("shutdown");
     drop(held);

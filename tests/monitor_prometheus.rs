@@ -138,7 +138,10 @@ fn start_prometheus(app: SocketAddr) -> Prometheus {
     let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
     let child = std::process::Command::new("prometheus")
         .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -232,7 +235,10 @@ async fn prometheus_and_the_endpoints_agree_under_saturation() {
     assert_eq!(health["pools"][0]["utilization"], 1.0, "{health}");
     let pools = pools.json();
     assert_eq!(pools["pools"][0]["status"], "critical", "{pools}");
-    assert!(pools["pools"][0]["stats"]["pending"].as_u64().unwrap_or(0) > 10, "{pools}");
+    assert!(
+        pools["pools"][0]["stats"]["pending"].as_u64().unwrap_or(0) > 10,
+        "{pools}"
+    );
     let alerts = alerts.json();
     assert_eq!(alerts["alerts"][0]["severity"], "critical", "{alerts}");
     assert_eq!(alerts["alerts"][0]["pool"], POOL, "{alerts}");
@@ -265,7 +271,10 @@ async fn prometheus_and_the_endpoints_agree_under_saturation() {
     )
     .await;
     let mut waits = waits.lock().expect("waits").clone();
-    assert!(quantile(&mut waits, 0.5) > 0.5, "the pool was not saturated");
+    assert!(
+        quantile(&mut waits, 0.5) > 0.5,
+        "the pool was not saturated"
+    );
     for q in [0.5, 0.95, 0.99] {
         let exact = quantile(&mut waits, q);
         let promql = query(
@@ -285,7 +294,11 @@ async fn prometheus_and_the_endpoints_agree_under_saturation() {
             q * 100.0,
             error * 100.0
         );
-        assert!(error <= 0.2, "PromQL p{} {promql} vs exact {exact}", q * 100.0);
+        assert!(
+            error <= 0.2,
+            "PromQL p{} {promql} vs exact {exact}",
+            q * 100.0
+        );
     }
     let stats = pool.stats();
     eprintln!(

@@ -22,10 +22,17 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
         ("POOLKIT_HEALTH_WARNING", "80"),
         ("POOLKIT_HEALTH_CRITICAL", "95"),
     ];
-    let lookup = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned());
+    let lookup = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    };
     let config = Config::from_lookup("MON_THRESH", &lookup).expect("config");
     assert_eq!(
-        (config.pool.thresholds.warning, config.pool.thresholds.critical),
+        (
+            config.pool.thresholds.warning,
+            config.pool.thresholds.critical
+        ),
         (0.8, 0.95)
     );
     let pool = Pool::new(config).await.expect("a pool on DATABASE_URL");
@@ -46,7 +53,11 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
     let pools = get(addr, "/pools", None).await.json();
     assert_eq!(pools["pools"][0]["status"], "moderate", "{pools}");
     let alerts = get(addr, "/alerts", None).await.json();
-    assert_eq!(alerts["alerts"], serde_json::json!([]), "no alert below 80 %");
+    assert_eq!(
+        alerts["alerts"],
+        serde_json::json!([]),
+        "no alert below 80 %"
+    );
     // A fourth connection: 100 % >= 95 %, critical everywhere.
     let fourth = pool.get().await.expect("the fourth connection");
     let health = get(addr, "/health", None).await.json();
@@ -59,7 +70,9 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
     let rules = get(addr, "/alerts.yml", None).await;
     assert_eq!(rules.status, 200);
     assert!(
-        rules.body.contains("(poolkit_utilization_ratio) >= 0.8 < 0.95")
+        rules
+            .body
+            .contains("(poolkit_utilization_ratio) >= 0.8 < 0.95")
             && rules.body.contains("(poolkit_utilization_ratio) >= 0.95\n"),
         "{}",
         rules.body

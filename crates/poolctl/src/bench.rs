@@ -175,16 +175,16 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
         })
         .collect();
     let mut headers = vec![
-            "Pool Size",
-            "Concurrency",
-            "RPS",
-            "P50",
-            "P95",
-            "P99",
-            "Wait P95",
-            "Timeouts",
-            "Errors",
-            "Opened",
+        "Pool Size",
+        "Concurrency",
+        "RPS",
+        "P50",
+        "P95",
+        "P99",
+        "Wait P95",
+        "Timeouts",
+        "Errors",
+        "Opened",
     ];
     if by_client {
         headers.insert(0, "Client");
@@ -394,33 +394,33 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     let mut runs = Vec::new();
     for &size in &sizes {
         for &concurrency in &steps {
-          for &client in clients {
-            let target = Arc::new(if args.backend == BackendArg::Http {
-                spec.build_http(size, client)?
-            } else {
-                spec.build(size).await?
-            });
-            let bar = progress(
-                args.quiet || args.json,
-                format!("{} pool {size} × {concurrency} users", target.client()),
-            );
-            let grace = target.acquire_timeout() + Duration::from_secs(10);
-            let result = run(
-                Arc::clone(&target),
-                size,
-                concurrency,
-                args.duration,
-                grace,
-                &bar,
-            )
-            .await;
-            target.close().await;
-            let result = result?;
-            if !args.json {
-                println!("{}", result.report());
+            for &client in clients {
+                let target = Arc::new(if args.backend == BackendArg::Http {
+                    spec.build_http(size, client)?
+                } else {
+                    spec.build(size).await?
+                });
+                let bar = progress(
+                    args.quiet || args.json,
+                    format!("{} pool {size} × {concurrency} users", target.client()),
+                );
+                let grace = target.acquire_timeout() + Duration::from_secs(10);
+                let result = run(
+                    Arc::clone(&target),
+                    size,
+                    concurrency,
+                    args.duration,
+                    grace,
+                    &bar,
+                )
+                .await;
+                target.close().await;
+                let result = result?;
+                if !args.json {
+                    println!("{}", result.report());
+                }
+                runs.push(result);
             }
-            runs.push(result);
-          }
         }
     }
     if runs.len() > 1 && !args.json {

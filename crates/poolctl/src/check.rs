@@ -200,7 +200,9 @@ async fn check_postgres(
         failures: Vec::new(),
         ok: false,
     };
-    report.warnings.extend(poolkit_postgres::unknown_vars(prefix));
+    report
+        .warnings
+        .extend(poolkit_postgres::unknown_vars(prefix));
     report.warnings.extend(config.notes.iter().cloned());
     report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
@@ -377,7 +379,11 @@ pub(crate) fn render(r: &PoolReport) -> String {
             format!(
                 "{}{}",
                 h.protocol,
-                if h.tls { " over TLS (ALPN)" } else { " (plain)" }
+                if h.tls {
+                    " over TLS (ALPN)"
+                } else {
+                    " (plain)"
+                }
             ),
         );
         if let Some(t) = h.tls_handshake {
@@ -438,9 +444,7 @@ pub(crate) async fn command(args: &CheckArgs) -> Result<(), Error> {
         reports.push(match spec.backend {
             BackendArg::Postgres => check_postgres(&spec.prefix, args, &lookup).await?,
             BackendArg::Redis => check_redis(&spec.prefix, args, &lookup).await?,
-            BackendArg::Http => {
-                crate::http_check::check_http(&spec.prefix, args, &lookup).await?
-            }
+            BackendArg::Http => crate::http_check::check_http(&spec.prefix, args, &lookup).await?,
         });
     }
     let failed = reports.iter().filter(|r| !r.ok).count();

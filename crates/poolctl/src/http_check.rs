@@ -132,8 +132,10 @@ async fn read_response(io: &mut dyn Io) -> Result<(u16, Option<String>), String>
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_owned())
+        })
     };
     let keepalive = header("keep-alive");
     let mut body = buf.len() - head_end;
@@ -197,17 +199,23 @@ async fn probe(
     let facts = HttpFacts {
         protocol,
         tls: t.tls,
-        tls_handshake: handshakes.get(handshakes.len() / 2).map(Duration::as_secs_f64),
+        tls_handshake: handshakes
+            .get(handshakes.len() / 2)
+            .map(Duration::as_secs_f64),
         status,
         keepalive_header,
-        keepalive_timeout: closed.then(|| waited.as_secs_f64()),
+        keepalive_timeout: closed.then_some(waited.as_secs_f64()),
         keepalive_waited: waited.as_secs_f64(),
     };
     Ok((facts, ConnectTimes::of(connects)))
 }
 
 /// The base URL of an HTTP pool: `P_URL`, or `https://PINECONE_HOST` for Pinecone.
-fn base_url(prefix: &str, config: &poolkit_http::Config, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+fn base_url(
+    prefix: &str,
+    config: &poolkit_http::Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
     config.base_url.clone().or_else(|| {
         lookup(&format!("{prefix}_HOST"))
             .filter(|h| !h.trim().is_empty())
@@ -229,10 +237,11 @@ pub(crate) async fn check_http(
 ) -> Result<PoolReport, Error> {
     let defaults = poolkit_http::Config::new(&prefix.to_ascii_lowercase());
     let config = poolkit_http::Config::from_lookup(prefix, defaults, lookup)?;
-    let url = base_url(prefix, &config, lookup).ok_or_else(|| poolkit_core::ConfigError::Missing {
-        var: format!("{prefix}_URL"),
-        hint: "set it to the API's base URL, such as https://abcdefgh.supabase.co".into(),
-    })?;
+    let url =
+        base_url(prefix, &config, lookup).ok_or_else(|| poolkit_core::ConfigError::Missing {
+            var: format!("{prefix}_URL"),
+            hint: "set it to the API's base URL, such as https://abcdefgh.supabase.co".into(),
+        })?;
     let mut rows = config_rows(&config.pool);
     let env_or_default = |suffix: &str| {
         if lookup(&format!("{prefix}_{suffix}")).is_some() {
@@ -251,9 +260,17 @@ pub(crate) async fn check_http(
         },
     );
     for (setting, suffix, value) in [
-        ("max keep-alive", "MAX_KEEPALIVE", config.max_keepalive.to_string()),
+        (
+            "max keep-alive",
+            "MAX_KEEPALIVE",
+            config.max_keepalive.to_string(),
+        ),
         ("request timeout", "TIMEOUT", opt_dur(config.timeout)),
-        ("connect timeout", "CONNECT_TIMEOUT", dur(config.connect_timeout)),
+        (
+            "connect timeout",
+            "CONNECT_TIMEOUT",
+            dur(config.connect_timeout),
+        ),
     ] {
         rows.push(ConfigRow {
             setting,
@@ -276,7 +293,14 @@ pub(crate) async fn check_http(
         ok: false,
     };
     report.warnings.extend(config.contradictions());
-    match probe(&url, args.connects, args.keepalive_wait, config.connect_timeout).await {
+    match probe(
+        &url,
+        args.connects,
+        args.keepalive_wait,
+        config.connect_timeout,
+    )
+    .await
+    {
         Err(e) => report.failures.push(format!("{}: {e}", redact_url(&url))),
         Ok((facts, times)) => {
             let idle_var = config.pool.var(Knob::IdleTimeout);

@@ -174,13 +174,20 @@ pub(crate) struct HttpSizePlan {
 /// The HTTP plan: Little's law per instance with the same headroom and burst factors, and
 /// `P_MAX_KEEPALIVE` equal to the steady size (more idle sockets than the steady load uses
 /// only wait to be closed by the server's keep-alive timeout).
-pub(crate) fn http_plan(busy_total: f64, basis: &str, instances: u32, prefix: &str) -> HttpSizePlan {
+pub(crate) fn http_plan(
+    busy_total: f64,
+    basis: &str,
+    instances: u32,
+    prefix: &str,
+) -> HttpSizePlan {
     let instances = instances.max(1);
     let per = busy_total / f64::from(instances);
     let pool_size = ceil_u32(per * HEADROOM).max(2);
     let max_size = ceil_u32(f64::from(pool_size) * BURST).max(pool_size + 1);
     let reasoning = vec![
-        format!("demand: {basis} → {busy_total:.1} requests in flight on average across all instances"),
+        format!(
+            "demand: {basis} → {busy_total:.1} requests in flight on average across all instances"
+        ),
         format!(
             "per instance: {busy_total:.1} / {instances} instances = {per:.1} in flight; × {HEADROOM} headroom → pool size {pool_size}; × {BURST} for bursts → ceiling {max_size}"
         ),

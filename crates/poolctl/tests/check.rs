@@ -270,7 +270,12 @@ async fn held_out_settings_behave_as_stated() {
     assert_eq!(code, 0, "{out}\n{err}");
     let v = json(&out);
     let rows = v["pools"][0]["config"].as_array().expect("rows");
-    let row = |s: &str| rows.iter().find(|r| r["setting"] == s).expect("row").clone();
+    let row = |s: &str| {
+        rows.iter()
+            .find(|r| r["setting"] == s)
+            .expect("row")
+            .clone()
+    };
     assert_eq!(row("pool size")["value"], "25");
     assert_eq!(row("pool size")["var"], "DATABASE_URL connection_limit");
     assert_eq!(row("acquire timeout")["value"], "10s");

@@ -135,13 +135,12 @@ fn check_size_and_bench_know_http_pools() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.starts_with("WEB_IDLE_TIMEOUT=5s is not below the server's keep-alive timeout")),
+            .any(|w| w
+                .starts_with("WEB_IDLE_TIMEOUT=5s is not below the server's keep-alive timeout")),
         "{warnings:?}"
     );
     assert!(
-        warnings
-            .iter()
-            .any(|w| *w == "WEB_POOL_SZIE is not a poolkit variable; did you mean WEB_POOL_SIZE?"),
+        warnings.contains(&"WEB_POOL_SZIE is not a poolkit variable; did you mean WEB_POOL_SIZE?"),
         "{warnings:?}"
     );
     // An idle timeout below the server's: no warning.
@@ -158,8 +157,14 @@ fn check_size_and_bench_know_http_pools() {
         &[("WEB_URL", &url), ("WEB_IDLE_TIMEOUT", "1s")],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("protocol") && out.contains("HTTP/1.1 (plain)"), "{out}");
-    assert!(!out.contains("is not below the server's keep-alive"), "{out}");
+    assert!(
+        out.contains("protocol") && out.contains("HTTP/1.1 (plain)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("is not below the server's keep-alive"),
+        "{out}"
+    );
 
     // size: Little's law for an HTTP pool, no server budget.
     let (code, out, _) = run(
@@ -206,7 +211,10 @@ fn check_size_and_bench_know_http_pools() {
     let p = out.find("poolkit-http:\nPool Size: 20 | Concurrency: 300 | Throughput: ");
     let r = out.find("reqwest:\nPool Size: 20 | Concurrency: 300 | Throughput: ");
     assert!(p.is_some() && r.is_some() && p < r, "{out}");
-    assert!(out.contains("Client"), "a table with a client column: {out}");
+    assert!(
+        out.contains("Client"),
+        "a table with a client column: {out}"
+    );
     let svg = std::fs::read_to_string(&chart).expect("the chart");
     assert!(
         svg.contains("poolkit-http pool 20") && svg.contains("reqwest pool 20"),
@@ -215,7 +223,17 @@ fn check_size_and_bench_know_http_pools() {
     let _ = std::fs::remove_file(&chart);
     let (code, out, _) = run(
         &[
-            "bench", "http", "--url", &url, "-c", "50", "-d", "1s", "--pool-size", "5", "--json",
+            "bench",
+            "http",
+            "--url",
+            &url,
+            "-c",
+            "50",
+            "-d",
+            "1s",
+            "--pool-size",
+            "5",
+            "--json",
         ],
         &[],
     );

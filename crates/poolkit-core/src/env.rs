@@ -43,8 +43,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -113,7 +113,12 @@ pub fn unknown_vars(
 /// ones already warned about), for `poolctl check` to show.
 pub fn warn_unknown(prefix: &str, known_suffixes: &[&str], known_full: &[&str]) -> Vec<String> {
     static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let found = unknown_vars(prefix, known_suffixes, known_full, &vars_with_prefix(prefix));
+    let found = unknown_vars(
+        prefix,
+        known_suffixes,
+        known_full,
+        &vars_with_prefix(prefix),
+    );
     let mut warned = WARNED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -390,12 +395,17 @@ mod tests {
             "DATABASE_POOL_SZIE is not a poolkit variable; did you mean DATABASE_POOL_SIZE?"
         );
         assert!(
-            found[1].1.starts_with("DATABASE_SOMETHING_ELSE is not a poolkit variable and is ignored"),
+            found[1]
+                .1
+                .starts_with("DATABASE_SOMETHING_ELSE is not a poolkit variable and is ignored"),
             "{}",
             found[1].1
         );
         assert_eq!(edit_distance("POOL_SZIE", "POOL_SIZE"), 1);
-        assert_eq!(nearest("SUPABASE_MAX_KEEPALVE", &["SUPABASE_MAX_KEEPALIVE"]), Some("SUPABASE_MAX_KEEPALIVE"));
+        assert_eq!(
+            nearest("SUPABASE_MAX_KEEPALVE", &["SUPABASE_MAX_KEEPALIVE"]),
+            Some("SUPABASE_MAX_KEEPALIVE")
+        );
     }
 
     #[test]

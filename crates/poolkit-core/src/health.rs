@@ -423,7 +423,10 @@ mod tests {
         assert!(e.to_string().contains("POOLKIT_HEALTH_WARNING=95"), "{e}");
         let bad = |k: &str| (k == "POOLKIT_HEALTH_WARNING").then(|| "0.7".to_owned());
         let e = Thresholds::from_lookup(None, &bad).unwrap_err();
-        assert!(e.to_string().contains("POOLKIT_HEALTH_WARNING=0.7"), "percent, not a ratio: {e}");
+        assert!(
+            e.to_string().contains("POOLKIT_HEALTH_WARNING=0.7"),
+            "percent, not a ratio: {e}"
+        );
         let bad = |k: &str| (k == "POOLKIT_HEALTH_WARNING").then(|| "seventy".to_owned());
         assert_eq!(
             Thresholds::from_lookup(None, &bad).unwrap_err().var(),

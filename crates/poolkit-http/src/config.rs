@@ -302,13 +302,18 @@ mod tests {
     fn keepalive_above_the_ceiling_is_a_contradiction() {
         let c = from(
             "SUPABASE",
-            &[("SUPABASE_POOL_SIZE", "20"), ("SUPABASE_MAX_KEEPALIVE", "50")],
+            &[
+                ("SUPABASE_POOL_SIZE", "20"),
+                ("SUPABASE_MAX_KEEPALIVE", "50"),
+            ],
         )
         .unwrap();
         let w = c.contradictions();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with("SUPABASE_MAX_KEEPALIVE=50 is above the ceiling SUPABASE_POOL_SIZE=20"),
+            w[0].starts_with(
+                "SUPABASE_MAX_KEEPALIVE=50 is above the ceiling SUPABASE_POOL_SIZE=20"
+            ),
             "{}",
             w[0]
         );

@@ -40,7 +40,10 @@ pub fn router(monitor: &Monitor) -> Router {
         .route("/api/monitoring/alerts", get(monitoring_alerts))
         .route("/api/v1/monitoring/pool-stats", get(v1_pool_stats))
         .route("/api/v1/monitoring/pool-metrics/detailed", get(v1_detailed))
-        .route("/api/v1/monitoring/health/database", get(v1_health_database))
+        .route(
+            "/api/v1/monitoring/health/database",
+            get(v1_health_database),
+        )
         .with_state(monitor.clone())
 }
 
@@ -286,9 +289,7 @@ fn guarded(m: &Monitor, endpoint: Endpoint, headers: &HeaderMap) -> Option<Respo
 
 /// The `pool` parameter of a query string (pool names need no decoding: `[a-z0-9_]+`).
 fn pool_param(query: Option<&str>) -> Option<&str> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("pool="))
+    query?.split('&').find_map(|kv| kv.strip_prefix("pool="))
 }
 
 async fn admin_pool_stats(
@@ -372,7 +373,11 @@ async fn v1_health_database(State(m): State<Monitor>, headers: HeaderMap) -> Res
     }
     let timeout = m.config().ping_timeout;
     let mut pools = Vec::new();
-    for p in m.pools().iter().filter(|p| p.backend() == Backend::Postgres) {
+    for p in m
+        .pools()
+        .iter()
+        .filter(|p| p.backend() == Backend::Postgres)
+    {
         let started = std::time::Instant::now();
         let h = report::live_health(&**p, timeout).await;
         pools.push((p.stats(), h, started.elapsed()));

@@ -91,6 +91,12 @@ pub fn build_recorder() -> (PrometheusRecorder, PrometheusHandle) {
     (recorder, handle)
 }
 
+/// The handle [`install`] created, if it was called.
+#[must_use]
+pub fn installed() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::SECONDS_BUCKETS;
@@ -98,14 +104,11 @@ mod tests {
     #[test]
     fn buckets_are_fine_between_half_a_second_and_ten() {
         assert!(SECONDS_BUCKETS.windows(2).all(|w| w[0] < w[1]));
-        for w in SECONDS_BUCKETS.windows(2).filter(|w| w[0] >= 0.5 && w[1] <= 10.0) {
+        for w in SECONDS_BUCKETS
+            .windows(2)
+            .filter(|w| w[0] >= 0.5 && w[1] <= 10.0)
+        {
             assert!(w[1] / w[0] <= 1.21, "{} -> {} is too coarse", w[0], w[1]);
         }
     }
-}
-
-/// The handle [`install`] created, if it was called.
-#[must_use]
-pub fn installed() -> Option<PrometheusHandle> {
-    HANDLE.get().cloned()
 }

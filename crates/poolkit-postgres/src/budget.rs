@@ -103,10 +103,10 @@ impl Pool {
             self.config().pool.ceiling(),
             &self.config().ceiling_var(),
         );
-        if let Some(limit) = &self.config().max_connections {
-            if max_connections == 0 || i64::from(limit.value) < max_connections {
-                b = b.with_limit(limit);
-            }
+        if let Some(limit) = &self.config().max_connections
+            && (max_connections == 0 || i64::from(limit.value) < max_connections)
+        {
+            b = b.with_limit(limit);
         }
         if let Some(pooler) = &self.config().pooler_pool_size {
             b = b.through_pooler(pooler);
@@ -280,7 +280,6 @@ impl Budget {
         self.pooler_pool_size = Some(pooler.clone());
         self
     }
-
 }
 
 #[cfg(test)]
@@ -333,13 +332,18 @@ mod tests {
             .through_pooler(&Limit::new(40, "SUPAVISOR_POOL_SIZE"));
         assert!(b.fits, "{}", b.verdict);
         assert!(
-            b.verdict.contains("SUPAVISOR_POOL_SIZE=40 server connections + 3 reserved = 43 of max_connections 100")
-                && b.verdict.contains("up to 160 queue in the pooler"),
+            b.verdict.contains(
+                "SUPAVISOR_POOL_SIZE=40 server connections + 3 reserved = 43 of max_connections 100"
+            ) && b.verdict.contains("up to 160 queue in the pooler"),
             "{}",
             b.verdict
         );
         let b = plan(100, 3, ServerUse::default(), 1, 5, "DATABASE_POOL_SIZE")
             .through_pooler(&Limit::new(120, "--pgbouncer-pool-size"));
-        assert!(!b.fits && b.verdict.contains("lower --pgbouncer-pool-size to 97"), "{}", b.verdict);
+        assert!(
+            !b.fits && b.verdict.contains("lower --pgbouncer-pool-size to 97"),
+            "{}",
+            b.verdict
+        );
     }
 }

@@ -14,11 +14,11 @@ mod transaction;
 
 pub use budget::{Budget, ServerUse, plan};
 pub use config::{Config, DEFAULT_PREFIX, ENV_SUFFIXES, Use, default_pool_config, unknown_vars};
-pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use error::{Error, chain};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Param, Pooler, Typed, session_state};
+pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use replicas::REPLICA_RETRY_AFTER;
 pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
 pub use transaction::TxOptions;

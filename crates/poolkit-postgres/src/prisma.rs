@@ -220,8 +220,11 @@ mod tests {
             ("socket_timeout=5", "DATABASE_URL (socket_timeout)"),
             ("connect_timeout=0", "DATABASE_URL (connect_timeout)"),
         ] {
-            let e = cfg(&[("DATABASE_URL", &format!("postgres://u:SECRETPW@h/test?{bad}"))])
-                .unwrap_err();
+            let e = cfg(&[(
+                "DATABASE_URL",
+                &format!("postgres://u:SECRETPW@h/test?{bad}"),
+            )])
+            .unwrap_err();
             assert_eq!(e.var(), var, "{e}");
             assert!(!e.to_string().contains("SECRETPW"), "{e}");
         }
@@ -230,7 +233,11 @@ mod tests {
             "postgres://u@h:6543/test?pgbouncer=true&statement_cache_size=100",
         )])
         .unwrap();
-        assert!(c.notes[0].starts_with("statement_cache_size=100"), "{:?}", c.notes);
+        assert!(
+            c.notes[0].starts_with("statement_cache_size=100"),
+            "{:?}",
+            c.notes
+        );
     }
 
     #[test]
@@ -241,8 +248,14 @@ mod tests {
             ("SUPAVISOR_POOL_SIZE", "15"),
         ])
         .unwrap();
-        assert_eq!(c.max_connections, Some(Limit::new(60, "DATABASE_MAX_CONNECTIONS")));
-        assert_eq!(c.pooler_pool_size, Some(Limit::new(15, "SUPAVISOR_POOL_SIZE")));
+        assert_eq!(
+            c.max_connections,
+            Some(Limit::new(60, "DATABASE_MAX_CONNECTIONS"))
+        );
+        assert_eq!(
+            c.pooler_pool_size,
+            Some(Limit::new(15, "SUPAVISOR_POOL_SIZE"))
+        );
         let e = cfg(&[
             ("DATABASE_URL", "postgres://u@h/test"),
             ("SUPAVISOR_POOL_SIZE", "x"),
