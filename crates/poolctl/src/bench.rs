@@ -119,12 +119,16 @@ impl RunResult {
             format!("{}:\n", self.client)
         };
         out.push_str(&self.seed_line());
+        let counted = self.client != "reqwest";
+        let wait = if counted {
+            format!("{} ({})", self.acquire_wait.show(), self.acquire_wait_source)
+        } else {
+            self.acquire_wait_source.to_owned()
+        };
         let _ = write!(
             out,
-            "\n  operation     {}\n  acquire wait  {} ({})\n  operations    {} ok, {} errors",
+            "\n  operation     {}\n  acquire wait  {wait}\n  operations    {} ok, {} errors",
             self.latency.show(),
-            self.acquire_wait.show(),
-            self.acquire_wait_source,
             thousands(self.ok),
             thousands(self.errors_total()),
         );
@@ -139,11 +143,15 @@ impl RunResult {
         if self.cut_off > 0 {
             let _ = write!(out, ", {} cut off at the end", thousands(self.cut_off));
         }
-        let _ = write!(
-            out,
-            "\n  connections   {} opened\n",
-            thousands(self.connections_opened)
-        );
+        if counted {
+            let _ = write!(
+                out,
+                "\n  connections   {} opened\n",
+                thousands(self.connections_opened)
+            );
+        } else {
+            out.push_str("\n  connections   not counted (no cap: one per request in flight at most)\n");
+        }
         out
     }
 }
