@@ -152,7 +152,7 @@ fn bad_flags_exit_2() {
     let (code, _, err) = run(&["check", "--pool", "DB=mysql"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("mysql") && err.contains("postgres or redis"),
+        err.contains("mysql") && err.contains("postgres, redis or http"),
         "{err}"
     );
     let (code, _, err) = run(&["chek"], &[]);
