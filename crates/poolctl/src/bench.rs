@@ -121,7 +121,11 @@ impl RunResult {
         out.push_str(&self.seed_line());
         let counted = self.client != "reqwest";
         let wait = if counted {
-            format!("{} ({})", self.acquire_wait.show(), self.acquire_wait_source)
+            format!(
+                "{} ({})",
+                self.acquire_wait.show(),
+                self.acquire_wait_source
+            )
         } else {
             self.acquire_wait_source.to_owned()
         };
@@ -150,7 +154,9 @@ impl RunResult {
                 thousands(self.connections_opened)
             );
         } else {
-            out.push_str("\n  connections   not counted (no cap: one per request in flight at most)\n");
+            out.push_str(
+                "\n  connections   not counted (no cap: one per request in flight at most)\n",
+            );
         }
         out
     }

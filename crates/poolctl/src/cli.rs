@@ -114,6 +114,10 @@ pub(crate) struct CheckArgs {
     /// (it closes the connection first; most servers do within 5–75 s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "80s")]
     pub(crate) keepalive_wait: Duration,
+    /// HTTP: also trust the CA certificates in this PEM file (a private CA, a self-signed
+    /// test server); the public web roots are always trusted.
+    #[arg(long, value_name = "FILE.pem")]
+    pub(crate) cacert: Option<PathBuf>,
     /// Connects timed per pool for the connect-time quantiles.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) connects: u32,

@@ -64,9 +64,25 @@ fn target(url: &str) -> Result<Target, String> {
     })
 }
 
-fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+/// The public web roots, plus the certificates of `--cacert`.
+fn roots(cacert: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = cacert {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+fn tls_connector(alpn: &[&[u8]], roots: rustls::RootCertStore) -> tokio_rustls::TlsConnector {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -85,6 +101,7 @@ fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
 async fn open(
     t: &Target,
     alpn: &[&[u8]],
+    roots: &rustls::RootCertStore,
     timeout: Duration,
 ) -> Result<(Box<dyn Io>, Duration, Option<Duration>, String), String> {
     let started = Instant::now();
@@ -99,10 +116,13 @@ async fn open(
     let name = rustls::pki_types::ServerName::try_from(t.host.clone())
         .map_err(|e| format!("bad server name: {e}"))?;
     let started = Instant::now();
-    let stream = tokio::time::timeout(timeout, tls_connector(alpn).connect(name, tcp))
-        .await
-        .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
-        .map_err(|e| format!("TLS: {e}"))?;
+    let stream = tokio::time::timeout(
+        timeout,
+        tls_connector(alpn, roots.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
+    .map_err(|e| format!("TLS: {e}"))?;
     let handshake = started.elapsed();
     let protocol = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => "HTTP/2",
@@ -163,23 +183,24 @@ async fn read_response(io: &mut dyn Io) -> Result<(u16, Option<String>), String>
 /// Connect times over `n` connects, the protocol, and the keep-alive timeout.
 async fn probe(
     url: &str,
-    n: u32,
-    wait: Duration,
+    args: &CheckArgs,
     connect_timeout: Duration,
 ) -> Result<(HttpFacts, ConnectTimes), String> {
+    let (n, wait) = (args.connects, args.keepalive_wait);
     let t = target(url)?;
+    let roots = roots(args.cacert.as_deref())?;
     let mut connects = Vec::new();
     let mut handshakes = Vec::new();
     let mut protocol = String::new();
     for _ in 0..n {
-        let (_, c, h, p) = open(&t, &[b"h2", b"http/1.1"], connect_timeout).await?;
+        let (_, c, h, p) = open(&t, &[b"h2", b"http/1.1"], &roots, connect_timeout).await?;
         connects.push(c + h.unwrap_or_default());
         handshakes.extend(h);
         protocol = p;
     }
     // The keep-alive probe speaks HTTP/1.1 (asked for with ALPN), sends one request and
     // then waits, idle, for the server to close the connection.
-    let (mut io, _, _, _) = open(&t, &[b"http/1.1"], connect_timeout).await?;
+    let (mut io, _, _, _) = open(&t, &[b"http/1.1"], &roots, connect_timeout).await?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: poolctl\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
         t.path, t.host
@@ -293,14 +314,7 @@ pub(crate) async fn check_http(
         ok: false,
     };
     report.warnings.extend(config.contradictions());
-    match probe(
-        &url,
-        args.connects,
-        args.keepalive_wait,
-        config.connect_timeout,
-    )
-    .await
-    {
+    match probe(&url, args, config.connect_timeout).await {
         Err(e) => report.failures.push(format!("{}: {e}", redact_url(&url))),
         Ok((facts, times)) => {
             let idle_var = config.pool.var(Knob::IdleTimeout);

@@ -15,6 +15,7 @@ struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
+    tls_port: u16,
 }
 
 impl Drop for Nginx {
@@ -37,10 +38,16 @@ fn start_nginx() -> Nginx {
     let dir = std::env::temp_dir().join(format!("poolctl-nginx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (port, tls_port) = (free(), free());
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a cert");
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert.pem");
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("key.pem");
     let d = dir.display();
     let conf = format!(
         r#"daemon off;
@@ -62,6 +69,12 @@ http {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "ok"; }}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl http2;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location / {{ return 200 "ok"; }}
+    }}
 }}
 "#
     );
@@ -77,9 +90,16 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nginx");
-    let nginx = Nginx { child, dir, port };
+    let nginx = Nginx {
+        child,
+        dir,
+        port,
+        tls_port,
+    };
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "nginx did not listen on {port}"
@@ -163,6 +183,45 @@ fn check_size_and_bench_know_http_pools() {
     );
     assert!(
         !out.contains("is not below the server's keep-alive"),
+        "{out}"
+    );
+
+    // Over TLS: HTTP/2 chosen by ALPN, the handshake timed, the keep-alive still found.
+    let https = format!("https://127.0.0.1:{}/", nginx.tls_port);
+    let cacert = nginx.dir.join("cert.pem");
+    let (code, out, err) = run(
+        &[
+            "check",
+            "--json",
+            "--pool",
+            "WEB=http",
+            "--connects",
+            "2",
+            "--keepalive-wait",
+            "10s",
+            "--cacert",
+            cacert.to_str().expect("UTF-8 path"),
+        ],
+        &[("WEB_URL", &https)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let h = &v["pools"][0]["http"];
+    assert_eq!(h["protocol"], "HTTP/2", "{h}");
+    assert_eq!(h["tls"], true);
+    assert!(h["tls_handshake"].as_f64().unwrap_or(0.0) > 0.0, "{h}");
+    assert!(
+        (1.5..4.0).contains(&h["keepalive_timeout"].as_f64().unwrap_or(0.0)),
+        "{h}"
+    );
+    // Without the CA the self-signed server is refused, and the check fails saying why.
+    let (code, out, _) = run(
+        &["check", "--pool", "WEB=http", "--connects", "1"],
+        &[("WEB_URL", &https)],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAILED: https://127.0.0.1") && out.contains("TLS"),
         "{out}"
     );
 

@@ -304,6 +304,25 @@ mod tests {
         assert_eq!(h.status, HealthStatus::Critical);
     }
 
+    #[test]
+    fn a_busy_pool_is_down_only_when_connects_fail_and_nothing_succeeds() {
+        let mut s = PoolStats::default();
+        s.name = "busy_judge".into();
+        s.acquires = 100;
+        assert!(busy_but_reachable(&s).is_ok(), "first look: serving");
+        s.acquires = 150;
+        s.errors = vec![("connect".into(), 3)];
+        assert!(busy_but_reachable(&s).is_ok(), "checkouts still succeed");
+        s.errors = vec![("connect".into(), 7)];
+        let why = busy_but_reachable(&s).expect_err("connects fail, no checkout since");
+        assert_eq!(
+            why,
+            "4 connect errors and no successful checkout since the previous health check"
+        );
+        s.acquires = 151;
+        assert!(busy_but_reachable(&s).is_ok(), "a checkout succeeded again");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn worst_status_wins_and_alerts_sort_worst_first() {
         let results = health(
