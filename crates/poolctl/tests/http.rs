@@ -130,6 +130,8 @@ fn check_size_and_bench_know_http_pools() {
             ("WEB_URL", &url),
             ("WEB_IDLE_TIMEOUT", "5s"),
             ("WEB_POOL_SZIE", "3"),
+            ("WEB_POOL_SIZE", "20"),
+            ("WEB_MAX_KEEPALIVE", "50"),
         ],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -161,6 +163,12 @@ fn check_size_and_bench_know_http_pools() {
     );
     assert!(
         warnings.contains(&"WEB_POOL_SZIE is not a poolkit variable; did you mean WEB_POOL_SIZE?"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("WEB_MAX_KEEPALIVE=50 is above the ceiling WEB_POOL_SIZE=20")),
         "{warnings:?}"
     );
     // An idle timeout below the server's: no warning.

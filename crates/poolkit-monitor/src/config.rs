@@ -16,6 +16,19 @@ pub const OPEN_VAR: &str = "POOLKIT_MONITOR_OPEN";
 /// The variable bounding one live health ping.
 pub const PING_TIMEOUT_VAR: &str = "POOLKIT_MONITOR_PING_TIMEOUT";
 
+/// The `POOLKIT_*` variables poolkit reads (the rest are warned about, with the nearest
+/// known name). `POOLKIT_BLESS` regenerates `docs/alerts.yml` in the crate's tests.
+const KNOWN_SUFFIXES: [&str; 8] = [
+    "MONITOR_ADDR",
+    "MONITOR_TOKEN",
+    "MONITOR_OPEN",
+    "MONITOR_PING_TIMEOUT",
+    "HEALTH_MODERATE",
+    "HEALTH_WARNING",
+    "HEALTH_CRITICAL",
+    "BLESS",
+];
+
 /// An endpoint group that can be served with or without the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -109,6 +122,7 @@ impl MonitorConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the variable, its value and what was expected.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = poolkit_core::env::warn_unknown("POOLKIT", &KNOWN_SUFFIXES, &[]);
         Self::from_lookup(&process_lookup)
     }
 
@@ -214,6 +228,17 @@ mod tests {
         MonitorConfig::from_lookup(&move |k| {
             map.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn a_typo_under_poolkit_gets_the_nearest_name() {
+        let names = vec!["POOLKIT_MONITOR_TOKN".to_owned(), TOKEN_VAR.to_owned()];
+        let found = poolkit_core::env::unknown_vars("POOLKIT", &KNOWN_SUFFIXES, &[], &names);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].1,
+            "POOLKIT_MONITOR_TOKN is not a poolkit variable; did you mean POOLKIT_MONITOR_TOKEN?"
+        );
     }
 
     #[test]
