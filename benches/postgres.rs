@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use poolkit::core::bb8::FairPool;
+use poolkit::core::engine::Engine;
 use poolkit::core::env::process_lookup;
 use poolkit::core::{Backend, PoolConfig};
 use poolkit::postgres::{Pool, tokio_postgres};
@@ -226,6 +226,47 @@ impl bb8::ManageConnection for Mem {
     }
 }
 
+/// The same in-memory connection for deadpool.
+struct DeadMem;
+impl deadpool::managed::Manager for DeadMem {
+    type Type = u64;
+    type Error = std::io::Error;
+    async fn create(&self) -> Result<u64, std::io::Error> {
+        Ok(0)
+    }
+    async fn recycle(
+        &self,
+        _: &mut u64,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<std::io::Error> {
+        Ok(())
+    }
+}
+
+/// Nanoseconds per get + drop with `tasks` tasks each doing `n / tasks` checkouts.
+async fn per_checkout<F, Fut>(tasks: u32, n: u32, get: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let each = n / tasks;
+    let t = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let get = get.clone();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    get().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(each * tasks)
+}
+
 async fn checkout_cost() {
     let n: u32 = process_lookup("BENCH_CHECKOUT_N")
         .and_then(|v| v.parse().ok())
@@ -233,7 +274,7 @@ async fn checkout_cost() {
     let mut config = PoolConfig::new("bench_mem", Backend::Postgres);
     config.pool_size = POOL;
     config.min_idle = POOL;
-    let fair = FairPool::build(Mem, config).await.expect("fair pool");
+    let engine = Engine::build(Mem, config).await.expect("engine");
     let bare = bb8::Pool::builder()
         .max_size(POOL)
         .min_idle(POOL)
@@ -241,40 +282,51 @@ async fn checkout_cost() {
         .build(Mem)
         .await
         .expect("bb8");
-    let bare_default = bb8::Pool::builder()
-        .max_size(POOL)
-        .min_idle(POOL)
-        .build(Mem)
-        .await
-        .expect("bb8");
-    let (mut best_fair, mut best_bare, mut best_default) = (f64::MAX, f64::MAX, f64::MAX);
-    for _ in 0..5 {
-        let t = Instant::now();
-        for _ in 0..n {
-            drop(std::hint::black_box(fair.get().await.expect("get")));
+    let dead: deadpool::managed::Pool<DeadMem> = deadpool::managed::Pool::builder(DeadMem)
+        .max_size(POOL as usize)
+        .build()
+        .expect("deadpool");
+    println!(
+        "\nno-I/O checkout cost (get + drop, in-memory connection, pool {POOL}, best of 5 x {n}):"
+    );
+    println!(
+        "| tasks | poolkit engine | bare bb8 (no test on checkout) | deadpool | poolkit / bb8 | poolkit / deadpool |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for tasks in [1u32, 16] {
+        let (mut best_engine, mut best_bare, mut best_dead) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let e = engine.clone();
+            best_engine = best_engine.min(
+                per_checkout(tasks, n, move || {
+                    let e = e.clone();
+                    async move { drop(std::hint::black_box(e.get().await.expect("get"))) }
+                })
+                .await,
+            );
+            let b = bare.clone();
+            best_bare = best_bare.min(
+                per_checkout(tasks, n, move || {
+                    let b = b.clone();
+                    async move { drop(std::hint::black_box(b.get().await.expect("get"))) }
+                })
+                .await,
+            );
+            let d = dead.clone();
+            best_dead = best_dead.min(
+                per_checkout(tasks, n, move || {
+                    let d = d.clone();
+                    async move { drop(std::hint::black_box(d.get().await.expect("get"))) }
+                })
+                .await,
+            );
         }
-        best_fair = best_fair.min(t.elapsed().as_nanos() as f64 / f64::from(n));
-        let t = Instant::now();
-        for _ in 0..n {
-            drop(std::hint::black_box(bare.get().await.expect("get")));
-        }
-        best_bare = best_bare.min(t.elapsed().as_nanos() as f64 / f64::from(n));
-        let t = Instant::now();
-        for _ in 0..n {
-            drop(std::hint::black_box(bare_default.get().await.expect("get")));
-        }
-        best_default = best_default.min(t.elapsed().as_nanos() as f64 / f64::from(n));
+        println!(
+            "| {tasks} | {best_engine:.0} ns | {best_bare:.0} ns | {best_dead:.0} ns | {:.2} | {:.2} |",
+            best_engine / best_bare,
+            best_engine / best_dead
+        );
     }
-    println!("\nno-I/O checkout cost (get + drop, in-memory connection, best of 5 x {n}):");
-    println!("  poolkit FairPool                  {best_fair:>7.0} ns");
-    println!(
-        "  bare bb8 (test_on_check_out=false) {best_bare:>6.0} ns   poolkit / bb8 = {:.2}",
-        best_fair / best_bare
-    );
-    println!(
-        "  bare bb8 (defaults)               {best_default:>7.0} ns   poolkit / bb8 = {:.2}",
-        best_fair / best_default
-    );
 }
 
 #[tokio::main]

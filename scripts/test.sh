@@ -90,6 +90,10 @@ run_logged test timeout --kill-after=30 "${POOLKIT_TEST_TIMEOUT:-3600}" \
 [ "$rc" != 124 ] || echo "test.sh: cargo test did not finish within ${POOLKIT_TEST_TIMEOUT:-3600}s" >&2
 end_step "$rc"
 
+step "loom model checks of the engine and the gate (scripts/loom.sh)"
+rc=0; run_logged loom scripts/loom.sh || rc=$?
+end_step "$rc"
+
 step "cargo doc --workspace --no-deps --all-features (RUSTDOCFLAGS=-Dwarnings)"
 rc=0; RUSTDOCFLAGS=-Dwarnings run_cargo doc doc --workspace --no-deps --all-features --locked || rc=$?
 end_step "$rc"
@@ -113,7 +117,7 @@ end_step "$rc"
 
 # "test result: ok. 12 passed; 0 failed; 0 ignored; ..." — one line per test binary and doctest run.
 sum() { # passed|failed
-    { grep -h '^test result:' "$log_dir/test.log" 2>/dev/null || true; } |
+    { grep -h '^test result:' "$log_dir/test.log" "$log_dir/loom.log" 2>/dev/null || true; } |
         sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{ s += $1 } END { print s + 0 }'
 }
 passed=$(sum passed)

@@ -25,8 +25,9 @@ fn snapshotter() -> &'static Snapshotter {
     })
 }
 
-/// Counter totals so far, by (name, pool, label key, label value). The debugging
-/// recorder's snapshot drains counters, so every snapshot is added up here.
+/// Counter totals so far, by (name, pool, label key, label value). Pools publish absolute
+/// totals; the debugging recorder's snapshot drains them, so the largest value seen is
+/// kept here.
 type Totals = std::collections::HashMap<(String, String, String, String), u64>;
 
 /// The value of counter `name` for `pool` with label `key=value`.
@@ -34,6 +35,7 @@ fn counter(name: &str, pool: &str, key: &str, value: &str) -> u64 {
     static TOTALS: std::sync::Mutex<Option<Totals>> = std::sync::Mutex::new(None);
     let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
     let totals = totals.get_or_insert_with(Totals::new);
+    poolkit::core::metrics::publish_all();
     for (k, _, _, v) in snapshotter().snapshot().into_vec() {
         let DebugValue::Counter(c) = v else { continue };
         let key_ = k.key();
@@ -44,14 +46,15 @@ fn counter(name: &str, pool: &str, key: &str, value: &str) -> u64 {
             .labels()
             .filter(|l| l.key() != "pool" && l.key() != "backend")
         {
-            *totals
+            let total = totals
                 .entry((
                     key_.name().to_owned(),
                     p.value().to_owned(),
                     l.key().to_owned(),
                     l.value().to_owned(),
                 ))
-                .or_default() += c;
+                .or_default();
+            *total = (*total).max(c);
         }
     }
     totals

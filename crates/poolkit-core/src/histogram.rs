@@ -1,13 +1,15 @@
 //! A lock-free latency histogram for the in-process quantiles of [`crate::PoolStats`].
 //!
 //! Written here rather than taken from `hdrhistogram` (which needs `&mut` and so a lock
-//! on the checkout path): fixed log-spaced buckets of atomics, four per power of two,
-//! from 1 µs to about 2.3 hours, so a quantile is exact to within 19 %.
+//! on the checkout path): fixed log-spaced buckets of atomics, eight per power of two,
+//! from 1 µs to about 2.3 hours, so a quantile is exact to within 12.5 %. The same buckets
+//! feed the `metrics` facade when a pool publishes (see `Telemetry::publish`): each
+//! bucket's new samples are recorded at its middle, within 6 % of their true value.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-const SUB: u32 = 4;
+const SUB: u32 = 8;
 const BUCKETS: usize = 34 * SUB as usize;
 
 /// A concurrent histogram of durations.
@@ -29,10 +31,10 @@ fn index(micros: u64) -> usize {
         return 0;
     }
     let log2 = 63 - micros.leading_zeros();
-    let frac = if log2 >= 2 {
-        (micros >> (log2 - 2)) & 3
+    let frac = if log2 >= 3 {
+        (micros >> (log2 - 3)) & 7
     } else {
-        (micros << (2 - log2)) & 3
+        (micros << (3 - log2)) & 7
     };
     let i = (log2 * SUB) as usize + usize::try_from(frac).unwrap_or(0);
     i.min(BUCKETS - 1)
@@ -45,7 +47,28 @@ fn upper_bound_secs(i: usize) -> f64 {
     base * (1.0 + (frac as f64 + 1.0) / f64::from(SUB)) / 1e6
 }
 
+fn middle_secs(i: usize) -> f64 {
+    if i == 0 {
+        return 0.0;
+    }
+    let log2 = i / SUB as usize;
+    let frac = i % SUB as usize;
+    let base = 2f64.powi(i32::try_from(log2).unwrap_or(0));
+    base * (1.0 + (frac as f64 + 0.5) / f64::from(SUB)) / 1e6
+}
+
 impl LatencyHistogram {
+    /// The count of every bucket, with the value each stands for (its middle, in seconds;
+    /// 0 for the first bucket, which holds values under 2 µs such as an instant hit).
+    #[must_use]
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (middle_secs(i), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Records one duration.
     pub fn record(&self, d: Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);

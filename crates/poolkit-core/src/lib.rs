@@ -14,10 +14,20 @@ mod telemetry;
 
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-pub mod bb8;
+pub mod engine;
+#[cfg(any(feature = "bb8", poolkit_loom))]
+#[cfg_attr(all(poolkit_loom, not(feature = "bb8")), allow(dead_code))]
+mod engine_state;
+mod gate;
+mod sync;
+mod waiters;
+
+#[cfg(all(test, poolkit_loom))]
+mod loom_tests;
 
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 pub use error::ConfigError;
+pub use gate::{Gate, GateError, Place};
 pub use health::{
     Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
     suggest_size,

@@ -1,11 +1,19 @@
-//! `Telemetry`: the counters, gauges and histogram one pool keeps, shared by every
-//! backend. Adapters call its event methods; it updates the `metrics` handles and the
-//! atomics behind [`PoolStats`], counting each event exactly once.
+//! `Telemetry`: the one place a pool's numbers are kept. Events (checkouts, timeouts,
+//! opens, closes, errors) are counted in atomics, waits and hold times in lock-free
+//! histograms; nothing on the checkout path touches the `metrics` facade. The facade is
+//! fed by [`Telemetry::publish`], which runs when a scrape asks for it
+//! ([`crate::metrics::publish_all`]) and once a second in the background, so `/pools`
+//! (which reads [`Telemetry::stats`]) and `/metrics` read the same counts.
+//!
+//! The gauges (open, used, pending) are either moved by the event methods
+//! ([`Telemetry::opened`], [`Telemetry::acquired`], …: pools built on a [`crate::Gate`]), or
+//! stored by the pool engine from its locked state ([`Telemetry::store_gauges`]).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use crossbeam_utils::CachePadded;
 
 use crate::histogram::LatencyHistogram;
 use crate::metrics::{CloseReason, ErrorKind, PoolMetrics};
@@ -16,77 +24,67 @@ use crate::{Knob, PoolConfig, PoolStats, WaitQuantiles};
 pub struct Telemetry {
     config: PoolConfig,
     metrics: PoolMetrics,
-    open: AtomicI64,
-    used: AtomicI64,
-    pending: AtomicI64,
+    open: CachePadded<AtomicI64>,
+    used: CachePadded<AtomicI64>,
+    pending: CachePadded<AtomicI64>,
+    pool_size: AtomicU32,
+    max_size: AtomicU32,
     timeouts: AtomicU64,
     created: AtomicU64,
     closed: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
     requests_new: AtomicU64,
     requests_reused: AtomicU64,
-    wait: LatencyHistogram,
-    gate: Semaphore,
-    closing: std::sync::atomic::AtomicBool,
+    wait: CachePadded<LatencyHistogram>,
+    use_time: CachePadded<LatencyHistogram>,
+    create_time: LatencyHistogram,
+    /// Histogram counts already sent to the facade, per histogram and bucket.
+    published: Mutex<[Vec<u64>; 3]>,
 }
 
 fn nonneg(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+fn as_i64(v: u32) -> i64 {
+    i64::from(v)
+}
+
 impl Telemetry {
-    /// Telemetry for a pool with this (validated) config; registers its metric handles.
+    /// Telemetry for a pool with this (validated) config: registers its metric handles
+    /// and joins the set that [`crate::metrics::publish_all`] publishes.
     #[must_use]
-    pub fn new(config: PoolConfig) -> Self {
-        let metrics = PoolMetrics::new(
-            &config.name,
-            config.backend,
-            config.ceiling(),
-            config.min_idle,
-        );
-        Self {
+    pub fn new(config: PoolConfig) -> Arc<Self> {
+        let metrics = PoolMetrics::new(&config.name, config.backend);
+        let t = Arc::new(Self {
             metrics,
-            open: AtomicI64::new(0),
-            used: AtomicI64::new(0),
-            pending: AtomicI64::new(0),
+            open: CachePadded::new(AtomicI64::new(0)),
+            used: CachePadded::new(AtomicI64::new(0)),
+            pending: CachePadded::new(AtomicI64::new(0)),
+            pool_size: AtomicU32::new(config.pool_size),
+            max_size: AtomicU32::new(config.ceiling()),
             timeouts: AtomicU64::new(0),
             created: AtomicU64::new(0),
             closed: CloseReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             errors: ErrorKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             requests_new: AtomicU64::new(0),
             requests_reused: AtomicU64::new(0),
-            wait: LatencyHistogram::default(),
-            gate: Semaphore::new(config.ceiling() as usize),
-            closing: std::sync::atomic::AtomicBool::new(false),
+            wait: CachePadded::new(LatencyHistogram::default()),
+            use_time: CachePadded::new(LatencyHistogram::default()),
+            create_time: LatencyHistogram::default(),
+            published: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
             config,
-        }
+        });
+        t.publish();
+        crate::metrics::join(Arc::downgrade(&t) as Weak<Self>);
+        t
     }
 
-    /// The pool's config.
+    /// The pool's config as built (sizes may since have changed: see
+    /// [`Telemetry::pool_size`] and [`Telemetry::max_size`]).
     #[must_use]
     pub fn config(&self) -> &PoolConfig {
         &self.config
-    }
-
-    /// The pool's fair gate: a FIFO semaphore with one permit per connection (or request
-    /// slot) the ceiling allows. Callers queue on it first come, first served.
-    #[must_use]
-    pub fn gate(&self) -> &Semaphore {
-        &self.gate
-    }
-
-    /// Marks the pool as closing: its gate is closed (waiting and new callers fail at once)
-    /// and connections returned from now on are closed instead of kept.
-    pub fn set_closing(&self) {
-        self.closing
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.gate.close();
-    }
-
-    /// Whether [`Telemetry::set_closing`] was called.
-    #[must_use]
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The pool's metric handles.
@@ -95,91 +93,117 @@ impl Telemetry {
         &self.metrics
     }
 
-    fn refresh_gauges(&self, open: i64, used: i64) {
-        #[allow(clippy::cast_precision_loss)]
-        {
-            self.metrics.idle.set((open - used).max(0) as f64);
-            self.metrics.used.set(used.max(0) as f64);
-            self.metrics
-                .utilization
-                .set(used.max(0) as f64 / f64::from(self.config.ceiling()));
-        }
+    /// Records new sizes (after a resize).
+    pub fn set_sizes(&self, pool_size: u32, max_size: u32) {
+        self.pool_size.store(pool_size, Relaxed);
+        self.max_size.store(max_size, Relaxed);
     }
+
+    /// The steady size now.
+    #[must_use]
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size.load(Relaxed)
+    }
+
+    /// The ceiling now.
+    #[must_use]
+    pub fn max_size(&self) -> u32 {
+        self.max_size.load(Relaxed)
+    }
+
+    // ---- gauges moved by events (pools built on a Gate) ----
 
     /// A caller started waiting for a connection.
     pub fn wait_started(&self) {
         self.pending.fetch_add(1, Relaxed);
-        self.metrics.pending.increment(1.0);
     }
 
     /// A caller stopped waiting (got a connection, timed out or was cancelled).
     pub fn wait_ended(&self) {
         self.pending.fetch_sub(1, Relaxed);
-        self.metrics.pending.decrement(1.0);
     }
 
-    /// A caller got a connection after `wait`; `hit` when an idle connection served it at
-    /// once (recorded as a zero wait; a miss records at least 2 µs).
+    /// A caller got a connection after `wait` (see [`Telemetry::record_acquire`]); one more
+    /// in use.
     pub fn acquired(&self, wait: Duration, hit: bool) {
-        // A hit is recorded as a zero wait (see `stats`), which keeps this path to one
-        // histogram update instead of a second counter.
+        self.record_acquire(wait, hit);
+        self.used.fetch_add(1, Relaxed);
+    }
+
+    /// A connection held for `held` went back (or was closed); one fewer in use.
+    pub fn released(&self, held: Duration) {
+        self.record_release(held);
+        self.used.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection was opened in `took`; one more open.
+    pub fn opened(&self, took: Duration) {
+        self.record_created(took);
+        self.open.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed for `reason`; one fewer open.
+    pub fn closed(&self, reason: CloseReason) {
+        self.record_closed(reason);
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    // ---- events only (the engine keeps its gauges itself) ----
+
+    /// Stores the gauges from a pool that keeps its own counts (the engine, under its lock).
+    pub fn store_gauges(&self, open: u32, used: u32, pending: usize) {
+        self.open.store(as_i64(open), Relaxed);
+        self.used.store(as_i64(used), Relaxed);
+        self.pending
+            .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
+    }
+
+    /// Counts a checkout after `wait`; `hit` when an idle connection served it at once
+    /// (recorded as a zero wait; a miss records at least 2 µs, so the first bucket counts
+    /// the hits).
+    pub fn record_acquire(&self, wait: Duration, hit: bool) {
         let wait = if hit {
             Duration::ZERO
         } else {
             wait.max(Duration::from_micros(2))
         };
         self.wait.record(wait);
-        self.metrics.acquires.increment(1);
-        self.metrics.acquire_wait.record(wait);
-        let used = self.used.fetch_add(1, Relaxed) + 1;
-        self.refresh_gauges(self.open.load(Relaxed), used);
     }
 
-    /// A caller gave up after the acquire timeout.
-    pub fn timed_out(&self, wait: Duration) {
-        self.timeouts.fetch_add(1, Relaxed);
-        self.metrics.timeouts.increment(1);
-        self.metrics.acquire_wait.record(wait);
+    /// Counts a connection held for `held`.
+    pub fn record_release(&self, held: Duration) {
+        self.use_time.record(held);
     }
 
-    /// A connection held for `held` went back to the pool (or was closed).
-    pub fn released(&self, held: Duration) {
-        self.metrics.use_time.record(held);
-        let used = self.used.fetch_sub(1, Relaxed) - 1;
-        self.refresh_gauges(self.open.load(Relaxed), used);
-    }
-
-    /// A connection was opened in `took`.
-    pub fn opened(&self, took: Duration) {
+    /// Counts a connection opened in `took`.
+    pub fn record_created(&self, took: Duration) {
         self.created.fetch_add(1, Relaxed);
-        self.metrics.created.increment(1);
-        self.metrics.create_time.record(took);
-        let open = self.open.fetch_add(1, Relaxed) + 1;
-        self.refresh_gauges(open, self.used.load(Relaxed));
+        self.create_time.record(took);
     }
 
-    /// A connection was closed for `reason`.
-    pub fn closed(&self, reason: CloseReason) {
+    /// Counts a connection closed for `reason`.
+    pub fn record_closed(&self, reason: CloseReason) {
         self.closed[reason as usize].fetch_add(1, Relaxed);
-        self.metrics.closed[reason as usize].increment(1);
-        let open = self.open.fetch_sub(1, Relaxed) - 1;
-        self.refresh_gauges(open, self.used.load(Relaxed));
+    }
+
+    /// A caller gave up after the acquire timeout, having waited `_wait`. The wait is
+    /// not added to the acquire-wait histogram, which counts successful checkouts (its
+    /// count is `acquires`).
+    pub fn timed_out(&self, _wait: Duration) {
+        self.timeouts.fetch_add(1, Relaxed);
     }
 
     /// An error of `kind` happened.
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Relaxed);
-        self.metrics.errors[kind as usize].increment(1);
     }
 
     /// An HTTP request went out on a new (`true`) or reused connection.
     pub fn request(&self, new_connection: bool) {
         if new_connection {
             self.requests_new.fetch_add(1, Relaxed);
-            self.metrics.requests_new.increment(1);
         } else {
             self.requests_reused.fetch_add(1, Relaxed);
-            self.metrics.requests_reused.increment(1);
         }
     }
 
@@ -201,6 +225,73 @@ impl Telemetry {
         nonneg(self.pending.load(Relaxed))
     }
 
+    /// Successful checkouts so far.
+    #[must_use]
+    pub fn acquires(&self) -> u64 {
+        self.wait.count()
+    }
+
+    /// The hold-time histogram (for callers that size the pool from it).
+    #[must_use]
+    pub fn use_time(&self) -> &LatencyHistogram {
+        &self.use_time
+    }
+
+    /// The acquire-wait histogram.
+    #[must_use]
+    pub fn wait_time(&self) -> &LatencyHistogram {
+        &self.wait
+    }
+
+    /// Sends every number to the `metrics` facade: gauges and counters as they are now,
+    /// and the histogram samples recorded since the last publish.
+    pub fn publish(&self) {
+        let m = &self.metrics;
+        let (open, used) = (self.open(), self.used());
+        #[allow(clippy::cast_precision_loss)]
+        {
+            m.idle.set(open.saturating_sub(used) as f64);
+            m.used.set(used as f64);
+            m.pending.set(self.pending() as f64);
+            m.utilization
+                .set(used as f64 / f64::from(self.max_size().max(1)));
+        }
+        m.max.set(f64::from(self.max_size()));
+        m.min_idle.set(f64::from(self.config.min_idle));
+        m.acquires.absolute(self.acquires());
+        m.timeouts.absolute(self.timeouts.load(Relaxed));
+        m.created.absolute(self.created.load(Relaxed));
+        for (c, n) in m.closed.iter().zip(&self.closed) {
+            c.absolute(n.load(Relaxed));
+        }
+        for (c, n) in m.errors.iter().zip(&self.errors) {
+            c.absolute(n.load(Relaxed));
+        }
+        m.requests_new.absolute(self.requests_new.load(Relaxed));
+        m.requests_reused
+            .absolute(self.requests_reused.load(Relaxed));
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sources: [(&LatencyHistogram, &metrics::Histogram); 3] = [
+            (&self.wait, &m.acquire_wait),
+            (&self.use_time, &m.use_time),
+            (&self.create_time, &m.create_time),
+        ];
+        for ((hist, handle), seen) in sources.into_iter().zip(published.iter_mut()) {
+            let buckets = hist.buckets();
+            seen.resize(buckets.len(), 0);
+            for ((value, count), before) in buckets.into_iter().zip(seen.iter_mut()) {
+                if count > *before {
+                    let new = usize::try_from(count - *before).unwrap_or(usize::MAX);
+                    handle.record_many(value, new);
+                    *before = count;
+                }
+            }
+        }
+    }
+
     /// A snapshot (see [`PoolStats`] for the consistency caveat).
     #[must_use]
     pub fn stats(&self) -> PoolStats {
@@ -208,7 +299,7 @@ impl Telemetry {
         let used = self.used();
         // Every successful acquire records one wait, so the histogram counts them.
         let acquires = self.wait.count();
-        let ceiling = self.config.ceiling();
+        let ceiling = self.max_size();
         #[allow(clippy::cast_precision_loss)]
         let hit_rate = if acquires == 0 {
             0.0
@@ -216,7 +307,7 @@ impl Telemetry {
             self.wait.first_bucket() as f64 / acquires as f64
         };
         #[allow(clippy::cast_precision_loss)]
-        let utilization = used as f64 / f64::from(ceiling);
+        let utilization = used as f64 / f64::from(ceiling.max(1));
         let by = |names: &[&'static str], counts: &[AtomicU64]| -> Vec<(String, u64)> {
             names
                 .iter()
@@ -230,7 +321,7 @@ impl Telemetry {
             name: self.config.name.clone(),
             backend: self.config.backend.as_str().to_owned(),
             max_size: ceiling,
-            pool_size: self.config.pool_size,
+            pool_size: self.pool_size(),
             min_idle: self.config.min_idle,
             open,
             idle: open.saturating_sub(used),

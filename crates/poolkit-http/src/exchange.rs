@@ -149,24 +149,17 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
         shared.timeout_error(&host.origin, start.elapsed())
     };
     // Fast paths first: no timer when a permit and a connection are free at once.
-    let permit = match host.gate.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(tokio::sync::TryAcquireError::Closed) => {
-            return Err(Error::Closed {
-                pool: shared.config.pool.name.clone(),
-            });
-        }
-        Err(tokio::sync::TryAcquireError::NoPermits) => {
-            match tokio::time::timeout_at(deadline, host.gate.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => {
-                    return Err(Error::Closed {
-                        pool: shared.config.pool.name.clone(),
-                    });
-                }
-                Err(_) => return Err(timed_out()),
+    let permit = match host.gate.try_enter() {
+        Some(p) => p,
+        None => match host.gate.enter_until(deadline).await {
+            Ok(p) => p,
+            Err(poolkit_core::GateError::Closed) => {
+                return Err(Error::Closed {
+                    pool: shared.config.pool.name.clone(),
+                });
             }
-        }
+            Err(_) => return Err(timed_out()),
+        },
     };
     let _permit = permit;
     let mut lease = match ready_lease(shared, host) {
@@ -235,7 +228,7 @@ fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
 }
 
 /// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
-/// one (always new when `fresh`). The caller holds a gate permit.
+/// one (always new when `fresh`). The caller holds a place in the origin's gate.
 async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Lease, Error> {
     loop {
         if host.proto() == Some(Proto::H1) {

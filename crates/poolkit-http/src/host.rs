@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
-use poolkit_core::Telemetry;
 use poolkit_core::metrics::CloseReason;
-use tokio::sync::Semaphore;
+use poolkit_core::{Gate, Telemetry};
 
 use crate::connect::Body;
 use crate::url::Origin;
@@ -144,8 +143,8 @@ pub(crate) struct SharedH2 {
 /// Everything the pool keeps for one origin.
 pub(crate) struct Host {
     pub(crate) origin: Origin,
-    /// FIFO gate: one permit per connection in use (HTTP/1.1) or stream (HTTP/2).
-    pub(crate) gate: Arc<Semaphore>,
+    /// FIFO gate: one place per connection in use (HTTP/1.1) or stream (HTTP/2).
+    pub(crate) gate: Gate,
     pub(crate) idle: Mutex<Vec<IdleH1>>,
     pub(crate) h2: Mutex<Option<SharedH2>>,
     /// Held while opening a connection whose protocol may be HTTP/2, so concurrent
@@ -160,7 +159,7 @@ impl Host {
     pub(crate) fn new(origin: Origin, ceiling: u32, proto: Option<Proto>) -> Self {
         Self {
             origin,
-            gate: Arc::new(Semaphore::new(ceiling as usize)),
+            gate: Gate::new(ceiling as usize),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
@@ -168,6 +167,11 @@ impl Host {
             open: Arc::new(AtomicU64::new(0)),
             waiting: AtomicU64::new(0),
         }
+    }
+
+    /// Whether nothing is open, in use or waiting here (the origin can be forgotten).
+    pub(crate) fn is_unused(&self) -> bool {
+        self.open.load(Relaxed) == 0 && self.waiting.load(Relaxed) == 0 && self.gate.in_use() == 0
     }
 
     pub(crate) fn proto(&self) -> Option<Proto> {

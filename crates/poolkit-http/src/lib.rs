@@ -14,7 +14,7 @@ mod url;
 
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, ENV_SUFFIXES, HttpVersion, unknown_vars};
 pub use error::{BoxError, Error};
-pub use pool::{Builder, Pool};
+pub use pool::{Builder, OriginStats, Pool};
 pub use request::{RequestBuilder, Response};
 
 pub use http;

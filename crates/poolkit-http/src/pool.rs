@@ -126,7 +126,7 @@ impl Builder {
             max_lifetime: c.pool.max_lifetime,
             max_uses: c.pool.max_uses,
         };
-        let telemetry = Arc::new(Telemetry::new(c.pool.clone()));
+        let telemetry = Telemetry::new(c.pool.clone());
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             telemetry,
@@ -226,6 +226,12 @@ impl Pool {
         Monitored::health(&*self.shared)
     }
 
+    /// Figures per origin (each origin has its own ceiling), sorted by origin.
+    #[must_use]
+    pub fn origins(&self) -> Vec<OriginStats> {
+        self.shared.origins()
+    }
+
     /// Requests retried once because a reused keep-alive connection turned out closed.
     #[must_use]
     pub fn retries(&self) -> u64 {
@@ -276,7 +282,51 @@ impl Shared {
         };
         let host = Arc::new(Host::new(origin.clone(), self.config.pool.ceiling(), proto));
         hosts.insert(origin.clone(), host.clone());
+        self.count_origins(hosts.len());
         host
+    }
+
+    /// The pool's capacity is the per-origin ceiling times the origins in use, so the
+    /// pool-level utilization (used / capacity) stays within 0..=1.
+    fn count_origins(&self, n: usize) {
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        self.telemetry.set_sizes(
+            self.config.pool.pool_size.saturating_mul(n),
+            self.config.pool.ceiling().saturating_mul(n),
+        );
+    }
+
+    /// Forgets origins with nothing open, in use or waiting, so the map stays bounded by
+    /// the origins in use.
+    fn forget_unused(&self) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = hosts.len();
+        hosts.retain(|_, h| !h.is_unused());
+        if hosts.len() != before {
+            self.count_origins(hosts.len());
+        }
+    }
+
+    /// Per-origin figures: (origin, in use, open, waiting, utilization of its ceiling).
+    pub(crate) fn origins(&self) -> Vec<OriginStats> {
+        let ceiling = f64::from(self.config.pool.ceiling().max(1));
+        let mut all: Vec<OriginStats> = self
+            .hosts()
+            .iter()
+            .map(|h| {
+                let used = h.gate.in_use() as u64;
+                #[allow(clippy::cast_precision_loss)]
+                OriginStats {
+                    origin: h.origin.to_string(),
+                    used,
+                    open: h.open.load(Relaxed),
+                    pending: h.waiting.load(Relaxed),
+                    utilization: used as f64 / ceiling,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.origin.cmp(&b.origin));
+        all
     }
 
     /// Starts the task that closes idle connections (once, inside the runtime).
@@ -300,6 +350,7 @@ impl Shared {
                 for host in shared.hosts() {
                     host.sweep(&shared.limits, all);
                 }
+                shared.forget_unused();
             }
         });
     }
@@ -344,8 +395,22 @@ impl Monitored for Shared {
         self.telemetry.stats()
     }
 
+    /// Health of the busiest origin: each origin has its own ceiling, so that is where a
+    /// pool runs out first.
     fn health(&self) -> Health {
-        Health::assess(&self.telemetry.stats(), &self.config.pool.thresholds)
+        let mut stats = self.telemetry.stats();
+        if let Some(busiest) = self
+            .origins()
+            .into_iter()
+            .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
+        {
+            stats.max_size = self.config.pool.ceiling();
+            stats.pool_size = self.config.pool.pool_size;
+            stats.used = busiest.used;
+            stats.pending = busiest.pending;
+            stats.utilization = busiest.utilization;
+        }
+        Health::assess(&stats, &self.config.pool.thresholds)
     }
 
     /// Sends `GET` to the base URL: any HTTP answer (even 404) means reachable.
@@ -365,4 +430,20 @@ impl Monitored for Shared {
             }
         })
     }
+}
+
+/// One origin's share of an HTTP pool (see [`Pool::origins`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OriginStats {
+    /// `scheme://host:port`.
+    pub origin: String,
+    /// Connections (HTTP/1.1) or streams (HTTP/2) in use.
+    pub used: u64,
+    /// Open connections.
+    pub open: u64,
+    /// Callers waiting for this origin.
+    pub pending: u64,
+    /// `used` over the per-origin ceiling, 0 to 1.
+    pub utilization: f64,
 }

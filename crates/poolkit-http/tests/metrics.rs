@@ -20,6 +20,8 @@ async fn requests_are_counted_new_and_reused_in_metrics_and_registry() {
         pool.get("/").send().await.unwrap();
     }
     let mut values: HashMap<String, f64> = HashMap::new();
+    // Pools count in atomics and publish to the recorder when asked (as a scrape does).
+    poolkit_core::metrics::publish_all();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
         let labels: HashMap<&str, &str> = key.labels().map(|l| (l.key(), l.value())).collect();

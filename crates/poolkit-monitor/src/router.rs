@@ -248,6 +248,8 @@ async fn metrics(State(m): State<Monitor>, headers: HeaderMap) -> Response {
         )
             .into_response();
     };
+    // Pools count in their own atomics; send the current figures before rendering.
+    poolkit_core::metrics::publish_all();
     let mut text = handle.render();
     if !text.contains(poolkit_core::metrics::names::CONNECTIONS_MAX) && !m.pools().is_empty() {
         tracing::warn!(

@@ -8,7 +8,7 @@ use crate::tls::MakeRustls;
 ///
 /// Written here rather than wrapping `bb8-postgres` so that one `Pool` type serves every
 /// TLS mode and the connection task reports its end through `tracing`. poolkit wraps it
-/// in [`poolkit_core::bb8::InstrumentedManager`], which adds the timing, counting and
+/// in [`poolkit_core::engine::Engine`], which adds the timing, counting and
 /// idle-time validation.
 #[derive(Debug, Clone)]
 pub struct Manager {

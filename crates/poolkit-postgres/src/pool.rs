@@ -1,4 +1,4 @@
-//! The PostgreSQL pool: a fair bb8 pool of tokio-postgres clients.
+//! The PostgreSQL pool: tokio-postgres clients in the poolkit engine.
 
 use std::fmt;
 use std::future::Future;
@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolkit_core::bb8::{AcquireError, Checkout, FairPool};
+use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
 
 use crate::config::{Config, DEFAULT_PREFIX};
@@ -14,8 +14,6 @@ use crate::error::{Error, chain};
 use crate::manager::Manager;
 use crate::pooler::{Param, Pooler, SessionWarnings};
 use crate::tls::{MakeRustls, SslMode};
-
-type Fair = FairPool<Manager>;
 
 /// A pool of PostgreSQL connections. Cheap to clone (clones share the pool).
 ///
@@ -28,7 +26,7 @@ pub struct Pool {
 }
 
 struct Inner {
-    fair: Fair,
+    engine: Engine<Manager>,
     config: Config,
     ctx: Arc<QueryCtx>,
     replicas: Arc<crate::replicas::Replicas>,
@@ -53,7 +51,7 @@ impl fmt::Debug for Inner {
         f.debug_struct("Pool")
             .field("name", &self.config.pool.name)
             .field("target", &self.config.target())
-            .field("fair", &self.fair)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -386,7 +384,7 @@ impl Pool {
                 })?;
             manager = manager.with_tls(MakeRustls::new(tls));
         }
-        let fair = FairPool::build(manager, config.pool.clone())
+        let engine = Engine::build(manager, config.pool.clone())
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
@@ -400,7 +398,7 @@ impl Pool {
             crate::replicas::build(&config).await?
         };
         let inner = Arc::new(Inner {
-            fair,
+            engine,
             config,
             ctx,
             replicas,
@@ -421,7 +419,7 @@ impl Pool {
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
         // `get` is not `async fn` so that `#[track_caller]` reaches the caller's line for
         // leak reports (`DATABASE_LEAK_THRESHOLD`).
-        let checkout = self.inner.fair.get();
+        let checkout = self.inner.engine.get();
         async move {
             match checkout.await {
                 Ok(checkout) => Ok(PooledConnection {
@@ -435,7 +433,7 @@ impl Pool {
     /// A snapshot of the pool.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        self.inner.fair.telemetry().stats()
+        self.inner.engine.telemetry().stats()
     }
 
     /// Health from the current snapshot (see [`Pool::check`] for a live answer).
@@ -470,20 +468,30 @@ impl Pool {
     /// The pool's telemetry (counters and metric handles).
     #[must_use]
     pub fn telemetry(&self) -> &Arc<Telemetry> {
-        self.inner.fair.telemetry()
+        self.inner.engine.telemetry()
     }
 
     /// Stops handing out connections: waiting and later callers get [`Error::Closed`] at
     /// once; connections in use stay usable and are closed when returned.
     pub fn close(&self) {
-        self.inner.fair.close();
+        self.inner.engine.close();
+    }
+
+    /// Changes the pool's steady size and burst ceiling while it runs (see
+    /// [`Engine::resize`]): waiters are served at once after a raise; after a cut, idle
+    /// connections above the new ceiling close now and busy ones when returned.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the same message the environment variables would give.
+    pub fn resize(&self, pool_size: u32, max_size: Option<u32>) -> Result<(), Error> {
+        Ok(self.inner.engine.resize(pool_size, max_size)?)
     }
 
     /// Closes the pool and waits until every checked-out connection is returned and
     /// every connection is closed, at most `deadline`. Returns whether all closed in time
     /// (for a graceful shutdown: stop accepting requests, then drain).
     pub async fn drain(&self, deadline: Duration) -> bool {
-        self.inner.fair.drain(deadline).await
+        self.inner.engine.drain(deadline).await
     }
 }
 
@@ -492,7 +500,7 @@ impl Inner {
         let deadline = self.config.pool.acquire_timeout.min(Duration::from_secs(5));
         let run = async {
             let conn = self
-                .fair
+                .engine
                 .get()
                 .await
                 .map_err(|e| acquire_error(&self.config, e))?;
@@ -505,7 +513,7 @@ impl Inner {
                 &self.config,
                 AcquireError::Timeout {
                     waited: deadline,
-                    pending: self.fair.telemetry().pending(),
+                    pending: self.engine.telemetry().pending(),
                 },
             )),
         }
@@ -543,7 +551,7 @@ impl Monitored for Inner {
     }
 
     fn stats(&self) -> PoolStats {
-        self.fair.telemetry().stats()
+        self.engine.telemetry().stats()
     }
 
     fn health(&self) -> Health {

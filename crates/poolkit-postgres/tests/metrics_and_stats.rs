@@ -133,6 +133,8 @@ async fn metrics_follow_the_schema_and_stats_add_up() {
 type Snap = Vec<(CompositeKey, Option<metrics::Unit>, DebugValue)>;
 
 fn snapshot_map(s: &metrics_util::debugging::Snapshotter) -> Snap {
+    // Pools count in atomics and publish to the recorder when asked (as a scrape does).
+    poolkit_core::metrics::publish_all();
     s.snapshot()
         .into_vec()
         .into_iter()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolkit_core::metrics::ErrorKind;
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use poolkit_core::{
+    Backend, BoxFuture, Gate, GateError, Health, Monitored, PingError, PoolStats, Telemetry,
+};
 use redis::FromRedisValue;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -30,6 +32,8 @@ struct Inner {
     config: Config,
     conn: ClusterConnection,
     telemetry: Arc<Telemetry>,
+    /// The in-flight cap (`P_MAX_IN_FLIGHT`), first come, first served.
+    gate: Gate,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -89,7 +93,8 @@ impl ClusterPool {
         let mut pool_config = config.pool.clone();
         pool_config.max_size = Some(config.max_in_flight.max(pool_config.pool_size));
         pool_config.min_idle = 0;
-        let telemetry = Arc::new(Telemetry::new(pool_config));
+        let gate = Gate::new(config.max_in_flight as usize);
+        let telemetry = Telemetry::new(pool_config);
         let started = Instant::now();
         let conn =
             match tokio::time::timeout(config.pool.acquire_timeout, client.get_async_connection())
@@ -118,6 +123,7 @@ impl ClusterPool {
             config,
             conn,
             telemetry,
+            gate,
         });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
@@ -157,8 +163,40 @@ impl ClusterPool {
 
 impl Inner {
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.telemetry.acquired(Duration::ZERO, true);
-        let began = Instant::now();
+        let asked = Instant::now();
+        let (place, hit) = match self.gate.try_enter() {
+            Some(place) => (place, true),
+            None => {
+                let _pending = Pending::start(&self.telemetry);
+                match self.gate.enter(self.config.pool.acquire_timeout).await {
+                    Ok(place) => (place, false),
+                    Err(GateError::Closed) => {
+                        return Err(Error::Closed {
+                            pool: self.config.pool.name.clone(),
+                        });
+                    }
+                    Err(_) => {
+                        self.telemetry.timed_out(asked.elapsed());
+                        return Err(Error::Timeout {
+                            pool: self.config.pool.name.clone(),
+                            waited: asked.elapsed(),
+                            size: self.config.max_in_flight,
+                            what: "commands in flight",
+                            pending: self.telemetry.pending(),
+                            size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
+                            timeout_var: self.config.timeout_var(),
+                        });
+                    }
+                }
+            }
+        };
+        self.telemetry.acquired(asked.elapsed(), hit);
+        // Counted in use until dropped, so a cancelled command gives its place and count back.
+        let _in_flight = InFlight {
+            telemetry: &self.telemetry,
+            began: Instant::now(),
+            _place: place,
+        };
         let mut conn = self.conn.clone();
         let result = cmd.query_async::<T>(&mut conn).await;
         if let Err(e) = &result {
@@ -170,8 +208,36 @@ impl Inner {
                 ErrorKind::Request
             });
         }
-        self.telemetry.released(began.elapsed());
         result.map_err(Error::Backend)
+    }
+}
+
+/// A caller counted as pending while it waits for the in-flight cap.
+struct Pending<'a>(&'a Telemetry);
+
+impl<'a> Pending<'a> {
+    fn start(t: &'a Telemetry) -> Self {
+        t.wait_started();
+        Self(t)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.wait_ended();
+    }
+}
+
+/// A command in flight: its place under the cap and its `used` count, given back on drop.
+struct InFlight<'a> {
+    telemetry: &'a Telemetry,
+    began: Instant,
+    _place: poolkit_core::Place,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.telemetry.released(self.began.elapsed());
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use poolkit_core::bb8::{AcquireError, Checkout, FairPool};
+use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
 use redis::aio::MultiplexedConnection;
@@ -41,7 +41,7 @@ struct Inner {
 }
 
 struct Exclusive {
-    fair: FairPool<Manager>,
+    engine: Engine<Manager>,
     config: Config,
 }
 
@@ -63,7 +63,7 @@ impl fmt::Debug for Inner {
 impl fmt::Debug for Exclusive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExclusivePool")
-            .field("fair", &self.fair)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -145,7 +145,7 @@ impl Pool {
         let mut shared_pool = config.pool.clone();
         shared_pool.max_size = Some(config.max_in_flight.max(shared_pool.pool_size));
         shared_pool.min_idle = 0;
-        let telemetry = Arc::new(Telemetry::new(shared_pool));
+        let telemetry = Telemetry::new(shared_pool);
         let shared = Shared::new(
             client.clone(),
             shared_cfg,
@@ -174,11 +174,11 @@ impl Pool {
             .set_response_timeout(None);
         let mut exclusive_pool = config.pool.clone();
         exclusive_pool.name = format!("{}_exclusive", config.pool.name);
-        let fair = FairPool::build(Manager::new(client, exclusive_cfg), exclusive_pool)
+        let engine = Engine::build(Manager::new(client, exclusive_cfg), exclusive_pool)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let exclusive = Arc::new(Exclusive {
-            fair,
+            engine,
             config: config.clone(),
         });
         let inner = Arc::new(Inner {
@@ -223,10 +223,10 @@ impl Pool {
     /// [`Error::Timeout`] when none came free within the acquire timeout;
     /// [`Error::Connect`]; [`Error::Closed`].
     pub async fn exclusive(&self) -> Result<PooledConnection, Error> {
-        match self.inner.exclusive.fair.get().await {
+        match self.inner.exclusive.engine.get().await {
             Ok(checkout) => Ok(PooledConnection {
                 checkout,
-                telemetry: Arc::clone(self.inner.exclusive.fair.telemetry()),
+                telemetry: Arc::clone(self.inner.exclusive.engine.telemetry()),
                 broken: false,
             }),
             Err(e) => Err(acquire_error(&self.inner.config, e)),
@@ -282,7 +282,7 @@ impl Pool {
     /// Stats of the exclusive part.
     #[must_use]
     pub fn exclusive_stats(&self) -> PoolStats {
-        self.inner.exclusive.fair.telemetry().stats()
+        self.inner.exclusive.engine.telemetry().stats()
     }
 
     /// Health of the shared part from its stats.
@@ -306,7 +306,7 @@ impl Pool {
     /// Closes the pool: new commands and checkouts fail at once with [`Error::Closed`].
     pub fn close(&self) {
         self.inner.shared.close();
-        self.inner.exclusive.fair.close();
+        self.inner.exclusive.engine.close();
     }
 }
 
@@ -353,15 +353,6 @@ impl<'a> PendingGuard<'a> {
     }
 }
 
-/// A place under the in-flight cap, given back on drop.
-struct PlaceGuard<'a>(&'a Arc<Shared>);
-
-impl Drop for PlaceGuard<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
 /// A leased shared connection, released (and counted) on drop.
 struct LeaseGuard<'a> {
     shared: &'a Arc<Shared>,
@@ -369,7 +360,7 @@ struct LeaseGuard<'a> {
     broken: bool,
     telemetry: &'a Telemetry,
     began: Clock,
-    _place: PlaceGuard<'a>,
+    _place: poolkit_core::Place,
 }
 
 impl Drop for LeaseGuard<'_> {
@@ -399,14 +390,22 @@ impl Inner {
         let deadline = || tokio::time::Instant::now() + self.config.pool.acquire_timeout;
         // Every step below is undone by a guard, so a caller that drops this future (a
         // `timeout` around `query`, a `select!`) leaves no place, lease or count behind.
-        if !shared.try_enter() {
-            waited = true;
-            let _pending = PendingGuard::started(&self.telemetry);
-            if !shared.enter(deadline()).await {
-                return Err(self.timed_out(asked));
+        let place = match shared.gate.try_enter() {
+            Some(place) => place,
+            None => {
+                waited = true;
+                let _pending = PendingGuard::started(&self.telemetry);
+                match shared.gate.enter_until(deadline()).await {
+                    Ok(place) => place,
+                    Err(poolkit_core::GateError::Closed) => {
+                        return Err(Error::Closed {
+                            pool: self.config.pool.name.clone(),
+                        });
+                    }
+                    Err(_) => return Err(self.timed_out(asked)),
+                }
             }
-        }
-        let place = PlaceGuard(shared);
+        };
         let lease = match shared.lease_now() {
             Some(lease) => lease,
             None => {
@@ -516,22 +515,25 @@ impl Monitored for Inner {
 
 impl Monitored for Exclusive {
     fn name(&self) -> &str {
-        &self.fair.telemetry().config().name
+        &self.engine.telemetry().config().name
     }
     fn backend(&self) -> Backend {
         Backend::Redis
     }
     fn stats(&self) -> PoolStats {
-        self.fair.telemetry().stats()
+        self.engine.telemetry().stats()
     }
     fn health(&self) -> Health {
-        Health::assess(&self.fair.telemetry().stats(), &self.config.pool.thresholds)
+        Health::assess(
+            &self.engine.telemetry().stats(),
+            &self.config.pool.thresholds,
+        )
     }
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
         Box::pin(async move {
-            let name = self.fair.telemetry().config().name.clone();
+            let name = self.engine.telemetry().config().name.clone();
             let mut conn =
-                self.fair.get().await.map_err(|e| {
+                self.engine.get().await.map_err(|e| {
                     PingError::new(&name, acquire_error(&self.config, e).to_string())
                 })?;
             redis::cmd("PING")

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use poolkit_core::Telemetry;
 use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::{Gate, Telemetry};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::Notify;
@@ -34,12 +34,9 @@ pub(crate) struct Shared {
     reconnects: AtomicU64,
     last_error: RwLock<Option<(Instant, Arc<redis::RedisError>)>>,
     pub(crate) closed: AtomicBool,
-    /// Commands in flight over all slots, against `max_in_flight`.
-    in_flight: AtomicUsize,
-    max_in_flight: usize,
-    /// Callers queued for the in-flight cap, woken in arrival order.
-    waiting: AtomicUsize,
-    room: Notify,
+    /// The cap on commands in flight over all slots (`P_MAX_IN_FLIGHT`), first come,
+    /// first served.
+    pub(crate) gate: Gate,
 }
 
 /// A connection handed to one command, and the slot it came from.
@@ -66,10 +63,7 @@ impl Shared {
             reconnects: AtomicU64::new(0),
             last_error: RwLock::new(None),
             closed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight,
-            waiting: AtomicUsize::new(0),
-            room: Notify::new(),
+            gate: Gate::new(max_in_flight),
         })
     }
 
@@ -139,50 +133,6 @@ impl Shared {
         last.as_ref()
             .filter(|(at, _)| *at >= since)
             .map(|(_, e)| Arc::clone(e))
-    }
-
-    /// Takes a place under the in-flight cap without waiting.
-    pub(crate) fn try_enter(&self) -> bool {
-        if self.waiting.load(Ordering::Acquire) > 0 {
-            return false; // others queued first
-        }
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
-            return true;
-        }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        false
-    }
-
-    /// Waits first come, first served for a place under the cap; `false` at the deadline.
-    pub(crate) async fn enter(&self, deadline: tokio::time::Instant) -> bool {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.waiting);
-        loop {
-            let room = self.room.notified();
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
-                break true;
-            }
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if self.closed.load(Ordering::Acquire)
-                || tokio::time::timeout_at(deadline, room).await.is_err()
-            {
-                break false;
-            }
-        }
-    }
-
-    /// Gives the place back.
-    pub(crate) fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.waiting.load(Ordering::Acquire) > 0 {
-            self.room.notify_one();
-        }
     }
 
     /// A live connection with the fewest commands in flight (round robin among equals),
@@ -313,7 +263,7 @@ impl Shared {
     /// Closes every connection.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.room.notify_waiters();
+        self.gate.close();
         for slot in &self.slots {
             slot.live.store(false, Ordering::Release);
             if slot

@@ -48,14 +48,13 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    let seeds = nodes
+        .iter()
+        .map(PrivateRedis::url)
+        .collect::<Vec<_>>()
+        .join(",");
     let lookup = |k: &str| match k {
-        "RCLUSTER_CLUSTER_NODES" => Some(
-            nodes
-                .iter()
-                .map(PrivateRedis::url)
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        "RCLUSTER_CLUSTER_NODES" => Some(seeds.clone()),
         "RCLUSTER_POOL_TIMEOUT" => Some("5s".to_owned()),
         "RCLUSTER_TIMEOUT" => Some("1s".to_owned()),
         _ => None,
@@ -123,6 +122,57 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
     let s = pool.stats();
     assert!(s.errors_total() >= 1, "node errors are counted: {s:?}");
     assert_eq!(s.used, 0);
+
+    // The in-flight cap is enforced (first come, first served), and commands cancelled
+    // mid-wait or mid-flight give their place and their `used` count back.
+    let capped = |k: &str| match k {
+        "RCAP_MAX_IN_FLIGHT" => Some("2".to_owned()),
+        other => lookup(&other.replace("RCAP_", "RCLUSTER_")),
+    };
+    let pool = ClusterPool::new(Config::from_lookup("RCAP", &capped).expect("config"))
+        .await
+        .expect("capped cluster pool");
+    let sampler = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let (mut max_used, mut saw_pending) = (0, false);
+            for _ in 0..400 {
+                let s = pool.stats();
+                max_used = max_used.max(s.used);
+                saw_pending |= s.pending > 0;
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            (max_used, saw_pending)
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..400u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let cmd = redis::cmd("GET").arg(format!("key:{}", i % 300)).clone();
+            if i % 3 == 0 {
+                // Cancelled at a random point.
+                let cut = Duration::from_micros(50 + (i * 7919) % 2_000);
+                let _ = tokio::time::timeout(cut, pool.query::<Option<i64>>(&cmd)).await;
+            } else {
+                pool.query::<Option<i64>>(&cmd)
+                    .await
+                    .expect("GET under the cap");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let (max_used, saw_pending) = sampler.await.expect("sampler");
+    assert!(max_used <= 2, "in flight above the cap: {max_used}");
+    assert!(saw_pending, "400 callers on a cap of 2 queue");
+    let s = pool.stats();
+    assert_eq!(
+        (s.used, s.pending),
+        (0, 0),
+        "no place lost to cancellation: {s:?}"
+    );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

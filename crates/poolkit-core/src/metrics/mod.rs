@@ -1,14 +1,21 @@
 //! The metrics schema: names, label values, descriptions and the per-pool handles.
 //!
 //! poolkit only emits through the `metrics` facade; installing a recorder (Prometheus or
-//! any other) is the application's or `poolkit-monitor`'s job. With no recorder installed
-//! every handle is a no-op, so an uninstrumented application pays one branch per update.
+//! any other) is the application's or `poolkit-monitor`'s job. Pools count in their own
+//! atomics ([`crate::Telemetry`]); [`publish_all`] sends those counts to the recorder, once a
+//! second in the background and whenever an exporter renders, so the checkout path costs
+//! the same with or without a recorder.
 
 pub mod names;
+
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::time::Duration;
 
 use metrics::{
     Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
 };
+
+use crate::Telemetry;
 
 /// Connection state label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,7 +165,7 @@ pub fn describe() {
 }
 
 /// The metric handles of one pool, registered once with labels `pool` and `backend`.
-/// The hot path only calls `increment`, `set` or `record` on them.
+/// Only [`crate::Telemetry::publish`] writes to them.
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
     /// `poolkit_connections{state="idle"}`
@@ -197,9 +204,9 @@ pub struct PoolMetrics {
 
 impl PoolMetrics {
     /// Registers every handle for pool `pool` of kind `backend` with the current recorder
-    /// (describing the metrics first), and sets the two configured-limit gauges.
+    /// (describing the metrics first). Values are sent by [`crate::Telemetry::publish`].
     #[must_use]
-    pub fn new(pool: &str, backend: crate::Backend, max: u32, min_idle: u32) -> Self {
+    pub fn new(pool: &str, backend: crate::Backend) -> Self {
         use names::*;
         describe();
         let pool = pool.to_owned();
@@ -215,7 +222,7 @@ impl PoolMetrics {
                 (key, value.to_owned()),
             ]
         };
-        let m = Self {
+        Self {
             idle: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Idle.as_str())),
             used: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Used.as_str())),
             max: metrics::gauge!(CONNECTIONS_MAX, &base),
@@ -240,13 +247,51 @@ impl PoolMetrics {
                 .collect(),
             requests_new: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "new")),
             requests_reused: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "reused")),
-        };
-        m.max.set(f64::from(max));
-        m.min_idle.set(f64::from(min_idle));
-        m.idle.set(0.0);
-        m.used.set(0.0);
-        m.pending.set(0.0);
-        m.utilization.set(0.0);
-        m
+        }
+    }
+}
+
+/// Every live pool's telemetry, for [`publish_all`].
+static LIVE: Mutex<Vec<Weak<Telemetry>>> = Mutex::new(Vec::new());
+
+/// How often the background publisher sends every pool's numbers to the facade.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Adds a pool's telemetry to the published set (and starts the background publisher
+/// the first time).
+pub(crate) fn join(t: Weak<Telemetry>) {
+    static PUBLISHER: Once = Once::new();
+    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    live.retain(|w| w.strong_count() > 0);
+    live.push(t);
+    drop(live);
+    PUBLISHER.call_once(|| {
+        // A plain thread: it must outlive any one tokio runtime (tests make many).
+        let spawned = std::thread::Builder::new()
+            .name("poolkit-publish".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(PUBLISH_INTERVAL);
+                    publish_all();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the metrics publisher; call poolkit_core::metrics::publish_all() yourself");
+        }
+    });
+}
+
+/// Sends every live pool's gauges, counters and new histogram samples to the installed
+/// recorder. The checkout path never touches the facade; this runs once a second in the
+/// background, and exporters call it before they render (so a scrape is exact).
+pub fn publish_all() {
+    let live: Vec<Arc<Telemetry>> = LIVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for t in live {
+        t.publish();
     }
 }

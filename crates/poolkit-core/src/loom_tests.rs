@@ -1,0 +1,211 @@
+//! Model checks of the hand-off: every interleaving of the waiter queue, the gate and the
+//! engine's state under loom. Run with
+//! `RUSTFLAGS="--cfg poolkit_loom" cargo test -p poolkit-core --lib --release loom`
+//! (scripts/loom.sh; scripts/test.sh runs it).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+use crate::engine_state::{Handed, Put, State, Take};
+use crate::gate::{Gate, GateError};
+use crate::sync::lock;
+
+/// Polls `f` once, then drops it (a caller that goes away mid-wait).
+fn poll_once_then_drop<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+#[test]
+fn loom_gate_cancelled_waiter_loses_no_place() {
+    loom::model(|| {
+        let gate = Gate::new(1);
+        let held = gate.try_enter().expect("first place");
+        let g2 = gate.clone();
+        let waiter = thread::spawn(move || {
+            // Queues (or enters at once), then goes away.
+            let got = poll_once_then_drop(g2.enter_or(std::future::pending()));
+            drop(got);
+        });
+        let releaser = thread::spawn(move || drop(held));
+        waiter.join().unwrap();
+        releaser.join().unwrap();
+        assert_eq!((gate.in_use(), gate.pending()), (0, 0));
+        assert!(gate.try_enter().is_some(), "the place is free again");
+    });
+}
+
+#[test]
+fn loom_gate_release_racing_a_timeout() {
+    loom::model(|| {
+        let gate = Gate::new(1);
+        let held = gate.try_enter().expect("first place");
+        let g2 = gate.clone();
+        let waiter = thread::spawn(move || {
+            // Gives up at its first chance: a timeout racing the release.
+            loom::future::block_on(g2.enter_or(std::future::ready(())))
+        });
+        let releaser = thread::spawn(move || drop(held));
+        let got = waiter.join().unwrap();
+        releaser.join().unwrap();
+        match got {
+            Ok(place) => {
+                assert_eq!(gate.in_use(), 1);
+                drop(place);
+            }
+            Err(e) => assert_eq!(e, GateError::Timeout),
+        }
+        assert_eq!((gate.in_use(), gate.pending()), (0, 0));
+    });
+}
+
+#[test]
+fn loom_gate_raise_racing_release_serves_the_waiter() {
+    loom::model(|| {
+        let gate = Gate::new(1);
+        let held = gate.try_enter().expect("first place");
+        let g2 = gate.clone();
+        let waiter = thread::spawn(move || {
+            let place = loom::future::block_on(g2.enter_or(std::future::pending()));
+            drop(place.expect("served by the raise or the release"));
+        });
+        let g3 = gate.clone();
+        let raiser = thread::spawn(move || g3.set_limit(2));
+        drop(held);
+        waiter.join().unwrap();
+        raiser.join().unwrap();
+        assert_eq!((gate.in_use(), gate.pending()), (0, 0));
+    });
+}
+
+/// A pool with `used` connections out (numbered 0..used) and no idle ones.
+fn busy(used: u32, max: u32) -> Arc<Mutex<State<u32>>> {
+    let mut s = State::new(max, max);
+    assert_eq!(s.reserve(used), used);
+    for c in 0..used {
+        let _ = s.connected(c);
+        match s.take() {
+            Take::Idle(got) => assert_eq!(got, c),
+            _ => unreachable!("an idle connection was just made"),
+        }
+    }
+    Arc::new(Mutex::new(s))
+}
+
+fn settled(state: &Mutex<State<u32>>, open: u32) {
+    let s = lock(state);
+    s.check();
+    assert_eq!((s.open, s.used, s.waiters.len()), (open, 0, 0));
+    assert_eq!(s.idle.len() as u32, open);
+}
+
+#[test]
+fn loom_engine_get_cancelled_while_a_connection_is_handed_to_it() {
+    loom::model(|| {
+        let state = busy(1, 1);
+        let st = Arc::clone(&state);
+        let getter = thread::spawn(move || {
+            let taken = lock(&st).take();
+            let ticket = match taken {
+                Take::Wait { ticket, connects } => {
+                    assert_eq!(connects, 0, "at the ceiling: no connect");
+                    ticket
+                }
+                Take::Idle(c) => {
+                    let _ = lock(&st).put(c, true);
+                    return;
+                }
+                Take::Closed => unreachable!(),
+            };
+            if let Some(Handed::Conn(c)) = poll_once_then_drop(ticket.wait()) {
+                // Served at the first poll: the checkout ends, the connection goes back.
+                let _ = lock(&st).put(c, true);
+                return;
+            }
+            // The caller goes away: what it was handed goes on (here: back to idle).
+            let mut s = lock(&st);
+            if let Some(Handed::Conn(c)) = s.waiters.cancel(&ticket) {
+                assert!(matches!(s.put(c, true).0, Put::Kept));
+            }
+        });
+        let st = Arc::clone(&state);
+        let returner = thread::spawn(move || {
+            assert!(matches!(lock(&st).put(0, true).0, Put::Kept));
+        });
+        getter.join().unwrap();
+        returner.join().unwrap();
+        settled(&state, 1);
+    });
+}
+
+#[test]
+fn loom_engine_return_racing_a_timeout_keeps_the_connection() {
+    loom::model(|| {
+        let state = busy(1, 1);
+        let st = Arc::clone(&state);
+        let getter = thread::spawn(move || {
+            let taken = lock(&st).take();
+            let ticket = match taken {
+                Take::Wait { ticket, .. } => ticket,
+                Take::Idle(c) => return Some(c),
+                Take::Closed => unreachable!(),
+            };
+            if let Some(Handed::Conn(c)) = poll_once_then_drop(ticket.wait()) {
+                return Some(c);
+            }
+            // Timed out: a connection handed over meanwhile is still ours.
+            match lock(&st).waiters.cancel(&ticket) {
+                Some(Handed::Conn(c)) => Some(c),
+                _ => None,
+            }
+        });
+        let st = Arc::clone(&state);
+        let returner = thread::spawn(move || {
+            let _ = lock(&st).put(0, true);
+        });
+        let got = getter.join().unwrap();
+        returner.join().unwrap();
+        if let Some(c) = got {
+            let mut s = lock(&state);
+            assert_eq!(s.used, 1, "a handed connection counts as used");
+            let _ = s.put(c, true);
+        }
+        settled(&state, 1);
+    });
+}
+
+#[test]
+fn loom_engine_resize_racing_returns_never_exceeds_the_new_ceiling() {
+    loom::model(|| {
+        let state = busy(2, 2);
+        let closed = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let mut threads = Vec::new();
+        for c in 0..2 {
+            let (st, closed) = (Arc::clone(&state), Arc::clone(&closed));
+            threads.push(thread::spawn(move || {
+                if let Put::Close { .. } = lock(&st).put(c, true).0 {
+                    closed.fetch_add(1, loom::sync::atomic::Ordering::Relaxed);
+                }
+            }));
+        }
+        let (st, cl) = (Arc::clone(&state), Arc::clone(&closed));
+        threads.push(thread::spawn(move || {
+            let (surplus, connects) = lock(&st).resize(1, 1);
+            assert_eq!(connects, 0);
+            cl.fetch_add(surplus.len() as u32, loom::sync::atomic::Ordering::Relaxed);
+        }));
+        for t in threads {
+            t.join().unwrap();
+        }
+        settled(&state, 1);
+        assert_eq!(closed.load(loom::sync::atomic::Ordering::Relaxed), 1);
+    });
+}
