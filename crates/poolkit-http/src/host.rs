@@ -121,7 +121,6 @@ impl Life {
 /// The per-connection limits, copied from the config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) pool_size: u64,
     pub(crate) max_keepalive: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
@@ -153,10 +152,12 @@ pub(crate) struct Host {
     pub(crate) proto: Mutex<Option<Proto>>,
     pub(crate) open: Arc<AtomicU64>,
     pub(crate) waiting: AtomicU64,
+    /// Connections kept when returned with nobody waiting (`P_POOL_SIZE`; resizable).
+    pub(crate) pool_size: AtomicU64,
 }
 
 impl Host {
-    pub(crate) fn new(origin: Origin, ceiling: u32, proto: Option<Proto>) -> Self {
+    pub(crate) fn new(origin: Origin, pool_size: u32, ceiling: u32, proto: Option<Proto>) -> Self {
         Self {
             origin,
             gate: Gate::new(ceiling as usize),
@@ -166,6 +167,7 @@ impl Host {
             proto: Mutex::new(proto),
             open: Arc::new(AtomicU64::new(0)),
             waiting: AtomicU64::new(0),
+            pool_size: AtomicU64::new(u64::from(pool_size)),
         }
     }
 
@@ -211,8 +213,8 @@ impl Host {
         };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let reason = reason.or_else(|| {
-            let overflow =
-                self.open.load(Relaxed) > limits.pool_size && self.waiting.load(Relaxed) == 0;
+            let overflow = self.open.load(Relaxed) > self.pool_size.load(Relaxed)
+                && self.waiting.load(Relaxed) == 0;
             (idle.len() >= limits.max_keepalive || overflow).then_some(CloseReason::Overflow)
         });
         match reason {

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) connector: Connector,
     pub(crate) headers: HeaderMap,
     hosts: Mutex<HashMap<Origin, Arc<Host>>>,
+    /// Per-origin (steady size, ceiling), set at build and by [`Pool::resize`].
+    sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
     reaper_started: AtomicBool,
     pub(crate) retries: AtomicU64,
@@ -120,7 +122,6 @@ impl Builder {
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
         let c = &self.config;
         let limits = Limits {
-            pool_size: u64::from(c.pool.pool_size),
             max_keepalive: c.max_keepalive as usize,
             idle_timeout: c.pool.idle_timeout,
             max_lifetime: c.pool.max_lifetime,
@@ -134,6 +135,7 @@ impl Builder {
             connector,
             headers: self.headers,
             hosts: Mutex::new(HashMap::new()),
+            sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
             reaper_started: AtomicBool::new(false),
             retries: AtomicU64::new(0),
@@ -226,6 +228,38 @@ impl Pool {
         Monitored::health(&*self.shared)
     }
 
+    /// Changes the per-origin steady size and ceiling while the pool runs: waiters are
+    /// served at once after a raise; after a cut, connections above the new ceiling close
+    /// as their requests end, never one in use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the same message the environment variables would give.
+    pub fn resize(&self, pool_size: u32, max_size: Option<u32>) -> Result<(), Error> {
+        let mut c = self.shared.config.pool.clone();
+        c.pool_size = pool_size;
+        c.max_size = max_size;
+        c.validate()?;
+        let ceiling = c.ceiling();
+        let mut hosts = self
+            .shared
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self
+            .shared
+            .sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (pool_size, ceiling);
+        for host in hosts.values_mut() {
+            host.pool_size.store(u64::from(pool_size), Relaxed);
+            host.gate.set_limit(ceiling as usize);
+        }
+        self.shared.count_origins(hosts.len());
+        drop(hosts);
+        tracing::info!(pool = %c.name, pool_size, max_size = ceiling, "pool resized");
+        Ok(())
+    }
+
     /// Figures per origin (each origin has its own ceiling), sorted by origin.
     #[must_use]
     pub fn origins(&self) -> Vec<OriginStats> {
@@ -280,7 +314,8 @@ impl Shared {
             (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => Some(Proto::H1),
             (HttpVersion::Auto, true) => None,
         };
-        let host = Arc::new(Host::new(origin.clone(), self.config.pool.ceiling(), proto));
+        let (pool_size, ceiling) = self.sizes();
+        let host = Arc::new(Host::new(origin.clone(), pool_size, ceiling, proto));
         hosts.insert(origin.clone(), host.clone());
         self.count_origins(hosts.len());
         host
@@ -290,10 +325,15 @@ impl Shared {
     /// pool-level utilization (used / capacity) stays within 0..=1.
     fn count_origins(&self, n: usize) {
         let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-        self.telemetry.set_sizes(
-            self.config.pool.pool_size.saturating_mul(n),
-            self.config.pool.ceiling().saturating_mul(n),
-        );
+        let (pool_size, ceiling) = self.sizes();
+        self.telemetry
+            .set_sizes(pool_size.saturating_mul(n), ceiling.saturating_mul(n));
+    }
+
+    /// The per-origin steady size and ceiling now (they change with [`Pool::resize`]).
+    fn sizes(&self) -> (u32, u32) {
+        let s = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
+        *s
     }
 
     /// Forgets origins with nothing open, in use or waiting, so the map stays bounded by
@@ -309,7 +349,7 @@ impl Shared {
 
     /// Per-origin figures: (origin, in use, open, waiting, utilization of its ceiling).
     pub(crate) fn origins(&self) -> Vec<OriginStats> {
-        let ceiling = f64::from(self.config.pool.ceiling().max(1));
+        let ceiling = f64::from(self.sizes().1.max(1));
         let mut all: Vec<OriginStats> = self
             .hosts()
             .iter()
@@ -404,8 +444,7 @@ impl Monitored for Shared {
             .into_iter()
             .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
         {
-            stats.max_size = self.config.pool.ceiling();
-            stats.pool_size = self.config.pool.pool_size;
+            (stats.pool_size, stats.max_size) = self.sizes();
             stats.used = busiest.used;
             stats.pending = busiest.pending;
             stats.utilization = busiest.utilization;

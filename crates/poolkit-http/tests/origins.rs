@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::{Mode, Opts, serve};
@@ -20,10 +20,9 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
     c.pool.idle_timeout = Some(Duration::from_millis(200));
     let pool = Pool::new(c).expect("pool");
 
-    let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (pool, peak, done) = (pool.clone(), peak.clone(), done.clone());
+        let (pool, done) = (pool.clone(), done.clone());
         tokio::spawn(async move {
             let mut critical = false;
             while !done.load(SeqCst) {
@@ -32,7 +31,6 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
                     s.utilization <= 1.0,
                     "pool-level utilization above 1: {s:?}"
                 );
-                peak.fetch_max((s.utilization * 1000.0) as u64, SeqCst);
                 critical |= pool.health().status.as_str() == "critical";
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -71,7 +69,6 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
         sampler.await.expect("sampler"),
         "the full origin made the pool critical"
     );
-    assert!(peak.load(SeqCst) <= 1000);
 
     // Idle connections close after the idle timeout; then the origins are forgotten.
     let t = Instant::now();
@@ -88,4 +85,45 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
         2,
         "capacity back to one origin's ceiling"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_changes_every_origins_ceiling_while_running() {
+    let mut opts = Opts::new(Mode::Http1);
+    opts.delay = Duration::from_millis(50);
+    let server = serve(opts).await;
+    let pool = Pool::new(common::config("origins_resize", &server, 4)).expect("pool");
+    let burst = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.get("/").send().await })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                assert_eq!(t.await.expect("task").expect("request").status(), 200);
+            }
+        }
+    };
+    burst(8).await;
+    assert_eq!(server.seen.max_in_flight.load(SeqCst), 4);
+    pool.resize(1, None).expect("cut");
+    server.seen.max_in_flight.store(0, SeqCst);
+    burst(8).await;
+    assert_eq!(
+        server.seen.max_in_flight.load(SeqCst),
+        1,
+        "the cut ceiling holds"
+    );
+    pool.resize(6, None).expect("raise");
+    server.seen.max_in_flight.store(0, SeqCst);
+    burst(12).await;
+    assert_eq!(
+        server.seen.max_in_flight.load(SeqCst),
+        6,
+        "the raised ceiling is used"
+    );
+    let e = pool.resize(0, None).unwrap_err().to_string();
+    assert!(e.contains("ORIGINS_RESIZE_POOL_SIZE"), "{e}");
 }

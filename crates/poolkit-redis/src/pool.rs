@@ -303,6 +303,16 @@ impl Pool {
         &self.inner.config
     }
 
+    /// Changes the exclusive pool's steady size and ceiling while it runs (see
+    /// `poolkit_core::engine::Engine::resize`). The shared connections are a fixed few
+    /// multiplexed sockets; their in-flight cap is `P_MAX_IN_FLIGHT`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the same message the environment variables would give.
+    pub fn resize(&self, pool_size: u32, max_size: Option<u32>) -> Result<(), Error> {
+        Ok(self.inner.exclusive.engine.resize(pool_size, max_size)?)
+    }
+
     /// Closes the pool: new commands and checkouts fail at once with [`Error::Closed`].
     pub fn close(&self) {
         self.inner.shared.close();
