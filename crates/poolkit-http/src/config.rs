@@ -112,7 +112,58 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Every variable suffix an HTTP pool reads under its prefix (besides
+/// [`PoolConfig::ENV_SUFFIXES`]), with the presets' keys (`SUPABASE_SERVICE_ROLE_KEY`,
+/// `SUPABASE_KEY`, `PINECONE_API_KEY`, `PINECONE_HOST`); the rest are warned about.
+pub const ENV_SUFFIXES: &[&str] = &[
+    "URL",
+    "MAX_KEEPALIVE",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "HTTP_VERSION",
+    "HTTP2_KEEPALIVE",
+    "TCP_KEEPALIVE",
+    "SERVICE_ROLE_KEY",
+    "KEY",
+    "API_KEY",
+    "HOST",
+];
+
+/// Warns (once each) about the variables under `PREFIX_` in the process environment that an
+/// HTTP pool does not read, and returns the messages (for `poolctl check`).
+#[must_use]
+pub fn unknown_vars(prefix: &str) -> Vec<String> {
+    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(ENV_SUFFIXES)
+        .copied()
+        .collect();
+    poolkit_core::env::warn_unknown(prefix, &known, &[])
+}
+
 impl Config {
+    /// Settings that are valid one by one but contradict each other (logged as warnings
+    /// when read from the environment): a keep-alive count above the ceiling, plus
+    /// [`PoolConfig::contradictions`].
+    #[must_use]
+    pub fn contradictions(&self) -> Vec<String> {
+        let mut out = self.pool.contradictions();
+        if self.max_keepalive > self.pool.ceiling() {
+            out.push(format!(
+                "{}_MAX_KEEPALIVE={} is above the ceiling {}={}: at most {} connections are ever open, so only {} can be kept alive; raise {} or lower {}_MAX_KEEPALIVE",
+                self.pool.prefix,
+                self.max_keepalive,
+                self.pool.ceiling_var(),
+                self.pool.ceiling(),
+                self.pool.ceiling(),
+                self.pool.ceiling(),
+                self.pool.ceiling_var(),
+                self.pool.prefix
+            ));
+        }
+        out
+    }
+
     /// Defaults for a pool called `name` (lower case; also the env prefix in upper case).
     #[must_use]
     pub fn new(name: &str) -> Self {
@@ -139,6 +190,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str, defaults: Self) -> Result<Self, ConfigError> {
+        let _ = unknown_vars(prefix);
         Self::from_lookup(prefix, defaults, &process_lookup)
     }
 
@@ -207,6 +259,9 @@ impl Config {
             c.max_redirects = parse_u32(&var, &value, 0, 100)?;
         }
         c.validate_as(prefix)?;
+        if c.max_keepalive > c.pool.ceiling() {
+            tracing::warn!(pool = %c.pool.name, "{}", c.contradictions().last().map_or("", String::as_str));
+        }
         Ok(c)
     }
 
@@ -292,6 +347,29 @@ mod tests {
             .collect();
         let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Config::from_lookup(prefix, Config::new(prefix), &lookup)
+    }
+
+    #[test]
+    fn keepalive_above_the_ceiling_is_a_contradiction() {
+        let c = from(
+            "SUPABASE",
+            &[
+                ("SUPABASE_POOL_SIZE", "20"),
+                ("SUPABASE_MAX_KEEPALIVE", "50"),
+            ],
+        )
+        .unwrap();
+        let w = c.contradictions();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "SUPABASE_MAX_KEEPALIVE=50 is above the ceiling SUPABASE_POOL_SIZE=20"
+            ),
+            "{}",
+            w[0]
+        );
+        let c = from("SUPABASE", &[("SUPABASE_POOL_SIZE", "20")]).unwrap();
+        assert!(c.contradictions().is_empty());
     }
 
     #[test]

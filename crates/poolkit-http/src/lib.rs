@@ -20,7 +20,9 @@ mod response;
 pub mod supabase;
 mod url;
 
-pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, HttpVersion};
+pub use config::{
+    Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, ENV_SUFFIXES, HttpVersion, unknown_vars,
+};
 pub use connect::Resolve;
 pub use error::{BoxError, Error};
 pub use pool::{Builder, OriginStats, Pool};

@@ -224,7 +224,7 @@ async fn nginx_goaway_after_keepalive_requests_loses_no_idempotent_request() {
                     };
                     match req.header("x-id", &id).send().await {
                         Ok(r) => {
-                            assert_eq!(r.text(), "ok");
+                            assert_eq!(r.text().await.expect("body"), "ok");
                             ok += 1;
                         }
                         Err(e) if post && e.is_interrupted() => interrupted += 1,

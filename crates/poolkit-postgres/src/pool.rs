@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, Telemetry};
 
 use crate::client::QueryCtx;
 use crate::config::{Config, DEFAULT_PREFIX};
@@ -515,6 +515,33 @@ impl Monitored for Inner {
             Inner::ping(self)
                 .await
                 .map_err(|e| PingError::new(&self.config.pool.name, e.to_string()))
+        })
+    }
+
+    /// `SELECT 1` on an idle connection taken with the engine's `try_get` (never queued);
+    /// with none idle, a ping only when nobody waits and there is room to open one, else
+    /// `Busy`.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let name = &self.config.pool.name;
+            if let Some(conn) = self.engine.try_get() {
+                let ping = conn.simple_query("SELECT 1");
+                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                    Ok(Ok(_)) => Probe::Alive,
+                    Ok(Err(e)) => Probe::Failed(PingError::new(name, e.to_string())),
+                    Err(_) => {
+                        Probe::Failed(PingError::new(name, "no answer to SELECT 1 within 5 s"))
+                    }
+                };
+            }
+            let s = self.stats();
+            if s.pending == 0 && s.open < u64::from(s.max_size) {
+                return match Inner::ping(self).await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(PingError::new(name, e.to_string())),
+                };
+            }
+            Probe::Busy
         })
     }
 }

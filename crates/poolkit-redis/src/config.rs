@@ -13,6 +13,34 @@ pub const DEFAULT_PREFIX: &str = "REDIS";
 const URL_EXPECTED: &str =
     "a Redis URL such as redis://:password@host:6379/0 or rediss://host:6380";
 
+/// Every variable suffix a Redis pool reads under its prefix (besides
+/// [`PoolConfig::ENV_SUFFIXES`]); the rest are warned about.
+pub const ENV_SUFFIXES: &[&str] = &[
+    "URL",
+    "HOST",
+    "PORT",
+    "DB",
+    "USERNAME",
+    "PASSWORD",
+    "CLUSTER_NODES",
+    "MAX_IN_FLIGHT",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "SLOW_QUERY",
+];
+
+/// Warns (once each) about the variables under `PREFIX_` in the process environment that a
+/// Redis pool does not read, and returns the messages (for `poolctl check`).
+#[must_use]
+pub fn unknown_vars(prefix: &str) -> Vec<String> {
+    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(ENV_SUFFIXES)
+        .copied()
+        .collect();
+    poolkit_core::env::warn_unknown(prefix, &known, &[])
+}
+
 /// Configuration of a Redis pool.
 ///
 /// `Debug` never shows the password.
@@ -88,6 +116,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        let _ = unknown_vars(prefix);
         Self::from_lookup(prefix, &process_lookup)
     }
 

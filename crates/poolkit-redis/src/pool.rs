@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, QueryStats, Telemetry,
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, QueryStats, Telemetry,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue};
@@ -586,6 +586,30 @@ impl Monitored for Exclusive {
                 .query_async::<()>(&mut *conn)
                 .await
                 .map_err(|e| PingError::new(&name, e.to_string()))
+        })
+    }
+    /// `PING` on an idle connection taken with the engine's `try_get` (never queued); with
+    /// none idle, a ping only when nobody waits and there is room to open one, else `Busy`.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let name = self.engine.telemetry().config().name.clone();
+            if let Some(mut conn) = self.engine.try_get() {
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<()>(&mut *conn);
+                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                    Ok(Ok(())) => Probe::Alive,
+                    Ok(Err(e)) => Probe::Failed(PingError::new(&name, e.to_string())),
+                    Err(_) => Probe::Failed(PingError::new(&name, "no PING reply within 5 s")),
+                };
+            }
+            let s = self.stats();
+            if s.pending == 0 && s.open < u64::from(s.max_size) {
+                return match self.ping().await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(e),
+                };
+            }
+            Probe::Busy
         })
     }
 }
