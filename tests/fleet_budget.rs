@@ -268,7 +268,7 @@ async fn fleet() {
 
     // Redis stops: nobody goes beyond the share it had, and health says why.
     let before = members.get();
-    redis.down();
+    redis.stop();
     members
         .until(TTL * 2, "every member reports Redis unreachable", |s| {
             [0, 1, 2, 5]

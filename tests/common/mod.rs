@@ -308,12 +308,25 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops the server (SIGKILL) and waits for it.
-    pub fn down(&mut self) {
+    /// Kills the server (SIGKILL: no goodbye to clients, like a crash or an OOM kill).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts the server again on the same port with the same arguments.
+    pub fn up(&mut self) {
+        assert!(self.child.is_none(), "the private redis-server is running");
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart redis-server");
+        self.child = Some(child);
+        wait_listening(self.port, "private redis-server (restarted)");
     }
 
     /// Runs `redis-cli` against this server, with `auth` as the password if given.

@@ -10,8 +10,8 @@ use crate::bench::RunResult;
 use crate::error::Error;
 
 /// One panel's points per pool size: (x, y).
-/// Keyed by (auto-sized, pool size or ceiling), so fixed sizes come first in order.
-type Series = BTreeMap<(bool, u32), Vec<(f64, f64)>>;
+/// Keyed by (client and `auto `, pool size or ceiling).
+type Series = BTreeMap<(String, u32), Vec<(f64, f64)>>;
 
 /// Draws the two panels side by side into `path`.
 pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
@@ -35,11 +35,20 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
     let mut throughput = Series::new();
     let mut p95 = Series::new();
     for r in runs {
+        let mut client = if r.client == "poolkit" {
+            String::new()
+        } else {
+            format!("{} ", r.client)
+        };
+        if r.auto_sized {
+            client.push_str("auto ");
+        }
+        let key = (client, r.pool_size);
         throughput
-            .entry((r.auto_sized, r.pool_size))
+            .entry(key.clone())
             .or_default()
             .push((x(r.concurrency), r.throughput_rps));
-        p95.entry((r.auto_sized, r.pool_size))
+        p95.entry(key)
             .or_default()
             .push((x(r.concurrency), r.latency.p95 * 1e3));
     }
@@ -90,12 +99,7 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
             .x_label_formatter(&label)
             .draw()
             .map_err(|e| fail(&e))?;
-        for (i, ((auto, size), points)) in series.iter().enumerate() {
-            let name = if *auto {
-                format!("pool auto (ceiling {size})")
-            } else {
-                format!("pool {size}")
-            };
+        for (i, ((client, size), points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
@@ -103,7 +107,7 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
                     color.stroke_width(2),
                 ))
                 .map_err(|e| fail(&e))?
-                .label(name)
+                .label(format!("{client}pool {size}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             chart
                 .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))

@@ -9,6 +9,7 @@ mod error;
 mod facts;
 mod fleet;
 mod format;
+mod http_check;
 mod monitor;
 mod size;
 mod target;

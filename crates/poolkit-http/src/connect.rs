@@ -1,6 +1,8 @@
 //! Opening connections: TCP (with keep-alive), rustls with ALPN, and the hyper HTTP/1.1
 //! or HTTP/2 handshake. The connection task runs on its own and calls back when it ends.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +10,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use poolkit_core::BoxFuture;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use crate::config::{Config, HttpVersion};
 use crate::error::BoxError;
@@ -18,6 +22,47 @@ use crate::url::Origin;
 
 /// The request body type the pool sends: the whole body in memory.
 pub(crate) type Body = Full<Bytes>;
+
+/// Turns a host name into addresses, once for every new connection.
+///
+/// The pool resolves the name each time it opens a connection, never caching the answer
+/// itself, and rotates connections after `P_MAX_LIFETIME` (default 30 min): so when a
+/// name starts resolving elsewhere (a scaled-out service, a failover), connections follow
+/// it within one lifetime. The default is the system resolver (`getaddrinfo`, which honours
+/// `/etc/hosts`); set another with [`crate::Builder::resolver`] (a service-discovery
+/// client, a fixed override, a test).
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses of `host` (tried in order) for a connection on `port`.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
+}
+
+impl<F> Resolve for F
+where
+    F: Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+{
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        let answer = self(host, port);
+        Box::pin(async move { answer })
+    }
+}
+
+/// The resolver a pool uses: the system's, or one set with [`crate::Builder::resolver`].
+#[derive(Clone, Default)]
+pub(crate) struct Resolver(pub(crate) Option<Arc<dyn Resolve>>);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "custom" } else { "system" })
+    }
+}
 
 /// A freshly opened connection's request half.
 pub(crate) enum Sender {
@@ -31,10 +76,25 @@ pub(crate) struct Connector {
     version: HttpVersion,
     tcp_keepalive: Option<Duration>,
     http2_keepalive: Option<Duration>,
+    resolver: Resolver,
 }
 
 impl Connector {
-    pub(crate) fn new(config: &Config) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config, resolver: Resolver) -> Result<Self, String> {
+        Ok(Self {
+            tls: Arc::new(tls_config(config)?),
+            version: config.http_version,
+            tcp_keepalive: config.tcp_keepalive,
+            http2_keepalive: config.http2_keepalive,
+            resolver,
+        })
+    }
+}
+
+/// The rustls client configuration of a pool: webpki roots plus the configured ones, ALPN
+/// by HTTP version, the `ring` provider.
+pub(crate) fn tls_config(config: &Config) -> Result<rustls::ClientConfig, String> {
+    {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -54,22 +114,30 @@ impl Connector {
             HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
             HttpVersion::Http2 => vec![b"h2".to_vec()],
         };
-        Ok(Self {
-            tls: Arc::new(tls),
-            version: config.http_version,
-            tcp_keepalive: config.tcp_keepalive,
-            http2_keepalive: config.http2_keepalive,
-        })
+        Ok(tls)
     }
+}
 
+impl Connector {
     /// Opens a connection to `origin`; `on_close` runs when the connection task ends
-    /// (closed by either side or broken).
+    /// (closed by either side or broken). Also returns that task, to abort it.
     pub(crate) async fn connect(
         &self,
         origin: &Origin,
         on_close: impl FnOnce() + Send + 'static,
-    ) -> Result<Sender, BoxError> {
-        let tcp = TcpStream::connect((origin.host.as_str(), origin.port)).await?;
+    ) -> Result<(Sender, AbortHandle), BoxError> {
+        let tcp = match &self.resolver.0 {
+            None => TcpStream::connect((origin.host.as_str(), origin.port)).await?,
+            Some(resolver) => {
+                let addrs = resolver.resolve(&origin.host, origin.port).await?;
+                if addrs.is_empty() {
+                    return Err(
+                        format!("the resolver returned no address for {}", origin.host).into(),
+                    );
+                }
+                TcpStream::connect(&addrs[..]).await?
+            }
+        };
         tcp.set_nodelay(true)?;
         if let Some(idle) = self.tcp_keepalive {
             let keepalive = socket2::TcpKeepalive::new().with_time(idle);
@@ -96,7 +164,7 @@ impl Connector {
         io: I,
         h2: bool,
         on_close: impl FnOnce() + Send + 'static,
-    ) -> Result<Sender, BoxError>
+    ) -> Result<(Sender, AbortHandle), BoxError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -111,22 +179,22 @@ impl Connector {
                     .keep_alive_while_idle(true);
             }
             let (sender, conn) = builder.handshake(io).await?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
                 }
                 on_close();
             });
-            Ok(Sender::H2(sender))
+            Ok((Sender::H2(sender), task.abort_handle()))
         } else {
             let (sender, conn) = http1::handshake(io).await?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "HTTP/1.1 connection ended with an error");
                 }
                 on_close();
             });
-            Ok(Sender::H1(sender))
+            Ok((Sender::H1(sender), task.abort_handle()))
         }
     }
 }

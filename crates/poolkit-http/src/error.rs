@@ -73,6 +73,24 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The connection broke, or the server ended it (an HTTP/2 `GOAWAY`), while a request
+    /// that is not idempotent was in flight. The server may have processed it, so it was
+    /// not sent again; a request the server refused unprocessed (HTTP/2 `REFUSED_STREAM`)
+    /// is retried instead and never ends here.
+    #[error(
+        "{pool}: the connection to {origin} broke while a {method} request was in flight; not retried because the server may have processed it (mark the request idempotent(true) if a repeat is safe): {source}"
+    )]
+    Interrupted {
+        /// The pool's name.
+        pool: String,
+        /// The origin.
+        origin: String,
+        /// The request method (`POST`).
+        method: String,
+        /// The protocol or I/O error.
+        #[source]
+        source: BoxError,
+    },
     /// The server answered with an error status (from [`crate::Response::error_for_status`]).
     #[error("{pool}: {origin} answered {status}: {body}")]
     Status {
@@ -92,6 +110,32 @@ pub enum Error {
         pool: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A response body was larger than `P_MAX_BODY` (read it with `bytes_stream()`).
+    #[error(
+        "{pool}: the response body from {origin} is larger than {limit} bytes; raise {var} or read it with bytes_stream()"
+    )]
+    BodyTooLarge {
+        /// The pool's name.
+        pool: String,
+        /// The origin.
+        origin: String,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The variable that sets it (`SUPABASE_MAX_BODY`).
+        var: String,
+    },
+    /// More redirects than `P_MAX_REDIRECTS`.
+    #[error("{pool}: more than {limit} redirects (last from {origin}); raise {var} or fix the URL")]
+    TooManyRedirects {
+        /// The pool's name.
+        pool: String,
+        /// The origin of the last redirect.
+        origin: String,
+        /// The limit.
+        limit: u32,
+        /// The variable that sets it (`SUPABASE_MAX_REDIRECTS`).
+        var: String,
     },
     /// A response body was not the JSON the caller asked for.
     #[error("response body is not the expected JSON: {0}")]
@@ -118,6 +162,12 @@ impl Error {
     #[must_use]
     pub fn is_connect(&self) -> bool {
         matches!(self, Self::Connect { .. })
+    }
+
+    /// Whether a non-idempotent request was cut off in flight ([`Error::Interrupted`]).
+    #[must_use]
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Self::Interrupted { .. })
     }
 
     /// The HTTP status, for [`Error::Status`].

@@ -15,13 +15,15 @@ use poolkit_core::Telemetry;
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 
 use crate::connect::{Body, Sender};
+use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
 use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
 use crate::pool::Shared;
+use crate::response::Streaming;
 use crate::url::Origin;
 use crate::{Error, Response};
 
 /// A request ready to go: the body is in memory so it can be sent twice.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
@@ -29,6 +31,9 @@ pub(crate) struct Prepared {
     pub(crate) body: Bytes,
     pub(crate) idempotent: bool,
     pub(crate) timeout: Option<Duration>,
+    /// Whether the pool's secret default headers (and `Authorization`) go along: false
+    /// after a redirect to another host.
+    pub(crate) keep_secrets: bool,
 }
 
 enum Conn {
@@ -37,14 +42,22 @@ enum Conn {
 }
 
 /// A connection (or a stream on one) held for one exchange.
-struct Lease {
+pub(crate) struct Lease {
     conn: Option<Conn>,
     new: bool,
 }
 
 impl Lease {
+    /// The connection this lease uses.
+    fn life(&self) -> Option<Arc<Life>> {
+        match self.conn.as_ref()? {
+            Conn::H1(c) => Some(c.life.clone()),
+            Conn::H2(_, life) => Some(life.clone()),
+        }
+    }
+
     /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
-    fn finish(mut self, shared: &Shared, host: &Host) {
+    pub(crate) fn finish(mut self, shared: &Shared, host: &Host) {
         if let Some(conn) = self.conn.take() {
             match conn {
                 Conn::H1(c) => {
@@ -65,6 +78,7 @@ impl Drop for Lease {
             Some(Conn::H1(c)) => {
                 c.life.end();
                 c.life.close(CloseReason::Broken);
+                c.life.abort();
             }
             Some(Conn::H2(_, life)) => life.end(),
             None => {}
@@ -90,26 +104,16 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Counts a request in flight (`used`) for as long as it lives.
-struct InUse<'a>(&'a Telemetry, Instant);
+/// Counts a request in flight (`used`) for as long as it lives: until its body is read.
+pub(crate) struct InUse(Arc<Telemetry>, Instant);
 
-impl Drop for InUse<'_> {
+impl Drop for InUse {
     fn drop(&mut self) {
         self.0.released(self.1.elapsed());
     }
 }
 
-/// Why one attempt failed.
-enum Failure {
-    /// The request never left: safe to retry for any method.
-    NotSent(Error),
-    /// The connection failed while the request was under way.
-    Broken(Error),
-    /// Anything else.
-    Other(Error),
-}
-
-/// Runs one request under `P_TIMEOUT`.
+/// Runs one request under `P_TIMEOUT` (which also bounds reading the body later).
 pub(crate) async fn execute(shared: &Arc<Shared>, req: Prepared) -> Result<Response, Error> {
     let pool = &shared.config.pool.name;
     if shared.is_closed() {
@@ -121,24 +125,37 @@ pub(crate) async fn execute(shared: &Arc<Shared>, req: Prepared) -> Result<Respo
     })?;
     let host = shared.host(&origin);
     match req.timeout {
-        None => run(shared, &host, &req).await,
-        Some(after) => match tokio::time::timeout(after, run(shared, &host, &req)).await {
-            Ok(result) => result,
-            Err(_) => {
-                shared.count_error(ErrorKind::Timeout);
-                tracing::warn!(pool = %pool, origin = %origin, ?after, "request timed out");
-                Err(Error::RequestTimeout {
-                    pool: pool.clone(),
-                    origin: origin.to_string(),
-                    after,
-                    var: shared.config.timeout_var(),
-                })
+        None => run(shared, &host, &req, None).await,
+        Some(after) => {
+            let deadline = tokio::time::Instant::now() + after;
+            match tokio::time::timeout_at(deadline, run(shared, &host, &req, Some(deadline))).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(request_timeout(shared, &origin, after)),
             }
-        },
+        }
     }
 }
 
-async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<Response, Error> {
+/// `P_TIMEOUT` passed (while waiting for the response or reading its body).
+pub(crate) fn request_timeout(shared: &Shared, origin: &Origin, after: Duration) -> Error {
+    let pool = &shared.config.pool.name;
+    shared.count_error(ErrorKind::Timeout);
+    tracing::warn!(pool = %pool, origin = %origin, ?after, "request timed out");
+    Error::RequestTimeout {
+        pool: pool.clone(),
+        origin: origin.to_string(),
+        after,
+        var: shared.config.timeout_var(),
+    }
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    req: &Prepared,
+    deadline_body: Option<tokio::time::Instant>,
+) -> Result<Response, Error> {
     let telemetry = &*shared.telemetry;
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
@@ -161,42 +178,75 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
             Err(_) => return Err(timed_out()),
         },
     };
-    let _permit = permit;
     let mut lease = match ready_lease(shared, host) {
         Some(lease) => lease,
-        None => match tokio::time::timeout_at(deadline, lease(shared, host, false)).await {
+        None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
             Ok(lease) => lease?,
             Err(_) => return Err(timed_out()),
         },
     };
     drop(waiting);
     telemetry.acquired(start.elapsed(), !lease.new);
-    let _in_use = InUse(telemetry, Instant::now());
+    let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
     let mut retried = false;
     loop {
         telemetry.request(lease.new);
-        let reused = !lease.new;
+        let used = lease.life();
+        // Over HTTP/2 the request that opened a connection shares it with others: when
+        // the connection breaks, that is not this request's doing either.
+        let reused = !lease.new || used.as_ref().is_some_and(|l| l.uses() > 1);
         let failure = match send(shared, host, lease, req).await {
-            Ok(response) => return Ok(response),
+            Ok(Head::Full(parts, body, new)) => {
+                return Ok(Response::full(
+                    parts,
+                    req.uri.clone(),
+                    body,
+                    new,
+                    shared,
+                    host,
+                ));
+            }
+            Ok(Head::Stream(parts, body, lease)) => {
+                // The connection, its gate place and the in-use count stay with the body
+                // until it is read to the end (or dropped).
+                let new = lease.new;
+                let streaming = Streaming {
+                    body,
+                    lease: Some(lease),
+                    shared: Arc::clone(shared),
+                    host: Arc::clone(host),
+                    _permit: permit,
+                    _in_use: in_use,
+                    deadline: deadline_body,
+                    timeout: req.timeout,
+                };
+                return Ok(Response::streaming(parts, req.uri.clone(), streaming, new));
+            }
             Err(f) => f,
         };
-        let retry = reused
-            && !retried
+        let retry = !retried
             && match &failure {
-                Failure::NotSent(_) => true,
-                Failure::Broken(_) => req.idempotent,
+                Failure::Refused(_) => true,
+                Failure::NotSent(_) => reused,
+                Failure::Broken(_) => reused && req.idempotent,
                 Failure::Other(_) => false,
             };
         match failure {
-            Failure::NotSent(e) | Failure::Broken(e) if retry => {
+            Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) if retry => {
                 retried = true;
                 shared.retries.fetch_add(1, Relaxed);
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
-                    "a reused keep-alive connection was closed by the server; retrying once on a new connection");
-                lease = self::lease(shared, host, true).await?;
+                    "the server closed the connection or refused the request before processing it; retrying once on another connection");
+                lease = self::lease(shared, host, Some(used)).await?;
             }
-            Failure::NotSent(e) | Failure::Broken(e) => {
+            Failure::Broken(e) if !req.idempotent => {
+                shared.count_error(ErrorKind::Broken);
+                tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, method = %req.method, error = %e,
+                    "the connection broke with a non-idempotent request in flight; not retried");
+                return Err(interrupted(e, &req.method));
+            }
+            Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) => {
                 shared.count_error(ErrorKind::Broken);
                 return Err(e);
             }
@@ -228,8 +278,20 @@ fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
 }
 
 /// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
-/// one (always new when `fresh`). The caller holds a place in the origin's gate.
-async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Lease, Error> {
+/// one. A retry passes the connection that failed as `avoid` (`Some(None)` when unknown):
+/// over HTTP/1.1 it then always opens a new connection; over HTTP/2 it takes the shared
+/// connection only if that was opened after the failed one. The caller holds a place in
+/// the origin's gate.
+async fn lease(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    avoid: Option<Option<Arc<Life>>>,
+) -> Result<Lease, Error> {
+    let fresh = avoid.is_some();
+    let avoid = avoid.flatten();
+    // A retry takes only a connection opened after the one that failed it: an older one
+    // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
+    let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
     loop {
         if host.proto() == Some(Proto::H1) {
             if !fresh && let Some(c) = host.take_idle(&shared.limits) {
@@ -241,7 +303,7 @@ async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Le
             }
             return connect(shared, host).await;
         }
-        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
                 conn: Some(Conn::H2(c.sender, c.life)),
                 new: false,
@@ -251,7 +313,7 @@ async fn lease(shared: &Arc<Shared>, host: &Arc<Host>, fresh: bool) -> Result<Le
         if host.proto() == Some(Proto::H1) {
             continue; // learned while waiting for the lock
         }
-        if !fresh && let Some(c) = host.shared_h2(&shared.limits) {
+        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
                 conn: Some(Conn::H2(c.sender, c.life)),
                 new: false,
@@ -295,7 +357,10 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     };
     let sender =
         match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok(sender)) => sender,
+            Ok(Ok((sender, task))) => {
+                life.set_task(task);
+                sender
+            }
             Ok(Err(e)) => return Err(failed(e)),
             Err(_) => {
                 return Err(failed(
@@ -325,44 +390,38 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     })
 }
 
-fn backend(shared: &Shared, host: &Host, e: impl Into<crate::error::BoxError>) -> Error {
+pub(crate) fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
     Error::Backend {
         pool: shared.config.pool.name.clone(),
         origin: host.origin.to_string(),
-        source: e.into(),
+        source: Box::new(Described(e)),
     }
 }
 
-fn is_broken(e: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-        return true;
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
+/// Bodies announced at most this long are read with the head, so the connection goes
+/// back at once (typical REST answers); longer or unannounced ones stream.
+const EAGER_BODY: u64 = 64 * 1024;
+
+/// A response head, with its body read (small) or still on the connection.
+enum Head {
+    Full(http::response::Parts, Bytes, bool),
+    Stream(http::response::Parts, hyper::body::Incoming, Lease),
 }
 
-/// Sends once and reads the whole response.
+/// Sends once and returns the response head, with the body when it is small.
 async fn send(
     shared: &Shared,
     host: &Host,
     mut lease: Lease,
     req: &Prepared,
-) -> Result<Response, Failure> {
+) -> Result<Head, Failure> {
     let h2 = matches!(lease.conn, Some(Conn::H2(..)));
-    let mut headers = shared.headers.clone();
+    let mut headers = HeaderMap::with_capacity(shared.headers.len() + req.headers.len());
+    for (name, value) in &shared.headers {
+        if req.keep_secrets || !(value.is_sensitive() || crate::redirect::is_credential(name)) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     for (name, value) in &req.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -406,6 +465,8 @@ async fn send(
             let e = e.into_error();
             return Err(if not_sent {
                 Failure::NotSent(backend(shared, host, e))
+            } else if is_refused(&e) {
+                Failure::Refused(backend(shared, host, e))
             } else if is_broken(&e) {
                 Failure::Broken(backend(shared, host, e))
             } else {
@@ -414,6 +475,18 @@ async fn send(
         }
     };
     let (parts, body) = response.into_parts();
+    let announced = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let eager = hyper::body::Body::is_end_stream(&body)
+        || req.method == Method::HEAD
+        || announced
+            .is_some_and(|n| n <= EAGER_BODY.min(shared.config.max_body.unwrap_or(u64::MAX)));
+    if !eager {
+        return Ok(Head::Stream(parts, body, lease));
+    }
     let body = body
         .collect()
         .await
@@ -421,11 +494,5 @@ async fn send(
         .to_bytes();
     let new = lease.new;
     lease.finish(shared, host);
-    Ok(Response::new(
-        parts,
-        body,
-        new,
-        shared.config.pool.name.clone(),
-        host.origin.to_string(),
-    ))
+    Ok(Head::Full(parts, body, new))
 }

@@ -30,6 +30,8 @@ pub(crate) struct Life {
     last_used: Mutex<Instant>,
     telemetry: Arc<Telemetry>,
     host_open: Arc<AtomicU64>,
+    /// The connection's I/O task, ended by [`Life::abort`].
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Life {
@@ -44,6 +46,26 @@ impl Life {
             last_used: Mutex::new(Instant::now()),
             telemetry,
             host_open,
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Remembers the connection's I/O task, so that [`Life::abort`] can end it.
+    pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+    }
+
+    /// Closes the socket now, not whenever hyper's connection task next notices that its
+    /// request was dropped: a connection abandoned mid-exchange (timeout, cancellation)
+    /// stops counting against the server at once.
+    pub(crate) fn abort(&self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
         }
     }
 
@@ -71,6 +93,16 @@ impl Life {
     pub(crate) fn begin(&self) {
         self.uses.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Whether this connection was opened after `other`.
+    pub(crate) fn younger_than(&self, other: &Self) -> bool {
+        self.born > other.born
+    }
+
+    /// Exchanges started on this connection so far (HTTP/2: streams).
+    pub(crate) fn uses(&self) -> u64 {
+        self.uses.load(Relaxed)
     }
 
     pub(crate) fn end(&self) {
@@ -121,7 +153,6 @@ impl Life {
 /// The per-connection limits, copied from the config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) pool_size: u64,
     pub(crate) max_keepalive: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
@@ -153,10 +184,12 @@ pub(crate) struct Host {
     pub(crate) proto: Mutex<Option<Proto>>,
     pub(crate) open: Arc<AtomicU64>,
     pub(crate) waiting: AtomicU64,
+    /// Connections kept when returned with nobody waiting (`P_POOL_SIZE`; resizable).
+    pub(crate) pool_size: AtomicU64,
 }
 
 impl Host {
-    pub(crate) fn new(origin: Origin, ceiling: u32, proto: Option<Proto>) -> Self {
+    pub(crate) fn new(origin: Origin, pool_size: u32, ceiling: u32, proto: Option<Proto>) -> Self {
         Self {
             origin,
             gate: Gate::new(ceiling as usize),
@@ -166,6 +199,7 @@ impl Host {
             proto: Mutex::new(proto),
             open: Arc::new(AtomicU64::new(0)),
             waiting: AtomicU64::new(0),
+            pool_size: AtomicU64::new(u64::from(pool_size)),
         }
     }
 
@@ -211,8 +245,8 @@ impl Host {
         };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let reason = reason.or_else(|| {
-            let overflow =
-                self.open.load(Relaxed) > limits.pool_size && self.waiting.load(Relaxed) == 0;
+            let overflow = self.open.load(Relaxed) > self.pool_size.load(Relaxed)
+                && self.waiting.load(Relaxed) == 0;
             (idle.len() >= limits.max_keepalive || overflow).then_some(CloseReason::Overflow)
         });
         match reason {
@@ -224,8 +258,21 @@ impl Host {
     /// A stream on the shared HTTP/2 connection when it is fit for use; an unfit one is
     /// closed and removed.
     pub(crate) fn shared_h2(&self, limits: &Limits) -> Option<SharedH2> {
+        self.shared_h2_if(limits, |_| true)
+    }
+
+    /// As [`Host::shared_h2`], but only when `usable` accepts the shared connection (a
+    /// retry skips the connection that just failed it); a rejected one stays in place.
+    pub(crate) fn shared_h2_if(
+        &self,
+        limits: &Limits,
+        usable: impl Fn(&SharedH2) -> bool,
+    ) -> Option<SharedH2> {
         let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         let c = slot.as_ref()?;
+        if !usable(c) {
+            return None;
+        }
         let reason = if c.sender.is_closed() {
             Some(CloseReason::Broken)
         } else {

@@ -13,9 +13,9 @@ use poolkit_core::{
 };
 
 use crate::config::{Config, HttpVersion};
-use crate::connect::Connector;
+use crate::connect::{Connector, Resolve, Resolver};
 use crate::host::{Host, Limits, Proto};
-use crate::request::RequestBuilder;
+use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
 use crate::{Error, Response};
 
@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) connector: Connector,
     pub(crate) headers: HeaderMap,
     hosts: Mutex<HashMap<Origin, Arc<Host>>>,
+    /// Per-origin (steady size, ceiling), set at build and by [`Pool::resize`].
+    sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
     reaper_started: AtomicBool,
     pub(crate) retries: AtomicU64,
@@ -64,9 +66,18 @@ pub struct Builder {
     config: Config,
     headers: HeaderMap,
     error: Option<String>,
+    resolver: Resolver,
 }
 
 impl Builder {
+    /// Resolves host names with `resolver` instead of the system resolver, for every new
+    /// connection (see [`Resolve`]). A closure `Fn(&str, u16) -> io::Result<Vec<SocketAddr>>`
+    /// is a resolver.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Resolver(Some(Arc::new(resolver)));
+        self
+    }
+
     /// Uses `config` (replacing the one set so far).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -116,11 +127,10 @@ impl Builder {
         if let Some(reason) = self.error {
             return Err(Error::InvalidRequest { pool: name, reason });
         }
-        let connector = Connector::new(&self.config)
+        let connector = Connector::new(&self.config, self.resolver)
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
         let c = &self.config;
         let limits = Limits {
-            pool_size: u64::from(c.pool.pool_size),
             max_keepalive: c.max_keepalive as usize,
             idle_timeout: c.pool.idle_timeout,
             max_lifetime: c.pool.max_lifetime,
@@ -134,6 +144,7 @@ impl Builder {
             connector,
             headers: self.headers,
             hosts: Mutex::new(HashMap::new()),
+            sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
             reaper_started: AtomicBool::new(false),
             retries: AtomicU64::new(0),
@@ -152,6 +163,7 @@ impl Pool {
             config: Config::new("http"),
             headers: HeaderMap::new(),
             error: None,
+            resolver: Resolver::default(),
         }
     }
 
@@ -173,32 +185,32 @@ impl Pool {
     }
 
     /// A request with `method` to `url` (absolute, or relative to the base URL).
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        RequestBuilder::new(self.clone(), method, url)
+    pub fn request<U: IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, url.into_url_string())
     }
 
     /// A `GET` request.
-    pub fn get(&self, url: &str) -> RequestBuilder {
+    pub fn get<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::GET, url)
     }
 
     /// A `POST` request.
-    pub fn post(&self, url: &str) -> RequestBuilder {
+    pub fn post<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::POST, url)
     }
 
     /// A `PUT` request.
-    pub fn put(&self, url: &str) -> RequestBuilder {
+    pub fn put<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::PUT, url)
     }
 
     /// A `PATCH` request.
-    pub fn patch(&self, url: &str) -> RequestBuilder {
+    pub fn patch<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::PATCH, url)
     }
 
     /// A `DELETE` request.
-    pub fn delete(&self, url: &str) -> RequestBuilder {
+    pub fn delete<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::DELETE, url)
     }
 
@@ -224,6 +236,38 @@ impl Pool {
     #[must_use]
     pub fn health(&self) -> Health {
         Monitored::health(&*self.shared)
+    }
+
+    /// Changes the per-origin steady size and ceiling while the pool runs: waiters are
+    /// served at once after a raise; after a cut, connections above the new ceiling close
+    /// as their requests end, never one in use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the same message the environment variables would give.
+    pub fn resize(&self, pool_size: u32, max_size: Option<u32>) -> Result<(), Error> {
+        let mut c = self.shared.config.pool.clone();
+        c.pool_size = pool_size;
+        c.max_size = max_size;
+        c.validate()?;
+        let ceiling = c.ceiling();
+        let mut hosts = self
+            .shared
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self
+            .shared
+            .sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (pool_size, ceiling);
+        for host in hosts.values_mut() {
+            host.pool_size.store(u64::from(pool_size), Relaxed);
+            host.gate.set_limit(ceiling as usize);
+        }
+        self.shared.count_origins(hosts.len());
+        drop(hosts);
+        tracing::info!(pool = %c.name, pool_size, max_size = ceiling, "pool resized");
+        Ok(())
     }
 
     /// Figures per origin (each origin has its own ceiling), sorted by origin.
@@ -280,7 +324,8 @@ impl Shared {
             (HttpVersion::Http1, _) | (HttpVersion::Auto, false) => Some(Proto::H1),
             (HttpVersion::Auto, true) => None,
         };
-        let host = Arc::new(Host::new(origin.clone(), self.config.pool.ceiling(), proto));
+        let (pool_size, ceiling) = self.sizes();
+        let host = Arc::new(Host::new(origin.clone(), pool_size, ceiling, proto));
         hosts.insert(origin.clone(), host.clone());
         self.count_origins(hosts.len());
         host
@@ -290,10 +335,15 @@ impl Shared {
     /// pool-level utilization (used / capacity) stays within 0..=1.
     fn count_origins(&self, n: usize) {
         let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-        self.telemetry.set_sizes(
-            self.config.pool.pool_size.saturating_mul(n),
-            self.config.pool.ceiling().saturating_mul(n),
-        );
+        let (pool_size, ceiling) = self.sizes();
+        self.telemetry
+            .set_sizes(pool_size.saturating_mul(n), ceiling.saturating_mul(n));
+    }
+
+    /// The per-origin steady size and ceiling now (they change with [`Pool::resize`]).
+    fn sizes(&self) -> (u32, u32) {
+        let s = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
+        *s
     }
 
     /// Forgets origins with nothing open, in use or waiting, so the map stays bounded by
@@ -309,7 +359,7 @@ impl Shared {
 
     /// Per-origin figures: (origin, in use, open, waiting, utilization of its ceiling).
     pub(crate) fn origins(&self) -> Vec<OriginStats> {
-        let ceiling = f64::from(self.config.pool.ceiling().max(1));
+        let ceiling = f64::from(self.sizes().1.max(1));
         let mut all: Vec<OriginStats> = self
             .hosts()
             .iter()
@@ -404,8 +454,7 @@ impl Monitored for Shared {
             .into_iter()
             .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
         {
-            stats.max_size = self.config.pool.ceiling();
-            stats.pool_size = self.config.pool.pool_size;
+            (stats.pool_size, stats.max_size) = self.sizes();
             stats.used = busiest.used;
             stats.pending = busiest.pending;
             stats.utilization = busiest.utilization;

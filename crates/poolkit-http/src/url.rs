@@ -30,10 +30,20 @@ impl Origin {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| "no host".to_owned())?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        // `http::Uri` is lenient: `http://ht[::1]tp:/` has the host `ht[` (found by the
+        // `http_inputs` fuzz target). Brackets are for IPv6 literals only.
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => {
+                let addr = inner.split('%').next().unwrap_or(inner);
+                addr.parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("host {host:?} is not an IPv6 address"))?;
+                inner.to_owned()
+            }
+            None if host.contains(['[', ']']) => {
+                return Err(format!("host {host:?} is not a valid host name"));
+            }
+            None => host.to_owned(),
+        };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self { tls, host, port })
     }
@@ -87,5 +97,20 @@ mod tests {
             "https://a/b"
         );
         assert!(resolve(None, "/b").is_err());
+        assert_eq!(Origin::parse("http://[::1]:8080").unwrap().host, "::1");
+    }
+
+    #[test]
+    fn brackets_only_around_an_ipv6_address() {
+        // Regression: found by the `http_inputs` fuzz target (the origin's text did not
+        // parse back).
+        for url in [
+            "http://ht[::1]tp:/",
+            "http://[nothost]/",
+            "http://a]b/",
+            "http://[::1/",
+        ] {
+            assert!(Origin::parse(url).is_err(), "{url}");
+        }
     }
 }

@@ -47,6 +47,11 @@ fn nginx_binary() -> PathBuf {
 }
 
 fn start() -> Nginx {
+    start_with(100_000)
+}
+
+/// nginx closing each connection (HTTP/2: with a `GOAWAY`) after `keepalive_requests`.
+fn start_with(keepalive_requests: u32) -> Nginx {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -66,6 +71,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
+    log_format ids '$request_method $http_x_id';
     access_log off;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -73,7 +79,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     keepalive_timeout 1s;
-    keepalive_requests 100000;
+    keepalive_requests {keepalive_requests};
     server {{
         listen 127.0.0.1:{http1};
         location / {{ return 200 "ok"; }}
@@ -83,6 +89,7 @@ http {{
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;
         http2_max_concurrent_streams 128;
+        access_log {d}/ids.log ids;
         location / {{ return 200 "ok"; }}
     }}
 }}
@@ -125,7 +132,8 @@ http {{
     nginx
 }
 
-async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
+/// Each answer's version and whether it opened a connection.
+async fn burst(pool: &Pool, n: usize) -> Vec<(poolkit_http::http::Version, bool)> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let pool = pool.clone();
@@ -138,8 +146,10 @@ async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
             .await
             .expect("task panicked")
             .expect("request to nginx failed");
-        assert_eq!((r.status().as_u16(), r.text().as_str()), (200, "ok"));
-        out.push(r);
+        let seen = (r.version(), r.new_connection());
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.text().await.expect("body"), "ok");
+        out.push(seen);
     }
     out
 }
@@ -155,11 +165,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.http_version = HttpVersion::Auto;
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.version() == http::Version::HTTP_2)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_2));
     let s = pool.stats();
     assert_eq!(
         (s.created, s.requests_new, s.requests_reused),
@@ -173,11 +179,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.version() == http::Version::HTTP_11)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_11));
     let s = pool.stats();
     assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
     for pause_ms in [950, 1000, 1050, 1200] {
@@ -195,4 +197,69 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
         "nginx's keep-alive closes were seen: {s:?}"
     );
     assert!(s.open <= 20, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_goaway_after_keepalive_requests_loses_no_idempotent_request() {
+    const REQUESTS: u64 = 4000;
+    let nginx = start_with(50);
+    let mut config = Config::new("nginx_goaway");
+    config.pool.pool_size = 16;
+    config.base_url = Some(format!("https://127.0.0.1:{}", nginx.https));
+    config.root_certificates.push(nginx.cert_der.clone());
+    config.http_version = HttpVersion::Http2;
+    let pool = Pool::new(config).unwrap();
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut interrupted) = (0u64, 0u64);
+                for i in 0..REQUESTS / 32 {
+                    let id = format!("{t}-{i}");
+                    let post = i % 2 == 1;
+                    let req = if post {
+                        pool.post("/").body(id.clone())
+                    } else {
+                        pool.get("/")
+                    };
+                    match req.header("x-id", &id).send().await {
+                        Ok(r) => {
+                            assert_eq!(r.text().await.expect("body"), "ok");
+                            ok += 1;
+                        }
+                        Err(e) if post && e.is_interrupted() => interrupted += 1,
+                        Err(e) => panic!("{id} ({}): {e}", if post { "POST" } else { "GET" }),
+                    }
+                }
+                (ok, interrupted)
+            })
+        })
+        .collect();
+    let (mut ok, mut interrupted) = (0, 0);
+    for t in tasks {
+        let (o, i) = t.await.expect("no GET failed, every POST failure typed");
+        ok += o;
+        interrupted += i;
+    }
+    let s = pool.stats();
+    let log = std::fs::read_to_string(nginx.dir.join("ids.log")).unwrap();
+    let mut posts = std::collections::HashMap::new();
+    for line in log.lines().filter(|l| l.starts_with("POST ")) {
+        *posts.entry(line.to_owned()).or_insert(0u32) += 1;
+    }
+    let twice: Vec<_> = posts.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "FIGURES nginx keepalive_requests 50 over HTTP/2: {ok} ok of {REQUESTS}, 0 GET failed, {interrupted} POST Interrupted, {} retries, {} connections opened, {} POSTs logged, {} twice",
+        pool.retries(),
+        s.created,
+        posts.len(),
+        twice.len()
+    );
+    assert_eq!(ok + interrupted, REQUESTS);
+    assert!(
+        s.created >= REQUESTS / 100,
+        "nginx rotated the connections: {s:?}"
+    );
+    assert!(twice.is_empty(), "a POST processed twice: {twice:?}");
+    assert_eq!((s.used, s.pending), (0, 0), "{s:?}");
 }

@@ -86,3 +86,44 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
         "capacity back to one origin's ceiling"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_changes_every_origins_ceiling_while_running() {
+    let mut opts = Opts::new(Mode::Http1);
+    opts.delay = Duration::from_millis(50);
+    let server = serve(opts).await;
+    let pool = Pool::new(common::config("origins_resize", &server, 4)).expect("pool");
+    let burst = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.get("/").send().await })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                assert_eq!(t.await.expect("task").expect("request").status(), 200);
+            }
+        }
+    };
+    burst(8).await;
+    assert_eq!(server.seen.max_in_flight.load(SeqCst), 4);
+    pool.resize(1, None).expect("cut");
+    server.seen.max_in_flight.store(0, SeqCst);
+    burst(8).await;
+    assert_eq!(
+        server.seen.max_in_flight.load(SeqCst),
+        1,
+        "the cut ceiling holds"
+    );
+    pool.resize(6, None).expect("raise");
+    server.seen.max_in_flight.store(0, SeqCst);
+    burst(12).await;
+    assert_eq!(
+        server.seen.max_in_flight.load(SeqCst),
+        6,
+        "the raised ceiling is used"
+    );
+    let e = pool.resize(0, None).unwrap_err().to_string();
+    assert!(e.contains("ORIGINS_RESIZE_POOL_SIZE"), "{e}");
+}

@@ -46,7 +46,31 @@ impl bb8::ManageConnection for Manager {
     type Connection = Client;
     type Error = tokio_postgres::Error;
 
+    /// Opens a connection. tokio-postgres bounds only the TCP connect by its
+    /// `connect_timeout`; a server that accepts TCP and never answers (a black hole: a
+    /// hung server, a half-open firewall) would hold the startup exchange forever and
+    /// keep a connect slot of the pool. The whole connect (TCP, TLS, startup,
+    /// authentication) is bounded here by the same timeout (`P_CONNECT_TIMEOUT`).
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        match self.config.get_connect_timeout() {
+            Some(limit) => tokio::time::timeout(*limit, self.open())
+                .await
+                .unwrap_or_else(|_| Err(tokio_postgres::Error::__private_api_timeout())),
+            None => self.open().await,
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
+        conn.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Client) -> bool {
+        conn.is_closed()
+    }
+}
+
+impl Manager {
+    async fn open(&self) -> Result<Client, tokio_postgres::Error> {
         let pool = self.pool.clone();
         let report = move |e: tokio_postgres::Error| {
             tracing::debug!(pool = %pool, error = %crate::error::chain(&e), "connection ended with an error");
@@ -63,13 +87,5 @@ impl bb8::ManageConnection for Manager {
                 Ok(client)
             }
         }
-    }
-
-    async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
-        conn.simple_query("").await.map(|_| ())
-    }
-
-    fn has_broken(&self, conn: &mut Client) -> bool {
-        conn.is_closed()
     }
 }
