@@ -91,7 +91,8 @@ pub(crate) struct RunResult {
     /// Where the wait was measured: `client` (around each checkout) or `pool` (the
     /// pool's own histogram, for shared connections).
     pub(crate) acquire_wait_source: &'static str,
-    /// Connections the pool opened (warm-up included; each run has a fresh pool).
+    /// Connections the pool opened (warm-up included; each run has a fresh pool, except
+    /// the auto pool, which runs every step: what it opened during this one).
     pub(crate) connections_opened: u64,
 }
 
@@ -243,7 +244,10 @@ pub(crate) async fn run(
     bar: &ProgressBar,
 ) -> Result<RunResult, Error> {
     let started = Instant::now();
-    let created_before = target.stats().created;
+    // The auto pool runs every step: count what each step opened. A fixed pool is fresh
+    // per run, its warm-up included.
+    let before = target.stats();
+    let created_before = if before.auto_sized { before.created } else { 0 };
     let deadline = tokio::time::Instant::now() + duration;
     let done = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(concurrency as usize);
