@@ -438,7 +438,10 @@ mod tests {
             tail.iter().filter(|&&t| t == 8).count() > tail.len() * 3 / 4,
             "{seen:?}"
         );
-        assert!(seen.windows(2).any(|w| w[1] < w[0]), "it backed off: {seen:?}");
+        assert!(
+            seen.windows(2).any(|w| w[1] < w[0]),
+            "it backed off: {seen:?}"
+        );
     }
 
     #[test]

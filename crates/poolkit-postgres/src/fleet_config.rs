@@ -103,3 +103,61 @@ pub(crate) fn from_env(env: &Env<'_>, pool: &str) -> Result<Option<FleetConfig>,
         key,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> Result<Option<FleetConfig>, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        from_env(&Env::new("DATABASE", &lookup), "database")
+    }
+
+    #[test]
+    fn budget_needs_redis_and_names_bad_values() {
+        assert!(read(&[]).unwrap().is_none());
+        let e = read(&[("DATABASE_FLEET_BUDGET", "60")]).unwrap_err();
+        assert_eq!(e.var(), "DATABASE_FLEET_REDIS_URL", "{e}");
+        let c = read(&[
+            ("DATABASE_FLEET_BUDGET", "60"),
+            ("REDIS_URL", "redis://:hunter2@cache:6379"),
+            ("DATABASE_FLEET_TTL", "3s"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.budget, c.ttl, c.reserve),
+            (FleetBudget::Fixed(60), Duration::from_secs(3), 5)
+        );
+        assert_eq!(c.key, "poolkit:fleet:database");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let c = read(&[
+            ("DATABASE_FLEET_BUDGET", "server"),
+            ("DATABASE_FLEET_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_FLEET_RESERVE", "10"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.budget, c.reserve), (FleetBudget::Server, 10));
+        for (var, value) in [
+            ("DATABASE_FLEET_BUDGET", "lots"),
+            ("DATABASE_FLEET_BUDGET", "0"),
+            ("DATABASE_FLEET_TTL", "100ms"),
+            ("DATABASE_FLEET_RESERVE", "-1"),
+        ] {
+            let mut vars = vec![
+                ("DATABASE_FLEET_BUDGET", "60"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ];
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let e = read(&vars).unwrap_err();
+            assert_eq!(e.var(), var, "{e}");
+        }
+    }
+}
