@@ -35,6 +35,22 @@ impl Target for Poolkit {
     }
 }
 
+/// The same pool through redis-rs's own calls (`ConnectionLike`), as ported code uses it.
+struct PoolkitCommands(Pool);
+impl Target for PoolkitCommands {
+    fn op(&self) -> BoxFut<'_, Result<(), bool>> {
+        Box::pin(async move {
+            let mut c = self.0.clone();
+            redis::cmd("GET")
+                .arg(KEY)
+                .query_async::<String>(&mut c)
+                .await
+                .map(drop)
+                .map_err(|_| false)
+        })
+    }
+}
+
 struct Manager(redis::aio::ConnectionManager);
 impl Target for Manager {
     fn op(&self) -> BoxFut<'_, Result<(), bool>> {
@@ -160,7 +176,14 @@ async fn main() {
         .await
         .expect("bb8");
     let targets: Vec<(&str, Arc<dyn Target>)> = vec![
-        ("poolkit shared (2 connections)", Arc::new(Poolkit(poolkit))),
+        (
+            "poolkit shared (2 connections)",
+            Arc::new(Poolkit(poolkit.clone())),
+        ),
+        (
+            "poolkit shared, redis-rs calls (ConnectionLike)",
+            Arc::new(PoolkitCommands(poolkit)),
+        ),
         (
             "redis-rs ConnectionManager (1 connection)",
             Arc::new(Manager(manager)),

@@ -15,8 +15,12 @@ use poolkit::monitor::{Monitor, MonitorConfig};
 
 /// Runs headless Chromium on `url` with `extra` arguments; returns its stdout.
 async fn chromium(url: &str, extra: &[&str]) -> String {
-    let profile =
-        std::env::temp_dir().join(format!("poolkit-monitor-chromium-{}", std::process::id()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!(
+        "poolkit-monitor-chromium-{}-{run}",
+        std::process::id()
+    ));
     let mut cmd = tokio::process::Command::new("chromium");
     cmd.args([
         "--headless",
@@ -60,6 +64,7 @@ fn field(dom: &str, pool: &str, field: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_numbers_in_chromium() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // A pool at 70 % (7 of 10 held) and a saturated one (6 workers on 2 connections).
     let steady = pg_pool("dash_db", 10, &url_with_marker()).await;
     let held = hold(&steady, 7).await;
@@ -195,4 +200,153 @@ async fn dashboard_shows_live_numbers_in_chromium() {
     }
     drop(held);
     server.shutdown().await.expect("shutdown");
+}
+
+/// The value of attribute `attr` on the chart `chart` of `pool` in the rendered page.
+fn chart_attr(dom: &str, pool: &str, chart: &str, attr: &str) -> String {
+    let key = format!("data-pool=\"{pool}\" data-chart=\"{chart}\"");
+    let start = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {chart} chart for {pool}:\n{dom}"));
+    let tag = &dom[start..dom[start..].find('>').map_or(dom.len(), |e| start + e)];
+    let a = format!("{attr}=\"");
+    tag.split(&a)
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("no {attr} in {tag}"))
+        .to_owned()
+}
+
+fn body_attr(dom: &str, attr: &str) -> String {
+    let body = dom.split("<body").nth(1).expect("a body");
+    body.split(&format!("{attr}=\""))
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn screenshot(url: &str, file: &str) -> usize {
+    let png = artifacts().join(file);
+    let _ = std::fs::remove_file(&png);
+    let shot = format!("--screenshot={}", png.display());
+    chromium(url, &[&shot, "--window-size=1280,900"]).await;
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("chromium wrote no {file}: {e}"));
+    assert!(bytes.starts_with(b"\x89PNG"), "{file} is not a PNG");
+    assert!(
+        bytes.len() > 20_000,
+        "{file}: a {}-byte screenshot is blank",
+        bytes.len()
+    );
+    bytes.len()
+}
+
+/// Connections held in pool `i` of the twenty.
+fn want_held(i: usize) -> usize {
+    match i % 7 {
+        0 => 2,
+        3 => 1,
+        _ => 0,
+    }
+}
+
+/// The two Chromium tests run one after the other, so their pools never add up on the
+/// shared server.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_keeps_history_with_1_and_with_20_pools() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // One pool at 50 %.
+    let one = pg_pool("hist_one", 4, &url_with_marker()).await;
+    let held_one = hold(&one, 2).await;
+    let monitor =
+        Monitor::builder().pools(vec![poolkit_core::pool("hist_one").expect("registered")]);
+    let (_, server) = spawn(monitor, MonitorConfig::default()).await;
+    let base = format!("http://{}/", server.local_addr());
+    let dom = chromium(&format!("{base}#token={TOKEN}"), &["--dump-dom"]).await;
+    std::fs::write(artifacts().join("dashboard-1.html"), &dom).expect("keep the DOM");
+    for chart in ["utilization", "waiters", "p95"] {
+        let points: u32 = chart_attr(&dom, "hist_one", chart, "data-points")
+            .parse()
+            .expect("a count");
+        assert!(points >= 3, "{chart}: {points} samples after 4 polls");
+    }
+    assert!(
+        dom.contains("data-pool=\"hist_one\" data-chart-last=\"utilization\">50.0%<"),
+        "{dom}"
+    );
+    assert!(dom.contains("last 15 min, kept in this tab"));
+    assert_eq!(
+        body_attr(&dom, "data-overflow"),
+        "false",
+        "the page fits 1280 px"
+    );
+    // A 2 s window keeps at most the last 2–3 samples: older ones are dropped.
+    let short = chromium(&format!("{base}#token={TOKEN}&window=2"), &["--dump-dom"]).await;
+    let points: u32 = chart_attr(&short, "hist_one", "utilization", "data-points")
+        .parse()
+        .expect("count");
+    assert!(
+        (1..=3).contains(&points),
+        "a 2 s window kept {points} samples"
+    );
+    screenshot(&format!("{base}#token={TOKEN}"), "dashboard-1.png").await;
+    server.shutdown().await.expect("shutdown");
+
+    // Twenty pools of 2: three full, three half used, the rest idle (few server connections,
+    // as the test server is shared).
+    let mut pools = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let name = format!("hist_{i:02}");
+        let p = poolkit::postgres::Pool::builder()
+            .url(url_with_marker())
+            .name(&name)
+            .pool_size(2)
+            .min_idle(0)
+            .build()
+            .await
+            .expect("a pool");
+        held.push(hold(&p, want_held(i)).await);
+        pools.push(p);
+    }
+    let registered: Vec<_> = (0..20)
+        .map(|i| poolkit_core::pool(&format!("hist_{i:02}")).expect("registered"))
+        .collect();
+    let (_, server) = spawn(
+        Monitor::builder().pools(registered),
+        MonitorConfig::default(),
+    )
+    .await;
+    let base = format!("http://{}/", server.local_addr());
+    let dom = chromium(&format!("{base}#token={TOKEN}"), &["--dump-dom"]).await;
+    std::fs::write(artifacts().join("dashboard-20.html"), &dom).expect("keep the DOM");
+    assert!(
+        dom.contains("<main id=\"pools\" class=\"many\">"),
+        "compact layout for 20 pools"
+    );
+    for i in 0..20 {
+        let name = format!("hist_{i:02}");
+        let points: u32 = chart_attr(&dom, &name, "utilization", "data-points")
+            .parse()
+            .expect("count");
+        assert!(points >= 2, "{name}: {points} samples");
+        let want = ["0.0%", "50.0%", "100.0%"][want_held(i)];
+        assert!(
+            dom.contains(&format!(
+                "data-pool=\"{name}\" data-chart-last=\"utilization\">{want}<"
+            )),
+            "{name} shows {want}"
+        );
+    }
+    assert_eq!(
+        body_attr(&dom, "data-overflow"),
+        "false",
+        "20 pools fit 1280 px wide"
+    );
+    screenshot(&format!("{base}#token={TOKEN}"), "dashboard-20.png").await;
+    server.shutdown().await.expect("shutdown");
+    drop(held);
+    drop(held_one);
 }

@@ -132,6 +132,16 @@ async fn metrics_follow_the_schema() {
         .clone();
     assert_eq!(mine["stats"]["used"], 3);
     assert_eq!(mine["stats"]["acquires"], stats.acquires);
+    // Query timing: count, average and p95 in seconds, and health's component.
+    let q = &mine["stats"]["query"];
+    for key in ["count", "avg", "p95", "slow", "slow_threshold"] {
+        assert!(q[key].is_number(), "stats.query.{key} in {mine}");
+    }
+    let perf = &mine["health"]["query_performance"];
+    assert!(
+        perf["status"].is_string() && perf["p95_ms"].is_number(),
+        "{mine}"
+    );
     drop(held);
     server.shutdown().await.expect("shutdown");
 }
@@ -262,6 +272,7 @@ async fn health_and_metrics_are_open_by_default_and_configurable() {
         .clone();
     assert_eq!(mine["status"], "healthy", "{h}");
     assert_eq!(mine["backend"], "postgres");
+    assert!(mine["query_performance"]["status"].is_string(), "{h}");
     assert_eq!(h["status"], "healthy", "{h}");
     assert_eq!(h["pools"].as_array().unwrap().len(), 1, "{h}");
     server.shutdown().await.expect("shutdown");

@@ -11,10 +11,10 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BackendArg, BenchArgs};
 use crate::error::Error;
 use crate::format::{ms, pct, table, thousands};
-use crate::target::{Target, TargetSpec};
+use crate::target::{HttpClient, Target, TargetSpec};
 
 /// p50 / p95 / p99 in seconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -60,8 +60,10 @@ impl Quantiles {
 /// The result of one run.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunResult {
-    /// `postgres` or `redis`.
+    /// `postgres`, `redis` or `http`.
     pub(crate) backend: &'static str,
+    /// The client driven: `poolkit`, or for HTTP `poolkit-http` and `reqwest` side by side.
+    pub(crate) client: &'static str,
     /// Connections in the pool.
     pub(crate) pool_size: u32,
     /// Concurrent users.
@@ -109,15 +111,28 @@ impl RunResult {
         )
     }
 
-    /// The seed line and the details under it.
+    /// The seed line and the details under it (for HTTP, under the client's name).
     pub(crate) fn report(&self) -> String {
-        let mut out = self.seed_line();
+        let mut out = if self.client == "poolkit" {
+            String::new()
+        } else {
+            format!("{}:\n", self.client)
+        };
+        out.push_str(&self.seed_line());
+        let counted = self.client != "reqwest";
+        let wait = if counted {
+            format!(
+                "{} ({})",
+                self.acquire_wait.show(),
+                self.acquire_wait_source
+            )
+        } else {
+            self.acquire_wait_source.to_owned()
+        };
         let _ = write!(
             out,
-            "\n  operation     {}\n  acquire wait  {} ({})\n  operations    {} ok, {} errors",
+            "\n  operation     {}\n  acquire wait  {wait}\n  operations    {} ok, {} errors",
             self.latency.show(),
-            self.acquire_wait.show(),
-            self.acquire_wait_source,
             thousands(self.ok),
             thousands(self.errors_total()),
         );
@@ -132,23 +147,30 @@ impl RunResult {
         if self.cut_off > 0 {
             let _ = write!(out, ", {} cut off at the end", thousands(self.cut_off));
         }
-        let _ = write!(
-            out,
-            "\n  connections   {} opened\n",
-            thousands(self.connections_opened)
-        );
+        if counted {
+            let _ = write!(
+                out,
+                "\n  connections   {} opened\n",
+                thousands(self.connections_opened)
+            );
+        } else {
+            out.push_str(
+                "\n  connections   not counted (no cap: one per request in flight at most)\n",
+            );
+        }
         out
     }
 }
 
 /// A table of runs (for `--pool-sizes` and `--steps`).
 pub(crate) fn runs_table(runs: &[RunResult]) -> String {
+    let by_client = runs.iter().any(|r| r.client != "poolkit");
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let rps = r.throughput_rps.round() as u64;
-            vec![
+            let mut row = vec![
                 r.pool_size.to_string(),
                 r.concurrency.to_string(),
                 thousands(rps),
@@ -159,24 +181,29 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
                 pct(r.timeout_ratio),
                 thousands(r.errors_total()),
                 thousands(r.connections_opened),
-            ]
+            ];
+            if by_client {
+                row.insert(0, r.client.to_owned());
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "Pool Size",
-            "Concurrency",
-            "RPS",
-            "P50",
-            "P95",
-            "P99",
-            "Wait P95",
-            "Timeouts",
-            "Errors",
-            "Opened",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "Pool Size",
+        "Concurrency",
+        "RPS",
+        "P50",
+        "P95",
+        "P99",
+        "Wait P95",
+        "Timeouts",
+        "Errors",
+        "Opened",
+    ];
+    if by_client {
+        headers.insert(0, "Client");
+    }
+    table(&headers, &rows)
 }
 
 /// What one user task brings back.
@@ -281,6 +308,7 @@ pub(crate) async fn run(
     let timeouts = errors.get("timeout").copied().unwrap_or(0);
     let stats = target.stats();
     let client_measured = wait.iter().any(|v| !v.is_empty());
+    let keeps_stats = !matches!(*target, Target::Reqwest { .. });
     let acquire_wait = if client_measured {
         Quantiles::of(&wait)
     } else {
@@ -293,6 +321,7 @@ pub(crate) async fn run(
     #[allow(clippy::cast_precision_loss)]
     Ok(RunResult {
         backend: stats_backend(&target),
+        client: target.client(),
         pool_size,
         concurrency,
         seconds,
@@ -307,7 +336,13 @@ pub(crate) async fn run(
         },
         latency: Quantiles::of(&latency),
         acquire_wait,
-        acquire_wait_source: if client_measured { "client" } else { "pool" },
+        acquire_wait_source: if client_measured {
+            "client"
+        } else if keeps_stats {
+            "pool"
+        } else {
+            "not measured: reqwest has no pool statistics"
+        },
         connections_opened: stats.created,
     })
 }
@@ -316,6 +351,7 @@ fn stats_backend(t: &Target) -> &'static str {
     match t {
         Target::Postgres { .. } => "postgres",
         Target::Redis { .. } => "redis",
+        Target::Http { .. } | Target::Reqwest { .. } => "http",
     }
 }
 
@@ -350,6 +386,12 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         acquire_timeout: args.acquire_timeout,
         query: args.query.clone(),
         op: args.op,
+        url: args.url.clone(),
+    };
+    let clients: &[HttpClient] = if args.backend == BackendArg::Http {
+        &[HttpClient::Poolkit, HttpClient::Reqwest]
+    } else {
+        &[HttpClient::Poolkit]
     };
     let sizes = if !args.pool_sizes.is_empty() {
         args.pool_sizes.clone()
@@ -366,27 +408,33 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     let mut runs = Vec::new();
     for &size in &sizes {
         for &concurrency in &steps {
-            let target = Arc::new(spec.build(size).await?);
-            let bar = progress(
-                args.quiet || args.json,
-                format!("pool {size} × {concurrency} users"),
-            );
-            let grace = target.acquire_timeout() + Duration::from_secs(10);
-            let result = run(
-                Arc::clone(&target),
-                size,
-                concurrency,
-                args.duration,
-                grace,
-                &bar,
-            )
-            .await;
-            target.close().await;
-            let result = result?;
-            if !args.json {
-                println!("{}", result.report());
+            for &client in clients {
+                let target = Arc::new(if args.backend == BackendArg::Http {
+                    spec.build_http(size, client)?
+                } else {
+                    spec.build(size).await?
+                });
+                let bar = progress(
+                    args.quiet || args.json,
+                    format!("{} pool {size} × {concurrency} users", target.client()),
+                );
+                let grace = target.acquire_timeout() + Duration::from_secs(10);
+                let result = run(
+                    Arc::clone(&target),
+                    size,
+                    concurrency,
+                    args.duration,
+                    grace,
+                    &bar,
+                )
+                .await;
+                target.close().await;
+                let result = result?;
+                if !args.json {
+                    println!("{}", result.report());
+                }
+                runs.push(result);
             }
-            runs.push(result);
         }
     }
     if runs.len() > 1 && !args.json {

@@ -10,7 +10,7 @@ use crate::bench::RunResult;
 use crate::error::Error;
 
 /// One panel's points per pool size: (x, y).
-type Series = BTreeMap<u32, Vec<(f64, f64)>>;
+type Series = BTreeMap<(String, u32), Vec<(f64, f64)>>;
 
 /// Draws the two panels side by side into `path`.
 pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
@@ -34,11 +34,19 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
     let mut throughput = Series::new();
     let mut p95 = Series::new();
     for r in runs {
+        let key = (
+            if r.client == "poolkit" {
+                String::new()
+            } else {
+                format!("{} ", r.client)
+            },
+            r.pool_size,
+        );
         throughput
-            .entry(r.pool_size)
+            .entry(key.clone())
             .or_default()
             .push((x(r.concurrency), r.throughput_rps));
-        p95.entry(r.pool_size)
+        p95.entry(key)
             .or_default()
             .push((x(r.concurrency), r.latency.p95 * 1e3));
     }
@@ -89,7 +97,7 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
             .x_label_formatter(&label)
             .draw()
             .map_err(|e| fail(&e))?;
-        for (i, (size, points)) in series.iter().enumerate() {
+        for (i, ((client, size), points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
@@ -97,7 +105,7 @@ pub(crate) fn draw(path: &Path, runs: &[RunResult]) -> Result<(), Error> {
                     color.stroke_width(2),
                 ))
                 .map_err(|e| fail(&e))?
-                .label(format!("pool {size}"))
+                .label(format!("{client}pool {size}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             chart
                 .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))

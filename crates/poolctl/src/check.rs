@@ -43,6 +43,9 @@ pub(crate) struct PoolReport {
     /// Redis facts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) redis: Option<RedisFacts>,
+    /// HTTP facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) http: Option<crate::http_check::HttpFacts>,
     /// Connect times.
     pub(crate) connect: Option<ConnectTimes>,
     /// Things to look at.
@@ -127,10 +130,18 @@ fn discover(
             backend: BackendArg::Redis,
         });
     }
+    for (prefix, var) in [("SUPABASE", "SUPABASE_URL"), ("PINECONE", "PINECONE_HOST")] {
+        if set(var) {
+            pools.push(PoolSpec {
+                prefix: prefix.into(),
+                backend: BackendArg::Http,
+            });
+        }
+    }
     if pools.is_empty() {
         return Err(poolkit_core::ConfigError::Missing {
             var: "DATABASE_URL".into(),
-            hint: "no pool is configured: set DATABASE_URL or REDIS_URL (as the app does), or name pools with --pool PREFIX=BACKEND".into(),
+            hint: "no pool is configured: set DATABASE_URL, REDIS_URL, SUPABASE_URL or PINECONE_HOST (as the app does), or name pools with --pool PREFIX=BACKEND".into(),
         }
         .into());
     }
@@ -142,7 +153,10 @@ async fn check_postgres(
     args: &CheckArgs,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PoolReport, Error> {
-    let config = poolkit_postgres::Config::from_lookup(prefix, lookup)?;
+    let mut config = poolkit_postgres::Config::from_lookup(prefix, lookup)?;
+    if let Some(n) = args.pgbouncer_pool_size {
+        config.pooler_pool_size = Some(poolkit_postgres::Limit::new(n, "--pgbouncer-pool-size"));
+    }
     let mut rows = config_rows(&config.pool);
     rows.insert(
         0,
@@ -180,11 +194,17 @@ async fn check_postgres(
         config: rows,
         postgres: None,
         redis: None,
+        http: None,
         connect: None,
         warnings: pg_warnings(&config, args.server_lifetime),
         failures: Vec::new(),
         ok: false,
     };
+    report
+        .warnings
+        .extend(poolkit_postgres::unknown_vars(prefix));
+    report.warnings.extend(config.notes.iter().cloned());
+    report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
     probe.pool.min_idle = 0;
     match poolkit_postgres::Pool::new(probe).await {
@@ -206,6 +226,8 @@ async fn check_postgres(
                 Err(e) => report.failures.push(Error::postgres(prefix, e).to_string()),
             }
             pool.drain(Duration::from_secs(2)).await;
+            // Gone before the connect probes, which build pools of the same name.
+            drop(pool);
             match facts::pg_connect_times(&config, args.connects).await {
                 Ok(t) => {
                     if t.p95 > 0.1 {
@@ -264,11 +286,14 @@ async fn check_redis(
         config: rows,
         postgres: None,
         redis: None,
+        http: None,
         connect: None,
         warnings: pool_warnings(&config.pool),
         failures: Vec::new(),
         ok: false,
     };
+    report.warnings.extend(poolkit_redis::unknown_vars(prefix));
+    report.warnings.extend(config.pool.contradictions());
     match poolkit_redis::Pool::new(config.clone()).await {
         Err(e) => report.failures.push(Error::redis(prefix, e).to_string()),
         Ok(pool) => {
@@ -287,6 +312,7 @@ async fn check_redis(
                 Err(e) => report.failures.push(Error::redis(prefix, e).to_string()),
             }
             pool.close();
+            drop(pool);
             match facts::redis_connect_times(&config, args.connects).await {
                 Ok(t) => report.connect = Some(t),
                 Err(e) => report
@@ -347,6 +373,37 @@ pub(crate) fn render(r: &PoolReport) -> String {
         fact("connected clients", f.connected_clients.to_string());
         budget = f.budget.as_ref();
     }
+    if let Some(h) = &r.http {
+        fact(
+            "protocol",
+            format!(
+                "{}{}",
+                h.protocol,
+                if h.tls {
+                    " over TLS (ALPN)"
+                } else {
+                    " (plain)"
+                }
+            ),
+        );
+        if let Some(t) = h.tls_handshake {
+            fact("TLS handshake", format!("p50 {}", ms(t)));
+        }
+        fact("GET status", h.status.to_string());
+        fact(
+            "keep-alive timeout",
+            match h.keepalive_timeout {
+                Some(t) => format!("{t:.1} s (the server closed an idle connection)"),
+                None => format!(
+                    "over {:.0} s (still open when the wait ended)",
+                    h.keepalive_waited
+                ),
+            },
+        );
+        if let Some(k) = &h.keepalive_header {
+            fact("Keep-Alive header", k.clone());
+        }
+    }
     if let Some(t) = &r.connect {
         fact(
             "connect time",
@@ -387,6 +444,7 @@ pub(crate) async fn command(args: &CheckArgs) -> Result<(), Error> {
         reports.push(match spec.backend {
             BackendArg::Postgres => check_postgres(&spec.prefix, args, &lookup).await?,
             BackendArg::Redis => check_redis(&spec.prefix, args, &lookup).await?,
+            BackendArg::Http => crate::http_check::check_http(&spec.prefix, args, &lookup).await?,
         });
     }
     let failed = reports.iter().filter(|r| !r.ok).count();

@@ -40,6 +40,8 @@ pub(crate) enum BackendArg {
     Postgres,
     /// Redis (`P_URL` or `P_HOST`/`P_PORT`, default prefix `REDIS`).
     Redis,
+    /// HTTP/1.1 and HTTP/2 APIs (`P_URL`, default prefix `HTTP`; `SUPABASE`, `PINECONE`).
+    Http,
 }
 
 impl BackendArg {
@@ -48,6 +50,7 @@ impl BackendArg {
         match self {
             Self::Postgres => poolkit_postgres::DEFAULT_PREFIX,
             Self::Redis => poolkit_redis::DEFAULT_PREFIX,
+            Self::Http => "HTTP",
         }
     }
 }
@@ -75,7 +78,7 @@ fn parse_pool_spec(s: &str) -> Result<PoolSpec, String> {
         ));
     }
     let backend = BackendArg::from_str(backend, true)
-        .map_err(|_| format!("unknown backend `{backend}`: expected postgres or redis"))?;
+        .map_err(|_| format!("unknown backend `{backend}`: expected postgres, redis or http"))?;
     Ok(PoolSpec {
         prefix: prefix.to_ascii_uppercase(),
         backend,
@@ -102,6 +105,19 @@ pub(crate) struct CheckArgs {
     /// App instances that each open these pools (for the connection budget).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) instances: u32,
+    /// PgBouncer's `default_pool_size` (the server connections it holds per database and
+    /// user), when the app connects through PgBouncer: the budget then checks that pool
+    /// against max_connections (`SUPAVISOR_POOL_SIZE` does the same for Supavisor).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) pgbouncer_pool_size: Option<u32>,
+    /// HTTP: how long to hold an idle connection to find the server's keep-alive timeout
+    /// (it closes the connection first; most servers do within 5–75 s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "80s")]
+    pub(crate) keepalive_wait: Duration,
+    /// HTTP: also trust the CA certificates in this PEM file (a private CA, a self-signed
+    /// test server); the public web roots are always trusted.
+    #[arg(long, value_name = "FILE.pem")]
+    pub(crate) cacert: Option<PathBuf>,
     /// Connects timed per pool for the connect-time quantiles.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) connects: u32,
@@ -116,6 +132,10 @@ pub(crate) struct CheckArgs {
 /// `poolctl size`.
 #[derive(Debug, Args)]
 pub(crate) struct SizeArgs {
+    /// The kind of pool to size: postgres (with the server's budget), redis or http (no
+    /// server budget; the keep-alive count follows the size).
+    #[arg(long, value_enum, default_value_t = BackendArg::Postgres)]
+    pub(crate) backend: BackendArg,
     /// Requests in flight at once across all instances (at peak).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub(crate) concurrency: Option<u64>,
@@ -184,6 +204,10 @@ pub(crate) struct BenchArgs {
     /// PostgreSQL: the statement each user runs.
     #[arg(long, default_value = "SELECT 1")]
     pub(crate) query: String,
+    /// HTTP: the URL each user GETs (the same run is then repeated with a plain reqwest
+    /// client, side by side).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
     /// Redis: the command mix.
     #[arg(long, value_enum, default_value_t = RedisOp::Mixed)]
     pub(crate) op: RedisOp,

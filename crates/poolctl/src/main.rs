@@ -8,6 +8,7 @@ mod cli;
 mod error;
 mod facts;
 mod format;
+mod http_check;
 mod monitor;
 mod size;
 mod target;

@@ -149,6 +149,68 @@ pub(crate) fn plan(input: SizeInput, prefix: &str) -> SizePlan {
     }
 }
 
+/// The recommendation for an HTTP pool: no server budget, the keep-alive count follows the
+/// steady size.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HttpSizePlan {
+    /// Requests in flight on average, all instances together.
+    pub(crate) busy_total: f64,
+    /// App instances.
+    pub(crate) instances: u32,
+    /// In flight per instance.
+    pub(crate) busy_per_instance: f64,
+    /// `P_POOL_SIZE`.
+    pub(crate) pool_size: u32,
+    /// `P_POOL_MAXSIZE`.
+    pub(crate) max_size: u32,
+    /// `P_MAX_KEEPALIVE`.
+    pub(crate) max_keepalive: u32,
+    /// The reasoning, one step a line.
+    pub(crate) reasoning: Vec<String>,
+    /// Lines to paste into the env.
+    pub(crate) env: Vec<String>,
+}
+
+/// The HTTP plan: Little's law per instance with the same headroom and burst factors, and
+/// `P_MAX_KEEPALIVE` equal to the steady size (more idle sockets than the steady load uses
+/// only wait to be closed by the server's keep-alive timeout).
+pub(crate) fn http_plan(
+    busy_total: f64,
+    basis: &str,
+    instances: u32,
+    prefix: &str,
+) -> HttpSizePlan {
+    let instances = instances.max(1);
+    let per = busy_total / f64::from(instances);
+    let pool_size = ceil_u32(per * HEADROOM).max(2);
+    let max_size = ceil_u32(f64::from(pool_size) * BURST).max(pool_size + 1);
+    let reasoning = vec![
+        format!(
+            "demand: {basis} → {busy_total:.1} requests in flight on average across all instances"
+        ),
+        format!(
+            "per instance: {busy_total:.1} / {instances} instances = {per:.1} in flight; × {HEADROOM} headroom → pool size {pool_size}; × {BURST} for bursts → ceiling {max_size}"
+        ),
+        format!(
+            "keep-alive: keep {pool_size} idle connections (the steady size); connections above it close when idle, and {prefix}_IDLE_TIMEOUT must stay below the server's keep-alive timeout (poolctl check measures it)"
+        ),
+    ];
+    HttpSizePlan {
+        busy_total,
+        instances,
+        busy_per_instance: per,
+        pool_size,
+        max_size,
+        max_keepalive: pool_size,
+        reasoning,
+        env: vec![
+            format!("{prefix}_POOL_SIZE={pool_size}"),
+            format!("{prefix}_POOL_MAXSIZE={max_size}"),
+            format!("{prefix}_MAX_KEEPALIVE={pool_size}"),
+        ],
+    }
+}
+
 /// Reads `max_connections` and the reserve from the server at `P_URL`.
 async fn server_limits(prefix: &str) -> Result<(u32, u32), Error> {
     let mut config =
@@ -232,6 +294,23 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
                 .into(),
         ));
     };
+    if args.backend == crate::cli::BackendArg::Http {
+        let plan = http_plan(busy_total, &basis, args.instances, &prefix);
+        if args.json {
+            println!("{:#}", serde_json::json!(plan));
+            return Ok(());
+        }
+        let mut out = String::new();
+        for r in &plan.reasoning {
+            let _ = writeln!(out, "- {r}");
+        }
+        out.push_str("\npaste:\n");
+        for l in &plan.env {
+            let _ = writeln!(out, "{l}");
+        }
+        print!("{out}");
+        return Ok(());
+    }
     let url_set =
         poolkit_core::env::process_lookup(&format!("{prefix}_URL")).is_some_and(|u| !u.is_empty());
     let (max_connections, reserved) = match (args.max_connections, args.reserved) {
@@ -317,5 +396,19 @@ mod tests {
             p.reasoning
         );
         assert_eq!(plan(input(0.1, 1, 100), "X").pool_size, 2);
+    }
+
+    #[test]
+    fn http_sizes_follow_littles_law_without_a_server_budget() {
+        let p = http_plan(200.0, "test", 10, "SUPABASE");
+        assert_eq!((p.pool_size, p.max_size, p.max_keepalive), (25, 38, 25));
+        assert_eq!(
+            p.env,
+            [
+                "SUPABASE_POOL_SIZE=25",
+                "SUPABASE_POOL_MAXSIZE=38",
+                "SUPABASE_MAX_KEEPALIVE=25"
+            ]
+        );
     }
 }

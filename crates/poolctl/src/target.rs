@@ -26,6 +26,17 @@ pub(crate) struct TargetSpec {
     pub(crate) query: String,
     /// Redis command mix.
     pub(crate) op: RedisOp,
+    /// HTTP: the URL each user GETs.
+    pub(crate) url: Option<String>,
+}
+
+/// Which HTTP client a bench run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpClient {
+    /// A `poolkit_http::Pool` from the environment, resized to the run's pool size.
+    Poolkit,
+    /// A plain `reqwest::Client` keeping up to the pool size idle per host, no cap.
+    Reqwest,
 }
 
 /// A pool under load.
@@ -46,6 +57,22 @@ pub(crate) enum Target {
         op: RedisOp,
         /// Prefix of the keys used (unique per process).
         keys: String,
+    },
+    /// A poolkit HTTP pool and the URL each user GETs.
+    Http {
+        /// The pool.
+        pool: poolkit_http::Pool,
+        /// The URL.
+        url: String,
+    },
+    /// A plain reqwest client, for comparison, and the URL.
+    Reqwest {
+        /// The client.
+        client: reqwest::Client,
+        /// The URL.
+        url: String,
+        /// Its request timeout.
+        timeout: Duration,
     },
 }
 
@@ -68,12 +95,66 @@ impl TargetSpec {
                     .pool
                     .pool_size
             }
+            BackendArg::Http => self.http_config()?.pool.pool_size,
         })
+    }
+
+    fn http_config(&self) -> Result<poolkit_http::Config, Error> {
+        let defaults = poolkit_http::Config::new(&self.prefix.to_ascii_lowercase());
+        Ok(poolkit_http::Config::from_lookup(
+            &self.prefix,
+            defaults,
+            &lookup,
+        )?)
+    }
+
+    fn http_url(&self) -> Result<String, Error> {
+        match &self.url {
+            Some(u) => Ok(u.clone()),
+            None => self.http_config()?.base_url.ok_or_else(|| {
+                Error::Usage(format!(
+                    "bench http needs --url URL (or {}_URL set)",
+                    self.prefix
+                ))
+            }),
+        }
+    }
+
+    /// Builds an HTTP target of `size` connections for `client`.
+    pub(crate) fn build_http(&self, size: u32, client: HttpClient) -> Result<Target, Error> {
+        let mut config = self.http_config()?;
+        let url = self.http_url()?;
+        config.pool.pool_size = size;
+        config.pool.max_size = None;
+        config.pool.min_idle = 0;
+        config.max_keepalive = size;
+        if let Some(t) = self.acquire_timeout {
+            config.pool.acquire_timeout = t;
+        }
+        let timeout = config.timeout.unwrap_or(Duration::from_secs(30));
+        match client {
+            HttpClient::Poolkit => Ok(Target::Http {
+                pool: poolkit_http::Pool::new(config)
+                    .map_err(|e| Error::Failed(format!("{}: {e}", self.prefix)))?,
+                url,
+            }),
+            HttpClient::Reqwest => Ok(Target::Reqwest {
+                client: reqwest::Client::builder()
+                    .pool_max_idle_per_host(size as usize)
+                    .connect_timeout(config.connect_timeout)
+                    .timeout(timeout)
+                    .build()
+                    .map_err(|e| Error::Failed(format!("cannot build a reqwest client: {e}")))?,
+                url,
+                timeout,
+            }),
+        }
     }
 
     /// Builds a fresh pool of `size` connections (its ceiling too).
     pub(crate) async fn build(&self, size: u32) -> Result<Target, Error> {
         match self.backend {
+            BackendArg::Http => self.build_http(size, HttpClient::Poolkit),
             BackendArg::Postgres => {
                 let mut config = poolkit_postgres::Config::from_lookup(&self.prefix, &lookup)?;
                 config.pool.pool_size = size;
@@ -163,6 +244,20 @@ impl Target {
                 };
                 result.map(|()| None).map_err(|e| redis_kind(&e))
             }
+            Self::Http { pool, url } => {
+                let r = pool.get(url).send().await.map_err(|e| http_kind(&e))?;
+                if r.status().is_success() {
+                    Ok(None)
+                } else {
+                    Err("status")
+                }
+            }
+            Self::Reqwest { client, url, .. } => {
+                let r = client.get(url).send().await.map_err(|e| reqwest_kind(&e))?;
+                let ok = r.status().is_success();
+                r.bytes().await.map_err(|e| reqwest_kind(&e))?;
+                if ok { Ok(None) } else { Err("status") }
+            }
         }
     }
 
@@ -175,6 +270,21 @@ impl Target {
                 .pool
                 .acquire_timeout
                 .max(pool.config().command_timeout),
+            Self::Http { pool, .. } => pool
+                .config()
+                .pool
+                .acquire_timeout
+                .max(pool.config().timeout.unwrap_or(Duration::ZERO)),
+            Self::Reqwest { timeout, .. } => *timeout,
+        }
+    }
+
+    /// The client's name in reports: `poolkit`, or `poolkit-http` / `reqwest` for HTTP.
+    pub(crate) fn client(&self) -> &'static str {
+        match self {
+            Self::Postgres { .. } | Self::Redis { .. } => "poolkit",
+            Self::Http { .. } => "poolkit-http",
+            Self::Reqwest { .. } => "reqwest",
         }
     }
 
@@ -183,6 +293,9 @@ impl Target {
         match self {
             Self::Postgres { pool, .. } => pool.stats(),
             Self::Redis { pool, .. } => pool.stats(),
+            Self::Http { pool, .. } => pool.stats(),
+            // reqwest keeps no statistics.
+            Self::Reqwest { .. } => PoolStats::default(),
         }
     }
 
@@ -203,7 +316,29 @@ impl Target {
                 }
                 pool.close();
             }
+            Self::Http { pool, .. } => pool.close(),
+            Self::Reqwest { .. } => {}
         }
+    }
+}
+
+fn http_kind(e: &poolkit_http::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
+}
+
+fn reqwest_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
     }
 }
 

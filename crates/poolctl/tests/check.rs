@@ -152,7 +152,7 @@ fn bad_flags_exit_2() {
     let (code, _, err) = run(&["check", "--pool", "DB=mysql"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("mysql") && err.contains("postgres or redis"),
+        err.contains("mysql") && err.contains("postgres, redis or http"),
         "{err}"
     );
     let (code, _, err) = run(&["chek"], &[]);
@@ -206,4 +206,122 @@ async fn redis_version_maxclients_and_budget() {
     assert_eq!(r["maxclients"].as_i64(), maxclients[1].parse().ok());
     assert_eq!(r["budget"]["needed"], 3 * (2 + 2));
     assert_eq!(v["pools"][0]["name"], "cache");
+}
+
+/// `url` with `params` appended to its query string.
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+#[tokio::test]
+async fn held_out_settings_behave_as_stated() {
+    let max = pg_setting("max_connections").await;
+    // PostgreSQL 15 has no reserved_connections (16+ adds it).
+    let reserved = pg_setting("superuser_reserved_connections").await;
+    let url = database_url_with_marker();
+    // A ceiling above max_connections, a typo, and Prisma's parameters the variable beats.
+    let too_many = (max + 50).to_string();
+    let (code, out, err) = run(
+        &["check", "--connects", "5"],
+        &[
+            (
+                "DATABASE_URL",
+                &with_params(&url, "connection_limit=25&pool_timeout=10"),
+            ),
+            ("MAX_POOL_SIZE", &too_many),
+            ("DATABASE_POOL_SZIE", "5"),
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        !err.contains("already registered") && !out.contains("already registered"),
+        "the connect probes share a name with a live pool:\n{err}"
+    );
+    assert!(!out.contains("at most 0 instances"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "lower MAX_POOL_SIZE to {} or less",
+            max - reserved
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: DATABASE_POOL_SZIE is not a poolkit variable; did you mean DATABASE_POOL_SIZE?"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "warning: MAX_POOL_SIZE={too_many} wins over connection_limit=25 in DATABASE_URL"
+        )),
+        "{out}"
+    );
+
+    // Prisma's parameters alone set the pool.
+    let (code, out, err) = run(
+        &["check", "--json", "--connects", "1"],
+        &[(
+            "DATABASE_URL",
+            &with_params(&url, "connection_limit=25&pool_timeout=10"),
+        )],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let rows = v["pools"][0]["config"].as_array().expect("rows");
+    let row = |s: &str| {
+        rows.iter()
+            .find(|r| r["setting"] == s)
+            .expect("row")
+            .clone()
+    };
+    assert_eq!(row("pool size")["value"], "25");
+    assert_eq!(row("pool size")["var"], "DATABASE_URL connection_limit");
+    assert_eq!(row("acquire timeout")["value"], "10s");
+    // Prisma's "wait forever" is refused by name.
+    let (code, _, err) = run(
+        &["check"],
+        &[("DATABASE_URL", &with_params(&url, "pool_timeout=0"))],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("DATABASE_URL (pool_timeout)"), "{err}");
+
+    // A granted limit below max_connections, and the pooler's pool, feed the budget.
+    let (code, out, _) = run(
+        &["check", "--connects", "1"],
+        &[
+            ("DATABASE_URL", &url),
+            ("MAX_POOL_SIZE", "30"),
+            ("DATABASE_MAX_CONNECTIONS", "20"),
+        ],
+    );
+    assert_ne!(code, 0, "30 connections cannot fit a grant of 20: {out}");
+    assert!(out.contains("> DATABASE_MAX_CONNECTIONS 20"), "{out}");
+    let (code, out, _) = run(
+        &["check", "--connects", "1", "--instances", "10"],
+        &[
+            ("DATABASE_URL", &url),
+            ("MAX_POOL_SIZE", "20"),
+            ("SUPAVISOR_POOL_SIZE", "15"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("the pooler's SUPAVISOR_POOL_SIZE=15 server connections")
+            && out.contains("200 client connections (10 instances × 20) share them"),
+        "{out}"
+    );
+    let (code, out, _) = run(
+        &[
+            "check",
+            "--connects",
+            "1",
+            "--pgbouncer-pool-size",
+            &(max + 10).to_string(),
+        ],
+        &[("DATABASE_URL", &url), ("MAX_POOL_SIZE", "5")],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("lower --pgbouncer-pool-size to"), "{out}");
 }

@@ -32,6 +32,8 @@ pub enum Knob {
     PingIfIdle,
     /// [`PoolConfig::leak_threshold`]
     LeakThreshold,
+    /// [`PoolConfig::slow_query`]
+    SlowQuery,
 }
 
 impl Knob {
@@ -48,6 +50,7 @@ impl Knob {
             Self::MaxUses => "MAX_USES",
             Self::PingIfIdle => "PING_IF_IDLE",
             Self::LeakThreshold => "LEAK_THRESHOLD",
+            Self::SlowQuery => "SLOW_QUERY",
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct PoolConfig {
     /// Warn (with the caller's location) and count `poolkit_connection_errors_total{kind="leak"}`
     /// when a connection is held longer than this. Default: off. Env: `P_LEAK_THRESHOLD`.
     pub leak_threshold: Option<Duration>,
+    /// A query (SQL statement or Redis command) slower than this is counted in
+    /// `poolkit_slow_queries_total` and logged with its statement, never its parameters.
+    /// Default: 1 s. Env: `P_SLOW_QUERY` (`0` disables).
+    pub slow_query: Option<Duration>,
     /// Utilization thresholds for health. Default: 50 / 70 / 90 %.
     pub thresholds: Thresholds,
     /// Which environment variable set each knob (absent: the default or code).
@@ -100,6 +107,65 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// The variable suffixes every pool reads under its prefix (`P_POOL_SIZE`, …).
+    pub const ENV_SUFFIXES: &'static [&'static str] = &[
+        "POOL_SIZE",
+        "POOL_MAXSIZE",
+        "POOL_MIN_IDLE",
+        "POOL_TIMEOUT",
+        "MAX_LIFETIME",
+        "IDLE_TIMEOUT",
+        "MAX_USES",
+        "PING_IF_IDLE",
+        "LEAK_THRESHOLD",
+        "HEALTH_MODERATE",
+        "HEALTH_WARNING",
+        "HEALTH_CRITICAL",
+    ];
+
+    /// Settings that are valid one by one but contradict each other, as one line each
+    /// (the pools log them as warnings when built from the environment).
+    /// Only pairs where at least one side was set explicitly are reported (the defaults
+    /// of a backend are chosen to fit together).
+    #[must_use]
+    pub fn contradictions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let set = |a: Knob, b: Knob| self.sources.contains_key(&a) || self.sources.contains_key(&b);
+        if let (Some(idle), Some(life)) = (self.idle_timeout, self.max_lifetime)
+            && idle >= life
+            && set(Knob::IdleTimeout, Knob::MaxLifetime)
+        {
+            out.push(format!(
+                "{}={idle:?} is not below {}={life:?}: connections reach their lifetime before they can idle out, so the idle timeout never applies",
+                self.var(Knob::IdleTimeout),
+                self.var(Knob::MaxLifetime)
+            ));
+        }
+        if let Some(idle) = self.idle_timeout
+            && !self.ping_if_idle.is_zero()
+            && self.ping_if_idle >= idle
+            && set(Knob::PingIfIdle, Knob::IdleTimeout)
+        {
+            out.push(format!(
+                "{}={:?} is not below {}={idle:?}: idle connections close before they would be pinged",
+                self.var(Knob::PingIfIdle),
+                self.ping_if_idle,
+                self.var(Knob::IdleTimeout)
+            ));
+        }
+        if let (Some(leak), Some(life)) = (self.leak_threshold, self.max_lifetime)
+            && leak >= life
+            && set(Knob::LeakThreshold, Knob::MaxLifetime)
+        {
+            out.push(format!(
+                "{}={leak:?} is not below {}={life:?}: a leaked connection is recycled before it is reported",
+                self.var(Knob::LeakThreshold),
+                self.var(Knob::MaxLifetime)
+            ));
+        }
+        out
+    }
+
     /// Defaults for a pool called `name` (lower case) talking to `backend`.
     #[must_use]
     pub fn new(name: &str, backend: Backend) -> Self {
@@ -116,6 +182,7 @@ impl PoolConfig {
             max_uses: None,
             ping_if_idle: Duration::from_secs(30),
             leak_threshold: None,
+            slow_query: Some(Duration::from_secs(1)),
             thresholds: Thresholds::default(),
             sources: BTreeMap::new(),
         }
@@ -200,11 +267,19 @@ impl PoolConfig {
             c.leak_threshold = (!v.is_zero()).then_some(v);
             c.sources.insert(Knob::LeakThreshold, var);
         }
+        if let Some((var, v)) = env.duration(Knob::SlowQuery.suffix())? {
+            c.slow_query = (!v.is_zero()).then_some(v);
+            c.sources.insert(Knob::SlowQuery, var);
+        }
         if let Some((var, v)) = env.duration(Knob::PingIfIdle.suffix())? {
             c.ping_if_idle = v;
             c.sources.insert(Knob::PingIfIdle, var);
         }
+        c.thresholds = Thresholds::from_lookup(Some(prefix), lookup)?;
         c.validate()?;
+        for w in c.contradictions() {
+            tracing::warn!(pool = %c.name, "{w}");
+        }
         Ok(c)
     }
 
@@ -435,6 +510,24 @@ mod tests {
             )
             .is_ok()
         );
+        let c = from(
+            "P",
+            &[
+                ("P_IDLE_TIMEOUT", "40m"),
+                ("P_PING_IF_IDLE", "1h"),
+                ("P_MAX_LIFETIME", "30m"),
+            ],
+        )
+        .unwrap();
+        let w = c.contradictions();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("P_IDLE_TIMEOUT=2400s is not below P_MAX_LIFETIME=1800s"),
+            "{w:?}"
+        );
+        assert!(from("P", &[]).unwrap().contradictions().is_empty());
+        let c = from("P", &[("P_HEALTH_WARNING", "80")]).unwrap();
+        assert_eq!(c.thresholds.warning, 0.8);
         let mut c = PoolConfig::new("Bad-Name", Backend::Redis);
         c.name = "bad-name".into();
         assert!(c.validate().is_err());

@@ -17,6 +17,120 @@ pub fn process_lookup(var: &str) -> Option<String> {
     std::env::var_os(var).map(|v| v.to_string_lossy().into_owned())
 }
 
+/// The names of every process environment variable that starts with `PREFIX_`, sorted.
+///
+/// Used to warn about variables poolkit does not read (a typo such as
+/// `DATABASE_POOL_SZIE`); see [`unknown_vars`].
+#[must_use]
+#[allow(clippy::disallowed_methods)] // the one place allowed to read the environment
+pub fn vars_with_prefix(prefix: &str) -> Vec<String> {
+    let start = format!("{prefix}_");
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with(&start))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The edit distance (insertions, deletions, substitutions, adjacent swaps) between two
+/// ASCII names.
+#[must_use]
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a = a.as_bytes();
+    let b = b.as_bytes();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The known name nearest to `name`, when it is close enough to be a typo (at most a
+/// third of its length away, and at most 4 edits).
+#[must_use]
+pub fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (name.len() / 3).clamp(1, 4);
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The variables among `names` that start with `PREFIX_` but are not `PREFIX_` + one of
+/// `known_suffixes` (nor one of `known_full` names), each with a message naming the nearest
+/// known variable: "DATABASE_POOL_SZIE is not a poolkit variable; did you mean
+/// DATABASE_POOL_SIZE?".
+#[must_use]
+pub fn unknown_vars(
+    prefix: &str,
+    known_suffixes: &[&str],
+    known_full: &[&str],
+    names: &[String],
+) -> Vec<(String, String)> {
+    let start = format!("{prefix}_");
+    let known: Vec<String> = known_suffixes
+        .iter()
+        .map(|s| format!("{start}{s}"))
+        .chain(known_full.iter().map(|s| (*s).to_owned()))
+        .collect();
+    let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    names
+        .iter()
+        .filter(|n| n.starts_with(&start) && !known_refs.contains(&n.as_str()))
+        .map(|n| {
+            let message = match nearest(n, &known_refs) {
+                Some(k) => format!("{n} is not a poolkit variable; did you mean {k}?"),
+                None => format!(
+                    "{n} is not a poolkit variable and is ignored (poolkit reads {}_POOL_SIZE, {}_POOL_TIMEOUT, …; see the README's configuration table)",
+                    prefix, prefix
+                ),
+            };
+            (n.clone(), message)
+        })
+        .collect()
+}
+
+/// Warns (once per variable name per process) about the process environment's variables
+/// under `PREFIX_` that poolkit does not read, and returns every such message (including
+/// ones already warned about), for `poolctl check` to show.
+pub fn warn_unknown(prefix: &str, known_suffixes: &[&str], known_full: &[&str]) -> Vec<String> {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let found = unknown_vars(
+        prefix,
+        known_suffixes,
+        known_full,
+        &vars_with_prefix(prefix),
+    );
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (name, message) in &found {
+        if !warned.contains(name) {
+            tracing::warn!(variable = %name, "{message}");
+            warned.push(name.clone());
+        }
+    }
+    found.into_iter().map(|(_, m)| m).collect()
+}
+
 /// Reads variables under a prefix from a lookup function.
 ///
 /// `Env::new("SUPABASE", lookup).var("POOL_SIZE")` reads `SUPABASE_POOL_SIZE`.
@@ -260,6 +374,38 @@ mod tests {
             assert!(e.to_string().contains("A_POOL_SIZE"));
             assert!(e.to_string().contains("from 1 to 100"));
         }
+    }
+
+    #[test]
+    fn unknown_names_get_the_nearest_known_one() {
+        let names: Vec<String> = [
+            "DATABASE_POOL_SZIE",
+            "DATABASE_POOL_SIZE",
+            "DATABASE_URL",
+            "DATABASE_SOMETHING_ELSE",
+            "OTHER_POOL_SZIE",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let found = unknown_vars("DATABASE", &["POOL_SIZE", "URL"], &[], &names);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0].1,
+            "DATABASE_POOL_SZIE is not a poolkit variable; did you mean DATABASE_POOL_SIZE?"
+        );
+        assert!(
+            found[1]
+                .1
+                .starts_with("DATABASE_SOMETHING_ELSE is not a poolkit variable and is ignored"),
+            "{}",
+            found[1].1
+        );
+        assert_eq!(edit_distance("POOL_SZIE", "POOL_SIZE"), 1);
+        assert_eq!(
+            nearest("SUPABASE_MAX_KEEPALVE", &["SUPABASE_MAX_KEEPALIVE"]),
+            Some("SUPABASE_MAX_KEEPALIVE")
+        );
     }
 
     #[test]

@@ -68,7 +68,87 @@ impl Default for Thresholds {
     }
 }
 
+/// The variables that set the health thresholds for every pool, in percent
+/// (`POOLKIT_HEALTH_WARNING=80`). A pool's own `P_HEALTH_MODERATE`, `P_HEALTH_WARNING`
+/// and `P_HEALTH_CRITICAL` win over them.
+pub const THRESHOLD_VARS: [&str; 3] = [
+    "POOLKIT_HEALTH_MODERATE",
+    "POOLKIT_HEALTH_WARNING",
+    "POOLKIT_HEALTH_CRITICAL",
+];
+
+/// The suffixes of the per-pool threshold variables (`P_HEALTH_WARNING`).
+pub const THRESHOLD_SUFFIXES: [&str; 3] = ["HEALTH_MODERATE", "HEALTH_WARNING", "HEALTH_CRITICAL"];
+
+fn parse_percent(var: &str, value: &str) -> Result<f64, ConfigError> {
+    let t = value.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim();
+    let ok = !t.is_empty()
+        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes().filter(|b| *b == b'.').count() <= 1;
+    match t.parse::<f64>() {
+        Ok(v) if ok && v > 0.0 && v <= 100.0 => Ok(v / 100.0),
+        _ => Err(ConfigError::invalid(
+            var,
+            value,
+            "a percentage of the pool's ceiling above 0 and at most 100, such as 70 or 85.5%",
+        )),
+    }
+}
+
 impl Thresholds {
+    /// Thresholds from the process environment (see [`Thresholds::from_lookup`]).
+    ///
+    /// # Errors
+    /// As [`Thresholds::from_lookup`].
+    pub fn from_env(prefix: Option<&str>) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, &crate::env::process_lookup)
+    }
+
+    /// Thresholds from `P_HEALTH_MODERATE` / `P_HEALTH_WARNING` / `P_HEALTH_CRITICAL` (when
+    /// `prefix` is given), else `POOLKIT_HEALTH_MODERATE` / `_WARNING` / `_CRITICAL`, else the
+    /// defaults (50 / 70 / 90). Values are percentages (`80`, `80%`, `72.5`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the variable for a value that is not a percentage, or
+    /// thresholds out of order (moderate < warning < critical).
+    pub fn from_lookup(
+        prefix: Option<&str>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut t = Self::default();
+        let mut set_by: Vec<String> = Vec::new();
+        for (i, global) in THRESHOLD_VARS.iter().enumerate() {
+            let own = prefix.map(|p| format!("{p}_{}", THRESHOLD_SUFFIXES[i]));
+            let found = own
+                .as_deref()
+                .and_then(|n| lookup(n).map(|v| (n.to_owned(), v)))
+                .or_else(|| lookup(global).map(|v| ((*global).to_owned(), v)));
+            if let Some((var, value)) = found {
+                let v = parse_percent(&var, &value)?;
+                match i {
+                    0 => t.moderate = v,
+                    1 => t.warning = v,
+                    _ => t.critical = v,
+                }
+                set_by.push(format!("{var}={value}"));
+            }
+        }
+        if t.validate().is_err() {
+            return Err(ConfigError::Invalid {
+                var: set_by.join(", "),
+                value: format!(
+                    "{}/{}/{} %",
+                    t.moderate * 100.0,
+                    t.warning * 100.0,
+                    t.critical * 100.0
+                ),
+                expected: "moderate < warning < critical (defaults 50 < 70 < 90)".into(),
+            });
+        }
+        Ok(t)
+    }
+
     /// Thresholds with the given values (checked by [`Thresholds::validate`]).
     #[must_use]
     pub fn new(moderate: f64, warning: f64, critical: f64) -> Self {
@@ -163,6 +243,8 @@ pub struct Health {
     pub alerts: Vec<Alert>,
     /// Recommendations (the alerts' recommendations, plus quieter advice).
     pub recommendations: Vec<String>,
+    /// How fast the pool's queries are (PostgreSQL statements, Redis commands).
+    pub query_performance: crate::query::QueryPerformance,
 }
 
 fn title(name: &str) -> String {
@@ -203,6 +285,7 @@ impl Health {
             pool: stats.name.clone(),
             status: HealthStatus::Down,
             utilization: stats.utilization,
+            query_performance: crate::query::QueryPerformance::assess(stats).0,
             message,
             recommendations: vec![alert.recommendation.clone()],
             alerts: vec![alert],
@@ -268,6 +351,8 @@ impl Health {
                         .into(),
             });
         }
+        let (query_performance, slow) = crate::query::QueryPerformance::assess(stats);
+        alerts.extend(slow);
         alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
         let mut recommendations: Vec<String> =
             alerts.iter().map(|a| a.recommendation.clone()).collect();
@@ -294,6 +379,7 @@ impl Health {
             message,
             alerts,
             recommendations,
+            query_performance,
         }
     }
 }
@@ -328,6 +414,30 @@ mod tests {
         assert_eq!(t.classify(0.89), HealthStatus::Warning);
         assert_eq!(t.classify(0.9), HealthStatus::Critical);
         assert_eq!(t.classify(1.0), HealthStatus::Critical);
+        let lookup = |k: &str| match k {
+            "POOLKIT_HEALTH_WARNING" => Some("80".to_owned()),
+            "DB_HEALTH_CRITICAL" => Some("95%".to_owned()),
+            "POOLKIT_HEALTH_CRITICAL" => Some("85".to_owned()),
+            _ => None,
+        };
+        let t2 = Thresholds::from_lookup(Some("DB"), &lookup).unwrap();
+        assert_eq!((t2.moderate, t2.warning, t2.critical), (0.5, 0.8, 0.95));
+        let t3 = Thresholds::from_lookup(None, &lookup).unwrap();
+        assert_eq!(t3.critical, 0.85);
+        let bad = |k: &str| (k == "POOLKIT_HEALTH_WARNING").then(|| "95".to_owned());
+        let e = Thresholds::from_lookup(None, &bad).unwrap_err();
+        assert!(e.to_string().contains("POOLKIT_HEALTH_WARNING=95"), "{e}");
+        let bad = |k: &str| (k == "POOLKIT_HEALTH_WARNING").then(|| "0.7".to_owned());
+        let e = Thresholds::from_lookup(None, &bad).unwrap_err();
+        assert!(
+            e.to_string().contains("POOLKIT_HEALTH_WARNING=0.7"),
+            "percent, not a ratio: {e}"
+        );
+        let bad = |k: &str| (k == "POOLKIT_HEALTH_WARNING").then(|| "seventy".to_owned());
+        assert_eq!(
+            Thresholds::from_lookup(None, &bad).unwrap_err().var(),
+            "POOLKIT_HEALTH_WARNING"
+        );
         let custom = Thresholds::new(0.3, 0.6, 0.8);
         assert_eq!(custom.classify(0.65), HealthStatus::Warning);
         assert!(Thresholds::new(0.7, 0.5, 0.9).validate().is_err());

@@ -8,6 +8,7 @@ mod health;
 mod histogram;
 pub mod metrics;
 mod monitored;
+pub mod query;
 mod secret;
 mod stats;
 mod telemetry;
@@ -28,9 +29,13 @@ mod loom_tests;
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 pub use error::ConfigError;
 pub use gate::{Gate, GateError, Place};
-pub use health::{Alert, Health, HealthStatus, Severity, Thresholds, suggest_size};
+pub use health::{
+    Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
+    suggest_size,
+};
 pub use histogram::LatencyHistogram;
-pub use monitored::{BoxFuture, Monitored, PingError, check, pool, pools, register};
+pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
+pub use query::{Operation, QueryPerformance, QueryStats, QueryTiming};
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
 pub use telemetry::Telemetry;

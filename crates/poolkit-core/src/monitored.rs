@@ -34,6 +34,19 @@ impl PingError {
     }
 }
 
+/// What a health probe that never queues behind callers found (see [`Monitored::probe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Probe {
+    /// An idle connection (or a fresh one, when none was open) answered a ping.
+    Alive,
+    /// The ping failed: the backend cannot be reached.
+    Failed(PingError),
+    /// Every open connection is in use, so nothing was pinged: judge reachability from the
+    /// pool's counters (checkouts keep succeeding, connects keep failing).
+    Busy,
+}
+
 /// What every pool offers to monitoring, the same for all backends.
 ///
 /// Held as `Arc<dyn Monitored>` by the registry and `poolkit-monitor`.
@@ -48,6 +61,29 @@ pub trait Monitored: Send + Sync + fmt::Debug {
     fn health(&self) -> Health;
     /// Checks that the backend answers (a `SELECT 1`, a Redis `PING`, an HTTP request).
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>>;
+
+    /// A health probe that never waits in the queue behind callers: ping an idle
+    /// connection if there is one, else answer [`Probe::Busy`] without pinging.
+    ///
+    /// The default reads the snapshot: when nobody waits and there is an idle connection or
+    /// room to open one, it calls [`Monitored::ping`], which then gets a connection at once;
+    /// otherwise it answers `Busy`. A pool whose engine has a
+    /// non-queueing `try_get` should override this with "try-get, ping it, or `Busy`", which
+    /// closes the small window in which a caller takes the idle connection first.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let s = self.stats();
+            let room = s.idle > 0 || s.open < u64::from(s.max_size);
+            if s.pending == 0 && room {
+                match self.ping().await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(e),
+                }
+            } else {
+                Probe::Busy
+            }
+        })
+    }
 }
 
 /// Health with a live ping: `Down` when the ping fails, else [`Monitored::health`].

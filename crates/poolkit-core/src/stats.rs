@@ -120,6 +120,8 @@ pub struct PoolStats {
     pub ceiling_var: String,
     /// The variable that sets the acquire timeout (`SUPABASE_POOL_TIMEOUT`).
     pub timeout_var: String,
+    /// Query timing (PostgreSQL statements, Redis commands): count, average, p95, slow.
+    pub query: crate::QueryTiming,
 }
 
 impl PoolStats {

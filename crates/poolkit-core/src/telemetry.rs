@@ -343,6 +343,7 @@ impl Telemetry {
             requests_reused: self.requests_reused.load(Relaxed),
             ceiling_var: self.config.ceiling_var(),
             timeout_var: self.config.var(Knob::AcquireTimeout),
+            query: crate::QueryTiming::default(),
         }
     }
 }

@@ -80,6 +80,15 @@ pub struct Config {
     /// Extra trusted root certificates (DER), for private CAs and tests; the Mozilla
     /// roots (webpki-roots) are always trusted.
     pub root_certificates: Vec<Vec<u8>>,
+    /// Largest response body `bytes()`, `text()` and `json()` read into memory; larger is
+    /// [`crate::Error::BodyTooLarge`] (stream it with `bytes_stream()` instead). `None`:
+    /// no cap. Default: 64 MiB. Env: `P_MAX_BODY` (bytes, or with `k`/`m`/`g`; `0`
+    /// disables).
+    pub max_body: Option<u64>,
+    /// Redirects followed per request (3xx with `Location`, same scheme only, dropping
+    /// `Authorization`, cookies and secret headers when the host changes); `0` follows
+    /// none. Default: 10. Env: `P_MAX_REDIRECTS`.
+    pub max_redirects: u32,
 }
 
 impl fmt::Debug for Config {
@@ -97,11 +106,64 @@ impl fmt::Debug for Config {
                 &self.base_url.as_deref().map(poolkit_core::redact_url),
             )
             .field("root_certificates", &self.root_certificates.len())
+            .field("max_body", &self.max_body)
+            .field("max_redirects", &self.max_redirects)
             .finish()
     }
 }
 
+/// Every variable suffix an HTTP pool reads under its prefix (besides
+/// [`PoolConfig::ENV_SUFFIXES`]), with the presets' keys (`SUPABASE_SERVICE_ROLE_KEY`,
+/// `SUPABASE_KEY`, `PINECONE_API_KEY`, `PINECONE_HOST`); the rest are warned about.
+pub const ENV_SUFFIXES: &[&str] = &[
+    "URL",
+    "MAX_KEEPALIVE",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "HTTP_VERSION",
+    "HTTP2_KEEPALIVE",
+    "TCP_KEEPALIVE",
+    "SERVICE_ROLE_KEY",
+    "KEY",
+    "API_KEY",
+    "HOST",
+];
+
+/// Warns (once each) about the variables under `PREFIX_` in the process environment that an
+/// HTTP pool does not read, and returns the messages (for `poolctl check`).
+#[must_use]
+pub fn unknown_vars(prefix: &str) -> Vec<String> {
+    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(ENV_SUFFIXES)
+        .copied()
+        .collect();
+    poolkit_core::env::warn_unknown(prefix, &known, &[])
+}
+
 impl Config {
+    /// Settings that are valid one by one but contradict each other (logged as warnings
+    /// when read from the environment): a keep-alive count above the ceiling, plus
+    /// [`PoolConfig::contradictions`].
+    #[must_use]
+    pub fn contradictions(&self) -> Vec<String> {
+        let mut out = self.pool.contradictions();
+        if self.max_keepalive > self.pool.ceiling() {
+            out.push(format!(
+                "{}_MAX_KEEPALIVE={} is above the ceiling {}={}: at most {} connections are ever open, so only {} can be kept alive; raise {} or lower {}_MAX_KEEPALIVE",
+                self.pool.prefix,
+                self.max_keepalive,
+                self.pool.ceiling_var(),
+                self.pool.ceiling(),
+                self.pool.ceiling(),
+                self.pool.ceiling(),
+                self.pool.ceiling_var(),
+                self.pool.prefix
+            ));
+        }
+        out
+    }
+
     /// Defaults for a pool called `name` (lower case; also the env prefix in upper case).
     #[must_use]
     pub fn new(name: &str) -> Self {
@@ -117,6 +179,8 @@ impl Config {
             tcp_keepalive: Some(Duration::from_secs(60)),
             base_url: None,
             root_certificates: Vec::new(),
+            max_body: Some(DEFAULT_MAX_BODY),
+            max_redirects: 10,
         }
     }
 
@@ -126,6 +190,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str, defaults: Self) -> Result<Self, ConfigError> {
+        let _ = unknown_vars(prefix);
         Self::from_lookup(prefix, defaults, &process_lookup)
     }
 
@@ -186,7 +251,17 @@ impl Config {
         if let Some(url) = env.raw_nonempty(&env.name("URL")) {
             c.base_url = Some(url);
         }
+        if let Some((var, value)) = env.var("MAX_BODY") {
+            let n = parse_size(&var, &value)?;
+            c.max_body = (n != 0).then_some(n);
+        }
+        if let Some((var, value)) = env.var("MAX_REDIRECTS") {
+            c.max_redirects = parse_u32(&var, &value, 0, 100)?;
+        }
         c.validate_as(prefix)?;
+        if c.max_keepalive > c.pool.ceiling() {
+            tracing::warn!(pool = %c.pool.name, "{}", c.contradictions().last().map_or("", String::as_str));
+        }
         Ok(c)
     }
 
@@ -228,6 +303,37 @@ impl Config {
     pub fn connect_timeout_var(&self) -> String {
         format!("{}_CONNECT_TIMEOUT", self.pool.prefix)
     }
+
+    /// The variable that sets the body cap (`SUPABASE_MAX_BODY`).
+    #[must_use]
+    pub fn max_body_var(&self) -> String {
+        format!("{}_MAX_BODY", self.pool.prefix)
+    }
+}
+
+/// The default [`Config::max_body`]: 64 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
+/// Bytes: `1048576`, `512k`, `64m`, `1g` (powers of 1024).
+fn parse_size(var: &str, value: &str) -> Result<u64, ConfigError> {
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (digits, shift) = match v.char_indices().last() {
+        Some((i, 'k')) => (&v[..i], 10),
+        Some((i, 'm')) => (&v[..i], 20),
+        Some((i, 'g')) => (&v[..i], 30),
+        _ => (v, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| ConfigError::Invalid {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            expected: "a size in bytes (1048576, 512k, 64m, 1g; 0 for no cap)".to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -241,6 +347,29 @@ mod tests {
             .collect();
         let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Config::from_lookup(prefix, Config::new(prefix), &lookup)
+    }
+
+    #[test]
+    fn keepalive_above_the_ceiling_is_a_contradiction() {
+        let c = from(
+            "SUPABASE",
+            &[
+                ("SUPABASE_POOL_SIZE", "20"),
+                ("SUPABASE_MAX_KEEPALIVE", "50"),
+            ],
+        )
+        .unwrap();
+        let w = c.contradictions();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "SUPABASE_MAX_KEEPALIVE=50 is above the ceiling SUPABASE_POOL_SIZE=20"
+            ),
+            "{}",
+            w[0]
+        );
+        let c = from("SUPABASE", &[("SUPABASE_POOL_SIZE", "20")]).unwrap();
+        assert!(c.contradictions().is_empty());
     }
 
     #[test]

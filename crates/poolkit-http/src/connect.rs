@@ -81,6 +81,20 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(config: &Config, resolver: Resolver) -> Result<Self, String> {
+        Ok(Self {
+            tls: Arc::new(tls_config(config)?),
+            version: config.http_version,
+            tcp_keepalive: config.tcp_keepalive,
+            http2_keepalive: config.http2_keepalive,
+            resolver,
+        })
+    }
+}
+
+/// The rustls client configuration of a pool: webpki roots plus the configured ones, ALPN
+/// by HTTP version, the `ring` provider.
+pub(crate) fn tls_config(config: &Config) -> Result<rustls::ClientConfig, String> {
+    {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -100,15 +114,11 @@ impl Connector {
             HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
             HttpVersion::Http2 => vec![b"h2".to_vec()],
         };
-        Ok(Self {
-            tls: Arc::new(tls),
-            version: config.http_version,
-            tcp_keepalive: config.tcp_keepalive,
-            http2_keepalive: config.http2_keepalive,
-            resolver,
-        })
+        Ok(tls)
     }
+}
 
+impl Connector {
     /// Opens a connection to `origin`; `on_close` runs when the connection task ends
     /// (closed by either side or broken). Also returns that task, to abort it.
     pub(crate) async fn connect(

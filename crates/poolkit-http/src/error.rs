@@ -111,6 +111,32 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A response body was larger than `P_MAX_BODY` (read it with `bytes_stream()`).
+    #[error(
+        "{pool}: the response body from {origin} is larger than {limit} bytes; raise {var} or read it with bytes_stream()"
+    )]
+    BodyTooLarge {
+        /// The pool's name.
+        pool: String,
+        /// The origin.
+        origin: String,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The variable that sets it (`SUPABASE_MAX_BODY`).
+        var: String,
+    },
+    /// More redirects than `P_MAX_REDIRECTS`.
+    #[error("{pool}: more than {limit} redirects (last from {origin}); raise {var} or fix the URL")]
+    TooManyRedirects {
+        /// The pool's name.
+        pool: String,
+        /// The origin of the last redirect.
+        origin: String,
+        /// The limit.
+        limit: u32,
+        /// The variable that sets it (`SUPABASE_MAX_REDIRECTS`).
+        var: String,
+    },
     /// A response body was not the JSON the caller asked for.
     #[error("response body is not the expected JSON: {0}")]
     Decode(#[source] serde_json::Error),

@@ -18,11 +18,12 @@ use crate::connect::{Body, Sender};
 use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
 use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
 use crate::pool::Shared;
+use crate::response::Streaming;
 use crate::url::Origin;
 use crate::{Error, Response};
 
 /// A request ready to go: the body is in memory so it can be sent twice.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
@@ -30,6 +31,9 @@ pub(crate) struct Prepared {
     pub(crate) body: Bytes,
     pub(crate) idempotent: bool,
     pub(crate) timeout: Option<Duration>,
+    /// Whether the pool's secret default headers (and `Authorization`) go along: false
+    /// after a redirect to another host.
+    pub(crate) keep_secrets: bool,
 }
 
 enum Conn {
@@ -38,7 +42,7 @@ enum Conn {
 }
 
 /// A connection (or a stream on one) held for one exchange.
-struct Lease {
+pub(crate) struct Lease {
     conn: Option<Conn>,
     new: bool,
 }
@@ -53,7 +57,7 @@ impl Lease {
     }
 
     /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
-    fn finish(mut self, shared: &Shared, host: &Host) {
+    pub(crate) fn finish(mut self, shared: &Shared, host: &Host) {
         if let Some(conn) = self.conn.take() {
             match conn {
                 Conn::H1(c) => {
@@ -100,16 +104,16 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Counts a request in flight (`used`) for as long as it lives.
-struct InUse<'a>(&'a Telemetry, Instant);
+/// Counts a request in flight (`used`) for as long as it lives: until its body is read.
+pub(crate) struct InUse(Arc<Telemetry>, Instant);
 
-impl Drop for InUse<'_> {
+impl Drop for InUse {
     fn drop(&mut self) {
         self.0.released(self.1.elapsed());
     }
 }
 
-/// Runs one request under `P_TIMEOUT`.
+/// Runs one request under `P_TIMEOUT` (which also bounds reading the body later).
 pub(crate) async fn execute(shared: &Arc<Shared>, req: Prepared) -> Result<Response, Error> {
     let pool = &shared.config.pool.name;
     if shared.is_closed() {
@@ -121,24 +125,37 @@ pub(crate) async fn execute(shared: &Arc<Shared>, req: Prepared) -> Result<Respo
     })?;
     let host = shared.host(&origin);
     match req.timeout {
-        None => run(shared, &host, &req).await,
-        Some(after) => match tokio::time::timeout(after, run(shared, &host, &req)).await {
-            Ok(result) => result,
-            Err(_) => {
-                shared.count_error(ErrorKind::Timeout);
-                tracing::warn!(pool = %pool, origin = %origin, ?after, "request timed out");
-                Err(Error::RequestTimeout {
-                    pool: pool.clone(),
-                    origin: origin.to_string(),
-                    after,
-                    var: shared.config.timeout_var(),
-                })
+        None => run(shared, &host, &req, None).await,
+        Some(after) => {
+            let deadline = tokio::time::Instant::now() + after;
+            match tokio::time::timeout_at(deadline, run(shared, &host, &req, Some(deadline))).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(request_timeout(shared, &origin, after)),
             }
-        },
+        }
     }
 }
 
-async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<Response, Error> {
+/// `P_TIMEOUT` passed (while waiting for the response or reading its body).
+pub(crate) fn request_timeout(shared: &Shared, origin: &Origin, after: Duration) -> Error {
+    let pool = &shared.config.pool.name;
+    shared.count_error(ErrorKind::Timeout);
+    tracing::warn!(pool = %pool, origin = %origin, ?after, "request timed out");
+    Error::RequestTimeout {
+        pool: pool.clone(),
+        origin: origin.to_string(),
+        after,
+        var: shared.config.timeout_var(),
+    }
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    req: &Prepared,
+    deadline_body: Option<tokio::time::Instant>,
+) -> Result<Response, Error> {
     let telemetry = &*shared.telemetry;
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
@@ -161,7 +178,6 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
             Err(_) => return Err(timed_out()),
         },
     };
-    let _permit = permit;
     let mut lease = match ready_lease(shared, host) {
         Some(lease) => lease,
         None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
@@ -171,7 +187,7 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
     };
     drop(waiting);
     telemetry.acquired(start.elapsed(), !lease.new);
-    let _in_use = InUse(telemetry, Instant::now());
+    let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
     let mut retried = false;
     loop {
         telemetry.request(lease.new);
@@ -180,7 +196,32 @@ async fn run(shared: &Arc<Shared>, host: &Arc<Host>, req: &Prepared) -> Result<R
         // the connection breaks, that is not this request's doing either.
         let reused = !lease.new || used.as_ref().is_some_and(|l| l.uses() > 1);
         let failure = match send(shared, host, lease, req).await {
-            Ok(response) => return Ok(response),
+            Ok(Head::Full(parts, body, new)) => {
+                return Ok(Response::full(
+                    parts,
+                    req.uri.clone(),
+                    body,
+                    new,
+                    shared,
+                    host,
+                ));
+            }
+            Ok(Head::Stream(parts, body, lease)) => {
+                // The connection, its gate place and the in-use count stay with the body
+                // until it is read to the end (or dropped).
+                let new = lease.new;
+                let streaming = Streaming {
+                    body,
+                    lease: Some(lease),
+                    shared: Arc::clone(shared),
+                    host: Arc::clone(host),
+                    _permit: permit,
+                    _in_use: in_use,
+                    deadline: deadline_body,
+                    timeout: req.timeout,
+                };
+                return Ok(Response::streaming(parts, req.uri.clone(), streaming, new));
+            }
             Err(f) => f,
         };
         let retry = !retried
@@ -349,7 +390,7 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     })
 }
 
-fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
+pub(crate) fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
     Error::Backend {
         pool: shared.config.pool.name.clone(),
         origin: host.origin.to_string(),
@@ -357,15 +398,30 @@ fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
     }
 }
 
-/// Sends once and reads the whole response.
+/// Bodies announced at most this long are read with the head, so the connection goes
+/// back at once (typical REST answers); longer or unannounced ones stream.
+const EAGER_BODY: u64 = 64 * 1024;
+
+/// A response head, with its body read (small) or still on the connection.
+enum Head {
+    Full(http::response::Parts, Bytes, bool),
+    Stream(http::response::Parts, hyper::body::Incoming, Lease),
+}
+
+/// Sends once and returns the response head, with the body when it is small.
 async fn send(
     shared: &Shared,
     host: &Host,
     mut lease: Lease,
     req: &Prepared,
-) -> Result<Response, Failure> {
+) -> Result<Head, Failure> {
     let h2 = matches!(lease.conn, Some(Conn::H2(..)));
-    let mut headers = shared.headers.clone();
+    let mut headers = HeaderMap::with_capacity(shared.headers.len() + req.headers.len());
+    for (name, value) in &shared.headers {
+        if req.keep_secrets || !(value.is_sensitive() || crate::redirect::is_credential(name)) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     for (name, value) in &req.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -419,6 +475,18 @@ async fn send(
         }
     };
     let (parts, body) = response.into_parts();
+    let announced = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let eager = hyper::body::Body::is_end_stream(&body)
+        || req.method == Method::HEAD
+        || announced
+            .is_some_and(|n| n <= EAGER_BODY.min(shared.config.max_body.unwrap_or(u64::MAX)));
+    if !eager {
+        return Ok(Head::Stream(parts, body, lease));
+    }
     let body = body
         .collect()
         .await
@@ -426,11 +494,5 @@ async fn send(
         .to_bytes();
     let new = lease.new;
     lease.finish(shared, host);
-    Ok(Response::new(
-        parts,
-        body,
-        new,
-        shared.config.pool.name.clone(),
-        host.origin.to_string(),
-    ))
+    Ok(Head::Full(parts, body, new))
 }

@@ -11,15 +11,29 @@ pub mod fuzzing;
 mod host;
 pub mod pinecone;
 mod pool;
+mod redirect;
 mod request;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+mod reqwest_pool;
+mod response;
 pub mod supabase;
 mod url;
 
-pub use config::{Config, DEFAULT_IDLE_TIMEOUT, HttpVersion};
+pub use config::{
+    Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, ENV_SUFFIXES, HttpVersion, unknown_vars,
+};
 pub use connect::Resolve;
 pub use error::{BoxError, Error};
 pub use pool::{Builder, OriginStats, Pool};
-pub use request::{RequestBuilder, Response};
+pub use request::{IntoUrl, RequestBuilder, Token};
+pub use response::Response;
 
 pub use http;
 pub use poolkit_core::{Secret, Telemetry};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use reqwest;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use reqwest_pool::{reqwest_client, reqwest_client_with};

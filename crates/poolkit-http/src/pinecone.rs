@@ -118,6 +118,7 @@ impl Client {
     /// # Errors
     /// [`Error::Config`] naming the variable that is missing or invalid.
     pub fn from_env() -> Result<Self, Error> {
+        let _ = crate::config::unknown_vars(PREFIX);
         Self::from_lookup(&process_lookup)
     }
 
@@ -197,7 +198,9 @@ impl Client {
             .idempotent(true)
             .send()
             .await?
-            .error_for_status()?
+            .error_for_status_with_body()
+            .await?
             .json()
+            .await
     }
 }

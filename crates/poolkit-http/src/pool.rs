@@ -15,7 +15,7 @@ use poolkit_core::{
 use crate::config::{Config, HttpVersion};
 use crate::connect::{Connector, Resolve, Resolver};
 use crate::host::{Host, Limits, Proto};
-use crate::request::RequestBuilder;
+use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
 use crate::{Error, Response};
 
@@ -185,32 +185,32 @@ impl Pool {
     }
 
     /// A request with `method` to `url` (absolute, or relative to the base URL).
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        RequestBuilder::new(self.clone(), method, url)
+    pub fn request<U: IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, url.into_url_string())
     }
 
     /// A `GET` request.
-    pub fn get(&self, url: &str) -> RequestBuilder {
+    pub fn get<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::GET, url)
     }
 
     /// A `POST` request.
-    pub fn post(&self, url: &str) -> RequestBuilder {
+    pub fn post<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::POST, url)
     }
 
     /// A `PUT` request.
-    pub fn put(&self, url: &str) -> RequestBuilder {
+    pub fn put<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::PUT, url)
     }
 
     /// A `PATCH` request.
-    pub fn patch(&self, url: &str) -> RequestBuilder {
+    pub fn patch<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::PATCH, url)
     }
 
     /// A `DELETE` request.
-    pub fn delete(&self, url: &str) -> RequestBuilder {
+    pub fn delete<U: IntoUrl>(&self, url: U) -> RequestBuilder {
         self.request(Method::DELETE, url)
     }
 

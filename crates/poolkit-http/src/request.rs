@@ -1,18 +1,19 @@
-//! `RequestBuilder` and `Response`: one REST call with its body in memory.
+//! `RequestBuilder`: one call, built the way reqwest builds it (URLs as `&str`, `String`
+//! or `Url`; headers as `HeaderName`/`HeaderValue` or anything convertible; `query` and
+//! `form` from serializable values; `basic_auth` and `bearer_auth`), redirects followed.
 
 use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use poolkit_core::Secret;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::exchange::{Prepared, execute};
 use crate::url::resolve;
-use crate::{Error, Pool};
+use crate::{Error, Pool, Response};
 
 /// A request being built; send it with [`RequestBuilder::send`].
 #[must_use]
@@ -20,7 +21,7 @@ pub struct RequestBuilder {
     pool: Pool,
     method: Method,
     url: String,
-    query: Vec<(String, String)>,
+    query: Vec<String>,
     headers: HeaderMap,
     body: Bytes,
     timeout: Option<Option<Duration>>,
@@ -41,11 +42,11 @@ impl fmt::Debug for RequestBuilder {
 }
 
 impl RequestBuilder {
-    pub(crate) fn new(pool: Pool, method: Method, url: &str) -> Self {
+    pub(crate) fn new(pool: Pool, method: Method, url: String) -> Self {
         Self {
             pool,
             method,
-            url: url.to_owned(),
+            url,
             query: Vec::new(),
             headers: HeaderMap::new(),
             body: Bytes::new(),
@@ -55,24 +56,50 @@ impl RequestBuilder {
         }
     }
 
-    fn insert(mut self, name: &str, value: &str, sensitive: bool) -> Self {
+    fn insert<K, V>(mut self, name: K, value: V, sensitive: bool) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        HeaderValue: TryFrom<V>,
+    {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(mut v)) => {
-                v.set_sensitive(sensitive);
+                v.set_sensitive(sensitive || v.is_sensitive());
                 self.headers.insert(n, v);
             }
-            _ => {
-                self.error = Some(format!(
-                    "header {name:?} has an invalid name or value (value not shown)"
-                ));
+            (Ok(n), Err(_)) => {
+                self.error = Some(format!("header {n}: invalid value (not shown)"));
+            }
+            (Err(_), _) => {
+                self.error = Some("a header has an invalid name".to_owned());
             }
         }
         self
     }
 
-    /// Sets a header (replacing a default header of the same name).
-    pub fn header(self, name: &str, value: &str) -> Self {
-        self.insert(name, value, false)
+    /// Sets a header (replacing a default header of the same name): a `HeaderName` and
+    /// `HeaderValue`, or anything convertible (`&str`, `String`, `http::header::ACCEPT`).
+    pub fn header<K, V>(self, key: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.insert(key, value, false)
+    }
+
+    /// Sets every header of `headers` (replacing ones of the same name).
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        let mut last = None;
+        for (name, value) in headers {
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                self.headers.insert(n.clone(), value);
+            }
+        }
+        self
     }
 
     /// Sets a secret header; its value never appears in `Debug` or errors.
@@ -80,19 +107,51 @@ impl RequestBuilder {
         self.insert(name, value.expose(), true)
     }
 
-    /// Sets `Authorization: Bearer <token>` as a secret header.
-    pub fn bearer_auth(self, token: &Secret) -> Self {
-        let value = format!("Bearer {}", token.expose());
-        self.insert(AUTHORIZATION.as_str(), &value, true)
+    /// Sets `Authorization: Bearer <token>` as a secret header (a `&str`, `String` or
+    /// [`Secret`]).
+    pub fn bearer_auth<T: Token>(self, token: T) -> Self {
+        let value = format!("Bearer {}", token.reveal());
+        self.insert(AUTHORIZATION, value, true)
     }
 
-    /// Appends query parameters (percent-encoded).
-    pub fn query<K: AsRef<str>, V: AsRef<str>>(mut self, pairs: &[(K, V)]) -> Self {
-        self.query.extend(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
-        );
+    /// Sets `Authorization: Basic …` from a user name and optional password, as a secret
+    /// header.
+    pub fn basic_auth<U: fmt::Display, P: fmt::Display>(
+        self,
+        username: U,
+        password: Option<P>,
+    ) -> Self {
+        let pair = match password {
+            Some(p) => format!("{username}:{p}"),
+            None => format!("{username}:"),
+        };
+        let value = format!("Basic {}", base64(pair.as_bytes()));
+        self.insert(AUTHORIZATION, value, true)
+    }
+
+    /// Appends query parameters from a serializable value (`&[("k", "v")]`, a struct, a
+    /// map), percent-encoded.
+    pub fn query<T: Serialize + ?Sized>(mut self, query: &T) -> Self {
+        match serde_urlencoded::to_string(query) {
+            Ok(q) if q.is_empty() => {}
+            Ok(q) => self.query.push(q),
+            Err(e) => self.error = Some(format!("the query cannot be encoded: {e}")),
+        }
+        self
+    }
+
+    /// Sets a form body (`application/x-www-form-urlencoded`) from a serializable value.
+    pub fn form<T: Serialize + ?Sized>(mut self, form: &T) -> Self {
+        match serde_urlencoded::to_string(form) {
+            Ok(body) => {
+                self.body = body.into();
+                self.headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+            }
+            Err(e) => self.error = Some(format!("the form cannot be encoded: {e}")),
+        }
         self
     }
 
@@ -129,7 +188,9 @@ impl RequestBuilder {
         self
     }
 
-    /// Sends the request and reads the whole response.
+    /// Sends the request and returns the response head (read the body with
+    /// [`Response::bytes`], [`Response::text`], [`Response::json`] or
+    /// [`Response::bytes_stream`]). Redirects are followed up to `P_MAX_REDIRECTS`.
     ///
     /// # Errors
     /// [`Error::Timeout`] after `P_POOL_TIMEOUT` in the queue, [`Error::RequestTimeout`]
@@ -148,11 +209,8 @@ impl RequestBuilder {
         }
         let mut url = self.url;
         if !self.query.is_empty() {
-            let encoded = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&self.query)
-                .finish();
             url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&encoded);
+            url.push_str(&self.query.join("&"));
         }
         let uri = resolve(shared.config.base_url.as_deref(), &url).map_err(invalid)?;
         let idempotent = self.idempotent.unwrap_or(matches!(
@@ -171,104 +229,171 @@ impl RequestBuilder {
             body: self.body,
             idempotent,
             timeout: self.timeout.unwrap_or(shared.config.timeout),
+            keep_secrets: true,
         };
-        execute(shared, prepared).await
+        follow(shared, prepared).await
     }
 }
 
-/// A complete response: status, headers and the whole body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
-    new_connection: bool,
-    pool: String,
-    origin: String,
-}
-
-impl Response {
-    pub(crate) fn new(
-        parts: http::response::Parts,
-        body: Bytes,
-        new_connection: bool,
-        pool: String,
-        origin: String,
-    ) -> Self {
-        Self {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-            new_connection,
-            pool,
-            origin,
+/// Sends, following redirects the policy allows.
+async fn follow(
+    shared: &std::sync::Arc<crate::pool::Shared>,
+    first: Prepared,
+) -> Result<Response, Error> {
+    let limit = shared.config.max_redirects;
+    let mut req = first;
+    let mut hops = 0;
+    loop {
+        let response = execute(shared, req.clone()).await?;
+        if limit == 0 {
+            return Ok(response);
         }
-    }
-
-    /// The status code.
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The HTTP version the exchange used.
-    #[must_use]
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
-    /// The response headers.
-    #[must_use]
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// Whether the request opened a new connection (`false`: it reused a kept-alive one).
-    #[must_use]
-    pub fn new_connection(&self) -> bool {
-        self.new_connection
-    }
-
-    /// The body.
-    #[must_use]
-    pub fn bytes(&self) -> &Bytes {
-        &self.body
-    }
-
-    /// The body as text (invalid UTF-8 replaced).
-    #[must_use]
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body parsed as JSON.
-    ///
-    /// # Errors
-    /// [`Error::Decode`] when the body is not that JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(Error::Decode)
-    }
-
-    /// `Ok(self)` for a 1xx–3xx status, else [`Error::Status`] with the start of the body.
-    ///
-    /// # Errors
-    /// [`Error::Status`] for a 4xx or 5xx status.
-    pub fn error_for_status(self) -> Result<Self, Error> {
-        if self.status.is_client_error() || self.status.is_server_error() {
-            let text = self.text();
-            let mut end = text.len().min(512);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            return Err(Error::Status {
-                pool: self.pool,
-                origin: self.origin,
-                status: self.status,
-                body: text[..end].to_owned(),
+        let location = crate::redirect::location(response.headers());
+        let Some(next) = crate::redirect::next(response.status(), location, &req) else {
+            return Ok(response);
+        };
+        hops += 1;
+        if hops > limit {
+            return Err(Error::TooManyRedirects {
+                pool: shared.config.pool.name.clone(),
+                origin: crate::url::Origin::of(&req.uri)
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                limit,
+                var: format!("{}_MAX_REDIRECTS", shared.config.pool.prefix),
             });
         }
-        Ok(self)
+        // Read a small redirect body so its keep-alive connection is reused.
+        if response.content_length().is_some_and(|n| n <= 64 * 1024) {
+            let _ = response.bytes().await;
+        }
+        tracing::debug!(pool = %shared.config.pool.name, to = %crate::url::Origin::of(&next.uri).map(|o| o.to_string()).unwrap_or_default(), "following a redirect");
+        req = next;
+    }
+}
+
+/// A bearer token: text, or a [`Secret`] (whose `Display` shows `***`).
+pub trait Token {
+    /// The token's text.
+    fn reveal(&self) -> String;
+}
+
+impl Token for &str {
+    fn reveal(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl Token for String {
+    fn reveal(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Token for &String {
+    fn reveal(&self) -> String {
+        (*self).clone()
+    }
+}
+
+impl Token for Secret {
+    fn reveal(&self) -> String {
+        self.expose().to_owned()
+    }
+}
+
+impl Token for &Secret {
+    fn reveal(&self) -> String {
+        self.expose().to_owned()
+    }
+}
+
+/// Standard base64 with padding (for `basic_auth`).
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What a URL can be given as: `&str`, `String`, `http::Uri` or (feature `url`/`reqwest`)
+/// `url::Url`, absolute or relative to the base URL.
+pub trait IntoUrl {
+    /// The URL as text.
+    fn into_url_string(self) -> String;
+}
+
+impl IntoUrl for &str {
+    fn into_url_string(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl IntoUrl for String {
+    fn into_url_string(self) -> String {
+        self
+    }
+}
+
+impl IntoUrl for &String {
+    fn into_url_string(self) -> String {
+        self.clone()
+    }
+}
+
+impl IntoUrl for http::Uri {
+    fn into_url_string(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoUrl for &http::Uri {
+    fn into_url_string(self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(feature = "url")]
+impl IntoUrl for url::Url {
+    fn into_url_string(self) -> String {
+        self.into()
+    }
+}
+
+#[cfg(feature = "url")]
+impl IntoUrl for &url::Url {
+    fn into_url_string(self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pa ss", "dXNlcjpwYSBzcw=="),
+        ] {
+            assert_eq!(super::base64(input.as_bytes()), want);
+        }
     }
 }

@@ -80,7 +80,14 @@ async fn futures_join4(pool: &Pool) -> Vec<String> {
         .collect();
     let mut out = Vec::new();
     for t in tasks {
-        out.push(t.await.expect("task").expect("request").text());
+        out.push(
+            t.await
+                .expect("task")
+                .expect("request")
+                .text()
+                .await
+                .expect("body"),
+        );
     }
     out
 }

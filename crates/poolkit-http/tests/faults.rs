@@ -155,11 +155,11 @@ async fn dropped_keepalive_is_retried_once_for_idempotent_requests_only() {
     assert!(first.new_connection());
     // The server reads the second request on the kept-alive connection and hangs up.
     let second = pool.get("/").send().await.unwrap();
-    assert_eq!(second.text(), "ok");
     assert!(
         second.new_connection(),
         "the retry went out on a new connection"
     );
+    assert_eq!(second.text().await.expect("body"), "ok");
     assert_eq!(pool.retries(), 1);
     let s = pool.stats();
     assert_eq!(s.errors_by("broken"), 1, "{s:?}");
@@ -201,7 +201,7 @@ async fn closed_pool_and_unreachable_server_give_named_errors() {
     config.base_url = Some(format!("http://127.0.0.1:{port}"));
     let pool = Pool::builder().config(config).build().unwrap();
     let e = pool
-        .get(&format!("http://127.0.0.1:{port}/x?api_key=s3cret"))
+        .get(format!("http://127.0.0.1:{port}/x?api_key=s3cret"))
         .send()
         .await
         .unwrap_err();

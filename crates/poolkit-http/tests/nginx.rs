@@ -132,7 +132,8 @@ http {{
     nginx
 }
 
-async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
+/// Each answer's version and whether it opened a connection.
+async fn burst(pool: &Pool, n: usize) -> Vec<(poolkit_http::http::Version, bool)> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let pool = pool.clone();
@@ -145,8 +146,10 @@ async fn burst(pool: &Pool, n: usize) -> Vec<poolkit_http::Response> {
             .await
             .expect("task panicked")
             .expect("request to nginx failed");
-        assert_eq!((r.status().as_u16(), r.text().as_str()), (200, "ok"));
-        out.push(r);
+        let seen = (r.version(), r.new_connection());
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.text().await.expect("body"), "ok");
+        out.push(seen);
     }
     out
 }
@@ -162,11 +165,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.http_version = HttpVersion::Auto;
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.version() == http::Version::HTTP_2)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_2));
     let s = pool.stats();
     assert_eq!(
         (s.created, s.requests_new, s.requests_reused),
@@ -180,11 +179,7 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
     config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
     let pool = Pool::new(config).unwrap();
     let responses = burst(&pool, 500).await;
-    assert!(
-        responses
-            .iter()
-            .all(|r| r.version() == http::Version::HTTP_11)
-    );
+    assert!(responses.iter().all(|r| r.0 == http::Version::HTTP_11));
     let s = pool.stats();
     assert!(s.created <= 20 && s.requests_new <= 20, "{s:?}");
     for pause_ms in [950, 1000, 1050, 1200] {
@@ -229,7 +224,7 @@ async fn nginx_goaway_after_keepalive_requests_loses_no_idempotent_request() {
                     };
                     match req.header("x-id", &id).send().await {
                         Ok(r) => {
-                            assert_eq!(r.text(), "ok");
+                            assert_eq!(r.text().await.expect("body"), "ok");
                             ok += 1;
                         }
                         Err(e) if post && e.is_interrupted() => interrupted += 1,

@@ -207,7 +207,7 @@ async fn keys_never_appear_in_debug_errors_or_stats() {
     let e = sb.select("nope", "*", &[]).await.unwrap_err();
     let builder = sb
         .request(Method::GET, "/x")
-        .bearer_auth(&poolkit_http::Secret::new(KEY));
+        .bearer_auth(poolkit_http::Secret::new(KEY));
     let shown = format!(
         "{sb:?} {pc:?} {:?} {:?} {e} {e:?} {builder:?} {:?} {:?}",
         sb.pool(),

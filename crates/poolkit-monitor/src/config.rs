@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use poolkit_core::env::{Env, parse_duration, process_lookup};
-use poolkit_core::{ConfigError, Secret};
+use poolkit_core::{ConfigError, Secret, Thresholds};
 
 /// The variable holding the listening address.
 pub const ADDR_VAR: &str = "POOLKIT_MONITOR_ADDR";
@@ -15,6 +15,19 @@ pub const TOKEN_VAR: &str = "POOLKIT_MONITOR_TOKEN";
 pub const OPEN_VAR: &str = "POOLKIT_MONITOR_OPEN";
 /// The variable bounding one live health ping.
 pub const PING_TIMEOUT_VAR: &str = "POOLKIT_MONITOR_PING_TIMEOUT";
+
+/// The `POOLKIT_*` variables poolkit reads (the rest are warned about, with the nearest
+/// known name). `POOLKIT_BLESS` regenerates `docs/alerts.yml` in the crate's tests.
+const KNOWN_SUFFIXES: [&str; 8] = [
+    "MONITOR_ADDR",
+    "MONITOR_TOKEN",
+    "MONITOR_OPEN",
+    "MONITOR_PING_TIMEOUT",
+    "HEALTH_MODERATE",
+    "HEALTH_WARNING",
+    "HEALTH_CRITICAL",
+    "BLESS",
+];
 
 /// An endpoint group that can be served with or without the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +80,11 @@ pub struct MonitorConfig {
     /// The longest a live ping of one pool may take in `/health` and `/alerts` before the pool
     /// counts as down. Default: 3 s. Env: `POOLKIT_MONITOR_PING_TIMEOUT`.
     pub ping_timeout: Duration,
+    /// The utilization thresholds of the alert rules served at `GET /alerts.yml` (a pool's
+    /// own health uses the thresholds in its config, read from the same variables).
+    /// Default: 50 / 70 / 90 %. Env: `POOLKIT_HEALTH_MODERATE`, `POOLKIT_HEALTH_WARNING`,
+    /// `POOLKIT_HEALTH_CRITICAL` (percent).
+    pub thresholds: Thresholds,
 }
 
 impl fmt::Debug for MonitorConfig {
@@ -81,6 +99,7 @@ impl fmt::Debug for MonitorConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("open", &open)
             .field("ping_timeout", &self.ping_timeout)
+            .field("thresholds", &self.thresholds)
             .finish()
     }
 }
@@ -92,6 +111,7 @@ impl Default for MonitorConfig {
             token: None,
             open: Endpoint::Metrics.bit() | Endpoint::Health.bit(),
             ping_timeout: Duration::from_secs(3),
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -102,6 +122,7 @@ impl MonitorConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the variable, its value and what was expected.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = poolkit_core::env::warn_unknown("POOLKIT", &KNOWN_SUFFIXES, &[]);
         Self::from_lookup(&process_lookup)
     }
 
@@ -144,6 +165,7 @@ impl MonitorConfig {
             }
             c.ping_timeout = d;
         }
+        c.thresholds = Thresholds::from_lookup(None, lookup)?;
         Ok(c)
     }
 
@@ -206,6 +228,17 @@ mod tests {
         MonitorConfig::from_lookup(&move |k| {
             map.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn a_typo_under_poolkit_gets_the_nearest_name() {
+        let names = vec!["POOLKIT_MONITOR_TOKN".to_owned(), TOKEN_VAR.to_owned()];
+        let found = poolkit_core::env::unknown_vars("POOLKIT", &KNOWN_SUFFIXES, &[], &names);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].1,
+            "POOLKIT_MONITOR_TOKN is not a poolkit variable; did you mean POOLKIT_MONITOR_TOKEN?"
+        );
     }
 
     #[test]

@@ -10,10 +10,14 @@ use metrics_exporter_prometheus::{
 use crate::Error;
 
 /// Bucket bounds, in seconds, for every `poolkit_*_seconds` histogram: from 100 µs (a warm
-/// checkout on loopback) to 60 s (a caller stuck behind an exhausted pool).
-pub const SECONDS_BUCKETS: [f64; 17] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
+/// checkout on loopback) to 60 s (a caller stuck behind an exhausted pool). Between 0.5 s
+/// and 10 s, where a saturated pool's waits and holds fall, each bound is at most about
+/// 20 % above the previous one, so PromQL's `histogram_quantile` (which interpolates inside
+/// a bucket) lands within 20 % of the true quantile.
+pub const SECONDS_BUCKETS: [f64; 34] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.6, 0.7,
+    0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.9, 2.2, 2.6, 3.0, 3.5, 4.0, 4.7, 5.6, 6.7, 8.0, 9.0, 10.0,
+    30.0, 60.0,
 ];
 
 /// How often the recorder drains histogram samples when nobody scrapes.
@@ -91,4 +95,20 @@ pub fn build_recorder() -> (PrometheusRecorder, PrometheusHandle) {
 #[must_use]
 pub fn installed() -> Option<PrometheusHandle> {
     HANDLE.get().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SECONDS_BUCKETS;
+
+    #[test]
+    fn buckets_are_fine_between_half_a_second_and_ten() {
+        assert!(SECONDS_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        for w in SECONDS_BUCKETS
+            .windows(2)
+            .filter(|w| w[0] >= 0.5 && w[1] <= 10.0)
+        {
+            assert!(w[1] / w[0] <= 1.21, "{} -> {} is too coarse", w[0], w[1]);
+        }
+    }
 }

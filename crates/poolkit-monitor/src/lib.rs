@@ -2,11 +2,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
+pub mod compat;
 mod config;
 mod error;
 mod exporter;
 pub mod report;
 mod router;
+mod rules;
 mod server;
 
 pub use axum;
@@ -17,4 +19,5 @@ pub use exporter::{
 };
 pub use metrics_exporter_prometheus;
 pub use router::{Monitor, MonitorBuilder, router};
+pub use rules::alert_rules;
 pub use server::{Server, serve};

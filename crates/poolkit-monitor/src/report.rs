@@ -1,9 +1,9 @@
 //! The JSON bodies of `/pools`, `/health` and `/alerts`, built from the registry.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use poolkit_core::{Alert, Health, HealthStatus, Monitored, PoolStats};
+use poolkit_core::{Alert, Health, HealthStatus, Monitored, PoolStats, Probe};
 use serde::Serialize;
 
 /// One pool in `/pools`: its snapshot and the health derived from it (no live ping).
@@ -81,6 +81,9 @@ pub struct PoolHealth {
     pub utilization: f64,
     /// One line for humans.
     pub message: String,
+    /// How fast the pool's queries are: `status` (`ok`, `slow`, `no_data`), `avg_ms`,
+    /// `p95_ms`, `slow_ratio`.
+    pub query_performance: poolkit_core::QueryPerformance,
 }
 
 /// The body of `/health`: the worst status over every pool, and each pool's.
@@ -109,22 +112,64 @@ pub struct AlertsReport {
     pub alerts: Vec<Alert>,
 }
 
-/// Live health of one pool: its snapshot health, or `down` when a ping fails or takes
-/// longer than `timeout`.
+/// The counters seen at the previous health check of each pool (by name), to judge
+/// reachability of a busy pool from what happened since.
+static SEEN: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
+
+/// Whether a pool whose every connection is in use still reaches its backend: checkouts
+/// keep succeeding, or no connect failed since the previous check.
+fn busy_but_reachable(stats: &PoolStats) -> Result<(), String> {
+    let connect_errors = stats.errors_by("connect");
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let previous = seen.iter_mut().find(|(n, _, _)| *n == stats.name);
+    let verdict = match previous.as_deref() {
+        Some((_, acquires, errors)) if connect_errors > *errors && stats.acquires == *acquires => {
+            Err(format!(
+                "{} connect errors and no successful checkout since the previous health check",
+                connect_errors - errors
+            ))
+        }
+        _ => Ok(()),
+    };
+    match previous {
+        Some(entry) => {
+            entry.1 = stats.acquires;
+            entry.2 = connect_errors;
+        }
+        None => seen.push((stats.name.clone(), stats.acquires, connect_errors)),
+    }
+    verdict
+}
+
+/// Live health of one pool, which never queues behind the pool's callers.
 ///
-/// A ping waits for a connection like any caller, so a pool whose every connection is in
-/// use can time out while its backend is fine. Such a saturated pool is reported from its
-/// snapshot (critical), not as down.
+/// The status comes from a snapshot taken first (the same one `/pools` and Prometheus
+/// read), so the probe's own connection never skews it. Then [`Monitored::probe`] pings an
+/// idle connection if there is one. When every connection is in use the pool is serving
+/// checkouts, so it is reachable unless connects keep failing with no checkout succeeding
+/// since the previous check. A probe that fails, or takes longer than `timeout` while the
+/// pool is not saturated, makes the pool `down`.
 pub async fn live_health(pool: &dyn Monitored, timeout: Duration) -> Health {
-    let reason = match tokio::time::timeout(timeout, pool.ping()).await {
-        Ok(Ok(())) => return pool.health(),
-        Ok(Err(e)) => e.message,
+    let health = pool.health();
+    let stats = pool.stats();
+    let reason = match tokio::time::timeout(timeout, pool.probe()).await {
+        Ok(Probe::Busy) => {
+            return match busy_but_reachable(&stats) {
+                Ok(()) => health,
+                Err(why) => Health::down(&stats, &why),
+            };
+        }
+        Ok(Probe::Failed(e)) => e.message,
+        Ok(_) => return health,
         Err(_) => format!("no answer to a ping within {timeout:?}"),
     };
-    let stats = pool.stats();
-    let saturated = stats.max_size > 0 && stats.used >= u64::from(stats.max_size);
-    if saturated && stats.errors_by("connect") == 0 {
-        return pool.health();
+    // A caller may take the idle connection between the snapshot and the ping, which then
+    // waits in the queue: with every connection busy and no connect failing, that is load,
+    // not an outage.
+    let now = pool.stats();
+    let saturated = now.max_size > 0 && now.used >= u64::from(now.max_size);
+    if saturated && now.errors_by("connect") == stats.errors_by("connect") {
+        return health;
     }
     Health::down(&stats, &reason)
 }
@@ -158,6 +203,7 @@ pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
             status: h.status,
             utilization: h.utilization,
             message: h.message.clone(),
+            query_performance: h.query_performance.clone(),
         })
         .collect();
     let status = pools
@@ -260,6 +306,25 @@ mod tests {
         // Every connection busy: the ping waits in the queue, which is not an outage.
         let h = live_health(&*pool(10, 10, Ping::Hang), T).await;
         assert_eq!(h.status, HealthStatus::Critical);
+    }
+
+    #[test]
+    fn a_busy_pool_is_down_only_when_connects_fail_and_nothing_succeeds() {
+        let mut s = PoolStats::default();
+        s.name = "busy_judge".into();
+        s.acquires = 100;
+        assert!(busy_but_reachable(&s).is_ok(), "first look: serving");
+        s.acquires = 150;
+        s.errors = vec![("connect".into(), 3)];
+        assert!(busy_but_reachable(&s).is_ok(), "checkouts still succeed");
+        s.errors = vec![("connect".into(), 7)];
+        let why = busy_but_reachable(&s).expect_err("connects fail, no checkout since");
+        assert_eq!(
+            why,
+            "4 connect errors and no successful checkout since the previous health check"
+        );
+        s.acquires = 151;
+        assert!(busy_but_reachable(&s).is_ok(), "a checkout succeeded again");
     }
 
     #[tokio::test(start_paused = true)]

@@ -149,7 +149,8 @@ impl Monitor {
         }
     }
 
-    /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`.
+    /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`, and
+    /// `/alerts.yml` (the Prometheus alert rules for the configured thresholds).
     /// Mount it in your own axum app with `Router::merge` or `Router::nest`.
     pub fn router(&self) -> Router {
         Router::new()
@@ -159,11 +160,12 @@ impl Monitor {
             .route("/pools", get(pools))
             .route("/pools/{name}", get(pool))
             .route("/alerts", get(alerts))
+            .route("/alerts.yml", get(alert_rules))
             .fallback(not_found)
             .with_state(self.clone())
     }
 
-    fn guard(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn guard(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<(), Denied> {
         if self.inner.config.is_open(endpoint) {
             return Ok(());
         }
@@ -184,7 +186,7 @@ struct ErrorBody<'a> {
     error: &'a str,
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
@@ -203,10 +205,10 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    json(status, &ErrorBody { error: message })
+    json_response(status, &ErrorBody { error: message })
 }
 
-fn unauthorized(denied: Denied) -> Response {
+pub(crate) fn unauthorized(denied: Denied) -> Response {
     let mut r = error(StatusCode::UNAUTHORIZED, denied.message());
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -218,7 +220,7 @@ fn unauthorized(denied: Denied) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: try /, /metrics, /health, /pools, /pools/{name} or /alerts",
+        "no such endpoint: try /, /metrics, /health, /pools, /pools/{name}, /alerts or /alerts.yml",
     )
 }
 
@@ -276,7 +278,7 @@ async fn health(State(m): State<Monitor>, headers: HeaderMap) -> Response {
     } else {
         StatusCode::OK
     };
-    json(status, &body)
+    json_response(status, &body)
 }
 
 async fn pools(State(m): State<Monitor>, headers: HeaderMap) -> Response {
@@ -286,7 +288,7 @@ async fn pools(State(m): State<Monitor>, headers: HeaderMap) -> Response {
     let body = PoolsReport {
         pools: m.pools().iter().map(|p| PoolReport::of(&**p)).collect(),
     };
-    json(StatusCode::OK, &body)
+    json_response(StatusCode::OK, &body)
 }
 
 async fn pool(State(m): State<Monitor>, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -294,7 +296,7 @@ async fn pool(State(m): State<Monitor>, Path(name): Path<String>, headers: Heade
         return unauthorized(denied);
     }
     match m.pools().into_iter().rev().find(|p| p.name() == name) {
-        Some(p) => json(StatusCode::OK, &PoolReport::of(&*p)),
+        Some(p) => json_response(StatusCode::OK, &PoolReport::of(&*p)),
         None => {
             let names: Vec<String> = m.pools().iter().map(|p| p.name().to_owned()).collect();
             // Echo the name only when it is a valid pool name, so nothing odd is reflected.
@@ -319,5 +321,19 @@ async fn alerts(State(m): State<Monitor>, headers: HeaderMap) -> Response {
         return unauthorized(denied);
     }
     let results = report::health(&m.pools(), m.inner.config.ping_timeout).await;
-    json(StatusCode::OK, &report::alerts_report(&results))
+    json_response(StatusCode::OK, &report::alerts_report(&results))
+}
+
+async fn alert_rules(State(m): State<Monitor>, headers: HeaderMap) -> Response {
+    if let Err(denied) = m.guard(Endpoint::Alerts, &headers) {
+        return unauthorized(denied);
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::rules::alert_rules(&m.inner.config.thresholds),
+    )
+        .into_response()
 }

@@ -18,10 +18,15 @@ pub const DEFAULT_PREFIX: &str = "DATABASE";
 fn strip_params(url: &str) -> String {
     // Also the TLS settings, which poolkit handles itself (tokio-postgres knows neither
     // `verify-ca` / `verify-full` nor `sslrootcert`).
-    const FOREIGN: [&str; 8] = [
+    const FOREIGN: [&str; 13] = [
         "pgbouncer",
         "connection_limit",
         "pool_timeout",
+        "statement_cache_size",
+        "socket_timeout",
+        "schema",
+        "sslaccept",
+        "sslidentity",
         "sslmode",
         "sslrootcert",
         "sslcert",
@@ -94,6 +99,52 @@ pub struct Config {
     pub ssl_root_cert: Option<std::path::PathBuf>,
     /// Read replicas: one URL or a comma list. Env: `P_READ_URL` (`DATABASE_READ_URL`).
     pub read_urls: Vec<Secret>,
+    /// The connections the server grants this application, when below (or instead of
+    /// asking) its `max_connections`: a managed plan's limit. Used by the budget check.
+    /// Default: none. Env: `P_MAX_CONNECTIONS` (`DATABASE_MAX_CONNECTIONS`).
+    pub max_connections: Option<crate::prisma::Limit>,
+    /// The server connections the pooler in front of PostgreSQL holds (Supavisor's pool
+    /// size, PgBouncer's `default_pool_size`). Used by the budget check. Default: none.
+    /// Env: `SUPAVISOR_POOL_SIZE` (`poolctl check --pgbouncer-pool-size`).
+    pub pooler_pool_size: Option<crate::prisma::Limit>,
+    /// Notes about settings that were overridden (`DATABASE_POOL_SIZE=5 wins over
+    /// connection_limit=25 in DATABASE_URL`), logged when read and shown by `poolctl check`.
+    pub notes: Vec<String>,
+}
+
+/// Every variable suffix a PostgreSQL pool reads under its prefix (besides
+/// [`PoolConfig::ENV_SUFFIXES`]); the rest under the prefix are warned about.
+pub const ENV_SUFFIXES: &[&str] = &[
+    "URL",
+    "URL_TRANSACTION",
+    "URL_SESSION",
+    "URL_DIRECT",
+    "READ_URL",
+    "APPLICATION_NAME",
+    "STATEMENT_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "SSLMODE",
+    "SSLROOTCERT",
+    "POOLER",
+    "MAX_CONNECTIONS",
+    "SLOW_QUERY",
+];
+
+/// Warns once about variables under `PREFIX_` that a PostgreSQL pool does not read.
+fn warn_unknown(prefix: &str) {
+    let _ = unknown_vars(prefix);
+}
+
+/// Warns (once each) about the variables under `PREFIX_` in the process environment that a
+/// PostgreSQL pool does not read, and returns the messages (for `poolctl check`).
+#[must_use]
+pub fn unknown_vars(prefix: &str) -> Vec<String> {
+    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(ENV_SUFFIXES)
+        .copied()
+        .collect();
+    poolkit_core::env::warn_unknown(prefix, &known, &[])
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -138,6 +189,9 @@ impl fmt::Debug for Config {
             .field("pooler", &self.pooler)
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("max_connections", &self.max_connections)
+            .field("pooler_pool_size", &self.pooler_pool_size)
+            .field("notes", &self.notes)
             .field(
                 "read_urls",
                 &self
@@ -172,6 +226,9 @@ impl Config {
             ssl_mode: SslMode::Prefer,
             ssl_root_cert: None,
             read_urls: Vec::new(),
+            max_connections: None,
+            pooler_pool_size: None,
+            notes: Vec::new(),
         }
         .detect_pooler()
     }
@@ -225,6 +282,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env_for(prefix: &str, purpose: Use) -> Result<Self, ConfigError> {
+        warn_unknown(prefix);
         Self::from_lookup_for(prefix, purpose, &process_lookup)
     }
 
@@ -233,6 +291,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        warn_unknown(prefix);
         Self::from_lookup(prefix, &process_lookup)
     }
 
@@ -270,6 +329,12 @@ impl Config {
         }
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
+        }
+        crate::prisma::apply_url_params(&mut config, &env, &url_var)?;
+        crate::prisma::read_limits(&mut config, &env)?;
+        config.pool.validate()?;
+        for note in &config.notes {
+            tracing::info!(pool = %config.pool.name, "{note}");
         }
         let url_var_name = env.name("URL");
         if let Some(mode) = url_param(config.url.expose(), "sslmode") {
@@ -352,11 +417,15 @@ impl Config {
             };
             pg.options(&opts);
         }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(
-                self.connect_timeout
-                    .unwrap_or(self.pool.acquire_timeout.min(Duration::from_secs(10))),
-            );
+        // The URL's connect_timeout is read into `connect_timeout` (where the variable wins).
+        match self.connect_timeout {
+            Some(t) => {
+                pg.connect_timeout(t);
+            }
+            None if pg.get_connect_timeout().is_none() => {
+                pg.connect_timeout(self.pool.acquire_timeout.min(Duration::from_secs(10)));
+            }
+            None => {}
         }
         Ok(pg)
     }

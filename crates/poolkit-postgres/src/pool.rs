@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, Telemetry};
 
+use crate::client::QueryCtx;
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::{Error, chain};
 use crate::manager::Manager;
-use crate::pooler::{Param, Pooler, SessionWarnings};
+use crate::pooler::{Pooler, SessionWarnings};
+use crate::statement::ShapeCache;
 use crate::tls::{MakeRustls, SslMode};
+use crate::transaction::{Transaction, TransactionBuilder};
 
 /// A pool of PostgreSQL connections. Cheap to clone (clones share the pool).
 ///
@@ -30,14 +33,6 @@ struct Inner {
     config: Config,
     ctx: Arc<QueryCtx>,
     replicas: Arc<crate::replicas::Replicas>,
-}
-
-/// What a checked-out connection needs to know to run queries the pooler's way.
-#[derive(Debug)]
-struct QueryCtx {
-    pool: String,
-    pooler: Pooler,
-    warnings: SessionWarnings,
 }
 
 impl fmt::Debug for Pool {
@@ -82,104 +77,29 @@ impl DerefMut for PooledConnection {
     }
 }
 
-fn typed<'a>(
-    params: &'a [&'a dyn Param],
-) -> Vec<(
-    &'a (dyn tokio_postgres::types::ToSql + Sync),
-    tokio_postgres::types::Type,
-)> {
-    params
-        .iter()
-        .map(|p| {
-            (
-                *p as &(dyn tokio_postgres::types::ToSql + Sync),
-                p.pg_type(),
-            )
-        })
-        .collect()
-}
+crate::client::dialect!(PooledConnection);
 
 impl PooledConnection {
-    /// Runs a query with parameters the way the pooler allows: behind a transaction-mode
-    /// pooler as an unnamed statement with the parameters' types given
-    /// (`query_typed`), otherwise as tokio-postgres's (named, prepared) `query`. Same call
-    /// either way, so code does not change when `DATABASE_URL` moves behind PgBouncer.
-    ///
-    /// # Errors
-    /// The query's error.
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        self.ctx
-            .warnings
-            .check(&self.ctx.pool, self.ctx.pooler, sql);
-        if self.ctx.pooler == Pooler::Transaction {
-            self.checkout.query_typed(sql, &typed(params)).await
-        } else {
-            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| *p as _).collect();
-            self.checkout.query(sql, &plain).await
-        }
+    fn parts(&self) -> (&tokio_postgres::Client, bool, &QueryCtx) {
+        (&self.checkout, false, &self.ctx)
     }
 
-    /// Like [`PooledConnection::query`], for exactly one row.
+    /// Starts a transaction, like `tokio_postgres::Client::transaction`; its queries take
+    /// the same shapes as the connection's and follow the pooler the same way.
     ///
     /// # Errors
-    /// The query's error, or a row-count error when not exactly one row came back.
-    pub async fn query_one(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        self.ctx
-            .warnings
-            .check(&self.ctx.pool, self.ctx.pooler, sql);
-        if self.ctx.pooler == Pooler::Transaction {
-            self.checkout.query_typed_one(sql, &typed(params)).await
-        } else {
-            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| *p as _).collect();
-            self.checkout.query_one(sql, &plain).await
-        }
+    /// The server's error.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        let ctx = &*self.ctx;
+        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        Ok(Transaction::new(client.transaction().await?, ctx))
     }
 
-    /// Like [`PooledConnection::query`], for statements that return no rows; returns the
-    /// number of rows affected.
-    ///
-    /// # Errors
-    /// The statement's error.
-    pub async fn execute(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-    ) -> Result<u64, tokio_postgres::Error> {
-        self.ctx
-            .warnings
-            .check(&self.ctx.pool, self.ctx.pooler, sql);
-        if self.ctx.pooler == Pooler::Transaction {
-            self.checkout.execute_typed(sql, &typed(params)).await
-        } else {
-            let plain: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| *p as _).collect();
-            self.checkout.execute(sql, &plain).await
-        }
-    }
-
-    /// The simple-query protocol (no parameters, several statements allowed), with the
-    /// pooler's session-state warnings.
-    ///
-    /// # Errors
-    /// The statement's error.
-    pub async fn simple_query(
-        &self,
-        sql: &str,
-    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error> {
-        self.ctx
-            .warnings
-            .check(&self.ctx.pool, self.ctx.pooler, sql);
-        self.checkout.simple_query(sql).await
+    /// A transaction with options, like `tokio_postgres::Client::build_transaction`.
+    pub fn build_transaction(&mut self) -> TransactionBuilder<'_> {
+        let ctx = &*self.ctx;
+        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        TransactionBuilder::new(client.build_transaction(), ctx)
     }
 
     /// Closes this connection instead of returning it to the pool.
@@ -315,6 +235,12 @@ impl Builder {
         self
     }
 
+    /// Log and count statements slower than this (`None`: off). Env: `P_SLOW_QUERY`.
+    pub fn slow_query(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.slow_query = d;
+        self
+    }
+
     /// Server-side statement timeout.
     pub fn statement_timeout(mut self, d: Option<Duration>) -> Self {
         self.config.statement_timeout = d;
@@ -391,6 +317,12 @@ impl Pool {
             pool: config.pool.name.clone(),
             pooler: config.pooler,
             warnings: SessionWarnings::default(),
+            queries: poolkit_core::QueryStats::new(
+                &config.pool.name,
+                Backend::Postgres,
+                config.pool.slow_query,
+            ),
+            shapes: ShapeCache::default(),
         });
         let replicas = if config.read_urls.is_empty() {
             Arc::new(crate::replicas::Replicas::default())
@@ -433,7 +365,7 @@ impl Pool {
     /// A snapshot of the pool.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        self.inner.engine.telemetry().stats()
+        Monitored::stats(&*self.inner)
     }
 
     /// Health from the current snapshot (see [`Pool::check`] for a live answer).
@@ -569,7 +501,9 @@ impl Monitored for Inner {
     }
 
     fn stats(&self) -> PoolStats {
-        self.engine.telemetry().stats()
+        let mut stats = self.engine.telemetry().stats();
+        stats.query = self.ctx.queries.timing();
+        stats
     }
 
     fn health(&self) -> Health {
@@ -581,6 +515,33 @@ impl Monitored for Inner {
             Inner::ping(self)
                 .await
                 .map_err(|e| PingError::new(&self.config.pool.name, e.to_string()))
+        })
+    }
+
+    /// `SELECT 1` on an idle connection taken with the engine's `try_get` (never queued);
+    /// with none idle, a ping only when nobody waits and there is room to open one, else
+    /// `Busy`.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let name = &self.config.pool.name;
+            if let Some(conn) = self.engine.try_get() {
+                let ping = conn.simple_query("SELECT 1");
+                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                    Ok(Ok(_)) => Probe::Alive,
+                    Ok(Err(e)) => Probe::Failed(PingError::new(name, e.to_string())),
+                    Err(_) => {
+                        Probe::Failed(PingError::new(name, "no answer to SELECT 1 within 5 s"))
+                    }
+                };
+            }
+            let s = self.stats();
+            if s.pending == 0 && s.open < u64::from(s.max_size) {
+                return match Inner::ping(self).await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(PingError::new(name, e.to_string())),
+                };
+            }
+            Probe::Busy
         })
     }
 }

@@ -8,8 +8,130 @@ use poolkit_core::metrics::CloseReason;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 
+use crate::client::QueryCtx;
 use crate::error::Error;
 use crate::pool::{Pool, PooledConnection};
+
+/// A transaction on a pooled connection, from [`PooledConnection::transaction`],
+/// [`PooledConnection::build_transaction`] or [`Pool::transaction`]: the same query
+/// methods and shapes as the connection (and as `tokio_postgres::Transaction`). Dropped
+/// without [`commit`](Self::commit), it rolls back. Other `tokio_postgres::Transaction`
+/// methods (`copy_in`, `bind`, portals) are reached through `Deref`.
+pub struct Transaction<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    ctx: &'a QueryCtx,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("pool", &self.ctx.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> std::ops::Deref for Transaction<'a> {
+    type Target = tokio_postgres::Transaction<'a>;
+    fn deref(&self) -> &tokio_postgres::Transaction<'a> {
+        &self.tx
+    }
+}
+
+crate::client::dialect!(Transaction<'_>);
+
+impl<'a> Transaction<'a> {
+    pub(crate) fn new(tx: tokio_postgres::Transaction<'a>, ctx: &'a QueryCtx) -> Self {
+        Self { tx, ctx }
+    }
+
+    fn parts(&self) -> (&tokio_postgres::Client, bool, &QueryCtx) {
+        (self.tx.client(), true, self.ctx)
+    }
+
+    /// Commits, like `tokio_postgres::Transaction::commit`.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, like `tokio_postgres::Transaction::rollback`.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        self.tx.rollback().await
+    }
+
+    /// A nested transaction (a savepoint), like `tokio_postgres::Transaction::transaction`.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        let ctx = self.ctx;
+        Ok(Transaction::new(self.tx.transaction().await?, ctx))
+    }
+
+    /// A named savepoint, like `tokio_postgres::Transaction::savepoint`.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn savepoint<I: Into<String>>(
+        &mut self,
+        name: I,
+    ) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        let ctx = self.ctx;
+        Ok(Transaction::new(self.tx.savepoint(name).await?, ctx))
+    }
+}
+
+/// Options for a transaction, like `tokio_postgres::TransactionBuilder`.
+#[must_use]
+pub struct TransactionBuilder<'a> {
+    builder: tokio_postgres::TransactionBuilder<'a>,
+    ctx: &'a QueryCtx,
+}
+
+impl std::fmt::Debug for TransactionBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionBuilder")
+            .field("pool", &self.ctx.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> TransactionBuilder<'a> {
+    pub(crate) fn new(builder: tokio_postgres::TransactionBuilder<'a>, ctx: &'a QueryCtx) -> Self {
+        Self { builder, ctx }
+    }
+
+    /// The isolation level.
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.builder = self.builder.isolation_level(level);
+        self
+    }
+
+    /// `READ ONLY` or `READ WRITE`.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.builder = self.builder.read_only(read_only);
+        self
+    }
+
+    /// `DEFERRABLE` (for serializable read-only transactions).
+    pub fn deferrable(mut self, deferrable: bool) -> Self {
+        self.builder = self.builder.deferrable(deferrable);
+        self
+    }
+
+    /// Sends `BEGIN` with the options.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn start(self) -> Result<Transaction<'a>, tokio_postgres::Error> {
+        Ok(Transaction::new(self.builder.start().await?, self.ctx))
+    }
+}
 
 /// How a transaction runs. The defaults are the seeds': READ COMMITTED, 5 s to get a
 /// connection, 10 s for the whole transaction, no retries.
@@ -103,7 +225,7 @@ impl Pool {
     /// connection closed); the error `f` returned; or a commit error.
     pub async fn transaction<T, F>(&self, opts: TxOptions, mut f: F) -> Result<T, Error>
     where
-        F: AsyncFnMut(&tokio_postgres::Transaction<'_>) -> Result<T, Error>,
+        F: AsyncFnMut(&Transaction<'_>) -> Result<T, Error>,
     {
         let mut attempt = 0;
         loop {
@@ -124,7 +246,7 @@ impl Pool {
 
     async fn transaction_once<T, F>(&self, opts: &TxOptions, f: &mut F) -> Result<T, Error>
     where
-        F: AsyncFnMut(&tokio_postgres::Transaction<'_>) -> Result<T, Error>,
+        F: AsyncFnMut(&Transaction<'_>) -> Result<T, Error>,
     {
         let started = Instant::now();
         let mut conn = match tokio::time::timeout(opts.wait, self.get()).await {
@@ -148,8 +270,8 @@ impl Pool {
             done: false,
         };
         let work = async {
-            let client: &mut tokio_postgres::Client = &mut *guard.conn;
-            let tx = client
+            let tx = guard
+                .conn
                 .build_transaction()
                 .isolation_level(opts.isolation)
                 .read_only(opts.read_only)

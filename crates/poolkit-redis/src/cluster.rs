@@ -13,6 +13,7 @@ use redis::FromRedisValue;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
+use crate::commands::Timed;
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::Error;
 use crate::shared::is_broken;
@@ -34,6 +35,7 @@ struct Inner {
     telemetry: Arc<Telemetry>,
     /// The in-flight cap (`P_MAX_IN_FLIGHT`), first come, first served.
     gate: Gate,
+    queries: poolkit_core::QueryStats,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -119,11 +121,17 @@ impl ClusterPool {
                 }
             };
         telemetry.opened(started.elapsed());
+        let queries = poolkit_core::QueryStats::new(
+            &config.pool.name,
+            Backend::Redis,
+            config.pool.slow_query,
+        );
         let inner = Arc::new(Inner {
             config,
             conn,
             telemetry,
             gate,
+            queries,
         });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
@@ -151,7 +159,7 @@ impl ClusterPool {
     /// A snapshot (used = commands in flight).
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        self.inner.telemetry.stats()
+        self.inner.stats()
     }
 
     /// Health from the snapshot.
@@ -162,7 +170,24 @@ impl ClusterPool {
 }
 
 impl Inner {
+    fn stats(&self) -> PoolStats {
+        let mut stats = self.telemetry.stats();
+        stats.query = self.queries.timing();
+        stats
+    }
+
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.run(Timed::Cmd(cmd), |mut conn| async move {
+            cmd.query_async::<T>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn run<T, F, Fut>(&self, what: Timed<'_>, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(ClusterConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let asked = Instant::now();
         let (place, hit) = match self.gate.try_enter() {
             Some(place) => (place, true),
@@ -197,8 +222,10 @@ impl Inner {
             began: Instant::now(),
             _place: place,
         };
-        let mut conn = self.conn.clone();
-        let result = cmd.query_async::<T>(&mut conn).await;
+        let started = self.queries.start();
+        let result = f(self.conn.clone()).await;
+        self.queries
+            .finish(what.operation(), started, || what.statement());
         if let Err(e) = &result {
             self.telemetry.error(if is_broken(e) {
                 ErrorKind::Broken
@@ -249,10 +276,10 @@ impl Monitored for Inner {
         Backend::Redis
     }
     fn stats(&self) -> PoolStats {
-        self.telemetry.stats()
+        Inner::stats(self)
     }
     fn health(&self) -> Health {
-        Health::assess(&self.telemetry.stats(), &self.config.pool.thresholds)
+        Health::assess(&Inner::stats(self), &self.config.pool.thresholds)
     }
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
         Box::pin(async move {
@@ -270,5 +297,43 @@ impl Monitored for Inner {
                 )),
             }
         })
+    }
+}
+
+/// The cluster as a redis-rs connection: `AsyncCommands` and pipelines run on it, under
+/// the same in-flight cap, timed. Clone the pool for a `mut` handle.
+impl redis::aio::ConnectionLike for ClusterPool {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            self.inner
+                .run(Timed::Cmd(cmd), |mut conn| async move {
+                    conn.req_packed_command(cmd).await
+                })
+                .await
+                .map_err(crate::commands::into_redis)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            self.inner
+                .run(Timed::Pipe(pipeline), |mut conn| async move {
+                    conn.req_packed_commands(pipeline, offset, count).await
+                })
+                .await
+                .map_err(crate::commands::into_redis)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }

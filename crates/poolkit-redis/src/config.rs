@@ -13,6 +13,34 @@ pub const DEFAULT_PREFIX: &str = "REDIS";
 const URL_EXPECTED: &str =
     "a Redis URL such as redis://:password@host:6379/0 or rediss://host:6380";
 
+/// Every variable suffix a Redis pool reads under its prefix (besides
+/// [`PoolConfig::ENV_SUFFIXES`]); the rest are warned about.
+pub const ENV_SUFFIXES: &[&str] = &[
+    "URL",
+    "HOST",
+    "PORT",
+    "DB",
+    "USERNAME",
+    "PASSWORD",
+    "CLUSTER_NODES",
+    "MAX_IN_FLIGHT",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "SLOW_QUERY",
+];
+
+/// Warns (once each) about the variables under `PREFIX_` in the process environment that a
+/// Redis pool does not read, and returns the messages (for `poolctl check`).
+#[must_use]
+pub fn unknown_vars(prefix: &str) -> Vec<String> {
+    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(ENV_SUFFIXES)
+        .copied()
+        .collect();
+    poolkit_core::env::warn_unknown(prefix, &known, &[])
+}
+
 /// Configuration of a Redis pool.
 ///
 /// `Debug` never shows the password.
@@ -34,6 +62,10 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Timeout of one connect. Default: min(acquire timeout, 5 s). Env: `P_CONNECT_TIMEOUT`.
     pub connect_timeout: Option<Duration>,
+    /// `rediss://`: a PEM file of the root certificate(s) to verify the server with,
+    /// instead of the built-in web roots (a private CA). Needs the `tls` feature.
+    /// Env: `P_TLS_ROOT_CERT`.
+    pub tls_root_cert: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -50,6 +82,7 @@ impl fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls_root_cert", &self.tls_root_cert)
             .finish()
     }
 }
@@ -74,6 +107,7 @@ impl Config {
             cluster_nodes: Vec::new(),
             command_timeout: Duration::from_secs(30),
             connect_timeout: None,
+            tls_root_cert: None,
         }
     }
 
@@ -82,6 +116,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        let _ = unknown_vars(prefix);
         Self::from_lookup(prefix, &process_lookup)
     }
 
@@ -123,6 +158,9 @@ impl Config {
         }
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
+        }
+        if let Some(path) = env.raw_nonempty(&env.name("TLS_ROOT_CERT")) {
+            config.tls_root_cert = Some(path.into());
         }
         let nodes_from_url = env.raw_nonempty(&env.name("CLUSTER_NODES")).is_none()
             && env.raw_nonempty(&url_var).is_some_and(|u| u.contains(','));
@@ -171,6 +209,53 @@ impl Config {
             host
         };
         Ok(format!("redis://{auth}{host}:{port}/{db}"))
+    }
+
+    /// A redis-rs client for the single server: with [`Config::tls_root_cert`] as the
+    /// trusted roots when set.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a bad URL or an unreadable root certificate file, or
+    /// a root file without the `tls` feature.
+    pub fn client(&self) -> Result<redis::Client, ConfigError> {
+        let info = self.connection_info()?;
+        let var = format!("{}_TLS_ROOT_CERT", self.pool.prefix);
+        let Some(path) = &self.tls_root_cert else {
+            return redis::Client::open(info).map_err(|e| ConfigError::Invalid {
+                var: format!("{}_URL", self.pool.prefix),
+                value: redact_url(self.url.expose()),
+                expected: format!("a redis:// or rediss:// URL ({e})"),
+            });
+        };
+        let pem = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+            var: var.clone(),
+            value: path.display().to_string(),
+            expected: format!("a readable PEM file ({e})"),
+        })?;
+        #[cfg(feature = "tls")]
+        {
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| ConfigError::Invalid {
+                var,
+                value: path.display().to_string(),
+                expected: format!("PEM root certificates ({e})"),
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = pem;
+            Err(ConfigError::Invalid {
+                var,
+                value: path.display().to_string(),
+                expected: "no root certificate: it needs poolkit-redis's `tls` feature".into(),
+            })
+        }
     }
 
     /// The parsed connection info of the single server (not for cluster configs).

@@ -4,6 +4,7 @@
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 mod cluster;
+mod commands;
 mod config;
 mod error;
 mod exclusive;
@@ -13,7 +14,7 @@ mod shared;
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use cluster::ClusterPool;
-pub use config::{Config, DEFAULT_PREFIX, default_pool_config};
+pub use config::{Config, DEFAULT_PREFIX, ENV_SUFFIXES, default_pool_config, unknown_vars};
 pub use error::Error;
 pub use exclusive::Manager;
 pub use pool::{Pool, PooledConnection};

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use poolkit_core::{
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, QueryStats, Telemetry,
+};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue};
+use redis::{AsyncConnectionConfig, FromRedisValue};
 
+use crate::commands::Timed;
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::Error;
 use crate::exclusive::Manager;
@@ -30,11 +33,13 @@ type Clock = quanta::Instant;
 /// `NAME_exclusive`.
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
+    pub(crate) db: i64,
+    queries: QueryStats,
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
     exclusive: Arc<Exclusive>,
@@ -134,8 +139,8 @@ impl Pool {
                     .into(),
             }));
         }
-        let client = Client::open(config.connection_info()?)
-            .map_err(|e| connect_error(&config, Arc::new(e)))?;
+        let client = config.client()?;
+        let db = client.get_connection_info().redis_settings().db();
         let connect_timeout = config
             .connect_timeout
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
@@ -181,8 +186,11 @@ impl Pool {
             engine,
             config: config.clone(),
         });
+        let queries = QueryStats::new(&config.pool.name, Backend::Redis, config.pool.slow_query);
         let inner = Arc::new(Inner {
             config,
+            db,
+            queries,
             shared,
             telemetry,
             exclusive,
@@ -202,7 +210,9 @@ impl Pool {
     /// reconnecting failed; [`Error::Backend`] when the command failed.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         self.inner
-            .run(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .run(Timed::Cmd(cmd), |mut conn| async move {
+                cmd.query_async::<T>(&mut conn).await
+            })
             .await
     }
 
@@ -212,7 +222,9 @@ impl Pool {
     /// As [`Pool::query`].
     pub async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
         self.inner
-            .run(|mut conn| async move { pipe.query_async::<T>(&mut conn).await })
+            .run(Timed::Pipe(pipe), |mut conn| async move {
+                pipe.query_async::<T>(&mut conn).await
+            })
             .await
     }
 
@@ -257,8 +269,7 @@ impl Pool {
     /// # Errors
     /// [`Error::Connect`] when Redis cannot be reached.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, Error> {
-        let client = Client::open(self.inner.config.connection_info()?)
-            .map_err(|e| connect_error(&self.inner.config, Arc::new(e)))?;
+        let client = self.inner.config.client()?;
         client
             .get_async_pubsub()
             .await
@@ -381,19 +392,22 @@ struct LeaseGuard<'a> {
     broken: bool,
     telemetry: &'a Telemetry,
     began: Clock,
+    /// When the reply came (read once, for query timing too); `None` if cancelled.
+    ended: Option<Clock>,
     _place: poolkit_core::Place,
 }
 
 impl Drop for LeaseGuard<'_> {
     fn drop(&mut self) {
         self.shared.release(&self.lease, self.broken);
+        let ended = self.ended.unwrap_or_else(Clock::now);
         self.telemetry
-            .released(Clock::now().saturating_duration_since(self.began));
+            .released(ended.saturating_duration_since(self.began));
     }
 }
 
 impl Inner {
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    pub(crate) async fn run<T, F, Fut>(&self, what: Timed<'_>, f: F) -> Result<T, Error>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -450,9 +464,18 @@ impl Inner {
             broken: false,
             telemetry: &self.telemetry,
             began,
+            ended: None,
             _place: place,
         };
         let result = f(held.lease.conn.clone()).await;
+        // The same clock read ends the hold and times the command (no extra read).
+        let ended = Clock::now();
+        held.ended = Some(ended);
+        self.queries.record(
+            what.operation(),
+            ended.saturating_duration_since(began),
+            || what.statement(),
+        );
         held.broken = result.as_ref().err().is_some_and(is_broken);
         if let Err(e) = &result
             && !held.broken
@@ -490,9 +513,10 @@ impl Inner {
 
     async fn ping(&self) -> Result<Duration, Error> {
         let t = Instant::now();
-        self.run(
-            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
-        )
+        let ping = &redis::cmd("PING");
+        self.run(Timed::Cmd(ping), |mut conn| async move {
+            ping.query_async::<String>(&mut conn).await
+        })
         .await?;
         Ok(t.elapsed())
     }
@@ -502,6 +526,7 @@ impl Inner {
         // Sockets, not in-flight commands, are the connections of shared mode.
         s.open = self.shared.live() as u64;
         s.idle = 0;
+        s.query = self.queries.timing();
         s
     }
 }
@@ -561,6 +586,30 @@ impl Monitored for Exclusive {
                 .query_async::<()>(&mut *conn)
                 .await
                 .map_err(|e| PingError::new(&name, e.to_string()))
+        })
+    }
+    /// `PING` on an idle connection taken with the engine's `try_get` (never queued); with
+    /// none idle, a ping only when nobody waits and there is room to open one, else `Busy`.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let name = self.engine.telemetry().config().name.clone();
+            if let Some(mut conn) = self.engine.try_get() {
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<()>(&mut *conn);
+                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                    Ok(Ok(())) => Probe::Alive,
+                    Ok(Err(e)) => Probe::Failed(PingError::new(&name, e.to_string())),
+                    Err(_) => Probe::Failed(PingError::new(&name, "no PING reply within 5 s")),
+                };
+            }
+            let s = self.stats();
+            if s.pending == 0 && s.open < u64::from(s.max_size) {
+                return match self.ping().await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(e),
+                };
+            }
+            Probe::Busy
         })
     }
 }

@@ -79,6 +79,18 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
             .expect("GET");
         assert_eq!(v, i);
     }
+    // redis-rs's own calls on the cluster pool, keys routed by slot; every call timed.
+    {
+        use redis::AsyncCommands;
+        let mut con = pool.clone();
+        let () = con.set("port:a", 1).await.expect("SET via AsyncCommands");
+        let n: i64 = con.incr("port:a", 41).await.expect("INCR");
+        assert_eq!(n, 42);
+        let v: i64 = con.get("key:7").await.expect("GET");
+        assert_eq!(v, 7);
+        let q = pool.stats().query;
+        assert!(q.count >= 603 && q.p95 > 0.0, "{q:?}");
+    }
 
     // Restart one master (it rejoins with its nodes.conf; keys are not persisted).
     nodes[1].down();

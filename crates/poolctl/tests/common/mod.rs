@@ -90,6 +90,8 @@ pub fn poolctl(args: &[&str], env: &[(&str, &str)]) -> Command {
         "REDIS_PORT",
         "REDIS_POOL_SIZE",
         "POOLKIT_MONITOR_TOKEN",
+        "DATABASE_MAX_CONNECTIONS",
+        "SUPAVISOR_POOL_SIZE",
     ] {
         cmd.env_remove(var);
     }

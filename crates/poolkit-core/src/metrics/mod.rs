@@ -162,6 +162,16 @@ pub fn describe() {
         Unit::Count,
         "HTTP requests by connection (new or reused)."
     );
+    describe_histogram!(
+        QUERY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time a SQL statement or Redis command took, by operation (first keyword or command)."
+    );
+    describe_counter!(
+        SLOW_QUERIES_TOTAL,
+        Unit::Count,
+        "Queries slower than P_SLOW_QUERY, by operation."
+    );
 }
 
 /// The metric handles of one pool, registered once with labels `pool` and `backend`.

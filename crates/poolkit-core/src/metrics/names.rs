@@ -29,9 +29,14 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "poolkit_connections_closed_total";
 pub const CONNECTION_ERRORS_TOTAL: &str = "poolkit_connection_errors_total";
 /// Counter: HTTP requests, by `connection` (`new` | `reused`).
 pub const REQUESTS_TOTAL: &str = "poolkit_requests_total";
+/// Histogram: seconds a query (SQL statement or Redis command) took, by `operation`.
+/// OpenTelemetry: `db.client.operation.duration`.
+pub const QUERY_DURATION_SECONDS: &str = "poolkit_query_duration_seconds";
+/// Counter: queries slower than `P_SLOW_QUERY`.
+pub const SLOW_QUERIES_TOTAL: &str = "poolkit_slow_queries_total";
 
 /// Every metric name, for exporters and schema tests.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     CONNECTIONS,
     CONNECTIONS_MAX,
     CONNECTIONS_MIN_IDLE,
@@ -46,6 +51,8 @@ pub const ALL: [&str; 14] = [
     CONNECTIONS_CLOSED_TOTAL,
     CONNECTION_ERRORS_TOTAL,
     REQUESTS_TOTAL,
+    QUERY_DURATION_SECONDS,
+    SLOW_QUERIES_TOTAL,
 ];
 
 /// Label key: the pool's name.
@@ -60,3 +67,6 @@ pub const LABEL_REASON: &str = "reason";
 pub const LABEL_KIND: &str = "kind";
 /// Label key on [`REQUESTS_TOTAL`].
 pub const LABEL_CONNECTION: &str = "connection";
+/// Label key on [`QUERY_DURATION_SECONDS`] and [`SLOW_QUERIES_TOTAL`]: the statement's
+/// first keyword or the Redis command, lower case, from a closed set (`other` otherwise).
+pub const LABEL_OPERATION: &str = "operation";

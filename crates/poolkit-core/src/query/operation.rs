@@ -1,0 +1,264 @@
+//! The `operation` label: a closed set of SQL keywords and Redis command names.
+
+use std::sync::OnceLock;
+
+/// Every operation label value. SQL keywords first, then Redis commands, then `other`.
+const NAMES: &[&str] = &[
+    // SQL
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "with",
+    "merge",
+    "values",
+    "begin",
+    "start",
+    "commit",
+    "rollback",
+    "savepoint",
+    "release",
+    "copy",
+    "call",
+    "do",
+    "set",
+    "reset",
+    "show",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "explain",
+    "analyze",
+    "vacuum",
+    "lock",
+    "listen",
+    "notify",
+    "prepare",
+    "execute",
+    "deallocate",
+    "declare",
+    "fetch",
+    "close",
+    "discard",
+    "grant",
+    "revoke",
+    "comment",
+    "refresh",
+    // Redis
+    "get",
+    "mget",
+    "getex",
+    "getdel",
+    "mset",
+    "setex",
+    "setnx",
+    "psetex",
+    "getset",
+    "append",
+    "strlen",
+    "del",
+    "unlink",
+    "exists",
+    "expire",
+    "pexpire",
+    "expireat",
+    "ttl",
+    "pttl",
+    "persist",
+    "type",
+    "rename",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "decr",
+    "decrby",
+    "hget",
+    "hset",
+    "hsetnx",
+    "hmget",
+    "hmset",
+    "hgetall",
+    "hdel",
+    "hexists",
+    "hincrby",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "lrange",
+    "llen",
+    "lrem",
+    "ltrim",
+    "lindex",
+    "lmove",
+    "blpop",
+    "brpop",
+    "blmove",
+    "sadd",
+    "srem",
+    "smembers",
+    "sismember",
+    "scard",
+    "spop",
+    "zadd",
+    "zrem",
+    "zscore",
+    "zincrby",
+    "zcard",
+    "zcount",
+    "zrange",
+    "zrangebyscore",
+    "zrevrange",
+    "zrank",
+    "zpopmin",
+    "xadd",
+    "xread",
+    "xreadgroup",
+    "xack",
+    "xlen",
+    "xrange",
+    "xdel",
+    "xtrim",
+    "publish",
+    "subscribe",
+    "eval",
+    "evalsha",
+    "fcall",
+    "script",
+    "ping",
+    "echo",
+    "scan",
+    "sscan",
+    "hscan",
+    "zscan",
+    "keys",
+    "multi",
+    "exec",
+    "watch",
+    "unwatch",
+    "info",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "pfadd",
+    "pfcount",
+    "setbit",
+    "getbit",
+    "bitcount",
+    "object",
+    "memory",
+    "client",
+    "config",
+    "pipeline",
+    // Everything else
+    "other",
+];
+
+/// [`NAMES`] sorted, with their indexes, for [`Operation::lookup`].
+static SORTED: OnceLock<Vec<(&'static [u8], u8)>> = OnceLock::new();
+
+/// What a query did, as a label value from a closed set: the first SQL keyword or the
+/// Redis command, lower case; `other` for anything not in the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Operation(u8);
+
+impl Operation {
+    /// `other`: the label of anything outside the closed set.
+    pub const OTHER: Self = Self(index_of("other"));
+    /// `pipeline`: a Redis pipeline or transaction of several commands.
+    pub const PIPELINE: Self = Self(index_of("pipeline"));
+
+    fn lookup(word: &[u8]) -> Self {
+        if word.is_empty() || word.len() > 16 {
+            return Self::OTHER;
+        }
+        let mut lower = [0u8; 16];
+        for (d, s) in lower.iter_mut().zip(word) {
+            *d = s.to_ascii_lowercase();
+        }
+        let lower = &lower[..word.len()];
+        // Binary search over the names sorted once: about 8 comparisons per query.
+        let sorted = SORTED.get_or_init(|| {
+            let mut v: Vec<(&'static [u8], u8)> = NAMES
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| u8::try_from(i).ok().map(|i| (n.as_bytes(), i)))
+                .collect();
+            v.sort_unstable();
+            v
+        });
+        sorted
+            .binary_search_by(|(n, _)| (*n).cmp(lower))
+            .map_or(Self::OTHER, |at| Self(sorted[at].1))
+    }
+
+    /// The operation of a SQL statement: its first keyword, skipping leading
+    /// whitespace, `(` and comments.
+    #[must_use]
+    pub fn sql(statement: &str) -> Self {
+        let mut s = statement;
+        loop {
+            s = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+            if let Some(rest) = s.strip_prefix("--") {
+                s = rest.split_once('\n').map_or("", |(_, r)| r);
+            } else if let Some(rest) = s.strip_prefix("/*") {
+                s = rest.split_once("*/").map_or("", |(_, r)| r);
+            } else {
+                break;
+            }
+        }
+        let end = s
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(s.len());
+        Self::lookup(&s.as_bytes()[..end])
+    }
+
+    /// The operation of a Redis command from its name (`GET`, `get`).
+    #[must_use]
+    pub fn redis(command: &[u8]) -> Self {
+        // DISCARD is both a SQL and a Redis word; one label value serves both.
+        Self::lookup(command)
+    }
+
+    /// The position in [`Operation::all`].
+    #[must_use]
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        NAMES[usize::from(self.0)]
+    }
+
+    /// Every label value, for schema tests and docs.
+    #[must_use]
+    pub fn all() -> &'static [&'static str] {
+        NAMES
+    }
+}
+
+const fn index_of(name: &str) -> u8 {
+    let mut i = 0;
+    while i < NAMES.len() {
+        let n = NAMES[i].as_bytes();
+        let w = name.as_bytes();
+        if n.len() == w.len() {
+            let mut j = 0;
+            while j < n.len() && n[j] == w[j] {
+                j += 1;
+            }
+            if j == n.len() {
+                #[allow(clippy::cast_possible_truncation)]
+                return i as u8;
+            }
+        }
+        i += 1;
+    }
+    panic!("operation name missing from NAMES");
+}
