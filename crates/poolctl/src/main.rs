@@ -22,6 +22,10 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // reqwest (the plain client `bench http` compares against) is built without a crypto
+    // provider of its own when poolkit-http's `reqwest` feature is on; use ring, as the
+    // rest of poolkit does. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => tracing::Level::WARN,

@@ -143,6 +143,8 @@ async fn scenario(title: &str, mode: Mode) {
 }
 
 fn main() {
+    // With poolkit-http's `reqwest` feature, reqwest has no crypto provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -223,9 +223,9 @@ fn processed_twice(seen: &Seen, posts_only: bool) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_goaway_and_refused_streams_lose_no_request() {
-    // A refusing connection serves 200 streams first, so that a retry, which goes to the
+    // A refusing connection serves 1,000 streams first, so that a retry, which goes to the
     // next connection, is not refused again.
-    for (fault, after) in [(Fault::GoAway, 50), (Fault::Refuse, 200)] {
+    for (fault, after) in [(Fault::GoAway, 50), (Fault::Refuse, 1000)] {
         let server = h2_server(fault, after).await;
         let pool = pool(&format!("h2_{fault:?}").to_lowercase(), &server, 16);
         let start = Instant::now();
