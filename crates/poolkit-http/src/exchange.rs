@@ -1,5 +1,5 @@
 //! The checkout path: queue at the origin's FIFO gate, lease a connection (idle, shared
-//! HTTP/2 or new), send, read the whole response, give the connection back; retry once
+//! HTTP/2 or new), send, read the whole response, give the connection back; retry (up to 3 times)
 //! when a reused keep-alive connection turns out closed.
 
 use std::sync::Arc;
@@ -188,7 +188,7 @@ async fn run(
     drop(waiting);
     telemetry.acquired(start.elapsed(), !lease.new);
     let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
-    let mut retried = false;
+    let mut retries = 0;
     loop {
         telemetry.request(lease.new);
         let used = lease.life();
@@ -224,7 +224,7 @@ async fn run(
             }
             Err(f) => f,
         };
-        let retry = !retried
+        let retry = retries < MAX_RETRIES
             && match &failure {
                 Failure::Refused(_) => true,
                 Failure::NotSent(_) => reused,
@@ -233,11 +233,11 @@ async fn run(
             };
         match failure {
             Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) if retry => {
-                retried = true;
+                retries += 1;
                 shared.retries.fetch_add(1, Relaxed);
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
-                    "the server closed the connection or refused the request before processing it; retrying once on another connection");
+                    "the server closed the connection or refused the request before processing it; retrying on a newer connection");
                 lease = self::lease(shared, host, Some(used)).await?;
             }
             Failure::Broken(e) if !req.idempotent => {
@@ -257,6 +257,12 @@ async fn run(
         }
     }
 }
+
+/// How many times a request the server did not process (or an idempotent one cut off with
+/// its connection) is sent again, each time on a connection opened after the failed one.
+/// One is not enough: behind nginx's `keepalive_requests`, a busy client's retry can land
+/// on a connection that is itself past its last stream, and gets a second GOAWAY.
+const MAX_RETRIES: u32 = 3;
 
 /// An idle HTTP/1.1 connection or a stream on the shared HTTP/2 one, when one is free now.
 fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {

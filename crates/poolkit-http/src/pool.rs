@@ -276,7 +276,7 @@ impl Pool {
         self.shared.origins()
     }
 
-    /// Requests retried once because a reused keep-alive connection turned out closed.
+    /// Retries so far: requests sent again because their connection turned out closed or the server refused them unprocessed.
     #[must_use]
     pub fn retries(&self) -> u64 {
         self.shared.retries.load(Relaxed)
