@@ -175,6 +175,9 @@ async fn nginx_http2_over_tls_and_http1_keepalive_closes() {
 
     let mut config = Config::new("nginx_h1");
     config.pool.pool_size = 20;
+    // `Config::new` took the default ceiling (10) as the keep-alive limit; keep all 20 idle
+    // connections, so that every one opened is reused.
+    config.max_keepalive = 20;
     config.pool.idle_timeout = Some(Duration::from_secs(30)); // outlive nginx's 1 s
     config.base_url = Some(format!("http://127.0.0.1:{}", nginx.http1));
     let pool = Pool::new(config).unwrap();
