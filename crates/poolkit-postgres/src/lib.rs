@@ -26,7 +26,7 @@ pub use fleet::FleetStatus;
 pub use fleet_config::{FleetBudget, FleetConfig};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
-pub use pooler::{Param, Pooler, Typed, session_state};
+pub use pooler::{Pooler, session_state};
 pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use replicas::REPLICA_RETRY_AFTER;
 pub use statement::{Column, PoolerRefusal, Statement, ToStatement};

@@ -1,12 +1,10 @@
-//! Running behind a transaction-mode pooler (PgBouncer, Supavisor on port 6543): queries
-//! with typed parameters but without named prepared statements, and warnings for
-//! statements that leave session state behind.
+//! Running behind a transaction-mode pooler (PgBouncer, Supavisor on port 6543): which
+//! pooler sits in front, and warnings for statements that leave session state behind. The
+//! query path without named prepared statements is in `client.rs`.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Mutex;
-
-use tokio_postgres::types::{ToSql, Type};
 
 /// Which kind of server-side pooler sits between the pool and PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -51,77 +49,6 @@ impl Pooler {
 impl fmt::Display for Pooler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A query parameter whose PostgreSQL type is known from its Rust type, so it can be sent
-/// with an unnamed statement (`query_typed`) through a transaction-mode pooler.
-///
-/// Implemented for the common scalar types, `Option` of them, and [`Typed`] for anything
-/// else.
-pub trait Param: ToSql + Sync {
-    /// The PostgreSQL type this value is sent as.
-    fn pg_type(&self) -> Type;
-}
-
-macro_rules! param {
-    ($($t:ty => $ty:expr),* $(,)?) => {
-        $(impl Param for $t {
-            fn pg_type(&self) -> Type {
-                $ty
-            }
-        })*
-    };
-}
-
-param!(
-    bool => Type::BOOL,
-    i8 => Type::CHAR,
-    i16 => Type::INT2,
-    i32 => Type::INT4,
-    i64 => Type::INT8,
-    u32 => Type::OID,
-    f32 => Type::FLOAT4,
-    f64 => Type::FLOAT8,
-    String => Type::TEXT,
-    &str => Type::TEXT,
-    Vec<u8> => Type::BYTEA,
-    &[u8] => Type::BYTEA,
-    std::time::SystemTime => Type::TIMESTAMPTZ,
-);
-
-impl<T: Param + Default> Param for Option<T> {
-    fn pg_type(&self) -> Type {
-        // A NULL still needs a type; the default value's is the type of `T`.
-        self.as_ref()
-            .map_or_else(|| T::default().pg_type(), Param::pg_type)
-    }
-}
-
-/// A value with an explicit PostgreSQL type, for types [`Param`] does not cover
-/// (`Typed(&uuid, Type::UUID)`).
-#[derive(Debug)]
-pub struct Typed<'a>(pub &'a (dyn ToSql + Sync), pub Type);
-
-impl ToSql for Typed<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut tokio_postgres::types::private::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        self.0.to_sql_checked(ty, out)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
-
-impl Param for Typed<'_> {
-    fn pg_type(&self) -> Type {
-        self.1.clone()
     }
 }
 
@@ -188,7 +115,5 @@ mod tests {
         assert!(session_state("SELECT 1").is_none());
         assert_eq!(Pooler::parse("Transaction"), Some(Pooler::Transaction));
         assert_eq!(Pooler::parse("bogus"), None);
-        assert_eq!(None::<i32>.pg_type(), Type::INT4);
-        assert_eq!(Some("x").pg_type(), Type::TEXT);
     }
 }
