@@ -37,7 +37,7 @@ pub use health::{
 };
 pub use histogram::LatencyHistogram;
 pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
-pub use query::{Operation, QueryPerformance, QueryStats, QueryTiming};
+pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming};
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
 pub use telemetry::Telemetry;

@@ -72,7 +72,7 @@ impl QueryCtx {
         })
     }
 
-    fn begin(&self, source: &Source<'_>) -> (Operation, std::time::Instant) {
+    fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
         let op = match sql_of(source) {
             Some(sql) => {
                 self.warnings.check(&self.pool, self.pooler, sql);
@@ -83,7 +83,7 @@ impl QueryCtx {
         (op, self.queries.start())
     }
 
-    fn end(&self, op: Operation, started: std::time::Instant, source: &Source<'_>) {
+    fn end(&self, op: Operation, started: poolkit_core::QueryStart, source: &Source<'_>) {
         self.queries.finish(op, started, || match source {
             Source::Raw(_) => "(a tokio_postgres::Statement)".to_owned(),
             other => sql_of(other).unwrap_or_default().to_owned(),

@@ -188,7 +188,7 @@ impl Inner {
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let asked = Instant::now();
+        let asked = poolkit_core::QueryStart::now();
         let (place, hit) = match self.gate.try_enter() {
             Some(place) => (place, true),
             None => {
@@ -217,12 +217,12 @@ impl Inner {
         };
         self.telemetry.acquired(asked.elapsed(), hit);
         // Counted in use until dropped, so a cancelled command gives its place and count back.
+        let started = self.queries.start();
         let _in_flight = InFlight {
             telemetry: &self.telemetry,
-            began: Instant::now(),
+            began: started,
             _place: place,
         };
-        let started = self.queries.start();
         let result = f(self.conn.clone()).await;
         self.queries
             .finish(what.operation(), started, || what.statement());
@@ -258,7 +258,7 @@ impl Drop for Pending<'_> {
 /// A command in flight: its place under the cap and its `used` count, given back on drop.
 struct InFlight<'a> {
     telemetry: &'a Telemetry,
-    began: Instant,
+    began: poolkit_core::QueryStart,
     _place: poolkit_core::Place,
 }
 
