@@ -1,7 +1,7 @@
 //! The fleet budget (`P_FLEET_BUDGET`): every instance of a pool holds a lease in Redis for
 //! its connections, and the sum of the leases never exceeds the budget.
 //!
-//! Each instance renews every third of the TTL with one Lua script (atomic in Redis): it
+//! Each instance renews every quarter of the TTL with one Lua script (atomic in Redis): it
 //! drops instances whose lease expired, records its own `want` (its ceiling), computes
 //! everyone's fair share (water-filling the budget over the wants), and grants itself at
 //! most its share and at most what the others' recorded leases leave. It records
@@ -13,6 +13,11 @@
 //! beyond its last share, and health says so. After an outage (Redis may have lost the
 //! leases) raises are refused for one TTL, until every live instance has recorded what it
 //! holds again.
+//!
+//! The TTL is the promise "a dead instance's share is taken over within it": a lease is
+//! recorded as living three quarters of the TTL (three renewals' worth), so it lapses at
+//! most 3/4 TTL after the instance's last renewal, and the survivors, renewing every
+//! quarter, see it gone within the last quarter.
 //!
 //! [`Engine::cap`]: poolkit_core::engine::Engine::cap
 
@@ -34,7 +39,7 @@ use crate::manager::Manager;
 use crate::pool::Inner;
 
 /// The lease script. KEYS: grants (hash), alive (zset of expiry ms), wants (hash).
-/// ARGV: id, want (-1: leave), open, ttl ms, budget. Returns {grant, instances, total}.
+/// ARGV: id, want (-1: leave), open, lease lifetime ms, budget. Returns {grant, instances, total}.
 const LEASE: &str = r"
 local grants, alive, wants = KEYS[1], KEYS[2], KEYS[3]
 local id, want, open = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -79,6 +84,13 @@ redis.call('HSET', grants, id, math.max(grant, open))
 for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl * 10) end
 return {grant, #ids, others + math.max(grant, open)}
 ";
+
+/// How often an instance renews its lease: a quarter of the TTL. A lease is recorded for
+/// the TTL less one renewal period, so a dead instance's share is seen free by the others
+/// within the TTL.
+fn renew_every(config: &FleetConfig) -> std::time::Duration {
+    config.ttl / 4
+}
 
 /// What an instance knows about its fleet.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -172,8 +184,8 @@ impl Fleet {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let cfg = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.config.ttl / 3))
-                .set_response_timeout(Some(self.config.ttl / 3));
+                .set_connection_timeout(Some(renew_every(&self.config)))
+                .set_response_timeout(Some(renew_every(&self.config)));
             *guard = Some(
                 self.client
                     .get_multiplexed_async_connection_with_config(&cfg)
@@ -184,7 +196,8 @@ impl Fleet {
             unreachable_conn()
         };
         let k = &self.config.key;
-        let ttl_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX);
+        let lease = self.config.ttl - renew_every(&self.config);
+        let ttl_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let r: Result<(u32, u32, u32), _> = redis::cmd("EVAL")
             .arg(LEASE)
             .arg(3)
@@ -268,10 +281,10 @@ impl Fleet {
         }
     }
 
-    /// Renews every third of the TTL until the pool goes (leaving when it is closed).
+    /// Renews every quarter of the TTL until the pool goes (leaving when it is closed).
     pub(crate) fn start(self: &Arc<Self>, pool: Weak<Inner>) {
         let fleet = Arc::downgrade(self);
-        let every = self.config.ttl / 3;
+        let every = renew_every(&self.config);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -30,8 +30,8 @@ pub struct FleetConfig {
     /// Connections kept free for others (admin, migrations) below the server's limit when
     /// the budget comes from the server. Default: 5. Env: `P_FLEET_RESERVE`.
     pub reserve: u32,
-    /// How long a lease lives without renewal: a dead instance's share returns within it.
-    /// Renewed every third of it. Default: 10 s. Env: `P_FLEET_TTL`.
+    /// How long a dead instance's share stays out of use: the others take it over within
+    /// it. Leases are renewed every quarter of it. Default: 10 s. Env: `P_FLEET_TTL`.
     pub ttl: Duration,
     /// The Redis key prefix shared by the fleet. Default: `poolkit:fleet:<pool name>`.
     /// Env: `P_FLEET_KEY`.
@@ -85,7 +85,7 @@ pub(crate) fn from_env(env: &Env<'_>, pool: &str) -> Result<Option<FleetConfig>,
             return Err(ConfigError::Invalid {
                 var,
                 value: format!("{d:?}"),
-                expected: "a duration of at least 300ms (leases are renewed every third of it)"
+                expected: "a duration of at least 300ms (leases are renewed every quarter of it)"
                     .into(),
             });
         }
