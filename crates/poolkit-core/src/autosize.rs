@@ -1,26 +1,39 @@
 //! `P_POOL_SIZE=auto`: the controller that sizes a pool from what it measures.
 //!
-//! It is an adaptive concurrency limit (the idea of Netflix's concurrency-limits Vegas and
-//! Gradient2, and Envoy's adaptive concurrency filter) applied to a connection pool. The
-//! limit is the pool's *target*: the engine opens at most that many connections, and
-//! callers beyond it queue. Once per interval the engine's task hands the controller a
-//! [`Sample`] of the last interval (checkouts, mean hold time, callers queued), and the
-//! controller decides:
+//! It is an adaptive concurrency limit in the manner of TCP Vegas (and of Netflix's
+//! concurrency-limits and Envoy's adaptive concurrency filter), applied to a connection
+//! pool. The limit is the pool's *target*: the engine opens at most that many connections,
+//! and callers beyond it queue. Once per interval the engine's task hands the controller a
+//! [`Sample`] of the last interval (checkouts, the mean time a connection was held, callers
+//! queued), and the controller reasons with Little's law:
 //!
-//! - **grow** while callers queue (doubling at first, like TCP's slow start; by a third,
-//!   at least one, once a step has failed), then judge the step over the
-//!   second interval after it (the first one opens connections): it stays only if
-//!   throughput rose with it, against the mean throughput measured at the old target;
-//! - **back off** to the previous target when it did not (more connections no longer buy
-//!   throughput: on a small server they only add contention), and probe again after a
-//!   cool-down that doubles with every failed probe;
-//! - **back off** when the hold time (the server's response time as the pool sees it)
-//!   doubles at the same target while throughput falls: the server got slower;
-//! - **shrink** when the connections in use (Little's law: throughput × hold time) stay
-//!   below half the target for the idle timeout, down to what was used (at least the
-//!   floor, `P_POOL_MIN_IDLE`, or 1);
-//! - never above the ceiling (`P_POOL_MAXSIZE`), and never more than one change per
-//!   interval (`P_POOL_AUTO_INTERVAL`).
+//! - The **unloaded hold time** is the hold time measured with few connections in use: at
+//!   the floor when the pool starts, whenever the load is light, and under a steady load by
+//!   a short *downward probe* (half the size for two intervals) every few hundred
+//!   intervals, and soon after every back-off.
+//! - With throughput `x`, the server does the work of `x × unloaded` connections at a
+//!   time; the rest of the connections in use (`x × hold`) wait *inside* the server. That
+//!   is Vegas's queue estimate: requests that more connections only move from the pool's
+//!   queue (where they cost nothing) into the server's (where they cost CPU, locks, memory).
+//! - While callers queue and every connection is in use, it **grows** when the server's
+//!   queue is below `alpha`: by up to the callers waiting, at most to four times its size
+//!   per interval. With 10 ms statements the hold time stays flat, so it climbs to the
+//!   ceiling in a few intervals.
+//! - It **backs off** when the server's queue is above `beta` (more connections no longer
+//!   raise throughput, or the server's response time rose): straight to the size that
+//!   leaves about `(alpha + beta) / 2` there. Between the two it holds. `alpha` and `beta`
+//!   grow with the logarithm of the size (2 and 4 × log10; concurrency-limits' Vegas uses
+//!   3 and 6, which on a 2-core server settles above the best size; at least 1 and 2).
+//!   After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
+//!   avoidance after slow start), until the pool next shrinks when idle.
+//! - It **shrinks** when the connections in use stay below half the target for the idle
+//!   timeout, down to what was used (at least the floor, `P_POOL_MIN_IDLE`, or 1).
+//! - Never above the ceiling (`P_POOL_MAXSIZE`), and never more than one change per
+//!   interval (`P_POOL_AUTO_INTERVAL`, 100 ms by default).
+//!
+//! A server that becomes slower for every size (a heavier statement mix) looks like an
+//! overloaded one at first: the pool backs off, and the probe that follows soon after
+//! learns the new unloaded hold time, and the pool grows back.
 //!
 //! This module is pure logic (no clock, no tasks), unit-tested below; the engine runs it.
 
@@ -40,17 +53,23 @@ pub enum Sizing {
 }
 
 /// The default interval between two decisions. Env: `P_POOL_AUTO_INTERVAL`.
-pub const DEFAULT_AUTO_INTERVAL: Duration = Duration::from_secs(1);
+///
+/// Short, so that a pool under a sudden load reaches its size within a few tenths of a
+/// second; the band between growing and backing off (see [`Controller`]) keeps a steady
+/// load from moving it every interval.
+pub const DEFAULT_AUTO_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The smallest throughput gain that justifies a step up (half the ideal gain for a step
-/// smaller than twice this, such as the last one to the ceiling).
-const MIN_GAIN: f64 = 0.04;
-/// The share of the ideal (linear) gain a step up must deliver to be kept.
-const GAIN_SHARE: f64 = 0.1;
-/// Intervals to wait after a failed probe before the next one (doubled per failure).
-const COOL_DOWN: u32 = 4;
-/// The most doublings of the cool-down.
-const MAX_FAILURES: u32 = 3;
+/// Fewer returns than this in an interval say too little about the hold time to act on:
+/// intervals are then pooled (up to [`MAX_WINDOW`]) until they say enough.
+const MIN_RETURNS: u64 = 8;
+/// The most intervals pooled into one decision (statements that take longer than an
+/// interval).
+const MAX_WINDOW: u32 = 20;
+/// Intervals between two downward probes of the unloaded hold time while under load.
+const PROBE_EVERY: u64 = 300;
+/// Intervals until the next probe after a back-off (the server may simply have become
+/// slower for every size, which only a probe can tell).
+const PROBE_SOON: u64 = 20;
 
 /// The checks [`crate::PoolConfig::validate`] adds for [`Sizing::Auto`]: a ceiling is
 /// required, and the interval must be at least 10 ms.
@@ -92,6 +111,10 @@ pub struct Sample {
     pub acquires: u64,
     /// Mean time a connection was held, in seconds (0 when none came back).
     pub hold_secs: f64,
+    /// Connections that came back during it (what `hold_secs` is the mean of).
+    pub returns: u64,
+    /// Connections checked out at the end of the interval.
+    pub busy: u64,
     /// Callers waiting at the end of the interval.
     pub pending: u64,
     /// Share of the interval's checkouts that had to wait (0 to 1).
@@ -113,9 +136,14 @@ impl Sample {
         n / secs
     }
 
-    /// Connections in use on average (Little's law: throughput × hold time).
+    /// Connections in use on average (Little's law: throughput × hold time); when none
+    /// came back, those checked out at the end.
     #[must_use]
     pub fn in_use(&self) -> f64 {
+        if self.returns == 0 {
+            #[allow(clippy::cast_precision_loss)]
+            return self.busy as f64;
+        }
         self.throughput() * self.hold_secs
     }
 
@@ -130,26 +158,30 @@ impl Sample {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reason {
-    /// Callers queued: probe one step up.
+    /// Callers queued while the server had room (its queue below `alpha`): grow.
     Queued {
         /// Callers waiting.
         pending: u64,
-        /// Checkouts per second at the old target.
-        throughput: f64,
+        /// Requests estimated to wait inside the server.
+        server_queue: f64,
     },
-    /// The last step up did not raise throughput enough: back to the previous target.
-    Flat {
-        /// Checkouts per second before the step.
-        before: f64,
-        /// Checkouts per second after it.
-        after: f64,
+    /// Requests queue inside the server (its queue above `beta`): back off to the size
+    /// that leaves about `(alpha + beta) / 2` there. More connections add no throughput,
+    /// or the server's response time rose.
+    Congested {
+        /// The unloaded hold time, in seconds.
+        unloaded: f64,
+        /// The mean hold time in the last interval, in seconds.
+        hold: f64,
+        /// Requests estimated to wait inside the server.
+        server_queue: f64,
     },
-    /// The hold time rose at the same target while throughput fell.
-    Slower {
-        /// Mean hold time (s) when this target was settled.
-        before: f64,
-        /// Mean hold time (s) now.
-        after: f64,
+    /// A short step down, to measure the unloaded hold time again.
+    Probe,
+    /// The probe is over: back to the size before it.
+    ProbeDone {
+        /// The unloaded hold time it measured, in seconds.
+        unloaded: f64,
     },
     /// Few connections were used for the idle timeout.
     Idle {
@@ -165,20 +197,26 @@ impl fmt::Display for Reason {
         match self {
             Self::Queued {
                 pending,
-                throughput,
+                server_queue,
             } => write!(
                 f,
-                "{pending} callers queued at {throughput:.0} checkouts/s: probing one step up"
+                "{pending} callers queued and about {server_queue:.1} requests wait inside the server: growing"
             ),
-            Self::Flat { before, after } => write!(
+            Self::Congested {
+                unloaded,
+                hold,
+                server_queue,
+            } => write!(
                 f,
-                "throughput flat ({before:.0} -> {after:.0} checkouts/s) after the last step up: more connections do not help"
+                "hold time {:.2} ms against {:.2} ms unloaded: about {server_queue:.1} requests wait inside the server, where more connections add no throughput",
+                hold * 1e3,
+                unloaded * 1e3
             ),
-            Self::Slower { before, after } => write!(
+            Self::Probe => f.write_str("probing the unloaded hold time with fewer connections"),
+            Self::ProbeDone { unloaded } => write!(
                 f,
-                "hold time rose from {:.2} ms to {:.2} ms at the same size while throughput fell: the server is slower",
-                before * 1e3,
-                after * 1e3
+                "unloaded hold time {:.2} ms: back to the size before the probe",
+                unloaded * 1e3
             ),
             Self::Idle { used } => {
                 write!(
@@ -202,13 +240,42 @@ pub struct Change {
     pub reason: Reason,
 }
 
+/// The unloaded hold time, and the connections in use when it was measured.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    hold: f64,
+    at: f64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Probe {
-    from: u32,
-    before: f64,
-    hold_before: f64,
-    /// The first interval after a change is skipped (new connections are opening).
+    restore: u32,
+    /// The first interval after the step down is skipped (busy connections above the new
+    /// target close as they come back).
     warming: bool,
+    /// Intervals measured so far, and their returns, hold time × returns and in-use sums.
+    intervals: u32,
+    returns: u64,
+    hold_sum: f64,
+    in_use_sum: f64,
+}
+
+/// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
+const PROBE_MAX_INTERVALS: u32 = 5;
+
+/// The server's queue under which the pool grows: `2 × log10(size)`, at least 1.
+fn alpha(size: u32) -> f64 {
+    (2.0 * f64::from(size).log10()).max(1.0)
+}
+
+/// The server's queue over which the pool backs off: `4 × log10(size)`, at least 2.
+fn beta(size: u32) -> f64 {
+    (4.0 * f64::from(size).log10()).max(2.0)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn ceil_u32(v: f64) -> u32 {
+    v.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// The sizing controller of one pool. Feed it one [`Sample`] per interval.
@@ -218,17 +285,60 @@ pub struct Controller {
     floor: u32,
     shrink_after: u32,
     tick: u64,
+    base: Option<Base>,
     probe: Option<Probe>,
-    resume_at: u64,
-    failures: u32,
-    settled: Option<(f64, f64)>,
-    /// Throughput samples at the current target (sum, count), for a steadier "before".
-    at_target: (f64, f64, u32),
+    next_probe: u64,
+    /// Growing fast (up to 4 × per interval), until the first back-off, like TCP's slow
+    /// start; afterwards by `alpha / 2` per interval.
+    slow_start: bool,
     low_ticks: u32,
     low_peak: f64,
-    /// Doubling (TCP's slow start) until the first step that does not pay.
-    slow_start: bool,
+    window: Window,
     last: Option<Reason>,
+}
+
+/// Intervals pooled until they hold [`MIN_RETURNS`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    intervals: u32,
+    elapsed: Duration,
+    acquires: u64,
+    returns: u64,
+    hold_sum: f64,
+    waited: f64,
+}
+
+impl Window {
+    /// Adds an interval; returns the pooled sample once it says enough.
+    #[allow(clippy::cast_precision_loss)]
+    fn add(&mut self, s: &Sample) -> Option<Sample> {
+        self.intervals += 1;
+        self.elapsed += s.elapsed;
+        self.acquires += s.acquires;
+        self.returns += s.returns;
+        self.hold_sum += s.hold_secs * s.returns as f64;
+        self.waited += s.waited_share * s.acquires as f64;
+        if self.returns < MIN_RETURNS && self.intervals < MAX_WINDOW {
+            return None;
+        }
+        let w = std::mem::take(self);
+        Some(Sample {
+            elapsed: w.elapsed,
+            acquires: w.acquires,
+            hold_secs: if w.returns == 0 {
+                0.0
+            } else {
+                w.hold_sum / w.returns as f64
+            },
+            returns: w.returns,
+            waited_share: if w.acquires == 0 {
+                0.0
+            } else {
+                w.waited / w.acquires as f64
+            },
+            ..*s
+        })
+    }
 }
 
 impl Controller {
@@ -242,14 +352,13 @@ impl Controller {
             floor,
             shrink_after: shrink_after.max(1),
             tick: 0,
+            base: None,
             probe: None,
-            resume_at: 0,
-            failures: 0,
-            settled: None,
-            at_target: (0.0, 0.0, 0),
+            next_probe: PROBE_EVERY,
+            slow_start: true,
             low_ticks: 0,
             low_peak: 0.0,
-            slow_start: true,
+            window: Window::default(),
             last: None,
         }
     }
@@ -260,10 +369,16 @@ impl Controller {
         self.target
     }
 
-    /// Whether a step up is being judged.
+    /// Whether a downward probe of the unloaded hold time is under way.
     #[must_use]
     pub fn probing(&self) -> bool {
         self.probe.is_some()
+    }
+
+    /// The unloaded hold time measured so far, in seconds.
+    #[must_use]
+    pub fn unloaded_hold(&self) -> Option<f64> {
+        self.base.map(|b| b.hold)
     }
 
     /// Why the target last changed.
@@ -278,9 +393,26 @@ impl Controller {
             return None;
         }
         self.target = to;
-        self.at_target = (0.0, 0.0, 0);
+        self.window = Window::default();
         self.last = Some(reason.clone());
         Some(Change { from, to, reason })
+    }
+
+    /// Learns the unloaded hold time from a sample: a measurement with as few connections
+    /// in use as the last one (or fewer) replaces it; a lower hold time with more
+    /// connections in use lowers it.
+    fn learn(&mut self, s: &Sample) {
+        let at = s.in_use().max(1.0);
+        self.base = Some(match self.base {
+            Some(b) if at > b.at * 1.25 => Base {
+                hold: b.hold.min(s.hold_secs),
+                at: b.at,
+            },
+            _ => Base {
+                hold: s.hold_secs,
+                at,
+            },
+        });
     }
 
     /// Takes the last interval's sample; returns the change to make, if any.
@@ -290,106 +422,149 @@ impl Controller {
         let floor = self.floor.min(ceiling);
         if self.target > ceiling {
             self.probe = None;
-            self.settled = None;
             return self.change(ceiling, Reason::Ceiling);
         }
-        let x = s.throughput();
         let queued = s.queued();
+        let in_use = s.in_use();
+        let size = f64::from(self.target);
         // Low use: count towards a shrink.
-        if !queued && s.in_use() < f64::from(self.target) * 0.5 {
+        if !queued && in_use < size * 0.5 {
             self.low_ticks += 1;
-            self.low_peak = self.low_peak.max(s.in_use());
+            self.low_peak = self.low_peak.max(in_use);
         } else {
             self.low_ticks = 0;
             self.low_peak = 0.0;
         }
-        if let Some(p) = self.probe.as_mut().filter(|p| p.warming) {
-            p.warming = false;
-            return None;
-        }
-        if let Some(p) = self.probe.take() {
-            let ideal = f64::from(self.target) / f64::from(p.from.max(1)) - 1.0;
-            let needed = p.before * (1.0 + (GAIN_SHARE * ideal).max(MIN_GAIN.min(ideal * 0.5)));
-            // Vegas's view: every connection busy and the hold time (the server's response
-            // time) unchanged means the extra connections did work, whatever noise says.
-            let busy = s.in_use() >= 0.9 * f64::from(self.target);
-            let same_hold = s.hold_secs <= p.hold_before * 1.1;
-            if queued && x < needed && !(busy && same_hold) {
-                self.slow_start = false;
-                self.failures = (self.failures + 1).min(MAX_FAILURES);
-                self.resume_at = self.tick + u64::from(COOL_DOWN << (self.failures - 1));
-                self.settled = None;
-                let to = p.from.clamp(floor, ceiling);
-                return self.change(
-                    to,
-                    Reason::Flat {
-                        before: p.before,
-                        after: x,
-                    },
-                );
+        if let Some(p) = self.probe {
+            if p.warming {
+                self.probe = Some(Probe {
+                    warming: false,
+                    ..p
+                });
+                return None;
             }
-            if queued {
-                self.failures = 0;
-                self.settled = Some((x, s.hold_secs));
+            #[allow(clippy::cast_precision_loss)]
+            let p = Probe {
+                intervals: p.intervals + 1,
+                returns: p.returns + s.returns,
+                hold_sum: p.hold_sum + s.hold_secs * s.returns as f64,
+                in_use_sum: p.in_use_sum + in_use,
+                ..p
+            };
+            if p.returns < MIN_RETURNS && p.intervals < PROBE_MAX_INTERVALS {
+                self.probe = Some(p);
+                return None;
             }
+            self.probe = None;
+            self.next_probe = self.tick + PROBE_EVERY;
+            if p.returns >= MIN_RETURNS {
+                let before = self.unloaded_hold();
+                #[allow(clippy::cast_precision_loss)]
+                let hold = p.hold_sum / p.returns as f64;
+                self.base = Some(Base {
+                    hold,
+                    at: (p.in_use_sum / f64::from(p.intervals)).max(1.0),
+                });
+                // A much slower unloaded hold time: the last back-off mistook a slower
+                // statement mix for an overloaded server; grow fast again.
+                if before.is_some_and(|b| hold > b * 1.5) {
+                    self.slow_start = true;
+                }
+            }
+            let unloaded = self.unloaded_hold().unwrap_or(0.0);
+            return self.change(p.restore.min(ceiling), Reason::ProbeDone { unloaded });
         }
         if self.low_ticks >= self.shrink_after {
             let peak = self.low_peak;
             self.low_ticks = 0;
             self.low_peak = 0.0;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let used = (peak * 1.5).ceil().min(f64::from(u32::MAX)) as u32;
-            let to = used.clamp(floor, self.target);
-            self.settled = None;
-            self.failures = 0;
+            let to = ceil_u32(peak * 1.5).clamp(floor, self.target);
             self.slow_start = true;
+            self.window = Window::default();
             return self.change(to, Reason::Idle { used: peak });
         }
+        let pooled = self.window.add(s)?;
+        let s = &pooled;
+        let in_use = s.in_use();
+        if s.returns == 0 {
+            // Every connection held for longer than the window: no hold time to reason
+            // with, but callers queue behind busy connections.
+            return self.grow(s, 0.0, ceiling);
+        }
+        let Some(base) = self.base.filter(|b| in_use > b.at * 1.25) else {
+            // As few connections in use as when the unloaded hold time was measured (or
+            // none measured yet): this is the unloaded hold time now.
+            self.learn(s);
+            return self.grow(s, 0.0, ceiling);
+        };
+        if s.hold_secs < base.hold {
+            self.learn(s);
+        }
+        let unloaded = self.unloaded_hold().unwrap_or(s.hold_secs);
         if !queued {
             return None;
         }
-        self.at_target.0 += x;
-        self.at_target.1 += s.hold_secs;
-        self.at_target.2 += 1;
-        if let Some((sx, sh)) = self.settled {
-            if s.hold_secs > sh * 2.0 && x < sx * 0.9 && self.target > floor {
-                let to = (self.target - (self.target / 4).max(1)).max(floor);
-                self.settled = None;
-                self.resume_at = self.tick + u64::from(COOL_DOWN);
-                return self.change(
-                    to,
-                    Reason::Slower {
-                        before: sh,
-                        after: s.hold_secs,
-                    },
-                );
-            }
-        } else {
-            self.settled = Some((x, s.hold_secs));
-        }
-        if self.tick >= self.resume_at && self.target < ceiling {
-            let step = if self.slow_start {
-                self.target
-            } else {
-                (self.target / 3).max(1)
-            };
-            let to = (self.target + step).min(ceiling);
-            let n = f64::from(self.at_target.2.max(1));
-            self.probe = Some(Probe {
-                from: self.target,
-                before: self.at_target.0 / n,
-                hold_before: self.at_target.1 / n,
-                warming: true,
-            });
+        // Little's law: the server does the work of `parallel` connections at a time; the
+        // rest of those in use wait inside it.
+        let parallel = s.throughput() * unloaded;
+        let server_queue = (in_use - parallel).max(0.0);
+        if server_queue > beta(self.target) && self.target > floor {
+            let mid = (alpha(self.target) + beta(self.target)) / 2.0;
+            let to = ceil_u32(parallel + mid).clamp(floor, self.target - 1);
+            self.next_probe = self.next_probe.min(self.tick + PROBE_SOON);
+            self.slow_start = false;
             return self.change(
                 to,
-                Reason::Queued {
-                    pending: s.pending,
-                    throughput: x,
+                Reason::Congested {
+                    unloaded,
+                    hold: s.hold_secs,
+                    server_queue,
                 },
             );
         }
+        if server_queue < alpha(self.target)
+            && let Some(change) = self.grow(s, server_queue, ceiling)
+        {
+            return Some(change);
+        }
+        // Under load for a while: step down briefly to measure the unloaded hold time
+        // again (the statements, or the server, may have changed).
+        if self.tick >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
+            self.probe = Some(Probe {
+                restore: self.target,
+                warming: true,
+                intervals: 0,
+                returns: 0,
+                hold_sum: 0.0,
+                in_use_sum: 0.0,
+            });
+            return self.change(self.target / 2, Reason::Probe);
+        }
         None
+    }
+
+    /// Grows while callers queue and every connection is in use, never above the ceiling:
+    /// in slow start by the callers waiting (at least 1), at most to four times the size;
+    /// after a back-off by `alpha / 2` (at least 1).
+    fn grow(&mut self, s: &Sample, server_queue: f64, ceiling: u32) -> Option<Change> {
+        let size = self.target;
+        if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
+            return None;
+        }
+        let room = if self.slow_start {
+            u32::try_from(s.pending)
+                .unwrap_or(u32::MAX)
+                .clamp(1, size.saturating_mul(3))
+        } else {
+            ceil_u32(alpha(size) / 2.0).max(1)
+        };
+        self.change(
+            size.saturating_add(room).min(ceiling),
+            Reason::Queued {
+                pending: s.pending,
+                server_queue,
+            },
+        )
     }
 }
 
@@ -397,62 +572,93 @@ impl Controller {
 mod tests {
     use super::*;
 
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    /// A server whose throughput rises with connections up to `knee`, then stays flat.
-    fn run(c: &mut Controller, knee: u32, ticks: usize, demand: u32) -> Vec<u32> {
-        let mut seen = Vec::new();
-        for _ in 0..ticks {
-            let active = c.target().min(demand);
-            let x = 1000.0 * f64::from(active.min(knee));
-            let s = Sample {
-                elapsed: Duration::from_secs(1),
-                acquires: x as u64,
-                hold_secs: if x > 0.0 { f64::from(active) / x } else { 0.0 },
-                pending: u64::from(demand.saturating_sub(c.target())),
-                waited_share: if demand > c.target() { 1.0 } else { 0.0 },
-                ceiling: 30,
-            };
-            c.decide(&s);
-            seen.push(c.target());
+    /// A server with `cores` that each take `work` seconds per statement, plus `delay`
+    /// seconds of waiting that takes no core (a sleep, a network hop), and `demand`
+    /// callers in a closed loop. Returns the sample of one interval at `target`.
+    fn sample(target: u32, demand: u32, cores: f64, work: f64, delay: f64) -> Sample {
+        let busy = f64::from(target.min(demand));
+        let hold = delay + work * (busy / cores).max(1.0);
+        let x = if busy > 0.0 { busy / hold } else { 0.0 };
+        let every = Duration::from_millis(100);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (x * every.as_secs_f64()) as u64;
+        Sample {
+            elapsed: every,
+            acquires: n,
+            hold_secs: if n > 0 { hold } else { 0.0 },
+            returns: n,
+            busy: u64::from(target.min(demand)),
+            pending: u64::from(demand.saturating_sub(target)),
+            waited_share: if demand > target { 1.0 } else { 0.0 },
+            ceiling: 30,
         }
-        seen
+    }
+
+    fn run(
+        c: &mut Controller,
+        ticks: usize,
+        demand: u32,
+        cores: f64,
+        work: f64,
+        delay: f64,
+    ) -> Vec<u32> {
+        (0..ticks)
+            .map(|_| {
+                c.decide(&sample(c.target(), demand, cores, work, delay));
+                c.target()
+            })
+            .collect()
     }
 
     #[test]
-    fn grows_while_throughput_rises_to_the_ceiling() {
-        let mut c = Controller::new(1, 5);
-        let seen = run(&mut c, 1000, 40, 100);
+    fn grows_to_the_ceiling_in_a_few_intervals_when_the_hold_time_stays_flat() {
+        // 10 ms statements that wait rather than work (pg_sleep): more connections help.
+        let mut c = Controller::new(1, 50);
+        let seen = run(&mut c, 10, 100, 1000.0, 0.0001, 0.01);
         assert_eq!(c.target(), 30, "{seen:?}");
+        let reached = seen.iter().position(|&t| t == 30).unwrap_or(usize::MAX);
+        assert!(
+            reached <= 4,
+            "at the ceiling after {reached} intervals: {seen:?}"
+        );
         assert!(seen.windows(2).all(|w| w[1] >= w[0]), "{seen:?}");
     }
 
     #[test]
-    fn stops_where_throughput_flattens() {
-        let mut c = Controller::new(1, 5);
-        let seen = run(&mut c, 6, 60, 1000);
-        // Slow start doubles 4 -> 8 (throughput +50 %), 8 -> 16 is flat: back to 8. Past
-        // the knee (6) the extra connections cost little, and probes up keep failing.
-        let tail = &seen[20..];
-        assert!(tail.iter().all(|&t| (6..=10).contains(&t)), "{seen:?}");
+    fn settles_where_the_server_runs_out_of_cores() {
+        // A CPU-bound statement on 3 cores: past 3 connections, more only queue inside.
+        let mut c = Controller::new(1, 50);
+        let seen = run(&mut c, 200, 1000, 3.0, 0.0001, 0.0);
+        let tail = &seen[10..];
         assert!(
-            tail.iter().filter(|&&t| t == 8).count() > tail.len() * 3 / 4,
-            "{seen:?}"
+            tail.iter().all(|&t| (3..=10).contains(&t)),
+            "it settles a few connections above the cores: {seen:?}"
         );
         assert!(
             seen.windows(2).any(|w| w[1] < w[0]),
             "it backed off: {seen:?}"
+        );
+        assert!(matches!(
+            c.last_reason(),
+            Some(Reason::Congested { .. } | Reason::ProbeDone { .. } | Reason::Probe)
+        ));
+        // Steady load, steady size: changes come only from the periodic probe.
+        let changes = tail.windows(2).filter(|w| w[1] != w[0]).count();
+        assert!(
+            changes <= 4,
+            "{changes} changes under a steady load: {seen:?}"
         );
     }
 
     #[test]
     fn shrinks_to_the_floor_when_idle_and_respects_the_ceiling() {
         let mut c = Controller::new(2, 3);
-        run(&mut c, 1000, 30, 100);
+        run(&mut c, 10, 100, 1000.0, 0.0001, 0.01);
         assert_eq!(c.target(), 30);
-        let seen = run(&mut c, 1000, 3, 0);
+        let seen = run(&mut c, 3, 0, 1000.0, 0.0001, 0.01);
         assert_eq!(seen, vec![30, 30, 2], "one change after 3 idle intervals");
         assert!(matches!(c.last_reason(), Some(Reason::Idle { .. })));
-        run(&mut c, 1000, 30, 100);
+        run(&mut c, 10, 100, 1000.0, 0.0001, 0.01);
         let s = Sample {
             ceiling: 10,
             ..Sample::default()
@@ -463,31 +669,67 @@ mod tests {
 
     #[test]
     fn backs_off_when_the_server_slows_down() {
-        let mut c = Controller::new(1, 100);
-        run(&mut c, 8, 30, 1000);
-        while c.probing() {
-            run(&mut c, 8, 1, 1000);
-        }
-        run(&mut c, 8, 1, 1000);
-        let before = c.target();
-        let s = Sample {
-            elapsed: Duration::from_secs(1),
-            acquires: 2000,
-            hold_secs: 0.05,
-            pending: 500,
-            waited_share: 1.0,
-            ceiling: 30,
-        };
-        let change = c.decide(&s).expect("a back-off");
-        assert!(change.to < before, "{change:?}");
-        assert!(matches!(change.reason, Reason::Slower { .. }), "{change:?}");
-        assert!(change.reason.to_string().contains("server is slower"));
+        // At the ceiling with 10 ms statements; then the server loses most of its cores
+        // (another tenant, a vacuum): statements queue inside it, and the pool backs off.
+        let mut c = Controller::new(1, 1000);
+        run(&mut c, 10, 1000, 1000.0, 0.002, 0.008);
+        assert_eq!(c.target(), 30);
+        let change = c
+            .decide(&sample(30, 1000, 4.0, 0.002, 0.008))
+            .expect("a back-off");
+        assert!(change.to < 30, "{change:?}");
+        assert!(
+            matches!(change.reason, Reason::Congested { .. }),
+            "{change:?}"
+        );
+        assert!(change.reason.to_string().contains("wait inside the server"));
+        let seen = run(&mut c, 10, 1000, 4.0, 0.002, 0.008);
+        assert!(seen.iter().all(|&t| t < 20), "{seen:?}");
+    }
+
+    #[test]
+    fn a_slower_statement_mix_is_learned_by_the_next_probe() {
+        // 10 ms sleeps become 30 ms sleeps: the hold time triples at every size. The
+        // pool first backs off (it cannot tell that from an overloaded server), then its
+        // probe measures the new unloaded hold time and it grows back to the ceiling.
+        let mut c = Controller::new(1, 1000);
+        run(&mut c, 10, 1000, 1000.0, 0.0001, 0.01);
+        assert_eq!(c.target(), 30);
+        let seen = run(&mut c, 60, 1000, 1000.0, 0.0001, 0.03);
+        assert!(
+            seen.iter().any(|&t| t < 30),
+            "it backed off first: {seen:?}"
+        );
+        assert_eq!(c.target(), 30, "and came back: {seen:?}");
+        let unloaded = c.unloaded_hold().unwrap();
+        assert!((0.029..0.032).contains(&unloaded), "{unloaded}");
+    }
+
+    #[test]
+    fn probes_down_now_and_then_under_a_steady_load() {
+        let mut c = Controller::new(1, 10_000);
+        let seen = run(&mut c, 700, 1000, 1000.0, 0.0001, 0.01);
+        let dips = seen.windows(2).filter(|w| w[1] < w[0]).count();
+        assert_eq!(dips, 2, "one probe every {PROBE_EVERY} intervals");
+        assert_eq!(c.target(), 30);
+    }
+
+    #[test]
+    fn statements_longer_than_the_interval_still_grow_it() {
+        // 2 s statements, 10 callers: no connection comes back within an interval.
+        let mut c = Controller::new(1, 10_000);
+        let seen = run(&mut c, 100, 10, 1000.0, 0.0001, 2.0);
+        assert_eq!(c.target(), 10, "{seen:?}");
+        assert!(
+            seen.iter().take(MAX_WINDOW as usize - 1).all(|&t| t == 1),
+            "one decision per {MAX_WINDOW} intervals at most: {seen:?}"
+        );
     }
 
     #[test]
     fn no_queue_no_growth() {
         let mut c = Controller::new(3, 1000);
-        let seen = run(&mut c, 1000, 20, 2);
+        let seen = run(&mut c, 20, 2, 1000.0, 0.0001, 0.01);
         assert!(seen.iter().all(|&t| t == 3), "{seen:?}");
     }
 }

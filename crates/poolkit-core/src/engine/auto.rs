@@ -55,6 +55,8 @@ impl Sampler {
             elapsed: next.at.saturating_duration_since(self.at),
             acquires,
             hold_secs,
+            returns: n,
+            busy: t.used(),
             pending: t.pending(),
             waited_share,
             ceiling: shared.allowed_ceiling(),
@@ -138,6 +140,7 @@ pub(super) fn start<M: Manager>(shared: &Arc<Shared<M>>) {
                     ceiling = sample.ceiling,
                     throughput = sample.throughput(),
                     hold_ms = sample.hold_secs * 1e3,
+                    unloaded_hold_ms = controller.unloaded_hold().unwrap_or(0.0) * 1e3,
                     reason = %change.reason,
                     "pool target changed"
                 );
