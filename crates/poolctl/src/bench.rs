@@ -58,7 +58,7 @@ impl Quantiles {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct RunResult {
     /// `postgres`, `redis` or `http`.
     pub(crate) backend: &'static str,
@@ -94,6 +94,8 @@ pub(crate) struct RunResult {
     /// Connections the pool opened (warm-up included; each run has a fresh pool, except
     /// the auto pool, which runs every step: what it opened during this one).
     pub(crate) connections_opened: u64,
+    /// Rounds this result is the median of (`--rounds`; 1 for a single run).
+    pub(crate) rounds: u32,
 }
 
 impl RunResult {
@@ -218,6 +220,90 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
         headers.insert(0, "Client");
     }
     table(&headers, &rows)
+}
+
+/// The median of the same size and step over several rounds: the round with the median
+/// throughput, with every latency and wait quantile replaced by its median over the rounds.
+pub(crate) fn median_of(rounds: &[RunResult]) -> RunResult {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let mut by_rps: Vec<&RunResult> = rounds.iter().collect();
+    by_rps.sort_by(|a, b| a.throughput_rps.total_cmp(&b.throughput_rps));
+    let Some(mid) = by_rps.get(by_rps.len() / 2) else {
+        return RunResult::default();
+    };
+    let q = |f: fn(&RunResult) -> Quantiles| Quantiles {
+        p50: median(rounds.iter().map(|r| f(r).p50).collect()),
+        p95: median(rounds.iter().map(|r| f(r).p95).collect()),
+        p99: median(rounds.iter().map(|r| f(r).p99).collect()),
+    };
+    RunResult {
+        throughput_rps: median(rounds.iter().map(|r| r.throughput_rps).collect()),
+        latency: q(|r| r.latency),
+        acquire_wait: q(|r| r.acquire_wait),
+        rounds: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
+        ..(*mid).clone()
+    }
+}
+
+/// How an auto-sized run compared with the best fixed size at the same concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AutoVersusBest {
+    /// Concurrent users.
+    pub(crate) concurrency: u32,
+    /// The fixed size with the highest throughput at this concurrency.
+    pub(crate) best_size: u32,
+    /// Auto's throughput over the best fixed size's.
+    pub(crate) throughput_ratio: f64,
+    /// Auto's acquire-wait P95 over the best fixed size's.
+    pub(crate) wait_p95_ratio: f64,
+    /// Auto's target at the end of the run.
+    pub(crate) auto_target: u32,
+}
+
+/// For every concurrency with both an auto-sized run and fixed sizes: auto against the
+/// fixed size with the most throughput.
+pub(crate) fn auto_versus_best(runs: &[RunResult]) -> Vec<AutoVersusBest> {
+    runs.iter()
+        .filter(|a| a.auto_sized)
+        .filter_map(|a| {
+            let best = runs
+                .iter()
+                .filter(|r| !r.auto_sized && r.concurrency == a.concurrency)
+                .max_by(|x, y| x.throughput_rps.total_cmp(&y.throughput_rps))?;
+            Some(AutoVersusBest {
+                concurrency: a.concurrency,
+                best_size: best.pool_size,
+                throughput_ratio: a.throughput_rps / best.throughput_rps.max(1e-9),
+                wait_p95_ratio: a.acquire_wait.p95 / best.acquire_wait.p95.max(1e-9),
+                auto_target: a.target,
+            })
+        })
+        .collect()
+}
+
+/// One line per [`AutoVersusBest`]: `1000 users: auto (8) 1.04 × the throughput of the
+/// best fixed size (10), wait P95 0.97 ×`.
+pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
+    let mut out = String::new();
+    for c in v {
+        let _ = writeln!(
+            out,
+            "{} users: auto (target {}) {:.2} × the throughput of the best fixed size ({}), wait P95 {:.2} ×",
+            thousands(u64::from(c.concurrency)),
+            c.auto_target,
+            c.throughput_ratio,
+            c.best_size,
+            c.wait_p95_ratio
+        );
+    }
+    out
 }
 
 /// What one user task brings back.
@@ -364,6 +450,7 @@ pub(crate) async fn run(
             "not measured: reqwest has no pool statistics"
         },
         connections_opened: stats.created.saturating_sub(created_before),
+        rounds: 1,
     })
 }
 
@@ -461,11 +548,36 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
             SizeArg::Auto => None,
         })
         .max();
+    // The auto pool is one pool through every step, as load changes through a day.
+    let auto = if sizes.contains(&SizeArg::Auto) {
+        if args.backend != BackendArg::Postgres {
+            return Err(Error::Failed(
+                "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis and HTTP benches drive shared connections: bench auto with postgres".into(),
+            ));
+        }
+        let ceiling = match args.auto_ceiling.or(largest_fixed) {
+            Some(c) => c,
+            None => spec.env_ceiling()?,
+        };
+        Some((
+            ceiling,
+            Arc::new(spec.build(ceiling, Some(args.auto_interval)).await?),
+        ))
+    } else {
+        None
+    };
+    // Step by step, every size in turn, so that the runs compared at one step are close in
+    // time (a shared machine's speed drifts over minutes); shown grouped by size.
     let mut runs = Vec::new();
-    for &size in &sizes {
-        match size {
-            SizeArg::Fixed(size) => {
-                for &concurrency in &steps {
+    let mut failed = None;
+    let plan: Vec<(usize, u32)> = (0..args.rounds)
+        .flat_map(|_| steps.iter().copied().enumerate())
+        .collect();
+    'steps: for &(step, concurrency) in &plan {
+        for (nth, &size) in sizes.iter().enumerate() {
+            let result = match (size, &auto) {
+                (SizeArg::Fixed(size), _) => {
+                    let mut results = Vec::new();
                     for &client in clients {
                         let target = Arc::new(if args.backend == BackendArg::Http {
                             spec.build_http(size, client)?
@@ -474,35 +586,53 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                         });
                         let result = one(args, &target, size, concurrency).await;
                         target.close().await;
-                        runs.push(result?);
+                        results.push(result);
+                    }
+                    results
+                }
+                (SizeArg::Auto, Some((ceiling, target))) => {
+                    vec![one(args, target, *ceiling, concurrency).await]
+                }
+                (SizeArg::Auto, None) => Vec::new(),
+            };
+            for r in result {
+                match r {
+                    Ok(r) => runs.push((nth, step, r)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'steps;
                     }
                 }
-            }
-            SizeArg::Auto => {
-                if args.backend != BackendArg::Postgres {
-                    return Err(Error::Failed(
-                        "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis and HTTP benches drive shared connections: bench auto with postgres".into(),
-                    ));
-                }
-                let ceiling = match args.auto_ceiling.or(largest_fixed) {
-                    Some(c) => c,
-                    None => spec.env_ceiling()?,
-                };
-                // One pool through every step, as load changes through a day.
-                let target = Arc::new(spec.build(ceiling, Some(args.auto_interval)).await?);
-                for &concurrency in &steps {
-                    let result = one(args, &target, ceiling, concurrency).await;
-                    if result.is_err() {
-                        target.close().await;
-                    }
-                    runs.push(result?);
-                }
-                target.close().await;
             }
         }
     }
+    if let Some((_, target)) = &auto {
+        target.close().await;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    runs.sort_by_key(|(nth, step, _)| (*nth, *step));
+    let every: Vec<RunResult> = runs.iter().map(|(_, _, r)| r.clone()).collect();
+    let runs: Vec<RunResult> = runs
+        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .map(|group| {
+            let rounds: Vec<RunResult> = group.iter().map(|(_, _, r)| r.clone()).collect();
+            median_of(&rounds)
+        })
+        .collect();
+    let versus = auto_versus_best(&runs);
     if runs.len() > 1 && !args.json {
         println!("{}", runs_table(&runs));
+        if args.rounds > 1 {
+            println!(
+                "each row: the median of {} interleaved rounds (--json lists every round)",
+                args.rounds
+            );
+        }
+        if !versus.is_empty() {
+            print!("{}", auto_lines(&versus));
+        }
     }
     if let Some(path) = &args.chart {
         crate::chart::draw(path, &runs)?;
@@ -511,8 +641,81 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     if args.json {
-        let body = serde_json::json!({ "backend": args.backend, "runs": runs });
+        let body = if args.rounds > 1 {
+            serde_json::json!({ "backend": args.backend, "runs": runs, "auto_versus_best": versus, "rounds": args.rounds, "every_round": every })
+        } else {
+            serde_json::json!({ "backend": args.backend, "runs": runs, "auto_versus_best": versus })
+        };
         println!("{body:#}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(size: u32, auto: bool, concurrency: u32, rps: f64, wait_p95: f64) -> RunResult {
+        let q = Quantiles {
+            p50: wait_p95 / 2.0,
+            p95: wait_p95,
+            p99: wait_p95,
+        };
+        RunResult {
+            backend: "postgres",
+            client: "poolkit",
+            pool_size: size,
+            auto_sized: auto,
+            target: if auto { 7 } else { size },
+            concurrency,
+            seconds: 10.0,
+            ok: 1,
+            errors: BTreeMap::new(),
+            cut_off: 0,
+            throughput_rps: rps,
+            timeout_ratio: 0.0,
+            latency: q,
+            acquire_wait: q,
+            acquire_wait_source: "client",
+            connections_opened: 0,
+            rounds: 1,
+        }
+    }
+
+    #[test]
+    fn rounds_give_their_median() {
+        let rounds = [
+            run(5, false, 100, 900.0, 0.003),
+            run(5, false, 100, 1200.0, 0.001),
+            run(5, false, 100, 1000.0, 0.002),
+        ];
+        let m = median_of(&rounds);
+        assert!((m.throughput_rps - 1000.0).abs() < 1e-9);
+        assert!((m.acquire_wait.p95 - 0.002).abs() < 1e-12);
+        assert_eq!(m.rounds, 3);
+        let two = median_of(&rounds[..2]);
+        assert!((two.throughput_rps - 1050.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn auto_is_compared_with_the_fastest_fixed_size_at_each_step() {
+        let runs = [
+            run(5, false, 100, 900.0, 0.002),
+            run(10, false, 100, 1000.0, 0.004),
+            run(5, false, 1000, 500.0, 0.02),
+            run(50, true, 100, 950.0, 0.005),
+            run(50, true, 1000, 600.0, 0.01),
+        ];
+        let v = auto_versus_best(&runs);
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].concurrency, v[0].best_size), (100, 10));
+        assert!((v[0].throughput_ratio - 0.95).abs() < 1e-9);
+        assert!((v[0].wait_p95_ratio - 1.25).abs() < 1e-9);
+        assert_eq!((v[1].best_size, v[1].auto_target), (5, 7));
+        let text = auto_lines(&v);
+        assert!(
+            text.contains("1,000 users: auto (target 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
+            "{text}"
+        );
+    }
 }

@@ -211,6 +211,11 @@ pub(crate) struct BenchArgs {
     /// How long each run lasts.
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub(crate) duration: Duration,
+    /// Run the whole plan (every step, every size) this many times, interleaved, and report
+    /// each size and step's median: a shared machine's speed drifts by ±10 % between runs
+    /// of a few seconds, which one round cannot tell from a difference between sizes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub(crate) rounds: u32,
     /// Pool size for the run (default: the env's P_POOL_SIZE).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) pool_size: Option<u32>,

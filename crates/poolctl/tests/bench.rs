@@ -130,9 +130,10 @@ fn pool_sizes_and_steps_make_a_table_and_a_chart() {
         .filter(|l| l.starts_with("Pool Size: "))
         .collect();
     assert_eq!(seed_lines.len(), 4, "{out}");
+    // Step by step, every size in turn at each step (the table groups them by size).
     for (line, (size, c)) in seed_lines
         .iter()
-        .zip([("1", "2"), ("1", "4"), ("2", "2"), ("2", "4")])
+        .zip([("1", "2"), ("2", "2"), ("1", "4"), ("2", "4")])
     {
         let f = seed_fields(line);
         assert_eq!((f[0].1.as_str(), f[1].1.as_str()), (size, c), "{line}");
