@@ -595,9 +595,10 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                 }
                 (SizeArg::Auto, None) => Vec::new(),
             };
-            for r in result {
+            // One result per client (HTTP compares two at each size and step).
+            for (client, r) in result.into_iter().enumerate() {
                 match r {
-                    Ok(r) => runs.push((nth, step, r)),
+                    Ok(r) => runs.push(((nth, step, client), r)),
                     Err(e) => {
                         failed = Some(e);
                         break 'steps;
@@ -612,12 +613,12 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     if let Some(e) = failed {
         return Err(e);
     }
-    runs.sort_by_key(|(nth, step, _)| (*nth, *step));
-    let every: Vec<RunResult> = runs.iter().map(|(_, _, r)| r.clone()).collect();
+    runs.sort_by_key(|(key, _)| *key);
+    let every: Vec<RunResult> = runs.iter().map(|(_, r)| r.clone()).collect();
     let runs: Vec<RunResult> = runs
-        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .chunk_by(|a, b| a.0 == b.0)
         .map(|group| {
-            let rounds: Vec<RunResult> = group.iter().map(|(_, _, r)| r.clone()).collect();
+            let rounds: Vec<RunResult> = group.iter().map(|(_, r)| r.clone()).collect();
             median_of(&rounds)
         })
         .collect();
