@@ -253,11 +253,8 @@ struct Probe {
     /// The first interval after the step down is skipped (busy connections above the new
     /// target close as they come back).
     warming: bool,
-    /// Intervals measured so far, and their returns, hold time × returns and in-use sums.
-    intervals: u32,
-    returns: u64,
-    hold_sum: f64,
-    in_use_sum: f64,
+    /// The intervals measured at the lower size so far.
+    window: Window,
 }
 
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
@@ -309,16 +306,17 @@ struct Window {
 }
 
 impl Window {
-    /// Adds an interval; returns the pooled sample once it says enough.
+    /// Adds an interval; returns the pooled sample once it says enough ([`MIN_RETURNS`]),
+    /// or after `most` intervals.
     #[allow(clippy::cast_precision_loss)]
-    fn add(&mut self, s: &Sample) -> Option<Sample> {
+    fn add(&mut self, s: &Sample, most: u32) -> Option<Sample> {
         self.intervals += 1;
         self.elapsed += s.elapsed;
         self.acquires += s.acquires;
         self.returns += s.returns;
         self.hold_sum += s.hold_secs * s.returns as f64;
         self.waited += s.waited_share * s.acquires as f64;
-        if self.returns < MIN_RETURNS && self.intervals < MAX_WINDOW {
+        if self.returns < MIN_RETURNS && self.intervals < most {
             return None;
         }
         let w = std::mem::take(self);
@@ -435,39 +433,27 @@ impl Controller {
             self.low_ticks = 0;
             self.low_peak = 0.0;
         }
-        if let Some(p) = self.probe {
+        if let Some(mut p) = self.probe {
             if p.warming {
-                self.probe = Some(Probe {
-                    warming: false,
-                    ..p
-                });
-                return None;
-            }
-            #[allow(clippy::cast_precision_loss)]
-            let p = Probe {
-                intervals: p.intervals + 1,
-                returns: p.returns + s.returns,
-                hold_sum: p.hold_sum + s.hold_secs * s.returns as f64,
-                in_use_sum: p.in_use_sum + in_use,
-                ..p
-            };
-            if p.returns < MIN_RETURNS && p.intervals < PROBE_MAX_INTERVALS {
+                p.warming = false;
                 self.probe = Some(p);
                 return None;
             }
+            let Some(measured) = p.window.add(s, PROBE_MAX_INTERVALS) else {
+                self.probe = Some(p);
+                return None;
+            };
             self.probe = None;
             self.next_probe = self.tick + PROBE_EVERY;
-            if p.returns >= MIN_RETURNS {
+            if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
-                #[allow(clippy::cast_precision_loss)]
-                let hold = p.hold_sum / p.returns as f64;
                 self.base = Some(Base {
-                    hold,
-                    at: (p.in_use_sum / f64::from(p.intervals)).max(1.0),
+                    hold: measured.hold_secs,
+                    at: measured.in_use().max(1.0),
                 });
                 // A much slower unloaded hold time: the last back-off mistook a slower
                 // statement mix for an overloaded server; grow fast again.
-                if before.is_some_and(|b| hold > b * 1.5) {
+                if before.is_some_and(|b| measured.hold_secs > b * 1.5) {
                     self.slow_start = true;
                 }
             }
@@ -483,7 +469,7 @@ impl Controller {
             self.window = Window::default();
             return self.change(to, Reason::Idle { used: peak });
         }
-        let pooled = self.window.add(s)?;
+        let pooled = self.window.add(s, MAX_WINDOW)?;
         let s = &pooled;
         let in_use = s.in_use();
         if s.returns == 0 {
@@ -533,10 +519,7 @@ impl Controller {
             self.probe = Some(Probe {
                 restore: self.target,
                 warming: true,
-                intervals: 0,
-                returns: 0,
-                hold_sum: 0.0,
-                in_use_sum: 0.0,
+                window: Window::default(),
             });
             return self.change(self.target / 2, Reason::Probe);
         }
