@@ -3,8 +3,9 @@
 # tests against the real servers, docs, and each workspace member alone with no default
 # features. Every step prints a header and its duration; a failing step does not stop the
 # later ones (so one run shows everything that is wrong), but the script exits non-zero.
-# Ends with one line: "test.sh: N passed, M failed" (summed over cargo test's
-# "test result:" lines).
+# Ends with one line: "test.sh: N passed, M failed, I ignored; B of E test binaries and D
+# doctest runs finished" (summed over cargo test's "test result:" lines; E is what
+# `cargo test --no-run` built, so a binary that crashed or never started shows).
 #
 # Env: CARGO_TARGET_DIR (default ~/.cache/poolkit-target, kept across CI runs),
 #      DATABASE_URL, REDIS_URL, PGBOUNCER_URL (default: the servers services.sh starts),
@@ -82,12 +83,20 @@ rc=0; run_cargo clippy clippy --workspace --all-targets --all-features --locked 
 end_step "$rc"
 
 # Tests end by themselves; the timeout only turns a hang into a clear failure well inside
-# CI's 90 minutes (it covers compiling the tests too).
-step "cargo test --workspace --all-features --locked (real servers)"
+# CI's 90 minutes (it covers compiling the tests too). --no-fail-fast: one failing test
+# binary must not hide the ones after it; the summary counts the binaries that ran.
+step "cargo test --workspace --all-features --locked --no-fail-fast (real servers)"
 rc=0
-run_logged test timeout --kill-after=30 "${POOLKIT_TEST_TIMEOUT:-3600}" \
-    cargo test --workspace --all-features --locked || rc=$?
-[ "$rc" != 124 ] || echo "test.sh: cargo test did not finish within ${POOLKIT_TEST_TIMEOUT:-3600}s" >&2
+expected_binaries=$(cargo test --workspace --all-features --locked --no-run 2>&1 | tee "$log_dir/test-build.log" |
+    grep -c '^ *Executable ') || rc=$?
+if [ "$rc" = 0 ]; then
+    run_logged test timeout --kill-after=30 "${POOLKIT_TEST_TIMEOUT:-3600}" \
+        cargo test --workspace --all-features --locked --no-fail-fast || rc=$?
+    [ "$rc" != 124 ] || echo "test.sh: cargo test did not finish within ${POOLKIT_TEST_TIMEOUT:-3600}s" >&2
+else
+    cat "$log_dir/test-build.log" >&2
+    echo "test.sh: the tests did not build" >&2
+fi
 end_step "$rc"
 
 step "loom model checks of the engine and the gate (scripts/loom.sh)"
@@ -116,19 +125,34 @@ done
 end_step "$rc"
 
 # "test result: ok. 12 passed; 0 failed; 0 ignored; ..." — one line per test binary and doctest run.
-sum() { # passed|failed
+sum() { # passed|failed|ignored
     { grep -h '^test result:' "$log_dir/test.log" "$log_dir/loom.log" 2>/dev/null || true; } |
         sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{ s += $1 } END { print s + 0 }'
 }
+count() { # pattern, file: matching lines
+    { grep -c "$1" "$2" 2>/dev/null || true; } | head -1
+}
 passed=$(sum passed)
 failed=$(sum failed)
+ignored=$(sum ignored)
+# Each test binary prints "Running <path>" when it starts and "test result:" when it ends; one
+# that crashed or was killed has no result line. Doctests print "Doc-tests <crate>".
+started=$(count '^ *Running ' "$log_dir/test.log")
+doctests=$(count '^ *Doc-tests ' "$log_dir/test.log")
+results=$(count '^test result:' "$log_dir/test.log")
+ended=$((results - doctests))
+expected=${expected_binaries:-0}
 if [ "$passed" = 0 ]; then
     echo "test.sh: cargo test ran no test" >&2
     failed_steps+=("no tests ran")
+fi
+if [ "$ended" -lt "$expected" ]; then
+    echo "test.sh: only $ended of $expected test binaries ran to the end ($started started)" >&2
+    failed_steps+=("$((expected - ended)) test binaries did not finish")
 fi
 echo
 if [ "${#failed_steps[@]}" -gt 0 ]; then
     printf 'test.sh: failed steps: %s\n' "$(IFS=';'; echo "${failed_steps[*]}")" >&2
 fi
-echo "test.sh: $passed passed, $failed failed"
+echo "test.sh: $passed passed, $failed failed, $ignored ignored; $ended of $expected test binaries and $doctests doctest runs finished (loom models included)"
 [ "${#failed_steps[@]}" = 0 ] && [ "$failed" = 0 ]

@@ -38,7 +38,9 @@ pub(crate) struct Prepared {
 
 enum Conn {
     H1(IdleH1),
-    H2(http2::SendRequest<Body>, Arc<Life>),
+    /// A stream on a shared connection: its request sender until the request is handed
+    /// over, then `None` (see [`send`] for why it is not kept).
+    H2(Option<http2::SendRequest<Body>>, Arc<Life>),
 }
 
 /// A connection (or a stream on one) held for one exchange.
@@ -70,10 +72,10 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
-    /// Dropped mid-exchange (error, timeout, cancellation): an HTTP/1.1 connection is in
+impl Lease {
+    /// Ends the exchange without giving the connection back: an HTTP/1.1 connection is in
     /// an unknown state and is closed; an HTTP/2 stream just ends.
-    fn drop(&mut self) {
+    fn discard(&mut self) {
         match self.conn.take() {
             Some(Conn::H1(c)) => {
                 c.life.end();
@@ -83,6 +85,13 @@ impl Drop for Lease {
             Some(Conn::H2(_, life)) => life.end(),
             None => {}
         }
+    }
+}
+
+impl Drop for Lease {
+    /// Dropped mid-exchange (error, timeout, cancellation): see [`Lease::discard`].
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 
@@ -274,7 +283,7 @@ fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
         }
         Proto::H2 => {
             let c = host.shared_h2(&shared.limits)?;
-            Conn::H2(c.sender, c.life)
+            Conn::H2(Some(c.sender), c.life)
         }
     };
     Some(Lease {
@@ -311,7 +320,7 @@ async fn lease(
         }
         if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
-                conn: Some(Conn::H2(c.sender, c.life)),
+                conn: Some(Conn::H2(Some(c.sender), c.life)),
                 new: false,
             });
         }
@@ -321,12 +330,12 @@ async fn lease(
         }
         if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
             return Ok(Lease {
-                conn: Some(Conn::H2(c.sender, c.life)),
+                conn: Some(Conn::H2(Some(c.sender), c.life)),
                 new: false,
             });
         }
         let lease = connect(shared, host).await?;
-        if let Some(Conn::H2(sender, life)) = &lease.conn {
+        if let Some(Conn::H2(Some(sender), life)) = &lease.conn {
             let old = host
                 .h2
                 .lock()
@@ -348,7 +357,14 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     let life = Arc::new(Life::new(shared.telemetry.clone(), host.open.clone()));
     let on_close = {
         let life = life.clone();
-        move || life.close(CloseReason::Broken)
+        let host = Arc::downgrade(host);
+        move || {
+            // No sender of a dead connection may stay in the pool: see `send`.
+            if let Some(host) = host.upgrade() {
+                host.forget_h2(&life);
+            }
+            life.task_ended();
+        }
     };
     let start = Instant::now();
     let limit = shared.config.connect_timeout;
@@ -387,7 +403,7 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
         }
         Sender::H2(sender) => {
             host.learn(Proto::H2);
-            Conn::H2(sender, life)
+            Conn::H2(Some(sender), life)
         }
     };
     Ok(Lease {
@@ -449,18 +465,43 @@ async fn send(
     *request.method_mut() = req.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    // hyper hands a request to the connection's task through a channel. When the task
+    // ends, it answers the requests still queued ("not sent", with the request back), but
+    // its drain stops at a send still in progress on another thread (tokio's mpsc), and
+    // whatever is queued from there on is answered only when the channel is freed: when
+    // the last sender of the connection is dropped. So no exchange keeps a sender while
+    // it waits: HTTP/2 lets go of its clone once the request is queued (the pool's shared
+    // slot lets go when the task ends, `Host::forget_h2`), and HTTP/1.1, which keeps its
+    // connection's only sender to reuse it, lets go of the connection when the task ends
+    // first. Holding on made such a request wait out the whole `P_TIMEOUT` (for ever
+    // without one): tests/dispatch_race.rs pins that interleaving, for both protocols.
     let sent = match lease.conn.as_mut() {
         Some(Conn::H1(c)) => {
             if let Err(e) = c.sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
             }
-            c.sender.try_send_request(request).await
+            let life = Arc::clone(&c.life);
+            let pending = c.sender.try_send_request(request);
+            let mut pending = std::pin::pin!(pending);
+            tokio::select! {
+                biased;
+                sent = &mut pending => sent,
+                () = life.ended() => {
+                    lease.discard();
+                    pending.await
+                }
+            }
         }
         Some(Conn::H2(sender, _)) => {
+            let Some(mut sender) = sender.take() else {
+                unreachable!("a lease sends its request once")
+            };
             if let Err(e) = sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
             }
-            sender.try_send_request(request).await
+            let pending = sender.try_send_request(request);
+            drop(sender);
+            pending.await
         }
         None => unreachable!("a lease always holds a connection until finished"),
     };

@@ -1,7 +1,7 @@
 //! The connections to one origin: a FIFO gate sized to the ceiling, idle HTTP/1.1
 //! connections, the shared HTTP/2 connection, and what each connection has lived through.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub(crate) struct Life {
     host_open: Arc<AtomicU64>,
     /// The connection's I/O task, ended by [`Life::abort`].
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Set (and `ended` notified) when the connection's task has ended by itself.
+    task_ended: AtomicBool,
+    ended: tokio::sync::Notify,
 }
 
 impl Life {
@@ -47,7 +50,28 @@ impl Life {
             telemetry,
             host_open,
             task: Mutex::new(None),
+            task_ended: AtomicBool::new(false),
+            ended: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The connection's task has ended (the server closed it, or it broke): counts the
+    /// close and wakes every exchange waiting in [`Life::ended`].
+    pub(crate) fn task_ended(&self) {
+        self.task_ended.store(true, SeqCst);
+        self.ended.notify_waiters();
+        self.close(CloseReason::Broken);
+    }
+
+    /// Resolves once the connection's task has ended by itself.
+    pub(crate) async fn ended(&self) {
+        let notified = self.ended.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.task_ended.load(SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     /// Remembers the connection's I/O task, so that [`Life::abort`] can end it.
@@ -253,6 +277,19 @@ impl Host {
             Some(reason) => conn.life.close(reason),
             None => idle.push(conn),
         }
+    }
+
+    /// Lets go of the shared HTTP/2 connection if it is `life`'s: called when that
+    /// connection's task ends, so that no sender of it outlives it (see `exchange::send`).
+    pub(crate) fn forget_h2(&self, life: &Arc<Life>) {
+        let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone = slot
+            .take_if(|c| Arc::ptr_eq(&c.life, life))
+            .map(|c| c.sender);
+        drop(slot);
+        // Dropping what may be the connection's last sender answers what is left in its
+        // queue: outside the lock.
+        drop(gone);
     }
 
     /// A stream on the shared HTTP/2 connection when it is fit for use; an unfit one is
