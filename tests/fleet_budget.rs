@@ -33,7 +33,9 @@ fn main() {
         rt.block_on(member(&id));
     } else {
         rt.block_on(fleet());
-        println!("fleet_budget: ok");
+        // This binary has its own harness (it runs itself as the members); it ends with
+        // libtest's summary line, which scripts/test.sh counts.
+        println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
     }
 }
 
