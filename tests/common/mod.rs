@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use poolkit_core::env::process_lookup;
 
 mod pg_ha;
+mod proxy;
 pub use pg_ha::*;
+pub use proxy::*;
 
 /// Stands for every password and API key in the suite; must never be printed anywhere.
 pub const MARKER: &str = "PKMARKER_9f1c2e7b";
