@@ -86,6 +86,13 @@ impl Failover {
         }
     }
 
+    /// The sentinels switched the master (`+switch-master`, `payload` naming the old and
+    /// new addresses).
+    pub(crate) fn switched(&self, payload: &str) {
+        tracing::info!(pool = %self.pool, switch = %payload, "the Redis Sentinels switched the master");
+        self.moved("+switch-master: the Sentinels promoted another master");
+    }
+
     fn moved(&self, why: &'static str) {
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);

@@ -11,6 +11,7 @@ mod error;
 mod exclusive;
 mod failover;
 mod pool;
+mod sentinel_watch;
 mod shared;
 
 #[cfg(feature = "cluster")]

@@ -200,6 +200,9 @@ impl Pool {
             engine.clone(),
             Arc::clone(&telemetry),
         );
+        if let Some(sentinel) = &config.sentinel {
+            crate::sentinel_watch::start(sentinel, connect_timeout, Arc::downgrade(&failover));
+        }
         let exclusive = Arc::new(Exclusive {
             engine,
             config: config.clone(),
