@@ -24,7 +24,9 @@ fn postgres() -> (SocketAddr, String, String) {
         _ => "127.0.0.1".to_owned(),
     };
     let port = pg.get_ports().first().copied().unwrap_or(5432);
-    let addr = format!("{host}:{port}").parse().expect("DATABASE_URL names an IP address");
+    let addr = format!("{host}:{port}")
+        .parse()
+        .expect("DATABASE_URL names an IP address");
     (
         addr,
         pg.get_user().unwrap_or("postgres").to_owned(),
@@ -40,7 +42,9 @@ fn redis_addr() -> SocketAddr {
         .next()
         .unwrap_or("127.0.0.1:6379");
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
-    hostport.parse().expect("REDIS_URL names an IP address and port")
+    hostport
+        .parse()
+        .expect("REDIS_URL names an IP address and port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,12 +62,19 @@ async fn a_frozen_postgres_connection_costs_the_ping_timeout_not_the_acquire_tim
         .build()
         .await
         .expect("pool through the proxy");
-    pool.get().await.expect("get").simple_query("SELECT 1").await.expect("warm");
+    pool.get()
+        .await
+        .expect("get")
+        .simple_query("SELECT 1")
+        .await
+        .expect("warm");
     assert_eq!(proxy.freeze_all(), 1);
     let asked = Instant::now();
     let conn = pool.get().await.expect("served by a new connection");
     let took = asked.elapsed();
-    conn.simple_query("SELECT 1").await.expect("the new connection works");
+    conn.simple_query("SELECT 1")
+        .await
+        .expect("the new connection works");
     let s = pool.stats();
     println!(
         "FIGURES half_open postgres: checkout served in {took:.0?} (P_PING_TIMEOUT {PING_TIMEOUT:?}, acquire timeout {ACQUIRE_TIMEOUT:?}); closed invalid {}, health_check errors {}, connections through the proxy {}",
@@ -75,7 +86,11 @@ async fn a_frozen_postgres_connection_costs_the_ping_timeout_not_the_acquire_tim
         took >= PING_TIMEOUT && took < PING_TIMEOUT + Duration::from_millis(600),
         "served after {took:?}"
     );
-    assert_eq!((s.closed_by("invalid"), s.errors_by("health_check")), (1, 1), "{s:?}");
+    assert_eq!(
+        (s.closed_by("invalid"), s.errors_by("health_check")),
+        (1, 1),
+        "{s:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +103,9 @@ async fn a_frozen_redis_exclusive_connection_costs_the_ping_timeout() {
     config.pool.ping_if_idle = Duration::ZERO;
     config.pool.ping_timeout = Some(PING_TIMEOUT);
     config.pool.acquire_timeout = ACQUIRE_TIMEOUT;
-    let pool = poolkit::redis::Pool::new(config).await.expect("pool through the proxy");
+    let pool = poolkit::redis::Pool::new(config)
+        .await
+        .expect("pool through the proxy");
     {
         let mut conn = pool.exclusive().await.expect("exclusive");
         poolkit::redis::redis::cmd("PING")
@@ -96,7 +113,10 @@ async fn a_frozen_redis_exclusive_connection_costs_the_ping_timeout() {
             .await
             .expect("warm");
     }
-    assert!(proxy.freeze_all() >= 2, "the shared and the exclusive connection");
+    assert!(
+        proxy.freeze_all() >= 2,
+        "the shared and the exclusive connection"
+    );
     let asked = Instant::now();
     let mut conn = pool.exclusive().await.expect("served by a new connection");
     let took = asked.elapsed();
@@ -114,7 +134,11 @@ async fn a_frozen_redis_exclusive_connection_costs_the_ping_timeout() {
         took >= PING_TIMEOUT && took < PING_TIMEOUT + Duration::from_millis(600),
         "served after {took:?}"
     );
-    assert_eq!((s.closed_by("invalid"), s.errors_by("health_check")), (1, 1), "{s:?}");
+    assert_eq!(
+        (s.closed_by("invalid"), s.errors_by("health_check")),
+        (1, 1),
+        "{s:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +148,10 @@ async fn pooled_sockets_run_tcp_keepalive() {
     let pg_proxy = FreezingProxy::start(pg_upstream).await;
     let redis_proxy = FreezingProxy::start(redis_addr()).await;
     let pg = poolkit::postgres::Pool::builder()
-        .url(format!("postgres://{user}@127.0.0.1:{}/{db}", pg_proxy.port))
+        .url(format!(
+            "postgres://{user}@127.0.0.1:{}/{db}",
+            pg_proxy.port
+        ))
         .name("keepalive_pg")
         .pool_size(2)
         .min_idle(2)
@@ -146,8 +173,13 @@ async fn pooled_sockets_run_tcp_keepalive() {
     for (what, timers, open) in [("postgres", &pg_timers, 2), ("redis", &redis_timers, 3)] {
         assert_eq!(timers.len(), open, "{what}: the pool's sockets: {timers:?}");
         for t in timers {
-            let t = t.unwrap_or_else(|| panic!("{what}: a socket without a keep-alive timer: {timers:?}"));
-            assert!(t > 50.0 && t <= 60.0, "{what}: next probe in {t} s, expected about 60 s");
+            let t = t.unwrap_or_else(|| {
+                panic!("{what}: a socket without a keep-alive timer: {timers:?}")
+            });
+            assert!(
+                t > 50.0 && t <= 60.0,
+                "{what}: next probe in {t} s, expected about 60 s"
+            );
         }
     }
     drop((pg, redis));
