@@ -99,7 +99,7 @@ fn load(
                 let mut i = 0u64;
                 while !stop.load(SeqCst) {
                     i += 1;
-                    let write = i % 2 == 0;
+                    let write = i.is_multiple_of(2);
                     let outcome = if write {
                         let id = next_id.fetch_add(1, SeqCst);
                         let op = async {

@@ -83,7 +83,7 @@ fn load(
             while !stop.load(SeqCst) {
                 i += 1;
                 let word = format!("t{t}-{i}");
-                let write = i % 2 == 0;
+                let write = i.is_multiple_of(2);
                 let outcome = if write {
                     let cmd = redis::cmd("SET").arg(format!("fo:{t}")).arg(&word).clone();
                     match tokio::time::timeout(HANG, pool.query::<String>(&cmd)).await {

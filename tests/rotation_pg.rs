@@ -103,9 +103,9 @@ async fn rotation_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let tasks: Vec<_> = (0..1000)
+    let tasks: Vec<_> = (0..1000u32)
         .map(|t| {
-            let pool = if t % 2 == 0 {
+            let pool = if t.is_multiple_of(2) {
                 by_file.clone()
             } else {
                 by_provider.clone()

@@ -22,12 +22,12 @@ enum Target {
     /// A client made once (a fixed password, or `Manager::new`).
     Fixed(Client),
     /// A client made per connect with the current password.
-    Rotating(Config),
+    Rotating(Box<Config>),
     /// The master a Sentinel names at each connect.
     Sentinel {
         sentinel: tokio::sync::Mutex<Sentinel>,
         master: String,
-        config: Config,
+        config: Box<Config>,
     },
 }
 
@@ -129,11 +129,11 @@ impl Connector {
             Target::Sentinel {
                 sentinel: tokio::sync::Mutex::new(Sentinel::build(nodes).map_err(invalid)?),
                 master: sentinel.master.clone(),
-                config: config.clone(),
+                config: Box::new(config.clone()),
             }
         } else if config.password.rotates() {
             config.client()?;
-            Target::Rotating(config.clone())
+            Target::Rotating(Box::new(config.clone()))
         } else {
             Target::Fixed(config.client()?)
         };
