@@ -85,6 +85,21 @@ impl Failover {
         }
     }
 
+    /// A connect (of `generation`) found the server moved (`why`: 57P03, or a standby where
+    /// a write pool wants a primary): the connections still open go to a server that is
+    /// not the one to use (a smart shutdown waits for them to end). Nothing to do when none
+    /// are open (a server starting up refuses connects with 57P03 too).
+    pub(crate) fn moved_at_connect(&self, generation: u64, why: &str) {
+        let open = self
+            .inner
+            .get()
+            .and_then(Weak::upgrade)
+            .map_or(0, |inner| inner.engine.telemetry().open());
+        if open > 0 {
+            self.moved(generation, why);
+        }
+    }
+
     /// The server that connections of `generation` talk to moved (`why`): retire them all,
     /// once per generation however many callers see it.
     pub(crate) fn moved(&self, generation: u64, why: &str) {

@@ -168,7 +168,7 @@ impl bb8::ManageConnection for Manager {
                         }
                         Ok(Err(Refused::Role(role))) => {
                             if self.attrs.wants_primary() {
-                                self.failover.moved(
+                                self.failover.moved_at_connect(
                                     generation,
                                     &format!(
                                         "a connect found {} to be {}",
@@ -253,7 +253,9 @@ impl Manager {
             self.credentials.refused(chain(e));
         }
         if *code == SqlState::CANNOT_CONNECT_NOW {
-            self.failover.seen(e, generation);
+            let why = crate::failover::moved_reason(code).unwrap_or_default();
+            self.failover
+                .moved_at_connect(generation, &format!("a connect got SQLSTATE 57P03: {why}"));
         }
     }
 
