@@ -21,7 +21,9 @@ use crate::shared::is_broken;
 /// A pool over a Redis Cluster. Cheap to clone.
 ///
 /// One cluster connection multiplexes commands to every node, so, as in shared mode,
-/// `used` counts commands in flight. Errors from nodes (unreachable, redirect storms,
+/// `used` counts commands in flight. A node demoted mid-failover answers MOVED or READONLY;
+/// redis-rs refreshes the slot map and sends the command to the new master (neither ran
+/// the command, so it is safe to send again): `tests/cluster_failover.rs`. Errors from nodes (unreachable, redirect storms,
 /// CLUSTERDOWN) are counted as `poolkit_connection_errors_total{kind="broken"}` when the
 /// node's connection dropped and `{kind="request"}` otherwise.
 #[derive(Clone)]
@@ -89,6 +91,10 @@ impl ClusterPool {
         let client = ClusterClient::builder(nodes)
             .connection_timeout(connect_timeout)
             .response_timeout(config.command_timeout)
+            .tcp_settings(crate::connector::tcp_settings(
+                config.tcp_keepalive,
+                config.tcp_user_timeout,
+            ))
             .retries(3)
             .build()
             .map_err(connect_err)?;
@@ -235,7 +241,7 @@ impl Inner {
                 ErrorKind::Request
             });
         }
-        result.map_err(Error::Backend)
+        result.map_err(Error::from)
     }
 }
 
