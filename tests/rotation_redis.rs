@@ -20,7 +20,11 @@ fn swap(path: &std::path::Path, content: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_file_is_read_at_every_connect() {
-    let (old, new, wrong) = (format!("{MARKER}a"), format!("{MARKER}b"), format!("{MARKER}c"));
+    let (old, new, wrong) = (
+        format!("{MARKER}a"),
+        format!("{MARKER}b"),
+        format!("{MARKER}c"),
+    );
     let server = PrivateRedis::start(&["--requirepass", &old]);
     let dir = TempDir::new("rotation-redis");
     let file = dir.0.join("redis-password");
@@ -34,23 +38,37 @@ async fn the_password_file_is_read_at_every_connect() {
         path: file.clone(),
         var: "ROTATION_REDIS_PASSWORD_FILE".into(),
     };
-    let pool = Pool::new(config).await.expect("pool with the first password");
-    pool.query::<()>(redis::cmd("SET").arg("rot").arg(1)).await.expect("SET");
+    let pool = Pool::new(config)
+        .await
+        .expect("pool with the first password");
+    pool.query::<()>(redis::cmd("SET").arg("rot").arg(1))
+        .await
+        .expect("SET");
 
     // Rotate: the server wants the new password, the file has it; the open connections
     // are dropped (as a server restart or a failover would) and reopen with it.
     server.cli(Some(&old), &["CONFIG", "SET", "requirepass", &new]);
     swap(&file, &new);
-    server.cli(Some(&new), &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    server.cli(
+        Some(&new),
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    );
     let mut served_after = None;
     for i in 0..50 {
-        if pool.query::<i64>(redis::cmd("INCR").arg("rot")).await.is_ok() {
+        if pool
+            .query::<i64>(redis::cmd("INCR").arg("rot"))
+            .await
+            .is_ok()
+        {
             served_after = Some(i);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(served_after.is_some(), "no command served with the new password");
+    assert!(
+        served_after.is_some(),
+        "no command served with the new password"
+    );
     assert!(pool.reconnects() >= 1);
 
     // A wrong new password: the exclusive connection open now keeps serving.
@@ -61,11 +79,16 @@ async fn the_password_file_is_read_at_every_connect() {
     let msg = e.to_string();
     assert!(e.is_credentials(), "{e:?}");
     assert!(msg.contains("ROTATION_REDIS_PASSWORD_FILE="), "{msg}");
-    redis::cmd("PING").query_async::<()>(&mut held).await.expect("the open connection serves");
+    redis::cmd("PING")
+        .query_async::<()>(&mut held)
+        .await
+        .expect("the open connection serves");
     let h = pool.health();
     assert!(h.status >= HealthStatus::Warning, "{h:?}");
     assert!(
-        h.alerts.iter().any(|a| a.message.contains("ROTATION_REDIS_PASSWORD_FILE=")),
+        h.alerts
+            .iter()
+            .any(|a| a.message.contains("ROTATION_REDIS_PASSWORD_FILE=")),
         "{:?}",
         h.alerts
     );
@@ -73,7 +96,13 @@ async fn the_password_file_is_read_at_every_connect() {
         "FIGURES rotation_redis: served with the new password after {} retries of 20 ms; wrong password: {msg}",
         served_after.unwrap_or_default()
     );
-    for shown in [msg, format!("{e:?}"), format!("{h:?}"), format!("{pool:?}"), format!("{:?}", pool.config())] {
+    for shown in [
+        msg,
+        format!("{e:?}"),
+        format!("{h:?}"),
+        format!("{pool:?}"),
+        format!("{:?}", pool.config()),
+    ] {
         assert!(!shown.contains(MARKER), "a secret shown: {shown}");
     }
 }

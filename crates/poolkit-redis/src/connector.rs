@@ -59,7 +59,7 @@ pub(crate) fn tcp_settings(
     keepalive: Option<Duration>,
     user_timeout: Option<Duration>,
 ) -> TcpSettings {
-    let mut tcp = TcpSettings::default().set_nodelay(true);
+    let mut tcp = TcpSettings::default();
     if let Some(idle) = keepalive {
         tcp = tcp.set_keepalive(
             socket2::TcpKeepalive::new()

@@ -13,6 +13,8 @@ mod failover;
 mod pool;
 mod sentinel_watch;
 mod shared;
+#[cfg(feature = "cluster")]
+mod topology;
 
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
