@@ -20,9 +20,20 @@ use poolkit_redis::{ClusterPool, Config, Error, redis};
 
 const TASKS: u64 = 200;
 
+/// The nodes' directory, removed when the test ends (also when it fails).
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_demoted_master() {
-    let dir = std::env::temp_dir().join(format!("poolkit-cluster-fo-{}", std::process::id()));
+    let guard =
+        Dir(std::env::temp_dir().join(format!("poolkit-cluster-fo-{}", std::process::id())));
+    let dir = guard.0.clone();
     std::fs::create_dir_all(&dir).expect("temp dir");
     let nodes: Vec<PrivateRedis> = (0..6)
         .map(|i| {
@@ -192,5 +203,5 @@ async fn writes_follow_a_demoted_master() {
 
     assert!(on_new_master > 0, "the new master serves its slots");
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(guard);
 }
