@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use super::{TempDir, free_port_on};
 
-/// A redis-server on `host`:`port`.
+/// A redis-server on `host`:`port`, working in a directory of its own (a replica writes
+/// the RDB of its full resync there, not into the test's working directory).
 pub struct RedisNode {
     pub host: String,
     pub port: u16,
     child: Child,
+    _dir: TempDir,
 }
 
 impl RedisNode {
@@ -35,6 +37,7 @@ impl RedisNode {
             host: host.to_owned(),
             port,
             child,
+            _dir: dir,
         };
         let end = Instant::now() + Duration::from_secs(10);
         while node.cli(&["PING"]).trim() != "PONG" {
