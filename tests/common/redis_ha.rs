@@ -18,6 +18,7 @@ pub struct RedisNode {
 impl RedisNode {
     pub fn start(host: &str, port: Option<u16>) -> Self {
         let port = port.unwrap_or_else(|| free_port_on(host));
+        let dir = TempDir::new("redis-node");
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -29,6 +30,8 @@ impl RedisNode {
                 "--appendonly",
                 "no",
             ])
+            .arg("--dir")
+            .arg(&dir.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
