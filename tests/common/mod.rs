@@ -3,7 +3,7 @@
 //! servers a test owns so it may stop, kill and restart them: a PostgreSQL cluster, a
 //! PgBouncer, a redis-server. Every private server listens on 127.0.0.1 only and is
 //! stopped when its guard drops.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -13,6 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use poolkit_core::env::process_lookup;
+
+mod pg_ha;
+mod proxy;
+mod redis_ha;
+pub use pg_ha::*;
+pub use proxy::*;
+pub use redis_ha::*;
 
 /// Stands for every password and API key in the suite; must never be printed anywhere.
 pub const MARKER: &str = "PKMARKER_9f1c2e7b";

@@ -37,6 +37,10 @@ pub enum Knob {
     AutoInterval,
     /// [`PoolConfig::slow_query`]
     SlowQuery,
+    /// [`PoolConfig::ping_timeout`]
+    PingTimeout,
+    /// [`PoolConfig::starvation_after`]
+    StarvationAfter,
 }
 
 impl Knob {
@@ -55,6 +59,8 @@ impl Knob {
             Self::LeakThreshold => "LEAK_THRESHOLD",
             Self::AutoInterval => "POOL_AUTO_INTERVAL",
             Self::SlowQuery => "SLOW_QUERY",
+            Self::PingTimeout => "PING_TIMEOUT",
+            Self::StarvationAfter => "STARVATION_AFTER",
         }
     }
 }
@@ -104,6 +110,18 @@ pub struct PoolConfig {
     /// Validate (ping) a connection at checkout only when it sat idle at least this long;
     /// `0` validates every checkout. Default: 30 s. Env: `P_PING_IF_IDLE`.
     pub ping_if_idle: Duration,
+    /// The most the checkout ping may take. A connection whose ping does not answer in
+    /// time (a peer that vanished without a FIN: a half-open socket) is closed and the
+    /// caller is served by another, within its acquire timeout. `None`: a quarter of the
+    /// acquire timeout, at most 2 s (see [`PoolConfig::effective_ping_timeout`]).
+    /// Default: `None`. Env: `P_PING_TIMEOUT`.
+    pub ping_timeout: Option<Duration>,
+    /// How long callers may wait with no connection free (idle 0, callers pending) before
+    /// the pool reports itself starved: `Health::ready` turns false, which a readiness
+    /// probe reads from the monitor's `/health/ready`. `None`: the acquire timeout, at most
+    /// 5 s (see [`PoolConfig::effective_starvation_after`]). Default: `None`.
+    /// Env: `P_STARVATION_AFTER`.
+    pub starvation_after: Option<Duration>,
     /// Warn (with the caller's location) and count `poolkit_connection_errors_total{kind="leak"}`
     /// when a connection is held longer than this. Default: off. Env: `P_LEAK_THRESHOLD`.
     pub leak_threshold: Option<Duration>,
@@ -128,6 +146,8 @@ impl PoolConfig {
         "IDLE_TIMEOUT",
         "MAX_USES",
         "PING_IF_IDLE",
+        "PING_TIMEOUT",
+        "STARVATION_AFTER",
         "LEAK_THRESHOLD",
         "POOL_AUTO_INTERVAL",
         "HEALTH_MODERATE",
@@ -195,6 +215,8 @@ impl PoolConfig {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             max_uses: None,
             ping_if_idle: Duration::from_secs(30),
+            ping_timeout: None,
+            starvation_after: None,
             leak_threshold: None,
             slow_query: Some(Duration::from_secs(1)),
             thresholds: Thresholds::default(),
@@ -295,6 +317,14 @@ impl PoolConfig {
             c.ping_if_idle = v;
             c.sources.insert(Knob::PingIfIdle, var);
         }
+        if let Some((var, v)) = env.duration(Knob::PingTimeout.suffix())? {
+            c.ping_timeout = Some(v);
+            c.sources.insert(Knob::PingTimeout, var);
+        }
+        if let Some((var, v)) = env.duration(Knob::StarvationAfter.suffix())? {
+            c.starvation_after = Some(v);
+            c.sources.insert(Knob::StarvationAfter, var);
+        }
         if let Some((var, v)) = env.duration(Knob::AutoInterval.suffix())? {
             c.auto_interval = v;
             c.sources.insert(Knob::AutoInterval, var);
@@ -308,6 +338,22 @@ impl PoolConfig {
             tracing::warn!(pool = %c.name, "{w}");
         }
         Ok(c)
+    }
+
+    /// The checkout ping's bound in force: [`PoolConfig::ping_timeout`], or a quarter of the
+    /// acquire timeout, at most 2 s.
+    #[must_use]
+    pub fn effective_ping_timeout(&self) -> Duration {
+        self.ping_timeout
+            .unwrap_or_else(|| (self.acquire_timeout / 4).min(Duration::from_secs(2)))
+    }
+
+    /// The starvation bound in force: [`PoolConfig::starvation_after`], or the acquire
+    /// timeout, at most 5 s.
+    #[must_use]
+    pub fn effective_starvation_after(&self) -> Duration {
+        self.starvation_after
+            .unwrap_or_else(|| self.acquire_timeout.min(Duration::from_secs(5)))
     }
 
     /// The ceiling: `max_size` when set, else `pool_size`.
@@ -421,6 +467,33 @@ impl PoolConfig {
                 "a duration above zero: with 0 no caller could ever wait for a connection",
             ));
         }
+        if self.ping_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::invalid(
+                &self.var(Knob::PingTimeout),
+                "0",
+                "a duration above zero, well under the acquire timeout (such as 500ms): a ping with no time never answers",
+            ));
+        }
+        if let Some(ping) = self.ping_timeout
+            && ping >= self.acquire_timeout
+        {
+            return Err(ConfigError::Conflict {
+                first: self.shown(Knob::PingTimeout, format!("{ping:?}")),
+                second: self.shown(Knob::AcquireTimeout, format!("{:?}", self.acquire_timeout)),
+                reason: format!(
+                    "a ping that may take the whole acquire timeout leaves no time to serve the caller from another connection; lower {} below {:?} (a quarter of it is the default)",
+                    self.var(Knob::PingTimeout),
+                    self.acquire_timeout
+                ),
+            });
+        }
+        if self.starvation_after.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::invalid(
+                &self.var(Knob::StarvationAfter),
+                "0",
+                "a duration above zero (such as 5s): with 0 any caller that waits would make the pool not ready",
+            ));
+        }
         self.thresholds.validate()?;
         Ok(())
     }
@@ -494,6 +567,32 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(c.max_uses, Some(50_000));
         assert_eq!(c.ping_if_idle, Duration::from_millis(500));
+        assert_eq!(
+            c.effective_ping_timeout(),
+            Duration::from_secs(2),
+            "default: 30 s / 4, at most 2 s"
+        );
+        assert_eq!(c.effective_starvation_after(), Duration::from_secs(5));
+        let c = from(
+            "P",
+            &[
+                ("P_POOL_TIMEOUT", "1s"),
+                ("P_PING_TIMEOUT", "100ms"),
+                ("P_STARVATION_AFTER", "3s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.effective_ping_timeout(), Duration::from_millis(100));
+        assert_eq!(c.effective_starvation_after(), Duration::from_secs(3));
+        let c = from("P", &[("P_POOL_TIMEOUT", "400ms")]).unwrap();
+        assert_eq!(
+            c.effective_ping_timeout(),
+            Duration::from_millis(100),
+            "a quarter of a short acquire timeout"
+        );
+        assert_eq!(c.effective_starvation_after(), Duration::from_millis(400));
+        let e = from("P", &[("P_POOL_TIMEOUT", "1s"), ("P_PING_TIMEOUT", "1s")]).unwrap_err();
+        assert!(e.to_string().contains("P_PING_TIMEOUT=1s"), "{e}");
     }
 
     #[test]
@@ -511,6 +610,9 @@ mod tests {
             ("REDIS_IDLE_TIMEOUT", "-5"),
             ("REDIS_MAX_USES", "lots"),
             ("REDIS_PING_IF_IDLE", "1e3"),
+            ("REDIS_PING_TIMEOUT", "0"),
+            ("REDIS_PING_TIMEOUT", "soon"),
+            ("REDIS_STARVATION_AFTER", "0"),
             ("REDIS_POOL_SIZE", "20000"),
         ] {
             let e = from("REDIS", &[(var, value)]).expect_err(var);

@@ -258,6 +258,11 @@ pub struct Health {
     pub recommendations: Vec<String>,
     /// How fast the pool's queries are (PostgreSQL statements, Redis commands).
     pub query_performance: crate::query::QueryPerformance,
+    /// Whether the pool can take more work now: false when it is down, starved (callers
+    /// waiting with no connection free for longer than `P_STARVATION_AFTER`) or its
+    /// adapter reports it cannot open new connections. A Kubernetes readiness probe reads
+    /// it from the monitor's `/health/ready`.
+    pub ready: bool,
 }
 
 fn title(name: &str) -> String {
@@ -302,7 +307,24 @@ impl Health {
             message,
             recommendations: vec![alert.recommendation.clone()],
             alerts: vec![alert],
+            ready: false,
         }
+    }
+
+    /// Adds an alert (for adapters: a fleet budget, a secret that stopped working), keeping
+    /// the alerts worst first and the recommendation listed; the status becomes at least
+    /// `at_least`, and `ready` turns false when `not_ready`.
+    pub fn add_alert(&mut self, alert: Alert, at_least: HealthStatus, not_ready: bool) {
+        if self.status < at_least {
+            self.status = at_least;
+        }
+        if not_ready {
+            self.ready = false;
+        }
+        self.message = format!("{}; {}", self.message, alert.message);
+        self.recommendations.insert(0, alert.recommendation.clone());
+        self.alerts.push(alert);
+        self.alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
     }
 
     /// Health from a snapshot: status from utilization, alerts for high utilization,
@@ -364,6 +386,20 @@ impl Health {
                         .into(),
             });
         }
+        if stats.starved {
+            alerts.push(Alert {
+                severity: Severity::Critical,
+                pool: stats.name.clone(),
+                message: format!(
+                    "{name} pool starved: {} callers waiting and no connection free for {:.1} s",
+                    stats.pending, stats.starved_for
+                ),
+                recommendation: format!(
+                    "{raise}, or find what holds the connections (P_LEAK_THRESHOLD reports long holders); readiness is off until a connection is free ({} sets how long this may last)",
+                    stats.starvation_var
+                ),
+            });
+        }
         let (query_performance, slow) = crate::query::QueryPerformance::assess(stats);
         alerts.extend(slow);
         alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
@@ -400,6 +436,7 @@ impl Health {
             alerts,
             recommendations,
             query_performance,
+            ready: !stats.starved,
         }
     }
 }
@@ -495,5 +532,50 @@ mod tests {
         let h = Health::down(&stats(0, 20, 0), "connection refused");
         assert_eq!(h.status, HealthStatus::Down);
         assert_eq!(h.alerts[0].severity, Severity::Critical);
+        assert!(!h.ready);
+    }
+
+    #[test]
+    fn starved_is_not_ready() {
+        let mut s = stats(20, 20, 40);
+        assert!(
+            Health::assess(&s, &Thresholds::default()).ready,
+            "waiting, not yet starved"
+        );
+        s.starved_for = 6.0;
+        s.starved = true;
+        s.starvation_var = "SUPABASE_STARVATION_AFTER".into();
+        let h = Health::assess(&s, &Thresholds::default());
+        assert!(!h.ready);
+        let alert = h
+            .alerts
+            .iter()
+            .find(|a| a.message.contains("starved"))
+            .expect("a starvation alert");
+        assert_eq!(alert.severity, Severity::Critical);
+        assert!(
+            alert.message.contains("40 callers waiting") && alert.message.contains("6.0 s"),
+            "{}",
+            alert.message
+        );
+        assert!(
+            alert.recommendation.contains("SUPABASE_STARVATION_AFTER"),
+            "{}",
+            alert.recommendation
+        );
+        let mut h = Health::assess(&stats(1, 20, 0), &Thresholds::default());
+        h.add_alert(
+            Alert::new(
+                Severity::Warning,
+                "supabase",
+                "new secret refused".into(),
+                "fix it".into(),
+            ),
+            HealthStatus::Warning,
+            false,
+        );
+        assert_eq!(h.status, HealthStatus::Warning);
+        assert!(h.ready && h.message.ends_with("new secret refused"));
+        assert_eq!(h.recommendations[0], "fix it");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod autosize;
 mod config;
+pub mod credentials;
 pub mod env;
 mod error;
 mod health;
@@ -10,7 +11,9 @@ mod histogram;
 pub mod metrics;
 mod monitored;
 pub mod query;
+mod resolve;
 mod secret;
+mod starvation;
 mod stats;
 mod telemetry;
 
@@ -29,6 +32,7 @@ mod loom_tests;
 
 pub use autosize::Sizing;
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
+pub use credentials::{Credentials, PasswordProvider, PasswordSource, Token};
 pub use error::ConfigError;
 pub use gate::{Gate, GateError, Place};
 pub use health::{
@@ -38,6 +42,7 @@ pub use health::{
 pub use histogram::LatencyHistogram;
 pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
 pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming};
+pub use resolve::Resolve;
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
 pub use telemetry::Telemetry;

@@ -103,6 +103,14 @@ pub struct PoolStats {
     pub pending: u64,
     /// `used / max_size`, from 0 to 1.
     pub utilization: f64,
+    /// Seconds callers have been waiting with no connection free (0 when none wait or one
+    /// is free), as sampled about once a second.
+    pub starved_for: f64,
+    /// Whether `starved_for` reached the pool's bound (`P_STARVATION_AFTER`): the pool
+    /// is starved, and not ready for more work.
+    pub starved: bool,
+    /// The variable that sets the starvation bound (`DATABASE_STARVATION_AFTER`).
+    pub starvation_var: String,
     /// Successful checkouts.
     pub acquires: u64,
     /// Checkouts that gave up after the acquire timeout.

@@ -41,6 +41,8 @@ pub struct Telemetry {
     create_time: LatencyHistogram,
     /// Histogram counts already sent to the facade, per histogram and bucket.
     published: Mutex<[Vec<u64>; 3]>,
+    /// Callers waiting with nothing free, sampled by `publish` and `stats`.
+    starvation: crate::starvation::Starvation,
 }
 
 fn nonneg(v: i64) -> u64 {
@@ -79,6 +81,7 @@ impl Telemetry {
             use_time: CachePadded::new(LatencyHistogram::default()),
             create_time: LatencyHistogram::default(),
             published: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
+            starvation: crate::starvation::Starvation::default(),
             config,
         });
         t.publish();
@@ -276,6 +279,11 @@ impl Telemetry {
     pub fn publish(&self) {
         let m = &self.metrics;
         let (open, used) = (self.open(), self.used());
+        self.starvation.observe(
+            self.pending(),
+            open.saturating_sub(used),
+            std::time::Instant::now(),
+        );
         #[allow(clippy::cast_precision_loss)]
         {
             m.idle.set(open.saturating_sub(used) as f64);
@@ -344,6 +352,13 @@ impl Telemetry {
                 .map(|(n, c)| ((*n).to_owned(), c.load(Relaxed)))
                 .collect()
         };
+        let pending = self.pending();
+        let starved_for = self.starvation.observe(
+            pending,
+            open.saturating_sub(used),
+            std::time::Instant::now(),
+        );
+        let starvation_after = self.config.effective_starvation_after();
         let reasons: Vec<&'static str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
         let kinds: Vec<&'static str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
         PoolStats {
@@ -357,8 +372,11 @@ impl Telemetry {
             open,
             idle: open.saturating_sub(used),
             used,
-            pending: self.pending(),
+            pending,
             utilization,
+            starved_for: starved_for.as_secs_f64(),
+            starved: !starved_for.is_zero() && starved_for >= starvation_after,
+            starvation_var: self.config.var(Knob::StarvationAfter),
             acquires,
             timeouts: self.timeouts.load(Relaxed),
             created: self.created.load(Relaxed),

@@ -84,6 +84,9 @@ pub struct PoolHealth {
     /// How fast the pool's queries are: `status` (`ok`, `slow`, `no_data`), `avg_ms`,
     /// `p95_ms`, `slow_ratio`.
     pub query_performance: poolkit_core::QueryPerformance,
+    /// Whether the pool can take more work: false when it is down or starved (callers
+    /// waiting with no connection free for longer than `P_STARVATION_AFTER`).
+    pub ready: bool,
 }
 
 /// The body of `/health`: the worst status over every pool, and each pool's.
@@ -92,12 +95,15 @@ pub struct PoolHealth {
 pub struct HealthReport {
     /// The worst status of any pool (`healthy` when there are none).
     pub status: HealthStatus,
+    /// Whether every pool can take more work (none down, none starved): what a Kubernetes
+    /// readiness probe asks `/health/ready`.
+    pub ready: bool,
     /// Each pool's live health.
     pub pools: Vec<PoolHealth>,
 }
 
 impl HealthReport {
-    /// Whether any pool is down (the endpoint then answers 503).
+    /// Whether any pool is down (`/health` then answers 503).
     #[must_use]
     pub fn any_down(&self) -> bool {
         self.status == HealthStatus::Down
@@ -204,6 +210,7 @@ pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
             utilization: h.utilization,
             message: h.message.clone(),
             query_performance: h.query_performance.clone(),
+            ready: h.ready && h.status != HealthStatus::Down,
         })
         .collect();
     let status = pools
@@ -211,7 +218,12 @@ pub fn health_report(results: &[(Arc<dyn Monitored>, Health)]) -> HealthReport {
         .map(|p| p.status)
         .max()
         .unwrap_or(HealthStatus::Healthy);
-    HealthReport { status, pools }
+    let ready = pools.iter().all(|p| p.ready);
+    HealthReport {
+        status,
+        ready,
+        pools,
+    }
 }
 
 /// The `/alerts` body from live health results.
@@ -341,6 +353,7 @@ mod tests {
         let report = health_report(&results);
         assert_eq!(report.status, HealthStatus::Down);
         assert!(report.any_down());
+        assert!(!report.ready, "a pool that is down is not ready");
         let statuses: Vec<_> = report.pools.iter().map(|p| p.status).collect();
         assert_eq!(
             statuses,

@@ -149,14 +149,17 @@ impl Monitor {
         }
     }
 
-    /// The router: `GET /`, `/metrics`, `/health`, `/pools`, `/pools/{name}`, `/alerts`, and
-    /// `/alerts.yml` (the Prometheus alert rules for the configured thresholds).
+    /// The router: `GET /`, `/metrics`, `/health`, `/health/ready` (200 when every pool can
+    /// take work, 503 when one is down or starved: a Kubernetes readiness probe), `/pools`,
+    /// `/pools/{name}`, `/alerts`, and `/alerts.yml` (the Prometheus alert rules for the
+    /// configured thresholds).
     /// Mount it in your own axum app with `Router::merge` or `Router::nest`.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(dashboard))
             .route("/metrics", get(metrics))
             .route("/health", get(health))
+            .route("/health/ready", get(ready))
             .route("/pools", get(pools))
             .route("/pools/{name}", get(pool))
             .route("/alerts", get(alerts))
@@ -220,7 +223,7 @@ pub(crate) fn unauthorized(denied: Denied) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: try /, /metrics, /health, /pools, /pools/{name}, /alerts or /alerts.yml",
+        "no such endpoint: try /, /metrics, /health, /health/ready, /pools, /pools/{name}, /alerts or /alerts.yml",
     )
 }
 
@@ -277,6 +280,23 @@ async fn health(State(m): State<Monitor>, headers: HeaderMap) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
+    };
+    json_response(status, &body)
+}
+
+/// `/health/ready`: the same body as `/health`; 503 unless every pool is ready (none down,
+/// none starved), so a readiness probe takes an instance whose pools cannot serve out of
+/// rotation while `/health` (503 only when down) stays fit for liveness.
+async fn ready(State(m): State<Monitor>, headers: HeaderMap) -> Response {
+    if let Err(denied) = m.guard(Endpoint::Health, &headers) {
+        return unauthorized(denied);
+    }
+    let results = report::health(&m.pools(), m.inner.config.ping_timeout).await;
+    let body = report::health_report(&results);
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &body)
 }

@@ -19,6 +19,8 @@ pub(crate) struct QueryCtx {
     pub(crate) warnings: SessionWarnings,
     pub(crate) queries: QueryStats,
     pub(crate) shapes: ShapeCache,
+    /// Retires the whole pool when a statement shows the server moved.
+    pub(crate) failover: Arc<crate::failover::Failover>,
 }
 
 /// How one call goes to the server.
@@ -287,7 +289,8 @@ impl QueryCtx {
 }
 
 /// The tokio-postgres `Client` methods, for a type with `fn parts(&self) -> (&Client,
-/// bool, &QueryCtx)` (the client, whether a transaction is open, the pool's context).
+/// bool, &QueryCtx)` (the client, whether a transaction is open, the pool's context) and
+/// `fn seen<T>(&self, &Result<T, tokio_postgres::Error>)` (a failover seen in a result).
 macro_rules! dialect {
     ($ty:ty) => {
         impl $ty {
@@ -308,7 +311,9 @@ macro_rules! dialect {
                 T: ?Sized + crate::ToStatement,
             {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.query(client, in_tx, statement.__source(), params).await
+                let r = ctx.query(client, in_tx, statement.__source(), params).await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::query_one`.
@@ -324,8 +329,11 @@ macro_rules! dialect {
                 T: ?Sized + crate::ToStatement,
             {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.query_one(client, in_tx, statement.__source(), params)
-                    .await
+                let r = ctx
+                    .query_one(client, in_tx, statement.__source(), params)
+                    .await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::query_opt`.
@@ -341,8 +349,11 @@ macro_rules! dialect {
                 T: ?Sized + crate::ToStatement,
             {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.query_opt(client, in_tx, statement.__source(), params)
-                    .await
+                let r = ctx
+                    .query_opt(client, in_tx, statement.__source(), params)
+                    .await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::execute`: the number of rows affected.
@@ -358,8 +369,11 @@ macro_rules! dialect {
                 T: ?Sized + crate::ToStatement,
             {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.execute(client, in_tx, statement.__source(), params)
-                    .await
+                let r = ctx
+                    .execute(client, in_tx, statement.__source(), params)
+                    .await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::query_raw`: parameters from any exact-size
@@ -379,8 +393,11 @@ macro_rules! dialect {
                 I::IntoIter: ExactSizeIterator,
             {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.query_raw(client, in_tx, statement.__source(), params)
-                    .await
+                let r = ctx
+                    .query_raw(client, in_tx, statement.__source(), params)
+                    .await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::prepare`. Directly, a named prepared statement;
@@ -394,7 +411,9 @@ macro_rules! dialect {
                 query: &str,
             ) -> Result<crate::Statement, ::tokio_postgres::Error> {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.prepare(client, in_tx, query, &[]).await
+                let r = ctx.prepare(client, in_tx, query, &[]).await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::prepare_typed`.
@@ -407,7 +426,9 @@ macro_rules! dialect {
                 parameter_types: &[::tokio_postgres::types::Type],
             ) -> Result<crate::Statement, ::tokio_postgres::Error> {
                 let (client, in_tx, ctx) = self.parts();
-                ctx.prepare(client, in_tx, query, parameter_types).await
+                let r = ctx.prepare(client, in_tx, query, parameter_types).await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::simple_query`, with the pooler's session-state
@@ -420,7 +441,9 @@ macro_rules! dialect {
                 query: &str,
             ) -> Result<Vec<::tokio_postgres::SimpleQueryMessage>, ::tokio_postgres::Error> {
                 let (client, _, ctx) = self.parts();
-                ctx.simple(client, query).await
+                let r = ctx.simple(client, query).await;
+                self.seen(&r);
+                r
             }
 
             /// Like `tokio_postgres::Client::batch_execute`.
@@ -429,7 +452,9 @@ macro_rules! dialect {
             /// The server's error.
             pub async fn batch_execute(&self, query: &str) -> Result<(), ::tokio_postgres::Error> {
                 let (client, _, ctx) = self.parts();
-                ctx.batch(client, query).await
+                let r = ctx.batch(client, query).await;
+                self.seen(&r);
+                r
             }
         }
     };

@@ -4,21 +4,38 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use poolkit_core::env::{Env, parse_duration, process_lookup};
-use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
+use std::sync::Arc;
 
+use poolkit_core::env::{Env, parse_duration, process_lookup};
+use poolkit_core::{
+    Backend, ConfigError, Knob, PasswordSource, PoolConfig, Resolve, Secret, redact_url,
+};
+
+use crate::connect::SessionAttrs;
 use crate::pooler::Pooler;
 use crate::tls::SslMode;
 
 /// The default env prefix: `DATABASE` (so `DATABASE_URL`, `DATABASE_POOL_SIZE`, …).
 pub const DEFAULT_PREFIX: &str = "DATABASE";
 
+/// Idle time before the first TCP keep-alive probe ([`Config::tcp_keepalive`]).
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// `TCP_USER_TIMEOUT` ([`Config::tcp_user_timeout`]).
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time between TCP keep-alive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keep-alive probes before the socket is closed.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
 /// The URL without parameters tokio-postgres does not know but poolers' URLs carry
 /// (`pgbouncer=true`, Prisma's `connection_limit`), so one `DATABASE_URL` serves every tool.
 fn strip_params(url: &str) -> String {
     // Also the TLS settings, which poolkit handles itself (tokio-postgres knows neither
     // `verify-ca` / `verify-full` nor `sslrootcert`).
-    const FOREIGN: [&str; 13] = [
+    // `target_session_attrs` too: poolkit checks it (tokio-postgres knows only three of
+    // libpq's six values).
+    const FOREIGN: [&str; 14] = [
+        "target_session_attrs",
         "pgbouncer",
         "connection_limit",
         "pool_timeout",
@@ -110,6 +127,32 @@ pub struct Config {
     /// size, PgBouncer's `default_pool_size`). Used by the budget check. Default: none.
     /// Env: `SUPAVISOR_POOL_SIZE` (`poolctl check --pgbouncer-pool-size`).
     pub pooler_pool_size: Option<crate::prisma::Limit>,
+    /// Where the password comes from: the URL's (default), a file read at every new
+    /// connection (`P_PASSWORD_FILE`: a Kubernetes or Docker secret mount), or a provider
+    /// with an expiry ([`crate::Builder::password_provider`]: RDS IAM, Azure AD tokens).
+    /// Open connections keep serving until their lifetime; new ones use the new secret.
+    pub password: PasswordSource,
+    /// What kind of server a connection must reach: libpq's `target_session_attrs`
+    /// (`any`, `read-write`, `read-only`, `primary`, `standby`, `prefer-standby`), with the
+    /// URL's hosts tried in order. Default: `any`, or the URL's `target_session_attrs=`.
+    /// Env: `P_TARGET_SESSION_ATTRS` (wins over the URL).
+    pub target_session_attrs: SessionAttrs,
+    /// TCP keep-alive on every connection: idle time before the first probe (then every
+    /// 10 s, 3 probes), so a peer that vanished without a FIN is found while idle.
+    /// Default: 60 s (`None`/`0` disables). Env: `P_TCP_KEEPALIVE`; the URL's
+    /// `keepalives_idle` wins over the default.
+    pub tcp_keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` on every connection: data sent and not acknowledged for this
+    /// long closes the socket (a peer gone mid-statement), and an idle connection whose
+    /// keep-alive probes go unanswered closes about 10 s after the first probe.
+    /// Default: 30 s (`None`/`0` disables). Env: `P_TCP_USER_TIMEOUT`; the URL's
+    /// `tcp_user_timeout` wins over the default.
+    pub tcp_user_timeout: Option<Duration>,
+    /// Resolves host names for every new connection instead of the system resolver (see
+    /// [`Resolve`]). Default: none (the system's).
+    pub resolver: Option<Arc<dyn Resolve>>,
+    /// A read replica's pool (25006 is what its server is, not a move).
+    pub(crate) replica: bool,
     /// Notes about settings that were overridden (`DATABASE_POOL_SIZE=5 wins over
     /// connection_limit=25 in DATABASE_URL`), logged when read and shown by `poolctl check`.
     pub notes: Vec<String>,
@@ -136,6 +179,10 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "FLEET_RESERVE",
     "FLEET_TTL",
     "FLEET_KEY",
+    "PASSWORD_FILE",
+    "TARGET_SESSION_ATTRS",
+    "TCP_KEEPALIVE",
+    "TCP_USER_TIMEOUT",
 ];
 
 /// Warns once about variables under `PREFIX_` that a PostgreSQL pool does not read.
@@ -209,6 +256,11 @@ impl fmt::Debug for Config {
                     .collect::<Vec<_>>(),
             )
             .field("fleet", &self.fleet)
+            .field("password", &self.password)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("resolver", &self.resolver.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -238,9 +290,27 @@ impl Config {
             fleet: None,
             max_connections: None,
             pooler_pool_size: None,
+            password: PasswordSource::Url,
+            target_session_attrs: SessionAttrs::Any,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
+            resolver: None,
+            replica: false,
             notes: Vec::new(),
         }
         .detect_pooler()
+        .read_session_attrs()
+    }
+
+    /// Sets `target_session_attrs` from the URL's parameter (left as it is when absent or
+    /// not one of libpq's values: `validate` names the URL then).
+    pub(crate) fn read_session_attrs(mut self) -> Self {
+        if let Some(attrs) = url_param(self.url.expose(), "target_session_attrs")
+            .and_then(|v| SessionAttrs::parse(&v))
+        {
+            self.target_session_attrs = attrs;
+        }
+        self
     }
 
     /// Sets `pooler` from the URL: `transaction` for port 6543 or `pgbouncer=true`.
@@ -387,6 +457,28 @@ impl Config {
                 expected: "transaction, session or none".into(),
             })?;
         }
+        if let Some((var, path)) = env
+            .var("PASSWORD_FILE")
+            .filter(|(_, v)| !v.trim().is_empty())
+        {
+            config.password = PasswordSource::File {
+                path: path.trim().into(),
+                var,
+            };
+        }
+        if let Some((var, value)) = env.var("TARGET_SESSION_ATTRS") {
+            config.target_session_attrs = SessionAttrs::parse(&value).ok_or(ConfigError::Invalid {
+                var,
+                value,
+                expected: "any, read-write, read-only, primary, standby or prefer-standby (libpq's target_session_attrs)".into(),
+            })?;
+        }
+        if let Some((_, d)) = env.duration("TCP_KEEPALIVE")? {
+            config.tcp_keepalive = (!d.is_zero()).then_some(d);
+        }
+        if let Some((_, d)) = env.duration("TCP_USER_TIMEOUT")? {
+            config.tcp_user_timeout = (!d.is_zero()).then_some(d);
+        }
         config.fleet = crate::fleet_config::from_env(&env, &config.pool.name)?;
         config.pg_config_for(&url_var)?;
         Ok(config)
@@ -409,6 +501,31 @@ impl Config {
         };
         let mut pg = tokio_postgres::Config::from_str(&strip_params(url))
             .map_err(|e| invalid(&format!(" ({})", crate::error::chain(&e))))?;
+        if let Some(v) = url_param(url, "target_session_attrs")
+            && SessionAttrs::parse(&v).is_none()
+        {
+            return Err(invalid(&format!(
+                " (target_session_attrs={v}: expected any, read-write, read-only, primary, standby or prefer-standby)"
+            )));
+        }
+        if url_param(url, "keepalives_idle").is_none() {
+            match self.tcp_keepalive {
+                Some(idle) => {
+                    pg.keepalives(true)
+                        .keepalives_idle(idle)
+                        .keepalives_interval(TCP_KEEPALIVE_INTERVAL)
+                        .keepalives_retries(TCP_KEEPALIVE_RETRIES);
+                }
+                None => {
+                    pg.keepalives(false);
+                }
+            }
+        }
+        if url_param(url, "tcp_user_timeout").is_none()
+            && let Some(t) = self.tcp_user_timeout
+        {
+            pg.tcp_user_timeout(t);
+        }
         if pg.get_hosts().is_empty() {
             pg.host("127.0.0.1");
         }
@@ -641,6 +758,62 @@ mod tests {
                 .ssl_mode,
             SslMode::Prefer
         );
+    }
+
+    #[test]
+    fn failover_settings_from_url_and_env() {
+        let c = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw@a:5432,b:5433/app?target_session_attrs=prefer-standby",
+        )])
+        .unwrap();
+        assert_eq!(c.target_session_attrs, SessionAttrs::PreferStandby);
+        let pg = c.pg_config().unwrap();
+        assert_eq!(pg.get_hosts().len(), 2);
+        assert_eq!(pg.get_keepalives_idle(), DEFAULT_TCP_KEEPALIVE);
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&DEFAULT_TCP_USER_TIMEOUT));
+        let c = from(&[
+            (
+                "DATABASE_URL",
+                "postgres://u@a/app?target_session_attrs=any&keepalives_idle=5",
+            ),
+            ("DATABASE_TARGET_SESSION_ATTRS", "read-write"),
+            ("DATABASE_PASSWORD_FILE", "/run/secrets/db"),
+            ("DATABASE_TCP_USER_TIMEOUT", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.target_session_attrs,
+            SessionAttrs::ReadWrite,
+            "the variable wins"
+        );
+        assert_eq!(
+            c.password.describe(),
+            "DATABASE_PASSWORD_FILE=/run/secrets/db"
+        );
+        let pg = c.pg_config().unwrap();
+        assert_eq!(
+            pg.get_keepalives_idle(),
+            Duration::from_secs(5),
+            "the URL's wins"
+        );
+        assert_eq!(pg.get_tcp_user_timeout(), None);
+        let e = from(&[(
+            "DATABASE_URL",
+            "postgres://u:pw_marker@a/app?target_session_attrs=master",
+        )])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_URL");
+        assert!(
+            e.to_string().contains("prefer-standby") && !e.to_string().contains("pw_marker"),
+            "{e}"
+        );
+        let e = from(&[
+            ("DATABASE_URL", "postgres://u@a/app"),
+            ("DATABASE_TARGET_SESSION_ATTRS", "writer"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var(), "DATABASE_TARGET_SESSION_ATTRS");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 use poolkit_core::ConfigError;
 use thiserror::Error;
 
+use crate::connect::ConnectError;
+
 /// Everything that can go wrong getting or using a pooled PostgreSQL connection.
 ///
 /// No variant's message holds a password: connect errors name the host and port only,
@@ -54,9 +56,47 @@ pub enum Error {
         target: String,
         /// The full error chain, as text.
         reason: String,
+        /// What failed: the driver's error, no host of the kind `target_session_attrs`
+        /// asks for, or the connect timeout.
+        #[source]
+        source: Arc<ConnectError>,
+    },
+    /// The server stopped being the one the pool wants (a failover): it turned read-only
+    /// (SQLSTATE 25006: a standby, or a demoted primary), or it ended the session because it
+    /// shuts down or crashed (57P01, 57P02, 57P03). The pool retired every connection to it
+    /// at once and reconnects (resolving the name again, trying the URL's hosts in order);
+    /// the statement was not retried, so it ran at most once: 25006 means it did not run,
+    /// 57P0x that it was cut off and its transaction rolled back.
+    #[error(
+        "the primary moved: {reason} (SQLSTATE {code}); the pool retired every connection to that server and reconnects; the statement was not retried"
+    )]
+    PrimaryMoved {
+        /// The SQLSTATE (`25006`, `57P01`, …).
+        code: String,
+        /// What it says about the server.
+        reason: &'static str,
         /// The driver's error.
         #[source]
-        source: Arc<tokio_postgres::Error>,
+        source: tokio_postgres::Error,
+    },
+    /// A new connection could not log in with the secret from a rotating source (a
+    /// password file, a token provider): the secret could not be read, or the server
+    /// refused it. Connections opened earlier keep serving until their lifetime.
+    #[error(
+        "pool `{pool}`: cannot log in to PostgreSQL at {target} with the password from {source_name}: {reason}"
+    )]
+    Credentials {
+        /// The pool's name.
+        pool: String,
+        /// `host:port` (never the password).
+        target: String,
+        /// Where the secret came from (`DATABASE_PASSWORD_FILE=/run/secrets/db`).
+        source_name: String,
+        /// The server's (or the file's, or the provider's) answer.
+        reason: String,
+        /// What failed.
+        #[source]
+        source: Arc<ConnectError>,
     },
     /// A query failed on a healthy connection.
     #[error("query failed: {}", chain(.0))]
@@ -79,20 +119,44 @@ impl Error {
         matches!(self, Self::Connect { .. })
     }
 
+    /// Whether the server moved (a failover): see [`Error::PrimaryMoved`].
+    #[must_use]
+    pub fn is_primary_moved(&self) -> bool {
+        matches!(self, Self::PrimaryMoved { .. })
+    }
+
+    /// Whether a rotating secret failed: see [`Error::Credentials`].
+    #[must_use]
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, Self::Credentials { .. })
+    }
+
     /// The SQLSTATE code of a server error, if this is one.
     #[must_use]
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Self::Backend(e) => e.code(),
-            Self::Connect { source, .. } => source.code(),
+            Self::Backend(e) | Self::PrimaryMoved { source: e, .. } => e.code(),
+            Self::Connect { source, .. } | Self::Credentials { source, .. } => source.code(),
             _ => None,
         }
     }
 }
 
+/// A statement's error: [`Error::PrimaryMoved`] when its SQLSTATE says the server moved,
+/// else [`Error::Backend`].
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Backend(e)
+        match e
+            .code()
+            .and_then(|c| crate::failover::moved_reason(c).map(|r| (c.code().to_owned(), r)))
+        {
+            Some((code, reason)) => Self::PrimaryMoved {
+                code,
+                reason,
+                source: e,
+            },
+            None => Self::Backend(e),
+        }
     }
 }
 

@@ -352,12 +352,10 @@ pub(crate) async fn join(
 }
 
 async fn server_budget(config: &Config, fc: &FleetConfig, manager: &Manager) -> Result<u32, Error> {
-    let client = manager.connect().await.map_err(|e| Error::Connect {
-        pool: config.pool.name.clone(),
-        target: config.target(),
-        reason: crate::error::chain(&e),
-        source: Arc::new(e),
-    })?;
+    let client = manager
+        .connect()
+        .await
+        .map_err(|e| crate::pool::connect_error(config, Arc::new(e)))?;
     let mut total = 0i64;
     for (name, sign) in [
         ("max_connections", 1),

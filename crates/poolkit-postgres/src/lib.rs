@@ -4,7 +4,9 @@
 mod budget;
 mod client;
 mod config;
+mod connect;
 mod error;
+mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
@@ -18,7 +20,11 @@ mod tls;
 mod transaction;
 
 pub use budget::{Budget, ServerUse, plan};
-pub use config::{Config, DEFAULT_PREFIX, ENV_SUFFIXES, Use, default_pool_config, unknown_vars};
+pub use config::{
+    Config, DEFAULT_PREFIX, DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, ENV_SUFFIXES,
+    TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, Use, default_pool_config, unknown_vars,
+};
+pub use connect::{ConnectError, SessionAttrs};
 pub use error::{Error, chain};
 #[cfg(feature = "fleet")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]

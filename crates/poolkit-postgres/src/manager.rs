@@ -1,30 +1,76 @@
 //! The bb8 manager for tokio-postgres connections.
 
+use std::fmt;
+use std::sync::Arc;
+
+use poolkit_core::{Credentials, PasswordSource, Resolve};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+use crate::connect::{
+    ConnectError, Endpoint, Role, SessionAttrs, endpoints, resolve, without_hosts,
+};
+use crate::error::chain;
+use crate::failover::Failover;
 use crate::tls::MakeRustls;
 
 /// Opens tokio-postgres connections for bb8 and checks them.
 ///
 /// Written here rather than wrapping `bb8-postgres` so that one `Pool` type serves every
-/// TLS mode and the connection task reports its end through `tracing`. poolkit wraps it
-/// in [`poolkit_core::engine::Engine`], which adds the timing, counting and
-/// idle-time validation.
-#[derive(Debug, Clone)]
+/// TLS mode, the connection task reports its end through `tracing` (and a session the
+/// server ends because it shuts down marks the server as moved), the hosts of a multi-host
+/// URL are tried in order against `target_session_attrs` (all of libpq's values), names
+/// are resolved anew at every connect (by the pool's resolver when it has one), and the
+/// password is read from its source at every connect. poolkit wraps it in
+/// [`poolkit_core::engine::Engine`], which adds the timing, counting and idle-time
+/// validation.
+#[derive(Clone)]
 pub struct Manager {
     config: tokio_postgres::Config,
+    base: tokio_postgres::Config,
+    endpoints: Vec<Endpoint>,
+    attrs: SessionAttrs,
     pool: String,
     tls: Option<MakeRustls>,
+    credentials: Arc<Credentials>,
+    resolver: Option<Arc<dyn Resolve>>,
+    failover: Arc<Failover>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("pool", &self.pool)
+            .field("config", &self.config)
+            .field("target_session_attrs", &self.attrs)
+            .field("password", self.credentials.source())
+            .field("resolver", &self.resolver.as_ref().map(|_| "custom"))
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Manager {
-    /// A manager that connects with `config`, for the pool called `pool`.
+    /// A manager that connects with `config`, for the pool called `pool`. Its
+    /// `target_session_attrs` (`any`, `read-write`, `read-only`) are honoured; see
+    /// [`Manager::with_session_attrs`] for the others.
     #[must_use]
     pub fn new(config: tokio_postgres::Config, pool: &str) -> Self {
+        let attrs = match config.get_target_session_attrs() {
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite => SessionAttrs::ReadWrite,
+            tokio_postgres::config::TargetSessionAttrs::ReadOnly => SessionAttrs::ReadOnly,
+            _ => SessionAttrs::Any,
+        };
         Self {
+            base: without_hosts(&config),
+            endpoints: endpoints(&config),
             config,
+            attrs,
             pool: pool.to_owned(),
             tls: None,
+            credentials: Arc::new(Credentials::new(PasswordSource::Url)),
+            resolver: None,
+            failover: Failover::new(pool, false),
         }
     }
 
@@ -35,33 +81,134 @@ impl Manager {
         self
     }
 
+    /// The same manager, wanting servers of this kind.
+    #[must_use]
+    pub fn with_session_attrs(mut self, attrs: SessionAttrs) -> Self {
+        self.attrs = attrs;
+        self
+    }
+
+    /// The same manager, taking the password from `credentials` at every connect.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The same manager, resolving host names with `resolver`.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Option<Arc<dyn Resolve>>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    pub(crate) fn with_failover(mut self, failover: Arc<Failover>) -> Self {
+        self.failover = failover;
+        self
+    }
+
     /// The connection settings (its `Debug` hides the password).
     #[must_use]
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }
+
+    /// Where the password comes from, and whether the last login with it was refused.
+    #[must_use]
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
 }
 
 impl bb8::ManageConnection for Manager {
     type Connection = Client;
-    type Error = tokio_postgres::Error;
+    type Error = ConnectError;
 
-    /// Opens a connection. tokio-postgres bounds only the TCP connect by its
-    /// `connect_timeout`; a server that accepts TCP and never answers (a black hole: a
-    /// hung server, a half-open firewall) would hold the startup exchange forever and
-    /// keep a connect slot of the pool. The whole connect (TCP, TLS, startup,
-    /// authentication) is bounded here by the same timeout (`P_CONNECT_TIMEOUT`).
-    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        match self.config.get_connect_timeout() {
-            Some(limit) => tokio::time::timeout(*limit, self.open())
-                .await
-                .unwrap_or_else(|_| Err(tokio_postgres::Error::__private_api_timeout())),
-            None => self.open().await,
+    /// Opens a connection: each host in turn (each address the resolver gives), the
+    /// first that fits `target_session_attrs` wins. tokio-postgres bounds only the TCP
+    /// connect by its `connect_timeout`; a server that accepts TCP and never answers (a
+    /// black hole) would hold the startup exchange forever, so each host's whole connect
+    /// (TCP, TLS, startup, authentication, the session check) is bounded here by the same
+    /// timeout (`P_CONNECT_TIMEOUT`).
+    async fn connect(&self) -> Result<Client, ConnectError> {
+        let generation = self.failover.generation();
+        let password = self.credentials.password().await?;
+        let limit = self.config.get_connect_timeout().copied();
+        let passes: &[SessionAttrs] = match self.attrs {
+            SessionAttrs::PreferStandby => &[SessionAttrs::Standby, SessionAttrs::Any],
+            SessionAttrs::Any => &[SessionAttrs::Any],
+            _ => std::slice::from_ref(&self.attrs),
+        };
+        let mut tried: Vec<(String, String)> = Vec::new();
+        let mut last = None;
+        let mut timed_out = None;
+        for &wanted in passes {
+            for endpoint in &self.endpoints {
+                let dial = match resolve(endpoint, self.resolver.as_ref()).await {
+                    Ok(dial) => dial,
+                    Err(why) => {
+                        tried.push((endpoint.label(), why));
+                        continue;
+                    }
+                };
+                for ep in dial {
+                    let mut config = ep.config(&self.base);
+                    if let Some(pw) = &password {
+                        config.password(pw.expose());
+                    }
+                    let attempt = self.attempt(&config, wanted, generation);
+                    let outcome = match limit {
+                        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
+                        None => Ok(attempt.await),
+                    };
+                    match outcome {
+                        Ok(Ok(client)) => {
+                            self.credentials.accepted();
+                            return Ok(client);
+                        }
+                        Ok(Err(Refused::Role(role))) => {
+                            if self.attrs.wants_primary() {
+                                self.failover.moved_at_connect(
+                                    generation,
+                                    &format!(
+                                        "a connect found {} to be {}",
+                                        ep.label(),
+                                        role.describe()
+                                    ),
+                                );
+                            }
+                            tried.push((ep.label(), role.describe().to_owned()));
+                        }
+                        Ok(Err(Refused::Driver(e))) => {
+                            self.driver_failed(&e, generation);
+                            tried.push((ep.label(), chain(&e)));
+                            last = Some(e);
+                        }
+                        Err(t) => {
+                            tried.push((ep.label(), format!("no answer within {t:?}")));
+                            timed_out = Some(t);
+                        }
+                    }
+                }
+            }
         }
+        // One host tried once: its own error, as before multi-host support.
+        if tried.len() == 1 && passes.len() == 1 {
+            if let Some(t) = timed_out {
+                return Err(ConnectError::Timeout(t));
+            }
+            if let Some(e) = last {
+                return Err(ConnectError::Driver(e));
+            }
+        }
+        Err(ConnectError::no_server(self.attrs, &tried, last))
     }
 
-    async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
-        conn.simple_query("").await.map(|_| ())
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), ConnectError> {
+        conn.simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(ConnectError::Driver)
     }
 
     fn has_broken(&self, conn: &mut Client) -> bool {
@@ -69,20 +216,70 @@ impl bb8::ManageConnection for Manager {
     }
 }
 
+/// Why one endpoint would not do.
+enum Refused {
+    Role(Role),
+    Driver(tokio_postgres::Error),
+}
+
 impl Manager {
-    async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+    /// Opens one endpoint and checks its role when `wanted` asks for one.
+    async fn attempt(
+        &self,
+        config: &tokio_postgres::Config,
+        wanted: SessionAttrs,
+        generation: u64,
+    ) -> Result<Client, Refused> {
+        let client = self
+            .open(config, generation)
+            .await
+            .map_err(Refused::Driver)?;
+        if wanted == SessionAttrs::Any {
+            return Ok(client);
+        }
+        let role = Role::of(&client).await.map_err(Refused::Driver)?;
+        if role.fits(wanted) {
+            Ok(client)
+        } else {
+            Err(Refused::Role(role))
+        }
+    }
+
+    /// Notes what a failed connect says: a refused login (kept for health when the secret
+    /// rotates), or a server that does not take connections now (the server moved).
+    fn driver_failed(&self, e: &tokio_postgres::Error, generation: u64) {
+        let Some(code) = e.code() else { return };
+        if crate::connect::is_auth_code(code) && self.credentials.source().rotates() {
+            self.credentials.refused(chain(e));
+        }
+        if *code == SqlState::CANNOT_CONNECT_NOW {
+            let why = crate::failover::moved_reason(code).unwrap_or_default();
+            self.failover
+                .moved_at_connect(generation, &format!("a connect got SQLSTATE 57P03: {why}"));
+        }
+    }
+
+    async fn open(
+        &self,
+        config: &tokio_postgres::Config,
+        generation: u64,
+    ) -> Result<Client, tokio_postgres::Error> {
         let pool = self.pool.clone();
+        let failover = Arc::clone(&self.failover);
+        // The connection task ends with the server's error when the server ends the
+        // session (a shutdown sends every session 57P01): that marks the server as moved.
         let report = move |e: tokio_postgres::Error| {
-            tracing::debug!(pool = %pool, error = %crate::error::chain(&e), "connection ended with an error");
+            tracing::debug!(pool = %pool, error = %chain(&e), "connection ended with an error");
+            failover.seen(&e, generation);
         };
         match &self.tls {
             None => {
-                let (client, connection) = self.config.connect(NoTls).await?;
+                let (client, connection) = config.connect(NoTls).await?;
                 tokio::spawn(async move { connection.await.unwrap_or_else(report) });
                 Ok(client)
             }
             Some(tls) => {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
+                let (client, connection) = config.connect(tls.clone()).await?;
                 tokio::spawn(async move { connection.await.unwrap_or_else(report) });
                 Ok(client)
             }

@@ -11,6 +11,7 @@ use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, 
 
 use crate::client::QueryCtx;
 use crate::config::{Config, DEFAULT_PREFIX};
+use crate::connect::ConnectError;
 use crate::error::{Error, chain};
 use crate::manager::Manager;
 use crate::pooler::{Pooler, SessionWarnings};
@@ -32,6 +33,7 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine<Manager>,
     config: Config,
     ctx: Arc<QueryCtx>,
+    credentials: Arc<poolkit_core::Credentials>,
     replicas: Arc<crate::replicas::Replicas>,
     #[cfg(feature = "fleet")]
     fleet: Option<Arc<crate::fleet::Fleet>>,
@@ -58,6 +60,8 @@ impl fmt::Debug for Inner {
 pub struct PooledConnection {
     checkout: Checkout<Manager>,
     ctx: Arc<QueryCtx>,
+    /// The pool generation the connection belongs to (for a failover seen on it).
+    generation: u64,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -86,6 +90,13 @@ impl PooledConnection {
         (&self.checkout, false, &self.ctx)
     }
 
+    /// Notes a statement's outcome: an error that says the server moved retires the pool.
+    fn seen<T>(&self, r: &Result<T, tokio_postgres::Error>) {
+        if let Err(e) = r {
+            self.ctx.failover.seen(e, self.generation);
+        }
+    }
+
     /// Starts a transaction, like `tokio_postgres::Client::transaction`; its queries take
     /// the same shapes as the connection's and follow the pooler the same way.
     ///
@@ -93,15 +104,21 @@ impl PooledConnection {
     /// The server's error.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
         let ctx = &*self.ctx;
+        let generation = self.generation;
         let client: &mut tokio_postgres::Client = &mut self.checkout;
-        Ok(Transaction::new(client.transaction().await?, ctx))
+        let begun = client.transaction().await;
+        if let Err(e) = &begun {
+            ctx.failover.seen(e, generation);
+        }
+        Ok(Transaction::new(begun?, ctx, generation))
     }
 
     /// A transaction with options, like `tokio_postgres::Client::build_transaction`.
     pub fn build_transaction(&mut self) -> TransactionBuilder<'_> {
         let ctx = &*self.ctx;
+        let generation = self.generation;
         let client: &mut tokio_postgres::Client = &mut self.checkout;
-        TransactionBuilder::new(client.build_transaction(), ctx)
+        TransactionBuilder::new(client.build_transaction(), ctx, generation)
     }
 
     /// Closes this connection instead of returning it to the pool.
@@ -140,7 +157,7 @@ impl Builder {
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.url = url.into().into();
         self.config.pooler = Pooler::None;
-        self.config = self.config.detect_pooler();
+        self.config = self.config.detect_pooler().read_session_attrs();
         if let Some(mode) = crate::config::url_param_pub(self.config.url.expose(), "sslmode")
             .and_then(|m| SslMode::parse(&m))
         {
@@ -267,6 +284,60 @@ impl Builder {
         self
     }
 
+    /// Reads the password from `path` at every new connection (a Kubernetes or Docker
+    /// secret mount), as `P_PASSWORD_FILE` does.
+    pub fn password_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.password = poolkit_core::PasswordSource::File {
+            path: path.into(),
+            var: format!("{}_PASSWORD_FILE", self.config.pool.prefix),
+        };
+        self
+    }
+
+    /// Asks `provider` for the password of every new connection, again only once its last
+    /// token is no longer fresh (RDS IAM tokens last 15 minutes; Azure AD tokens about an
+    /// hour). `name` is how errors and health name it ("the RDS IAM token").
+    pub fn password_provider(
+        mut self,
+        name: &str,
+        provider: impl poolkit_core::PasswordProvider,
+    ) -> Self {
+        self.config.password = poolkit_core::PasswordSource::provider(name, provider);
+        self
+    }
+
+    /// libpq's `target_session_attrs` (overrides the URL's): which kind of server the URL's
+    /// hosts are tried for.
+    pub fn target_session_attrs(mut self, attrs: crate::SessionAttrs) -> Self {
+        self.config.target_session_attrs = attrs;
+        self
+    }
+
+    /// Resolves host names for every new connection with `resolver` (a service-discovery
+    /// client, an override in tests) instead of the system resolver.
+    pub fn resolver(mut self, resolver: impl poolkit_core::Resolve) -> Self {
+        self.config.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// The checkout ping's bound (`P_PING_TIMEOUT`).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.config.pool.ping_timeout = Some(d);
+        self
+    }
+
+    /// TCP keep-alive idle time (`P_TCP_KEEPALIVE`; `None` disables).
+    pub fn tcp_keepalive(mut self, d: Option<Duration>) -> Self {
+        self.config.tcp_keepalive = d;
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` (`P_TCP_USER_TIMEOUT`; `None` disables).
+    pub fn tcp_user_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.tcp_user_timeout = d;
+        self
+    }
+
     /// The configuration as built so far.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -307,7 +378,16 @@ impl Pool {
     /// As [`Builder::build`].
     pub async fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let mut manager = Manager::new(config.pg_config()?, &config.pool.name);
+        let credentials = Arc::new(poolkit_core::Credentials::new(config.password.clone()));
+        let failover = crate::failover::Failover::new(
+            &config.pool.name,
+            config.replica || config.target_session_attrs.wants_standby(),
+        );
+        let mut manager = Manager::new(config.pg_config()?, &config.pool.name)
+            .with_session_attrs(config.target_session_attrs)
+            .with_credentials(Arc::clone(&credentials))
+            .with_resolver(config.resolver.clone())
+            .with_failover(Arc::clone(&failover));
         if config.ssl_mode != SslMode::Disable {
             let root =
                 match &config.ssl_root_cert {
@@ -362,6 +442,7 @@ impl Pool {
                 config.pool.slow_query,
             ),
             shapes: ShapeCache::default(),
+            failover: Arc::clone(&failover),
         });
         let replicas = if config.read_urls.is_empty() {
             Arc::new(crate::replicas::Replicas::default())
@@ -372,10 +453,12 @@ impl Pool {
             engine,
             config,
             ctx,
+            credentials,
             replicas,
             #[cfg(feature = "fleet")]
             fleet,
         });
+        failover.attach(&inner);
         #[cfg(feature = "fleet")]
         if let Some(fleet) = &inner.fleet {
             fleet.start(Arc::downgrade(&inner));
@@ -400,6 +483,7 @@ impl Pool {
         async move {
             match checkout.await {
                 Ok(checkout) => Ok(PooledConnection {
+                    generation: checkout.generation(),
                     checkout,
                     ctx: Arc::clone(&self.inner.ctx),
                 }),
@@ -507,23 +591,44 @@ impl Inner {
 
 /// The driver's reason; for a connect that ran out of time (a server that accepts TCP and
 /// never answers), the limit and the variable that sets it.
-fn connect_reason(config: &Config, e: &tokio_postgres::Error) -> String {
+fn connect_reason(config: &Config, e: &ConnectError) -> String {
     let reason = chain(e);
-    if reason != tokio_postgres::Error::__private_api_timeout().to_string() {
+    if !matches!(e, ConnectError::Timeout(_)) {
         return reason;
     }
-    let limit = config
-        .pg_config()
-        .ok()
-        .and_then(|pg| pg.get_connect_timeout().copied())
-        .map_or_else(|| "the limit".to_owned(), |d| format!("{d:?}"));
     format!(
-        "{reason}: no answer within {limit} (the connect timeout; raise {}_CONNECT_TIMEOUT if the server is just slow)",
+        "{reason} (the connect timeout; raise {}_CONNECT_TIMEOUT if the server is just slow)",
         config.pool.prefix
     )
 }
 
-fn acquire_error(config: &Config, e: AcquireError<tokio_postgres::Error>) -> Error {
+/// The error for a failed connect: [`Error::Credentials`] when the password's rotating
+/// source failed or the server refused it, else [`Error::Connect`].
+pub(crate) fn connect_error(config: &Config, source: Arc<ConnectError>) -> Error {
+    let pool = config.pool.name.clone();
+    let credentials = match &*source {
+        ConnectError::Password(e) => Some(e.reason.clone()),
+        e if e.is_auth() && config.password.rotates() => Some(chain(e)),
+        _ => None,
+    };
+    match credentials {
+        Some(reason) => Error::Credentials {
+            pool,
+            target: config.target(),
+            source_name: config.password.describe(),
+            reason,
+            source,
+        },
+        None => Error::Connect {
+            pool,
+            target: config.target(),
+            reason: connect_reason(config, &source),
+            source,
+        },
+    }
+}
+
+fn acquire_error(config: &Config, e: AcquireError<ConnectError>) -> Error {
     let pool = config.pool.name.clone();
     match e {
         AcquireError::Timeout { waited, pending } => Error::Timeout {
@@ -534,12 +639,7 @@ fn acquire_error(config: &Config, e: AcquireError<tokio_postgres::Error>) -> Err
             size_var: config.ceiling_var(),
             timeout_var: config.timeout_var(),
         },
-        AcquireError::Connect(source) => Error::Connect {
-            pool,
-            target: config.target(),
-            reason: connect_reason(config, &source),
-            source,
-        },
+        AcquireError::Connect(source) => connect_error(config, source),
         _ => Error::Closed { pool },
     }
 }
@@ -560,8 +660,14 @@ impl Monitored for Inner {
     }
 
     fn health(&self) -> Health {
-        #[allow(unused_mut)]
-        let mut h = Health::assess(&self.stats(), &self.config.pool.thresholds);
+        let stats = self.stats();
+        let mut h = Health::assess(&stats, &self.config.pool.thresholds);
+        if let Some(alert) = self.credentials.alert(&self.config.pool.name, stats.open) {
+            h.add_alert(alert, poolkit_core::HealthStatus::Warning, false);
+        }
+        if let Some(alert) = self.ctx.failover.alert() {
+            h.alerts.push(alert);
+        }
         #[cfg(feature = "fleet")]
         if let Some(fleet) = &self.fleet {
             crate::fleet::add_health(&mut h, &fleet.status(), &self.config);

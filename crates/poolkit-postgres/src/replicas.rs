@@ -114,6 +114,8 @@ pub(crate) async fn build(primary: &crate::config::Config) -> Result<Arc<Replica
         let mut config = primary.clone();
         config.read_urls = Vec::new();
         config.url = url.clone();
+        config.replica = true;
+        config = config.read_session_attrs();
         config.pool.name = format!("{}_read{i}", primary.pool.name);
         config.pool.min_idle = 0;
         // A replica that does not answer soon is skipped, not waited for.

@@ -20,6 +20,7 @@ use crate::pool::{Pool, PooledConnection};
 pub struct Transaction<'a> {
     tx: tokio_postgres::Transaction<'a>,
     ctx: &'a QueryCtx,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -40,12 +41,27 @@ impl<'a> std::ops::Deref for Transaction<'a> {
 crate::client::dialect!(Transaction<'_>);
 
 impl<'a> Transaction<'a> {
-    pub(crate) fn new(tx: tokio_postgres::Transaction<'a>, ctx: &'a QueryCtx) -> Self {
-        Self { tx, ctx }
+    pub(crate) fn new(
+        tx: tokio_postgres::Transaction<'a>,
+        ctx: &'a QueryCtx,
+        generation: u64,
+    ) -> Self {
+        Self {
+            tx,
+            ctx,
+            generation,
+        }
     }
 
     fn parts(&self) -> (&tokio_postgres::Client, bool, &QueryCtx) {
         (self.tx.client(), true, self.ctx)
+    }
+
+    /// Notes a statement's outcome: an error that says the server moved retires the pool.
+    fn seen<T>(&self, r: &Result<T, tokio_postgres::Error>) {
+        if let Err(e) = r {
+            self.ctx.failover.seen(e, self.generation);
+        }
     }
 
     /// Commits, like `tokio_postgres::Transaction::commit`.
@@ -53,7 +69,12 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// The server's error.
     pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
-        self.tx.commit().await
+        let (ctx, generation) = (self.ctx, self.generation);
+        let r = self.tx.commit().await;
+        if let Err(e) = &r {
+            ctx.failover.seen(e, generation);
+        }
+        r
     }
 
     /// Rolls back, like `tokio_postgres::Transaction::rollback`.
@@ -69,8 +90,12 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// The server's error.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
-        let ctx = self.ctx;
-        Ok(Transaction::new(self.tx.transaction().await?, ctx))
+        let (ctx, generation) = (self.ctx, self.generation);
+        Ok(Transaction::new(
+            self.tx.transaction().await?,
+            ctx,
+            generation,
+        ))
     }
 
     /// A named savepoint, like `tokio_postgres::Transaction::savepoint`.
@@ -81,8 +106,12 @@ impl<'a> Transaction<'a> {
         &mut self,
         name: I,
     ) -> Result<Transaction<'_>, tokio_postgres::Error> {
-        let ctx = self.ctx;
-        Ok(Transaction::new(self.tx.savepoint(name).await?, ctx))
+        let (ctx, generation) = (self.ctx, self.generation);
+        Ok(Transaction::new(
+            self.tx.savepoint(name).await?,
+            ctx,
+            generation,
+        ))
     }
 }
 
@@ -91,6 +120,7 @@ impl<'a> Transaction<'a> {
 pub struct TransactionBuilder<'a> {
     builder: tokio_postgres::TransactionBuilder<'a>,
     ctx: &'a QueryCtx,
+    generation: u64,
 }
 
 impl std::fmt::Debug for TransactionBuilder<'_> {
@@ -102,8 +132,16 @@ impl std::fmt::Debug for TransactionBuilder<'_> {
 }
 
 impl<'a> TransactionBuilder<'a> {
-    pub(crate) fn new(builder: tokio_postgres::TransactionBuilder<'a>, ctx: &'a QueryCtx) -> Self {
-        Self { builder, ctx }
+    pub(crate) fn new(
+        builder: tokio_postgres::TransactionBuilder<'a>,
+        ctx: &'a QueryCtx,
+        generation: u64,
+    ) -> Self {
+        Self {
+            builder,
+            ctx,
+            generation,
+        }
     }
 
     /// The isolation level.
@@ -129,7 +167,11 @@ impl<'a> TransactionBuilder<'a> {
     /// # Errors
     /// The server's error.
     pub async fn start(self) -> Result<Transaction<'a>, tokio_postgres::Error> {
-        Ok(Transaction::new(self.builder.start().await?, self.ctx))
+        let begun = self.builder.start().await;
+        if let Err(e) = &begun {
+            self.ctx.failover.seen(e, self.generation);
+        }
+        Ok(Transaction::new(begun?, self.ctx, self.generation))
     }
 }
 

@@ -21,7 +21,10 @@ use crate::shared::is_broken;
 /// A pool over a Redis Cluster. Cheap to clone.
 ///
 /// One cluster connection multiplexes commands to every node, so, as in shared mode,
-/// `used` counts commands in flight. Errors from nodes (unreachable, redirect storms,
+/// `used` counts commands in flight. A node demoted mid-failover answers MOVED or READONLY
+/// and redis-rs refreshes its slot map; when its connection still sends a slot nowhere
+/// (commands time out after a `CLUSTER FAILOVER`), the pool rebuilds the cluster connection
+/// from the seeds: `tests/cluster_failover.rs`. Errors from nodes (unreachable, redirect storms,
 /// CLUSTERDOWN) are counted as `poolkit_connection_errors_total{kind="broken"}` when the
 /// node's connection dropped and `{kind="request"}` otherwise.
 #[derive(Clone)]
@@ -31,7 +34,7 @@ pub struct ClusterPool {
 
 struct Inner {
     config: Config,
-    conn: ClusterConnection,
+    topology: Arc<crate::topology::Topology>,
     telemetry: Arc<Telemetry>,
     /// The in-flight cap (`P_MAX_IN_FLIGHT`), first come, first served.
     gate: Gate,
@@ -89,6 +92,10 @@ impl ClusterPool {
         let client = ClusterClient::builder(nodes)
             .connection_timeout(connect_timeout)
             .response_timeout(config.command_timeout)
+            .tcp_settings(crate::connector::tcp_settings(
+                config.tcp_keepalive,
+                config.tcp_user_timeout,
+            ))
             .retries(3)
             .build()
             .map_err(connect_err)?;
@@ -126,9 +133,17 @@ impl ClusterPool {
             Backend::Redis,
             config.pool.slow_query,
         );
+        let topology = crate::topology::Topology::new(
+            &config.pool.name,
+            client,
+            conn,
+            Arc::clone(&telemetry),
+            connect_timeout,
+        );
+        topology.watch();
         let inner = Arc::new(Inner {
             config,
-            conn,
+            topology,
             telemetry,
             gate,
             queries,
@@ -160,6 +175,13 @@ impl ClusterPool {
     #[must_use]
     pub fn stats(&self) -> PoolStats {
         self.inner.stats()
+    }
+
+    /// How many times the cluster connection was rebuilt from the seeds because a command
+    /// failed in a way a changed topology explains (see `poolkit_redis` docs: Cluster).
+    #[must_use]
+    pub fn rebuilds(&self) -> u64 {
+        self.inner.topology.rebuilds()
     }
 
     /// Health from the snapshot.
@@ -223,10 +245,20 @@ impl Inner {
             began: started,
             _place: place,
         };
-        let result = f(self.conn.clone()).await;
+        let (conn, stalls) = self.topology.current_watched();
+        let result = tokio::select! {
+            r = f(conn) => r,
+            () = crate::topology::Topology::abandoned(stalls) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the cluster connection stalled and was replaced while this command waited on it",
+                "it may still run on the old connection; it was not sent again".to_owned(),
+            ))),
+        };
+        self.topology.done();
         self.queries
             .finish(what.operation(), started, || what.statement());
         if let Err(e) = &result {
+            self.topology.failed(e);
             self.telemetry.error(if is_broken(e) {
                 ErrorKind::Broken
             } else if e.is_timeout() {
@@ -235,7 +267,7 @@ impl Inner {
                 ErrorKind::Request
             });
         }
-        result.map_err(Error::Backend)
+        result.map_err(Error::from)
     }
 }
 

@@ -1,14 +1,102 @@
 //! Configuration of a Redis pool: where to connect, and the common knobs.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use poolkit_core::env::{Env, parse_u32, process_lookup};
-use poolkit_core::{Backend, ConfigError, Knob, PoolConfig, Secret, redact_url};
+use poolkit_core::{
+    Backend, ConfigError, Knob, PasswordSource, PoolConfig, Resolve, Secret, redact_url,
+};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// The default env prefix: `REDIS`.
 pub const DEFAULT_PREFIX: &str = "REDIS";
+
+/// Idle time before the first TCP keep-alive probe ([`Config::tcp_keepalive`]).
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// `TCP_USER_TIMEOUT` ([`Config::tcp_user_timeout`]).
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time between TCP keep-alive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keep-alive probes before the socket is closed.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// Redis Sentinel: the sentinels to ask and the name of the master they watch.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SentinelConfig {
+    /// The sentinels, as `redis://host:26379` URLs (a password in one is the sentinel's).
+    pub nodes: Vec<Secret>,
+    /// The master's name in the sentinels' configuration (`mymaster`).
+    pub master: String,
+}
+
+impl fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field(
+                "nodes",
+                &self
+                    .nodes
+                    .iter()
+                    .map(|n| redact_url(n.expose()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("master", &self.master)
+            .finish()
+    }
+}
+
+/// A sentinel node as a URL: `host:port` becomes `redis://host:port`.
+fn sentinel_node(n: &str) -> Secret {
+    let n = n.trim();
+    if n.contains("://") {
+        Secret::new(n)
+    } else {
+        Secret::new(format!("redis://{n}"))
+    }
+}
+
+/// `redis+sentinel://[user:password@]host:26379[,host:26379…]/master[/db]`: the sentinels,
+/// the master's name, and the URL of the master's settings (credentials, db).
+fn parse_sentinel_url(var: &str, url: &str) -> Result<(SentinelConfig, String), ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid {
+        var: var.to_owned(),
+        value: redact_url(url),
+        expected: format!(
+            "redis+sentinel://[user:password@]host:26379[,host:26379…]/master-name[/db]{why}"
+        ),
+    };
+    let rest = url
+        .strip_prefix("redis+sentinel://")
+        .ok_or_else(|| invalid(""))?;
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid(" (no master name)"))?;
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let master = segments
+        .next()
+        .ok_or_else(|| invalid(" (no master name)"))?;
+    let db = segments.next().unwrap_or("0");
+    if hosts.is_empty() || segments.next().is_some() || db.parse::<u32>().is_err() {
+        return Err(invalid(""));
+    }
+    let nodes: Vec<Secret> = hosts.split(',').map(sentinel_node).collect();
+    let first = hosts.split(',').next().unwrap_or_default();
+    let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    Ok((
+        SentinelConfig {
+            nodes,
+            master: master.to_owned(),
+        },
+        format!("redis://{auth}{first}/{db}"),
+    ))
+}
 
 const URL_EXPECTED: &str =
     "a Redis URL such as redis://:password@host:6379/0 or rediss://host:6380";
@@ -27,6 +115,12 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "TIMEOUT",
     "CONNECT_TIMEOUT",
     "SLOW_QUERY",
+    "TLS_ROOT_CERT",
+    "PASSWORD_FILE",
+    "SENTINELS",
+    "SENTINEL_MASTER",
+    "TCP_KEEPALIVE",
+    "TCP_USER_TIMEOUT",
 ];
 
 /// Warns (once each) about the variables under `PREFIX_` in the process environment that a
@@ -66,6 +160,24 @@ pub struct Config {
     /// instead of the built-in web roots (a private CA). Needs the `tls` feature.
     /// Env: `P_TLS_ROOT_CERT`.
     pub tls_root_cert: Option<std::path::PathBuf>,
+    /// Where the password comes from: the URL's (default), or a file read at every new
+    /// connection (`P_PASSWORD_FILE`), or a provider with an expiry
+    /// (`PasswordSource::provider`). Open connections keep serving; new ones use the new
+    /// secret.
+    pub password: PasswordSource,
+    /// Redis Sentinel: every new connection goes to the master the sentinels name now.
+    /// From a `redis+sentinel://host:26379,host:26379/mymaster/0` URL, or `P_SENTINELS`
+    /// (a comma list of `host:port`) with `P_SENTINEL_MASTER`. Default: none.
+    pub sentinel: Option<SentinelConfig>,
+    /// TCP keep-alive idle time (then every 10 s, 3 probes). Default: 60 s (`None` / `0`
+    /// disables). Env: `P_TCP_KEEPALIVE`.
+    pub tcp_keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT`: data unacknowledged this long closes the socket. Default: 30 s
+    /// (`None` / `0` disables). Env: `P_TCP_USER_TIMEOUT`.
+    pub tcp_user_timeout: Option<Duration>,
+    /// Resolves host names for every new connection instead of the system resolver.
+    /// Default: none.
+    pub resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl fmt::Debug for Config {
@@ -83,6 +195,11 @@ impl fmt::Debug for Config {
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls_root_cert", &self.tls_root_cert)
+            .field("password", &self.password)
+            .field("sentinel", &self.sentinel)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("resolver", &self.resolver.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -108,7 +225,23 @@ impl Config {
             command_timeout: Duration::from_secs(30),
             connect_timeout: None,
             tls_root_cert: None,
+            password: PasswordSource::Url,
+            sentinel: None,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
+            resolver: None,
         }
+    }
+
+    /// A configuration for Redis Sentinel from a `redis+sentinel://` URL.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `REDIS_URL` for a malformed URL.
+    pub fn sentinel_url(url: &str) -> Result<Self, ConfigError> {
+        let (sentinel, node_url) = parse_sentinel_url("REDIS_URL", url)?;
+        let mut c = Self::new(node_url);
+        c.sentinel = Some(sentinel);
+        Ok(c)
     }
 
     /// Reads the configuration under `prefix` from the process environment.
@@ -133,6 +266,12 @@ impl Config {
         let env = Env::new(prefix, lookup);
         let url_var = env.name("URL");
         let mut config = match env.raw_nonempty(&url_var) {
+            Some(url) if url.starts_with("redis+sentinel://") => {
+                let (sentinel, node_url) = parse_sentinel_url(&url_var, &url)?;
+                let mut c = Self::new(node_url);
+                c.sentinel = Some(sentinel);
+                c
+            }
             Some(url) if url.contains(',') => {
                 let mut c = Self::new(String::new());
                 c.cluster_nodes = url.split(',').map(|u| Secret::new(u.trim())).collect();
@@ -161,6 +300,52 @@ impl Config {
         }
         if let Some(path) = env.raw_nonempty(&env.name("TLS_ROOT_CERT")) {
             config.tls_root_cert = Some(path.into());
+        }
+        if let Some((var, path)) = env
+            .var("PASSWORD_FILE")
+            .filter(|(_, v)| !v.trim().is_empty())
+        {
+            config.password = PasswordSource::File {
+                path: path.trim().into(),
+                var,
+            };
+        }
+        let sentinels = env.raw_nonempty(&env.name("SENTINELS"));
+        let master = env.raw_nonempty(&env.name("SENTINEL_MASTER"));
+        match (sentinels, master) {
+            (Some(nodes), Some(master)) => {
+                config.sentinel = Some(SentinelConfig {
+                    nodes: nodes.split(',').map(sentinel_node).collect(),
+                    master: master.trim().to_owned(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: env.name("SENTINEL_MASTER"),
+                    hint: format!(
+                        "{} lists sentinels: set {} to the name of the master they watch (such as mymaster)",
+                        env.name("SENTINELS"),
+                        env.name("SENTINEL_MASTER")
+                    ),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: env.name("SENTINELS"),
+                    hint: format!(
+                        "{} names a master: set {} to the sentinels, such as 10.0.0.1:26379,10.0.0.2:26379",
+                        env.name("SENTINEL_MASTER"),
+                        env.name("SENTINELS")
+                    ),
+                });
+            }
+            (None, None) => {}
+        }
+        if let Some((_, d)) = env.duration("TCP_KEEPALIVE")? {
+            config.tcp_keepalive = (!d.is_zero()).then_some(d);
+        }
+        if let Some((_, d)) = env.duration("TCP_USER_TIMEOUT")? {
+            config.tcp_user_timeout = (!d.is_zero()).then_some(d);
         }
         let nodes_from_url = env.raw_nonempty(&env.name("CLUSTER_NODES")).is_none()
             && env.raw_nonempty(&url_var).is_some_and(|u| u.contains(','));
@@ -218,7 +403,22 @@ impl Config {
     /// [`ConfigError::Invalid`] for a bad URL or an unreadable root certificate file, or
     /// a root file without the `tls` feature.
     pub fn client(&self) -> Result<redis::Client, ConfigError> {
-        let info = self.connection_info()?;
+        self.client_with_password(None)
+    }
+
+    /// [`Config::client`] with `password` instead of the URL's (when `Some`).
+    ///
+    /// # Errors
+    /// As [`Config::client`].
+    pub fn client_with_password(
+        &self,
+        password: Option<&str>,
+    ) -> Result<redis::Client, ConfigError> {
+        let mut info = self.connection_info()?;
+        if let Some(pw) = password {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
         let var = format!("{}_TLS_ROOT_CERT", self.pool.prefix);
         let Some(path) = &self.tls_root_cert else {
             return redis::Client::open(info).map_err(|e| ConfigError::Invalid {
@@ -263,12 +463,27 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming `P_URL` when the URL cannot be parsed.
     pub fn connection_info(&self) -> Result<ConnectionInfo, ConfigError> {
-        parse(&format!("{}_URL", self.pool.prefix), self.url.expose())
+        let info = parse(&format!("{}_URL", self.pool.prefix), self.url.expose())?;
+        Ok(info.set_tcp_settings(crate::connector::tcp_settings(
+            self.tcp_keepalive,
+            self.tcp_user_timeout,
+        )))
     }
 
     /// `host:port` of the server (or of the first cluster node), never the password.
     #[must_use]
     pub fn target(&self) -> String {
+        if let Some(s) = &self.sentinel {
+            let nodes: Vec<String> = s
+                .nodes
+                .iter()
+                .map(|n| match n.expose().into_connection_info() {
+                    Ok(info) => info.addr().to_string(),
+                    Err(_) => redact_url(n.expose()),
+                })
+                .collect();
+            return format!("the master `{}` of sentinels {}", s.master, nodes.join(","));
+        }
         let url = self
             .cluster_nodes
             .first()
@@ -292,6 +507,12 @@ impl Config {
     /// The first problem, naming its variable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
+        if let Some(s) = &self.sentinel {
+            let var = format!("{}_SENTINELS", self.pool.prefix);
+            for node in &s.nodes {
+                parse(&var, node.expose())?;
+            }
+        }
         if self.cluster_nodes.is_empty() {
             self.connection_info()?;
         } else {
@@ -395,6 +616,60 @@ mod tests {
         assert_eq!((c.pool.pool_size, c.max_in_flight), (2, 512));
         let c = from(&[("REDIS_CLUSTER_NODES", "redis://a:7000,redis://b:7001")]).unwrap();
         assert_eq!(c.cluster_nodes.len(), 2);
+    }
+
+    #[test]
+    fn sentinel_from_url_or_variables() {
+        let c = from(&[(
+            "REDIS_URL",
+            "redis+sentinel://:pw_marker@10.0.0.1:26379,10.0.0.2:26380/mymaster/3",
+        )])
+        .unwrap();
+        let s = c.sentinel.as_ref().expect("sentinel");
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(s.nodes.len(), 2);
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().password(), Some("pw_marker"));
+        assert_eq!(
+            c.target(),
+            "the master `mymaster` of sentinels 10.0.0.1:26379,10.0.0.2:26380"
+        );
+        assert!(!format!("{c:?}").contains("pw_marker"));
+        let c = from(&[
+            ("REDIS_SENTINELS", "a:26379, b:26379"),
+            ("REDIS_SENTINEL_MASTER", "cache"),
+            ("REDIS_PASSWORD_FILE", "/run/secrets/redis"),
+            ("REDIS_TCP_KEEPALIVE", "15s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sentinel.as_ref().unwrap().nodes[1].expose(),
+            "redis://b:26379"
+        );
+        assert_eq!(
+            c.password.describe(),
+            "REDIS_PASSWORD_FILE=/run/secrets/redis"
+        );
+        let tcp = c.connection_info().unwrap();
+        assert!(tcp.tcp_settings().keepalive().is_some());
+        assert_eq!(
+            tcp.tcp_settings().user_timeout(),
+            Some(DEFAULT_TCP_USER_TIMEOUT)
+        );
+        let e = from(&[("REDIS_SENTINELS", "a:26379")]).unwrap_err();
+        assert_eq!(e.var(), "REDIS_SENTINEL_MASTER");
+        let e = from(&[("REDIS_URL", "redis+sentinel://:pw_marker@a:26379")]).unwrap_err();
+        assert_eq!(e.var(), "REDIS_URL");
+        assert!(!e.to_string().contains("pw_marker"), "{e}");
+        let c = from(&[
+            ("REDIS_TCP_KEEPALIVE", "0"),
+            ("REDIS_TCP_USER_TIMEOUT", "0"),
+        ])
+        .unwrap();
+        let tcp = c.connection_info().unwrap();
+        assert!(tcp.tcp_settings().keepalive().is_none());
+        assert_eq!(tcp.tcp_settings().user_timeout(), None);
     }
 
     #[test]

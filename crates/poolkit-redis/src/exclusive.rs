@@ -1,16 +1,22 @@
 //! Exclusive mode: one connection per caller, for what cannot share a connection
 //! (blocking commands such as BLPOP, WATCH/MULTI/EXEC).
 
+use std::sync::Arc;
+
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
+
+use crate::connector::Connector;
 
 /// Opens Redis connections for bb8 (exclusive checkout) and checks them with `PING`.
 ///
 /// Written here rather than taken from `bb8-redis` so that connections get poolkit's
-/// connect timeout and no response timeout (a `BLPOP 0` may legitimately wait forever).
+/// connect timeout and no response timeout (a `BLPOP 0` may legitimately wait forever),
+/// and open the way the pool's shared connections do (Sentinel, a rotating password, the
+/// pool's resolver, TCP keep-alive).
 #[derive(Debug, Clone)]
 pub struct Manager {
-    client: Client,
+    connector: Arc<Connector>,
     config: AsyncConnectionConfig,
 }
 
@@ -18,7 +24,14 @@ impl Manager {
     /// A manager for `client`, connecting with `config`.
     #[must_use]
     pub fn new(client: Client, config: AsyncConnectionConfig) -> Self {
-        Self { client, config }
+        Self {
+            connector: Arc::new(Connector::fixed(client)),
+            config,
+        }
+    }
+
+    pub(crate) fn with_connector(connector: Arc<Connector>, config: AsyncConnectionConfig) -> Self {
+        Self { connector, config }
     }
 }
 
@@ -27,9 +40,7 @@ impl bb8::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
+        self.connector.open(&self.config).await
     }
 
     async fn is_valid(&self, conn: &mut MultiplexedConnection) -> Result<(), redis::RedisError> {

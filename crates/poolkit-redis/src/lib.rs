@@ -6,15 +6,24 @@
 mod cluster;
 mod commands;
 mod config;
+mod connector;
 mod error;
 mod exclusive;
+mod failover;
 mod pool;
+mod sentinel_watch;
 mod shared;
+#[cfg(feature = "cluster")]
+mod topology;
 
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use cluster::ClusterPool;
-pub use config::{Config, DEFAULT_PREFIX, ENV_SUFFIXES, default_pool_config, unknown_vars};
+pub use config::{
+    Config, DEFAULT_PREFIX, DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, ENV_SUFFIXES,
+    SentinelConfig, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, default_pool_config,
+    unknown_vars,
+};
 pub use error::Error;
 pub use exclusive::Manager;
 pub use pool::{Pool, PooledConnection};

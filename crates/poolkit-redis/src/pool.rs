@@ -16,8 +16,10 @@ use redis::{AsyncConnectionConfig, FromRedisValue};
 
 use crate::commands::Timed;
 use crate::config::{Config, DEFAULT_PREFIX};
+use crate::connector::{Connector, is_refused_login};
 use crate::error::Error;
 use crate::exclusive::Manager;
+use crate::failover::Failover;
 use crate::shared::{Shared, is_broken};
 
 /// The clock of the command path: `quanta` reads the time-stamp counter, several times
@@ -43,6 +45,8 @@ pub(crate) struct Inner {
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
     exclusive: Arc<Exclusive>,
+    connector: Arc<Connector>,
+    failover: Arc<Failover>,
 }
 
 struct Exclusive {
@@ -83,11 +87,14 @@ pub struct PooledConnection {
     checkout: Checkout<Manager>,
     telemetry: Arc<Telemetry>,
     broken: bool,
+    failover: Arc<Failover>,
 }
 
 impl PooledConnection {
-    /// Marks the connection broken (closed, not reused, when returned) if `e` shows it dead.
+    /// Marks the connection broken (closed, not reused, when returned) if `e` shows it dead;
+    /// an error that says the server moved retires the whole pool.
     pub(crate) fn note_error(&mut self, e: &redis::RedisError) {
+        self.failover.exclusive_error(self.checkout.generation(), e);
         if !self.broken && is_broken(e) {
             self.broken = true;
             self.telemetry.error(ErrorKind::Broken);
@@ -139,11 +146,11 @@ impl Pool {
                     .into(),
             }));
         }
-        let client = config.client()?;
-        let db = client.get_connection_info().redis_settings().db();
+        let db = config.connection_info()?.redis_settings().db();
         let connect_timeout = config
             .connect_timeout
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
+        let connector = Arc::new(Connector::new(&config, connect_timeout)?);
         let shared_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
@@ -154,7 +161,7 @@ impl Pool {
         shared_pool.sizing = poolkit_core::Sizing::Fixed;
         let telemetry = Telemetry::new(shared_pool);
         let shared = Shared::new(
-            client.clone(),
+            Arc::clone(&connector),
             shared_cfg,
             config.pool.pool_size as usize,
             config.max_in_flight as usize,
@@ -181,9 +188,21 @@ impl Pool {
             .set_response_timeout(None);
         let mut exclusive_pool = config.pool.clone();
         exclusive_pool.name = format!("{}_exclusive", config.pool.name);
-        let engine = Engine::build(Manager::new(client, exclusive_cfg), exclusive_pool)
-            .await
-            .map_err(|e| acquire_error(&config, e))?;
+        let engine = Engine::build(
+            Manager::with_connector(Arc::clone(&connector), exclusive_cfg),
+            exclusive_pool,
+        )
+        .await
+        .map_err(|e| acquire_error(&config, e))?;
+        let failover = Failover::new(
+            &config.pool.name,
+            Arc::clone(&shared),
+            engine.clone(),
+            Arc::clone(&telemetry),
+        );
+        if let Some(sentinel) = &config.sentinel {
+            crate::sentinel_watch::start(sentinel, connect_timeout, Arc::downgrade(&failover));
+        }
         let exclusive = Arc::new(Exclusive {
             engine,
             config: config.clone(),
@@ -196,6 +215,8 @@ impl Pool {
             shared,
             telemetry,
             exclusive,
+            connector,
+            failover,
         });
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
@@ -242,6 +263,7 @@ impl Pool {
                 checkout,
                 telemetry: Arc::clone(self.inner.exclusive.engine.telemetry()),
                 broken: false,
+                failover: Arc::clone(&self.inner.failover),
             }),
             Err(e) => Err(acquire_error(&self.inner.config, e)),
         }
@@ -261,7 +283,7 @@ impl Pool {
             Ok(v) => Ok(v),
             Err(e) => {
                 conn.note_error(&e);
-                Err(Error::Backend(e))
+                Err(Error::from(e))
             }
         }
     }
@@ -334,6 +356,15 @@ impl Pool {
 }
 
 fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
+    if config.password.rotates() && is_refused_login(&source) {
+        return Error::Credentials {
+            pool: config.pool.name.clone(),
+            target: config.target(),
+            source_name: config.password.describe(),
+            reason: source.to_string(),
+            source,
+        };
+    }
     let mut reason = source.to_string();
     if source.is_timeout() {
         // A server that accepts TCP and never answers: say which limit ran out.
@@ -479,6 +510,9 @@ impl Inner {
             || what.statement(),
         );
         held.broken = result.as_ref().err().is_some_and(is_broken);
+        if let Err(e) = &result {
+            self.failover.shared_error(&held.lease, e);
+        }
         if let Err(e) = &result
             && !held.broken
         {
@@ -489,7 +523,7 @@ impl Inner {
             });
         }
         drop(held);
-        result.map_err(Error::Backend)
+        result.map_err(Error::from)
     }
 
     fn timed_out(&self, asked: Clock) -> Error {
@@ -544,7 +578,20 @@ impl Monitored for Inner {
         Inner::stats(self)
     }
     fn health(&self) -> Health {
-        Health::assess(&Inner::stats(self), &self.config.pool.thresholds)
+        let stats = Inner::stats(self);
+        let mut h = Health::assess(&stats, &self.config.pool.thresholds);
+        let open = stats.open + self.exclusive.engine.telemetry().open();
+        if let Some(alert) = self
+            .connector
+            .credentials()
+            .alert(&self.config.pool.name, open)
+        {
+            h.add_alert(alert, poolkit_core::HealthStatus::Warning, false);
+        }
+        if let Some(alert) = self.failover.alert() {
+            h.alerts.push(alert);
+        }
+        h
     }
     fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
         Box::pin(async move {

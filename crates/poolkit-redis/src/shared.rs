@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::{Gate, Telemetry};
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::Notify;
+
+use crate::connector::Connector;
 
 /// One multiplexed connection and its state.
 #[derive(Debug, Default)]
@@ -27,7 +29,7 @@ struct Slot {
 #[derive(Debug)]
 pub(crate) struct Shared {
     slots: Vec<Slot>,
-    client: Client,
+    connector: Arc<Connector>,
     connect_config: AsyncConnectionConfig,
     telemetry: Arc<Telemetry>,
     next: AtomicUsize,
@@ -48,7 +50,7 @@ pub(crate) struct Lease {
 
 impl Shared {
     pub(crate) fn new(
-        client: Client,
+        connector: Arc<Connector>,
         connect_config: AsyncConnectionConfig,
         size: usize,
         max_in_flight: usize,
@@ -56,7 +58,7 @@ impl Shared {
     ) -> Arc<Self> {
         Arc::new(Self {
             slots: (0..size).map(|_| Slot::default()).collect(),
-            client,
+            connector,
             connect_config,
             telemetry,
             next: AtomicUsize::new(0),
@@ -78,11 +80,7 @@ impl Shared {
 
     async fn open(&self) -> Result<MultiplexedConnection, Arc<redis::RedisError>> {
         let start = Instant::now();
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.connect_config)
-            .await
-        {
+        match self.connector.open(&self.connect_config).await {
             Ok(conn) => {
                 self.telemetry.opened(start.elapsed());
                 Ok(conn)
@@ -219,6 +217,30 @@ impl Shared {
                 }
                 self.reconnect(lease.slot);
             }
+        }
+    }
+
+    /// Whether `lease` is on a slot's connection of now (not one retired since).
+    pub(crate) fn is_current(&self, lease: &Lease) -> bool {
+        self.slots[lease.slot].generation.load(Ordering::Acquire) == lease.generation
+    }
+
+    /// Retires every slot's connection at once and reconnects each in the background
+    /// (re-resolving through the connector): the server moved. Commands in flight on the
+    /// old connections finish on them; new commands wait for a new one.
+    pub(crate) fn reconnect_all(self: &Arc<Self>) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            slot.live.store(false, Ordering::Release);
+            let old = slot
+                .conn
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if old.is_some() {
+                self.telemetry.closed(CloseReason::ServerMoved);
+            }
+            self.reconnect(i);
         }
     }
 

@@ -37,10 +37,12 @@ pub struct Tracked<C> {
     pub(crate) last_used: Clock,
     pub(crate) uses: u64,
     pub(crate) retire: Option<CloseReason>,
+    /// The pool's generation when the connect began (see `Engine::retire_all`).
+    pub(crate) generation: u64,
 }
 
 impl<C> Tracked<C> {
-    pub(crate) fn new(conn: C, max_lifetime: Option<Duration>) -> Self {
+    pub(crate) fn new(conn: C, max_lifetime: Option<Duration>, generation: u64) -> Self {
         let now = Clock::now();
         Self {
             conn,
@@ -49,7 +51,15 @@ impl<C> Tracked<C> {
             last_used: now,
             uses: 0,
             retire: None,
+            generation,
         }
+    }
+
+    /// The pool's generation when this connection was opened: connections of a generation
+    /// older than the pool's are retired (`Engine::retire_all`, a failover).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// How old the connection is.

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub(crate) struct Shared<M: Manager> {
     auto_target: AtomicU32,
     /// An external cap on the ceiling (a fleet share); `u32::MAX` when none.
     cap: AtomicU32,
+    /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed
+    /// instead of handed out or kept.
+    generation: AtomicU64,
 }
 
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
@@ -148,6 +151,7 @@ impl<M: Manager> Engine<M> {
             leaks: config.leak_threshold.map(Leaks::new),
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
+            generation: AtomicU64::new(0),
             telemetry,
             config,
         });
@@ -337,6 +341,45 @@ impl<M: Manager> Engine<M> {
     pub fn is_closed(&self) -> bool {
         self.shared().lock().closed
     }
+
+    /// The pool's generation: 0 at build, one more after each [`Engine::retire_all`].
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.shared().generation.load(Relaxed)
+    }
+
+    /// Retires every connection at once, as one event for the whole pool (the server
+    /// moved: a failover). Idle connections are closed now; connections in use are closed
+    /// when returned (never taken from their holder); connects already under way are
+    /// redone, since they may lead to the old server. Replacements are opened for waiters
+    /// and `min_idle`. All are closed as `server_moved`.
+    ///
+    /// `seen` is the generation of the connection that showed the move (see
+    /// [`Checkout::generation`]): when the pool has moved on since, the event was already
+    /// handled and nothing happens, so a burst of callers that all see the same failover
+    /// retires each connection once. Returns whether this call retired the pool.
+    pub fn retire_all(&self, seen: u64) -> bool {
+        let shared = self.shared();
+        if shared
+            .generation
+            .compare_exchange(seen, seen + 1, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let min_idle = shared.config.min_idle;
+        let (idle, connects) = shared.with(|s| {
+            let idle = std::mem::take(&mut s.idle);
+            let mut connects = s.forget_idle(u32::try_from(idle.len()).unwrap_or(u32::MAX));
+            connects += s.reserve(min_idle.saturating_sub(s.open + s.connecting));
+            (idle, connects)
+        });
+        for conn in idle {
+            shared.close_conn(conn, CloseReason::ServerMoved);
+        }
+        shared.spawn_connects(connects);
+        true
+    }
 }
 
 impl<M: Manager> Shared<M> {
@@ -381,6 +424,7 @@ impl<M: Manager> Shared<M> {
     /// Whether an idle connection can be handed out without a check.
     fn fresh(&self, conn: &mut Conn<M>, now: Clock) -> bool {
         conn.retire.is_none()
+            && conn.generation == self.generation.load(Relaxed)
             && !conn.expired(now)
             && conn.idle_since(now) < self.config.ping_if_idle
             && !self.manager.has_broken(conn.inner_mut())
@@ -487,6 +531,10 @@ impl<M: Manager> Shared<M> {
             reason: CloseReason::Aborted,
         };
         let c = checking.conn.as_mut()?;
+        if c.generation != self.generation.load(Relaxed) {
+            checking.reason = CloseReason::ServerMoved;
+            return None;
+        }
         if c.retire.is_some() || c.expired(now) {
             checking.reason = c.retire.unwrap_or(CloseReason::MaxLifetime);
             return None;
@@ -495,7 +543,18 @@ impl<M: Manager> Shared<M> {
         if !broken && c.idle_since(now) < self.config.ping_if_idle {
             return checking.conn.take();
         }
-        let outcome = tokio::time::timeout_at(deadline, self.manager.is_valid(c.inner_mut())).await;
+        // The ping has a bound of its own (`P_PING_TIMEOUT`), well under the acquire
+        // timeout: a half-open connection costs the caller that, not its whole wait.
+        let bound = self.config.effective_ping_timeout();
+        let ping_deadline = deadline.min(tokio::time::Instant::now() + bound);
+        let outcome =
+            tokio::time::timeout_at(ping_deadline, self.manager.is_valid(c.inner_mut())).await;
+        if outcome.is_err() && !broken {
+            self.telemetry.error(ErrorKind::HealthCheck);
+            tracing::warn!(pool = %self.config.name, bound = ?bound, "validation ping did not answer in time (a half-open connection?); closing it and serving the caller from another");
+            checking.reason = CloseReason::Invalid;
+            return None;
+        }
         match outcome {
             Ok(Ok(())) if !broken => checking.conn.take(),
             Ok(Err(e)) if !broken => {
@@ -614,6 +673,13 @@ impl<M: Manager> Checkout<M> {
     pub fn held_for(&self) -> Duration {
         self.since.elapsed()
     }
+
+    /// The pool generation this connection belongs to (pass it to
+    /// [`Engine::retire_all`] when the connection shows the server moved).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.conn.as_ref().map_or(0, |c| c.generation)
+    }
 }
 
 #[allow(clippy::panic)]
@@ -663,6 +729,8 @@ impl<M: Manager> Drop for Checkout<M> {
         conn.last_used = now;
         let why = if conn.retire.is_some() {
             conn.retire
+        } else if conn.generation != shared.generation.load(Relaxed) {
+            Some(CloseReason::ServerMoved)
         } else if shared.manager.has_broken(conn.inner_mut()) {
             shared.telemetry.error(ErrorKind::Broken);
             Some(CloseReason::Broken)

@@ -2,6 +2,7 @@
 //! and jitter while someone needs them), and the upkeep task (idle timeout, lifetime,
 //! min idle, leak reports).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
@@ -36,13 +37,22 @@ impl<M: Manager> Shared<M> {
         let mut delay = FIRST_BACKOFF;
         loop {
             let start = Clock::now();
+            let generation = self.generation.load(Relaxed);
             let outcome =
                 tokio::time::timeout(self.config.acquire_timeout, self.manager.connect()).await;
             match outcome {
-                Ok(Ok(conn)) => {
+                Ok(Ok(conn)) if generation == self.generation.load(Relaxed) => {
                     self.telemetry.record_created(start.elapsed());
-                    self.connected(Tracked::new(conn, self.config.max_lifetime));
+                    self.connected(Tracked::new(conn, self.config.max_lifetime, generation));
                     return;
+                }
+                Ok(Ok(conn)) => {
+                    // The pool retired every connection while this one was opening (the
+                    // server moved): it may lead to the old server, so open another.
+                    self.telemetry.record_created(start.elapsed());
+                    self.telemetry.record_closed(CloseReason::ServerMoved);
+                    drop(conn);
+                    continue;
                 }
                 Ok(Err(e)) => {
                     self.telemetry.error(ErrorKind::Connect);

@@ -81,6 +81,10 @@ label_enum!(
         PoolClosed => "pool_closed",
         /// Abandoned mid-transaction (deadline or panic) and closed rather than reused.
         Aborted => "aborted",
+        /// Retired because the server it talks to stopped being the one the pool wants (a
+        /// failover: PostgreSQL SQLSTATE 25006 / 57P01–03 or a standby, Redis READONLY /
+        /// MASTERDOWN / LOADING): every connection of the pool is retired at once.
+        ServerMoved => "server_moved",
     }
 );
 
@@ -101,6 +105,9 @@ label_enum!(
         Leak => "leak",
         /// A read went to the primary because every read replica was down.
         Fallback => "fallback",
+        /// The server moved (a failover): counted once per pool-wide event, not per
+        /// connection (those are `closed{reason="server_moved"}`).
+        ServerMoved => "server_moved",
     }
 );
 
