@@ -8,6 +8,8 @@ pub mod env;
 mod error;
 mod health;
 mod histogram;
+#[cfg_attr(not(feature = "bb8"), allow(dead_code))]
+mod life;
 pub mod metrics;
 mod monitored;
 pub mod query;

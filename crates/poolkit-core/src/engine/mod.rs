@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::life::LIFETIME_JITTER;
 pub use bb8::ManageConnection;
-pub use conn::{LIFETIME_JITTER, Tracked};
+pub use conn::Tracked;
 
-use conn::Clock;
 use leaks::Leaks;
 
 use crate::engine_state::{Handed, Put, State, Surplus, Take};
+use crate::life::Clock;
 use crate::metrics::{CloseReason, ErrorKind};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::waiters::{Ticket, Wakers};
@@ -71,6 +72,19 @@ pub(crate) struct Shared<M: Manager> {
     /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed
     /// instead of handed out or kept.
     generation: AtomicU64,
+    /// Cuts a connect's back-off short when a caller arrives and every connect under way
+    /// is sleeping (see `Take::Wait`).
+    retry_now: tokio::sync::Notify,
+}
+
+/// What an idle connection needs before it is handed out.
+enum Verdict {
+    /// Nothing: hand it out.
+    Fresh,
+    /// A ping: it has been idle longer than `ping_if_idle`.
+    Ping,
+    /// To be closed, unasked: retired, expired, of an older generation, or broken.
+    Close(CloseReason),
 }
 
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
@@ -152,6 +166,7 @@ impl<M: Manager> Engine<M> {
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
             generation: AtomicU64::new(0),
+            retry_now: tokio::sync::Notify::new(),
             telemetry,
             config,
         });
@@ -237,10 +252,11 @@ impl<M: Manager> Engine<M> {
             drop(wake);
             conn
         };
-        if shared.fresh(&mut conn, start) {
-            return Some(shared.checkout(conn, start, start, true));
+        match shared.verdict(&mut conn, start) {
+            Verdict::Fresh => return Some(shared.checkout(conn, start, start, true)),
+            Verdict::Ping => shared.put_back(conn, None),
+            Verdict::Close(reason) => shared.discard(conn, reason),
         }
-        shared.put_back(conn, None);
         None
     }
 
@@ -421,13 +437,29 @@ impl<M: Manager> Shared<M> {
             .map(|(_, e)| Arc::clone(e))
     }
 
-    /// Whether an idle connection can be handed out without a check.
-    fn fresh(&self, conn: &mut Conn<M>, now: Clock) -> bool {
-        conn.retire.is_none()
-            && conn.generation == self.generation.load(Relaxed)
-            && !conn.expired(now)
-            && conn.idle_since(now) < self.config.ping_if_idle
-            && !self.manager.has_broken(conn.inner_mut())
+    /// What an idle connection needs before it is handed out. `has_broken` is asked
+    /// once, and a connection it condemns is closed without a ping: a ping on a closed
+    /// socket can hang for the whole ping timeout.
+    fn verdict(&self, conn: &mut Conn<M>, now: Clock) -> Verdict {
+        if let Some(reason) = conn.retire {
+            return Verdict::Close(reason);
+        }
+        if conn.generation != self.generation.load(Relaxed) {
+            return Verdict::Close(CloseReason::ServerMoved);
+        }
+        if conn.expired(now) {
+            return Verdict::Close(CloseReason::MaxLifetime);
+        }
+        if self.manager.has_broken(conn.inner_mut()) {
+            // Its socket closed while idle: never handed out.
+            self.telemetry.error(ErrorKind::Broken);
+            tracing::debug!(pool = %self.config.name, "discarding a connection that broke while idle");
+            return Verdict::Close(CloseReason::Broken);
+        }
+        if conn.idle_since(now) >= self.config.ping_if_idle {
+            return Verdict::Ping;
+        }
+        Verdict::Fresh
     }
 
     fn checkout(
@@ -464,17 +496,27 @@ impl<M: Manager> Shared<M> {
                 Take::Closed => return Err(AcquireError::Closed),
                 Take::Idle(mut conn) => {
                     let now = Clock::now();
-                    if self.fresh(&mut conn, now) {
-                        return Ok(self.checkout(conn, now, asked, fast));
+                    match self.verdict(&mut conn, now) {
+                        Verdict::Fresh => return Ok(self.checkout(conn, now, asked, fast)),
+                        Verdict::Close(reason) => self.discard(conn, reason),
+                        Verdict::Ping => {
+                            if let Some(conn) = self.validate(conn, deadline()).await {
+                                return Ok(self.checkout(conn, Clock::now(), asked, false));
+                            }
+                        }
                     }
                     fast = false;
-                    if let Some(conn) = self.validate(conn, now, deadline()).await {
-                        return Ok(self.checkout(conn, Clock::now(), asked, false));
-                    }
-                    // Closed as invalid; take another (or wait).
+                    // Closed; take another (or wait).
                 }
-                Take::Wait { ticket, connects } => {
+                Take::Wait {
+                    ticket,
+                    connects,
+                    wake,
+                } => {
                     self.spawn_connects(connects);
+                    if wake {
+                        self.retry_now.notify_one();
+                    }
                     let mut waiting = Waiting {
                         shared: self,
                         ticket: Some(ticket),
@@ -516,13 +558,12 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Checks an idle connection that is past `ping_if_idle` or suspect. Returns it when
-    /// good; closes it (and frees its place) otherwise, also when the caller goes away
-    /// mid-check, since a half-finished ping leaves the connection in an unknown state.
+    /// Pings an idle connection that is past `ping_if_idle`. Returns it when good; closes
+    /// it (and frees its place) otherwise, also when the caller goes away mid-ping, since
+    /// a half-finished ping leaves the connection in an unknown state.
     async fn validate(
         self: &Arc<Self>,
         conn: Conn<M>,
-        now: Clock,
         deadline: tokio::time::Instant,
     ) -> Option<Conn<M>> {
         let mut checking = Checking {
@@ -531,46 +572,21 @@ impl<M: Manager> Shared<M> {
             reason: CloseReason::Aborted,
         };
         let c = checking.conn.as_mut()?;
-        if c.generation != self.generation.load(Relaxed) {
-            checking.reason = CloseReason::ServerMoved;
-            return None;
-        }
-        if c.retire.is_some() || c.expired(now) {
-            checking.reason = c.retire.unwrap_or(CloseReason::MaxLifetime);
-            return None;
-        }
-        let broken = self.manager.has_broken(c.inner_mut());
-        if !broken && c.idle_since(now) < self.config.ping_if_idle {
-            return checking.conn.take();
-        }
         // The ping has a bound of its own (`P_PING_TIMEOUT`), well under the acquire
         // timeout: a half-open connection costs the caller that, not its whole wait.
         let bound = self.config.effective_ping_timeout();
         let ping_deadline = deadline.min(tokio::time::Instant::now() + bound);
-        let outcome =
-            tokio::time::timeout_at(ping_deadline, self.manager.is_valid(c.inner_mut())).await;
-        if outcome.is_err() && !broken {
-            self.telemetry.error(ErrorKind::HealthCheck);
-            tracing::warn!(pool = %self.config.name, bound = ?bound, "validation ping did not answer in time (a half-open connection?); closing it and serving the caller from another");
-            checking.reason = CloseReason::Invalid;
-            return None;
-        }
-        match outcome {
-            Ok(Ok(())) if !broken => checking.conn.take(),
-            Ok(Err(e)) if !broken => {
+        match tokio::time::timeout_at(ping_deadline, self.manager.is_valid(c.inner_mut())).await {
+            Ok(Ok(())) => checking.conn.take(),
+            Ok(Err(e)) => {
                 self.telemetry.error(ErrorKind::HealthCheck);
                 tracing::warn!(pool = %self.config.name, error = %e, "validation ping failed; closing the connection");
                 checking.reason = CloseReason::Invalid;
                 None
             }
-            Ok(_) if broken => {
-                // Its socket closed while idle: never handed out.
-                self.telemetry.error(ErrorKind::Broken);
-                tracing::debug!(pool = %self.config.name, "discarding a connection that broke while idle");
-                checking.reason = CloseReason::Broken;
-                None
-            }
-            _ => {
+            Err(_) => {
+                self.telemetry.error(ErrorKind::HealthCheck);
+                tracing::warn!(pool = %self.config.name, bound = ?bound, "validation ping did not answer in time (a half-open connection?); closing it and serving the caller from another");
                 checking.reason = CloseReason::Invalid;
                 None
             }

@@ -6,16 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use super::conn::{Clock, Tracked, random_unit};
+use super::conn::Tracked;
 use super::{Conn, Manager, Shared};
 use crate::engine_state::{Put, Surplus};
+use crate::life::{Backoff, Clock};
 use crate::metrics::{CloseReason, ErrorKind};
-
-/// The first retry delay after a failed connect; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(25);
-/// The longest retry delay (before up to 50 % jitter), so a server that comes back is
-/// used within about a second.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 impl<M: Manager> Shared<M> {
     /// Starts `n` reserved connects, each as its own task: a caller that stops waiting
@@ -34,7 +29,7 @@ impl<M: Manager> Shared<M> {
     }
 
     async fn connect(self: Arc<Self>) {
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(self.config.acquire_timeout);
         loop {
             let start = Clock::now();
             let generation = self.generation.load(Relaxed);
@@ -72,8 +67,12 @@ impl<M: Manager> Shared<M> {
             if !retry {
                 return;
             }
-            tokio::time::sleep(delay.mul_f64(1.0 + 0.5 * random_unit())).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
+            // Sleeps out the back-off, unless a caller arrives that no attempt under way
+            // would serve. (A wake that finds nobody asleep leaves a permit: some later
+            // back-off is skipped once, which costs one early attempt, nothing more.)
+            let delay = backoff.next_delay();
+            let _ = tokio::time::timeout(delay, self.retry_now.notified()).await;
+            self.with(|s| s.retrying());
         }
     }
 
