@@ -47,4 +47,4 @@ pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming
 pub use resolve::Resolve;
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
-pub use telemetry::Telemetry;
+pub use telemetry::{GaugeSource, Gauges, Telemetry};

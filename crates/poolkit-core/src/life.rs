@@ -12,7 +12,7 @@ pub(crate) type Clock = quanta::Instant;
 
 /// The most a connection's lifetime is shortened, so connections opened together do not
 /// all expire together.
-pub const LIFETIME_JITTER: f64 = 0.025;
+pub(crate) const LIFETIME_JITTER: f64 = 0.025;
 
 /// `lifetime` shortened by a random fraction in `[0, LIFETIME_JITTER)`.
 pub(crate) fn jittered(lifetime: Duration) -> Duration {

@@ -15,10 +15,12 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::Duration;
 
-pub use crate::life::LIFETIME_JITTER;
+/// The most a connection's lifetime is shortened (a random fraction up to this), so
+/// connections opened together do not all expire together.
+pub const LIFETIME_JITTER: f64 = crate::life::LIFETIME_JITTER;
 pub use bb8::ManageConnection;
 pub use conn::Tracked;
 
@@ -29,7 +31,7 @@ use crate::life::Clock;
 use crate::metrics::{CloseReason, ErrorKind};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::waiters::{Ticket, Wakers};
-use crate::{ConfigError, PoolConfig, Sizing, Telemetry};
+use crate::{ConfigError, GaugeSource, Gauges, PoolConfig, Sizing, Telemetry};
 
 /// Why a checkout failed, before the adapter turns it into its own `Error`.
 #[derive(Debug)]
@@ -170,13 +172,15 @@ impl<M: Manager> Engine<M> {
             telemetry,
             config,
         });
+        shared
+            .telemetry
+            .read_gauges_from(Arc::downgrade(&shared) as Weak<dyn GaugeSource>);
         upkeep::start(&shared);
         auto::start(&shared);
         let engine = Self {
             handle: Arc::new(Handle(shared)),
         };
         let shared = engine.shared();
-        shared.telemetry.set_target(max_size.min(cap));
         let min_idle = shared.config.min_idle.min(cap);
         if min_idle > 0 {
             let start = Clock::now();
@@ -403,16 +407,15 @@ impl<M: Manager> Shared<M> {
         lock(&self.state)
     }
 
-    /// Publishes the counts of `s` (called under the lock after every change) and takes
+    /// Checks the invariants of `s` (called under the lock after every change) and takes
     /// the wakers of waiters it served, to wake after the lock is released.
     fn sync(&self, s: &mut State<Conn<M>>) -> Wakers {
         s.check();
-        self.telemetry.store_gauges(s.open, s.used, s.waiters.len());
         s.waiters.wakers()
     }
 
-    /// Runs `f` on the state under the lock, publishes the counts, and wakes the waiters
-    /// it served once the lock is released.
+    /// Runs `f` on the state under the lock, and wakes the waiters it served once the
+    /// lock is released.
     fn with<R>(&self, f: impl FnOnce(&mut State<Conn<M>>) -> R) -> R {
         let mut s = self.lock();
         let r = f(&mut s);
@@ -627,6 +630,19 @@ impl<M: Manager> Shared<M> {
         for conn in idle {
             self.close_conn(conn, CloseReason::PoolClosed);
         }
+    }
+}
+
+/// The gauges are the state's own counts, read under its lock when stats or a scrape asks.
+impl<M: Manager> GaugeSource for Shared<M> {
+    fn gauges(&self) -> Gauges {
+        let s = self.lock();
+        Gauges::new(
+            u64::from(s.open),
+            u64::from(s.used),
+            u64::try_from(s.waiters.len()).unwrap_or(u64::MAX),
+        )
+        .with_target(s.max_size)
     }
 }
 
