@@ -129,7 +129,7 @@ impl PooledConnection {
     /// The pooler mode this connection's queries follow.
     #[must_use]
     pub fn pooler(&self) -> Pooler {
-        self.ctx.pooler
+        self.ctx.pooler.get()
     }
 
     /// How many times this connection has been checked out, this time included.
@@ -434,7 +434,10 @@ impl Pool {
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
             pool: config.pool.name.clone(),
-            pooler: config.pooler,
+            pooler: crate::pooler::PoolerMode::new(
+                config.pooler,
+                format!("{}_POOLER", config.pool.prefix),
+            ),
             warnings: SessionWarnings::default(),
             queries: poolkit_core::QueryStats::new(
                 &config.pool.name,
@@ -656,6 +659,7 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();
+        stats.pooler = Some(self.ctx.pooler.get().as_str().to_owned());
         stats
     }
 
