@@ -804,10 +804,12 @@ pub(crate) async fn run(args: &SimulateArgs, progress: bool) -> Result<Outcome, 
 
 /// The fleet's keys in Redis (as poolkit-postgres names them).
 fn poolkit_postgres_keys(key: &str) -> Vec<String> {
-    ["alive", "held", "wants", "shares", "meta", "floors"]
-        .iter()
-        .map(|k| format!("{{{key}}}:{k}"))
-        .collect()
+    [
+        "alive", "held", "wants", "shares", "meta", "floors", "since",
+    ]
+    .iter()
+    .map(|k| format!("{{{key}}}:{k}"))
+    .collect()
 }
 
 /// Draws the total against the budget over time.

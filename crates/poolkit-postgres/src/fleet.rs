@@ -62,6 +62,9 @@ pub struct FleetStatus {
     pub floor: u32,
     /// Its fair share of the budget; `share` reaches it once the others have cut.
     pub fair_share: u32,
+    /// Whether the lease store is settling after it may have lost leases (a failover, a
+    /// restart): nobody raises its share until every live member recorded again.
+    pub settling: bool,
     /// Whether it shed to its floor (or, after the floor's hold, to nothing) because it
     /// could not renew its lease in time.
     pub shed: bool,
@@ -108,6 +111,8 @@ struct MemberState {
     error_since: Option<Instant>,
     /// When the last renewal that succeeded was sent.
     last_ok: Option<Instant>,
+    /// The store's sequence number then.
+    seq: u64,
 }
 
 /// One instance's membership.
@@ -155,6 +160,7 @@ impl Fleet {
                 budget,
                 floor: config.floor,
                 gap: (every / 8).min(Duration::from_millis(100)),
+                wait: every,
             },
             want,
             target,
@@ -204,11 +210,16 @@ impl Fleet {
     /// One renewal: ask for a share and cap the engine to it. Returns the renewal when
     /// the store answered.
     pub(crate) async fn renew<M: EngineManager>(&self, engine: &Engine<M>) -> Option<Renewal> {
+        let (member, seen) = {
+            let st = self.state();
+            (st.last_ok.is_some(), st.seq)
+        };
         let ask = Ask {
             want: Some(self.want),
             open: engine.open_or_connecting(),
             cap: engine.cap_value().unwrap_or(0),
-            member: self.state().last_ok.is_some(),
+            member,
+            seen,
         };
         let sent = Instant::now();
         let name = &engine.telemetry().config().name;
@@ -223,6 +234,7 @@ impl Fleet {
                 }
                 engine.cap(Some(r.grant));
                 st.last_ok = Some(sent);
+                st.seq = r.seq;
                 st.status = FleetStatus {
                     budget: self.terms.budget,
                     share: r.grant,
@@ -232,6 +244,7 @@ impl Fleet {
                     redis_error: None,
                     floor: self.terms.floor,
                     fair_share: r.share,
+                    settling: r.settling,
                     shed: false,
                 };
                 Some(r)
@@ -279,6 +292,7 @@ impl Fleet {
             open: 0,
             cap: 0,
             member: true,
+            seen: 0,
         };
         if let Err(e) = self.eval(ask).await {
             tracing::warn!(error = %e, "could not leave the fleet; the lease expires by itself");
@@ -347,10 +361,12 @@ impl Fleet {
                 open: 0,
                 cap: 0,
                 member: false,
+                seen: 0,
             })
             .await?;
         let mut st = self.state();
         st.last_ok = Some(sent);
+        st.seq = r.seq;
         st.status = FleetStatus {
             budget: self.terms.budget,
             share: r.grant,
@@ -360,6 +376,7 @@ impl Fleet {
             redis_error: None,
             floor: self.terms.floor,
             fair_share: r.share,
+            settling: r.settling,
             shed: false,
         };
         Ok(r)

@@ -20,34 +20,39 @@ use redis::{AsyncConnectionConfig, Client, Cmd, RedisError, RedisFuture, Value};
 ///
 /// KEYS: alive (zset: id → lease expiry, ms), held (hash: id → connections counted for
 /// it), wants (hash: id → ceiling), shares (hash: id → fair share), meta (hash: `sum`,
-/// `dirty`, `at`, `settle`, `replid`, `born`), floors (zset: id → end of its floor's
-/// reservation, ms).
+/// `dirty`, `at`, `settle`, `replid`, `seq`), floors (zset: id → end of its floor's
+/// reservation, ms), since (hash: id → when a new instance was first seen, ms).
 ///
 /// ARGV: id, want (-1: leave), open, current cap, member (1: it renewed before), lease
-/// ms, floor hold ms, budget, floor, recompute gap ms.
+/// ms, floor hold ms, budget, floor, recompute gap ms, the store's sequence number the
+/// member saw last, how long a new instance waits (ms).
 ///
-/// Returns {grant, instances, total held, share, settling (0/1)}.
+/// Returns {grant, instances, total held, share, settling (0/1), sequence number}.
 pub(crate) const LEASE: &str = r"
-local alive, held, wants, shares, meta, floors = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local alive, held, wants, shares, meta, floors, since = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local id, want, open = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur, member, lease = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local hold, budget, floor, gap = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local seen, wait = tonumber(ARGV[11]), tonumber(ARGV[12])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
-local m = redis.call('HMGET', meta, 'sum', 'dirty', 'at', 'settle', 'replid', 'born')
+local m = redis.call('HMGET', meta, 'sum', 'dirty', 'at', 'settle', 'replid', 'seq')
 local sum, dirty, at = tonumber(m[1] or '0'), m[2] == '1', tonumber(m[3] or '0')
-local settle, born = tonumber(m[4] or '0'), tonumber(m[6] or '0')
-if born == 0 then born = now end
--- A store that is not the one that wrote the leases (a promoted replica) may have lost
--- the latest: nobody raises for one lease, until every live member recorded again.
-if m[5] and m[5] ~= replid then settle = now + lease end
+local settle, seq = tonumber(m[4] or '0'), tonumber(m[6] or '0')
+-- A store that is not the one that wrote the leases (a promoted replica), or one that went
+-- back in time (a member saw a later sequence number: a restart from an older snapshot,
+-- writes lost in a failover) may have lost leases: nobody raises for one lease, until
+-- every live member has recorded what it holds again.
+if (m[5] and m[5] ~= replid) or (member == 1 and seen > seq) then settle = now + lease end
+seq = seq + 1
 -- Leases that expired keep their floor reserved until the hold ends.
 for _, d in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now, 'LIMIT', 0, 1000)) do
   local h = tonumber(redis.call('HGET', held, d) or '0')
   local keep = math.min(h, floor)
   sum = sum - h + keep
   redis.call('ZREM', alive, d); redis.call('HDEL', wants, d); redis.call('HDEL', shares, d)
+  redis.call('HDEL', since, d)
   if keep > 0 then
     redis.call('HSET', held, d, keep); redis.call('ZADD', floors, now + hold, d)
   else
@@ -63,17 +68,17 @@ end
 local h0 = tonumber(redis.call('HGET', held, id) or '0')
 local function save(g, share)
   redis.call('HSET', meta, 'sum', sum, 'dirty', dirty and '1' or '0', 'at', at,
-    'settle', settle, 'replid', replid, 'born', born)
+    'settle', settle, 'replid', replid, 'seq', seq)
   local keep = math.max(lease * 10, hold + lease)
   for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, keep) end
   local settling = 0
   if now < settle then settling = 1 end
-  return {g, redis.call('ZCARD', alive), sum, share, settling}
+  return {g, redis.call('ZCARD', alive), sum, share, settling, seq}
 end
 if want < 0 then
   sum = sum - h0
   redis.call('HDEL', held, id); redis.call('HDEL', wants, id); redis.call('HDEL', shares, id)
-  redis.call('ZREM', alive, id); redis.call('ZREM', floors, id)
+  redis.call('ZREM', alive, id); redis.call('ZREM', floors, id); redis.call('HDEL', since, id)
   dirty = true
   return save(0, 0)
 end
@@ -129,9 +134,14 @@ end
 local share = tonumber(redis.call('HGET', shares, id) or '-1')
 if share < 0 then share = math.min(floor, want) end
 local grant = math.max(0, math.min(share, budget - (sum - h0)))
--- A new store (or one that lost its data) lets no one join for a third of a lease, the
--- time every live member takes to renew and say what it holds.
-if now < born + math.floor(lease / 3) and member == 0 then grant = 0 end
+-- A new instance waits one renewal period before its first grant: every live member
+-- renews within it, so a store that lost leases is noticed (and settles) before anyone
+-- new counts on the room they seem to leave.
+local first = tonumber(redis.call('HGET', since, id) or '0')
+if first == 0 and member == 0 then first = now; redis.call('HSET', since, id, now) end
+if first > 0 then
+  if now < first + wait then grant = 0 else redis.call('HDEL', since, id) end
+end
 if now < settle then grant = math.min(grant, math.max(cur, 0)) end
 local rec = math.max(grant, open)
 sum = sum - h0 + rec
@@ -152,6 +162,8 @@ pub(crate) struct Renewal {
     pub(crate) share: u32,
     /// Whether the store is settling after a loss (nobody raises).
     pub(crate) settling: bool,
+    /// The store's sequence number after this renewal.
+    pub(crate) seq: u64,
 }
 
 /// What a renewal sends.
@@ -165,6 +177,8 @@ pub(crate) struct Ask {
     pub(crate) cap: u32,
     /// Whether it renewed before.
     pub(crate) member: bool,
+    /// The store's sequence number at its last renewal (0: none).
+    pub(crate) seen: u64,
 }
 
 /// How to reach the store.
@@ -322,8 +336,11 @@ impl Target {
 }
 
 /// The fleet's keys, in one hash slot.
-pub(crate) fn keys(key: &str) -> [String; 6] {
-    ["alive", "held", "wants", "shares", "meta", "floors"].map(|k| format!("{{{key}}}:{k}"))
+pub(crate) fn keys(key: &str) -> [String; 7] {
+    [
+        "alive", "held", "wants", "shares", "meta", "floors", "since",
+    ]
+    .map(|k| format!("{{{key}}}:{k}"))
 }
 
 /// Lease parameters that do not change between renewals.
@@ -334,6 +351,8 @@ pub(crate) struct Terms {
     pub(crate) budget: u32,
     pub(crate) floor: u32,
     pub(crate) gap: Duration,
+    /// How long a new instance waits for its first grant (one renewal period).
+    pub(crate) wait: Duration,
 }
 
 /// Runs the lease script once.
@@ -360,8 +379,10 @@ pub(crate) async fn renew(
         .arg(ms(terms.hold))
         .arg(terms.budget)
         .arg(terms.floor)
-        .arg(ms(terms.gap));
-    let (grant, instances, total, share, settling): (i64, u32, i64, i64, u8) =
+        .arg(ms(terms.gap))
+        .arg(ask.seen)
+        .arg(ms(terms.wait));
+    let (grant, instances, total, share, settling, seq): (i64, u32, i64, i64, u8, u64) =
         inv.invoke_async(conn).await?;
     let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     Ok(Renewal {
@@ -370,5 +391,6 @@ pub(crate) async fn renew(
         total: clamp(total),
         share: clamp(share),
         settling: settling == 1,
+        seq,
     })
 }
