@@ -185,6 +185,7 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "FLEET_RESERVE",
     "FLEET_TTL",
     "FLEET_KEY",
+    "FLEET_FLOOR",
     "PASSWORD_FILE",
     "TARGET_SESSION_ATTRS",
     "TCP_KEEPALIVE",

@@ -10,6 +10,8 @@ mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
+#[cfg(feature = "fleet")]
+mod fleet_store;
 mod manager;
 mod pool;
 mod pooler;
@@ -28,7 +30,7 @@ pub use connect::{ConnectError, SessionAttrs};
 pub use error::{Error, chain};
 #[cfg(feature = "fleet")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
-pub use fleet::FleetStatus;
+pub use fleet::{FleetMember, FleetStatus};
 pub use fleet_config::{FleetBudget, FleetConfig};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
