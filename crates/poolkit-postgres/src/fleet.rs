@@ -218,10 +218,12 @@ impl Fleet {
     }
 
     /// One renewal: ask for a share and cap the engine to it.
-    pub(crate) async fn renew(&self, engine: &Engine<Manager>) {
-        let open = engine.open_or_connecting();
+    /// `shared`: the pool's shared connections, which the share covers too (the
+    /// engine is capped to the share less them).
+    pub(crate) async fn renew(&self, engine: &Engine<Manager>, shared: u32) {
+        let open = engine.open_or_connecting() + shared;
         let now = Instant::now();
-        let current = engine.cap_value().unwrap_or(0);
+        let current = engine.cap_value().map_or(0, |c| c + shared);
         match self.eval(i64::from(self.want), open).await {
             Ok((grant, instances, leased)) => {
                 let rejoining = {
@@ -240,7 +242,7 @@ impl Fleet {
                 if share != current {
                     tracing::info!(pool = %engine.telemetry().config().name, from = current, to = share, instances, budget = self.budget, "fleet share changed");
                 }
-                engine.cap(Some(share));
+                engine.cap(Some(share.saturating_sub(shared)));
                 let mut st = self.status.lock().unwrap_or_else(PoisonError::into_inner);
                 if !st.0.redis_ok && st.1.is_some() {
                     tracing::info!(pool = %engine.telemetry().config().name, "fleet Redis reachable again");
@@ -298,7 +300,7 @@ impl Fleet {
                     fleet.leave().await;
                     return;
                 }
-                fleet.renew(&pool.engine).await;
+                fleet.renew(&pool.engine, pool.shared_reserved()).await;
             }
         });
     }
