@@ -106,7 +106,7 @@ impl QueryCtx {
         })
     }
 
-    fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
+    pub(crate) fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
         let op = match sql_of(source) {
             Some(sql) => {
                 self.warnings.check(&self.pool, self.pooler.get(), sql);
@@ -117,7 +117,12 @@ impl QueryCtx {
         (op, self.queries.start())
     }
 
-    fn end(&self, op: Operation, started: poolkit_core::QueryStart, source: &Source<'_>) {
+    pub(crate) fn end(
+        &self,
+        op: Operation,
+        started: poolkit_core::QueryStart,
+        source: &Source<'_>,
+    ) {
         self.queries.finish(op, started, || match source {
             Source::Raw(_) => "(a tokio_postgres::Statement)".to_owned(),
             other => sql_of(other).unwrap_or_default().to_owned(),
@@ -139,7 +144,7 @@ impl QueryCtx {
         .await)
     }
 
-    async fn typed<'p>(
+    pub(crate) async fn typed<'p>(
         &self,
         client: &Client,
         shape: &Shape,

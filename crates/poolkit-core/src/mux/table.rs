@@ -31,8 +31,11 @@ pub(crate) struct Entry<S> {
     pub(crate) slot: usize,
     pub(crate) socket: S,
     in_flight: AtomicUsize,
-    /// Nanoseconds since the table's epoch.
+    /// When the socket last made progress, in nanoseconds since the table's epoch.
     progress: AtomicU64,
+    /// The time between the last two completions (a pipelined socket serves in order,
+    /// so this is how long the last request kept the ones behind it waiting).
+    last_gap: AtomicU64,
     retired: AtomicBool,
     counts: Arc<Counts>,
 }
@@ -56,6 +59,7 @@ impl<S> Entry<S> {
             socket,
             in_flight: AtomicUsize::new(0),
             progress: AtomicU64::new(now),
+            last_gap: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             counts: Arc::clone(counts),
         }
@@ -71,14 +75,20 @@ impl<S> Entry<S> {
         self.retired.load(Acquire)
     }
 
-    /// Requests are in flight and none finished for more than `bound` nanoseconds.
+    /// Requests are in flight and either none finished for more than `bound`
+    /// nanoseconds (a slow request at the head), or the last one to finish held the
+    /// socket longer than that (slow requests are being served: the ones queued behind
+    /// wait at least as long each).
     fn stalled(&self, now: u64, bound: u64) -> bool {
-        self.in_flight.load(Relaxed) > 0 && now.saturating_sub(self.progress.load(Relaxed)) > bound
+        self.in_flight.load(Relaxed) > 0
+            && (now.saturating_sub(self.progress.load(Relaxed)) > bound
+                || self.last_gap.load(Relaxed) > bound)
     }
 
     /// One request finished at `now`.
     pub(crate) fn done(&self, now: u64) {
-        self.progress.store(now, Relaxed);
+        let before = self.progress.swap(now, Relaxed);
+        self.last_gap.store(now.saturating_sub(before), Relaxed);
         self.in_flight.fetch_sub(1, AcqRel);
     }
 
