@@ -2,14 +2,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod autosize;
+pub mod backoff;
 mod config;
 pub mod credentials;
 pub mod env;
 mod error;
 mod health;
 mod histogram;
-#[cfg_attr(not(feature = "bb8"), allow(dead_code))]
-mod life;
 pub mod metrics;
 mod monitored;
 pub mod query;
@@ -26,6 +25,7 @@ pub mod engine;
 #[cfg_attr(all(poolkit_loom, not(feature = "bb8")), allow(dead_code))]
 mod engine_state;
 mod gate;
+pub mod mux;
 mod sync;
 mod waiters;
 

@@ -144,6 +144,7 @@ async fn back_off_is_capped_by_the_acquire_timeout() {
     let before = m.connects.load(Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tries = m.connects.load(Relaxed) - before;
-    // At most half the acquire timeout between tries: at least 20 in 2 s.
-    assert!(tries >= 20, "{tries} connect attempts in 2 s");
+    // At most half the acquire timeout between tries (100 ms): at least 15 in 2 s, where
+    // an uncapped back-off (500-750 ms) makes 4 at most.
+    assert!(tries >= 15, "{tries} connect attempts in 2 s");
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::life::Clock;
+use super::conn::Clock;
 
 struct Held {
     since: Clock,

@@ -18,16 +18,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::Duration;
 
-/// The most a connection's lifetime is shortened (a random fraction up to this), so
-/// connections opened together do not all expire together.
-pub const LIFETIME_JITTER: f64 = crate::life::LIFETIME_JITTER;
 pub use bb8::ManageConnection;
-pub use conn::Tracked;
+pub use conn::{LIFETIME_JITTER, Tracked};
 
+use conn::Clock;
 use leaks::Leaks;
 
 use crate::engine_state::{Handed, Put, State, Surplus, Take};
-use crate::life::Clock;
 use crate::metrics::{CloseReason, ErrorKind};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::waiters::{Ticket, Wakers};

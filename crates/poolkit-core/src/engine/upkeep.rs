@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use super::conn::Tracked;
+use super::conn::{Clock, Tracked};
 use super::{Conn, Manager, Shared};
+use crate::backoff::Backoff;
 use crate::engine_state::{Put, Surplus};
-use crate::life::{Backoff, Clock};
 use crate::metrics::{CloseReason, ErrorKind};
 
 impl<M: Manager> Shared<M> {
@@ -29,7 +29,8 @@ impl<M: Manager> Shared<M> {
     }
 
     async fn connect(self: Arc<Self>) {
-        let mut backoff = Backoff::new(self.config.acquire_timeout);
+        // Capped at half the acquire timeout, so a caller's wait always spans an attempt.
+        let mut backoff = Backoff::capped(self.config.acquire_timeout / 2);
         loop {
             let start = Clock::now();
             let generation = self.generation.load(Relaxed);
