@@ -208,16 +208,21 @@ impl Fleet {
     }
 
     /// One renewal: ask for a share and cap the engine to it. Returns the renewal when
-    /// the store answered.
-    pub(crate) async fn renew<M: EngineManager>(&self, engine: &Engine<M>) -> Option<Renewal> {
+    /// the store answered. `shared`: the pool's shared (pipelined) connections, which the
+    /// share covers too, so the engine is capped to the share less them.
+    pub(crate) async fn renew<M: EngineManager>(
+        &self,
+        engine: &Engine<M>,
+        shared: u32,
+    ) -> Option<Renewal> {
         let (member, seen) = {
             let st = self.state();
             (st.last_ok.is_some(), st.seq)
         };
         let ask = Ask {
             want: Some(self.want),
-            open: engine.open_or_connecting(),
-            cap: engine.cap_value().unwrap_or(0),
+            open: engine.open_or_connecting() + shared,
+            cap: engine.cap_value().map_or(0, |c| c + shared),
             member,
             seen,
         };
@@ -232,7 +237,7 @@ impl Fleet {
                 if st.error_since.take().is_some() {
                     tracing::info!(pool = %name, "fleet Redis reachable again");
                 }
-                engine.cap(Some(r.grant));
+                engine.cap(Some(r.grant.saturating_sub(shared)));
                 st.last_ok = Some(sent);
                 st.seq = r.seq;
                 st.status = FleetStatus {
@@ -301,10 +306,16 @@ impl Fleet {
 
     /// Renews every quarter of the TTL (sooner while its grant is below its share) and
     /// watches the lease's age between renewals, until `engine` returns `None` (the pool
-    /// is gone) or a closed engine: then it leaves.
-    fn run<M: EngineManager, F>(self: &Arc<Self>, engine: F) -> tokio::task::JoinHandle<()>
+    /// is gone) or a closed engine: then it leaves. `shared` tells how many shared
+    /// (pipelined) connections the pool holds beside the engine's.
+    fn run<M: EngineManager, F, S>(
+        self: &Arc<Self>,
+        engine: F,
+        shared: S,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: Fn() -> Option<Engine<M>> + Send + 'static,
+        S: Fn() -> u32 + Send + 'static,
     {
         let fleet = Arc::clone(self);
         let every = self.clock.every;
@@ -326,7 +337,7 @@ impl Fleet {
                     _ => return fleet.leave().await,
                 };
                 let renewal = {
-                    let fut = fleet.renew(&engine);
+                    let fut = fleet.renew(&engine, shared());
                     futures_util::pin_mut!(fut);
                     loop {
                         let tick = tokio::time::sleep(watch);
@@ -349,7 +360,11 @@ impl Fleet {
 
     /// Renews for a pool until it goes (leaving when it is closed).
     pub(crate) fn start(self: &Arc<Self>, pool: Weak<Inner>) {
-        self.run(move || pool.upgrade().map(|p| p.engine.clone()));
+        let of_pool = pool.clone();
+        self.run(
+            move || pool.upgrade().map(|p| p.engine.clone()),
+            move || of_pool.upgrade().map_or(0, |p| p.shared_reserved()),
+        );
     }
 
     /// The first renewal.
@@ -410,7 +425,7 @@ impl FleetMember {
     /// Renews and sheds for `engine` until it is closed (then it leaves the fleet). Abort
     /// the task to stop renewing without leaving (a killed instance).
     pub fn start<M: EngineManager>(&self, engine: Engine<M>) -> tokio::task::JoinHandle<()> {
-        self.0.run(move || Some(engine.clone()))
+        self.0.run(move || Some(engine.clone()), || 0)
     }
 
     /// What this member knows about the fleet.
