@@ -288,7 +288,9 @@ pub(crate) struct BenchArgs {
     /// Acquire timeout (default: the env's P_POOL_TIMEOUT).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) acquire_timeout: Option<Duration>,
-    /// PostgreSQL: the statement each user runs.
+    /// PostgreSQL: the statement each user runs. `:aid` is replaced by a row number from
+    /// 1 to 100,000 spread over the operations: pgbench's select-only statement is
+    /// `SELECT abalance FROM pgbench_accounts WHERE aid = :aid` (after `pgbench -i`).
     #[arg(long, default_value = "SELECT 1")]
     pub(crate) query: String,
     /// HTTP: the URL each user GETs (the same run is then repeated with a plain reqwest
@@ -318,6 +320,9 @@ pub(crate) enum RedisOp {
     Set,
     /// One SET then one GET, alternating.
     Mixed,
+    /// GET on an exclusive connection (`Pool::exclusive`, the checkout engine: BLPOP,
+    /// MULTI, pub/sub use it); the pool sizes are the exclusive pool's.
+    ExclusiveGet,
 }
 
 #[cfg(test)]

@@ -651,14 +651,26 @@ impl Inner {
             .is_some()
     }
 
-    /// The shared side, started on first use.
+    /// The shared side, started on first use. `None` (statements check out) when shared
+    /// connections are off, when the fleet share is 0 (nothing may be opened yet), or after
+    /// the fleet closed the shared side (a share of 0 while it ran).
     pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        #[cfg(feature = "fleet")]
+        if self.shared.get().is_none() && self.fleet.as_ref().is_some_and(|f| f.status().share == 0)
+        {
+            return None;
+        }
         self.shared
             .get_or_init(|| {
+                #[cfg(feature = "fleet")]
+                let limit = self.fleet.as_ref().map(|f| f.status().share);
+                #[cfg(not(feature = "fleet"))]
+                let limit = None;
                 let shared = crate::shared::Shared::start(
                     self.engine.manager().clone(),
                     &self.config,
                     Arc::clone(self.engine.telemetry()),
+                    limit,
                 )?;
                 self.reserve_shared(shared.mux.target());
                 if shared.auto {
@@ -677,6 +689,7 @@ impl Inner {
                 Some(shared)
             })
             .as_ref()
+            .filter(|s| !s.mux.is_closed() || self.engine.is_closed())
     }
 
     /// The server moved: every shared connection is retired too (each reconnects).
@@ -687,25 +700,46 @@ impl Inner {
         }
     }
 
-    /// Shared connections the pool keeps now (they count against the ceiling and the
-    /// fleet share).
+    /// The shared connections now, for the fleet share (see `crate::fleet::Fit`): with
+    /// `Some(limit)`, first brought down to at most `limit` (the shared side is closed for
+    /// good at 0, and statements check out from then on).
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
-    pub(crate) fn shared_reserved(&self) -> u32 {
-        match self.shared.get() {
-            Some(Some(s)) => u32::try_from(s.mux.target()).unwrap_or(u32::MAX),
-            _ => 0,
+    pub(crate) fn fit_shared(&self, limit: Option<u32>) -> u32 {
+        let Some(Some(s)) = self.shared.get() else {
+            return 0;
+        };
+        if let Some(limit) = limit {
+            if limit == 0 && !s.mux.is_closed() {
+                tracing::warn!(pool = %self.config.pool.name, "fleet share 0: closing the shared connections; statements check out from now on");
+                s.mux.close();
+            } else if limit > 0 && s.mux.target() > limit as usize {
+                s.mux.set_sockets(limit as usize);
+            }
         }
+        let open = s.mux.open() + s.mux.connecting();
+        let held = if s.mux.is_closed() {
+            open
+        } else {
+            open.max(s.mux.target())
+        };
+        u32::try_from(held).unwrap_or(u32::MAX)
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
-    /// shared ones.
+    /// shared ones; with a fleet share below `n`, the shared ones come down to it first.
     fn reserve_shared(&self, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let mut n = u32::try_from(n).unwrap_or(u32::MAX);
         #[cfg(feature = "fleet")]
-        let base = self
-            .fleet
-            .as_ref()
-            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        let base = match self.fleet.as_ref() {
+            Some(f) => {
+                let share = f.status().share;
+                if self.shared.get().is_some() {
+                    n = self.fit_shared(Some(share));
+                }
+                share
+            }
+            None => self.config.pool.ceiling(),
+        };
         #[cfg(not(feature = "fleet"))]
         let base = self.config.pool.ceiling();
         self.engine.cap(Some(base.saturating_sub(n)));
