@@ -429,7 +429,7 @@ impl Pool {
             }
             None => None,
         };
-        let engine = Engine::build_capped(manager, config.pool.clone(), cap)
+        let engine = Engine::build_with(manager, config.pool.clone(), cap, crate::fail_fast::fatal)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
