@@ -27,8 +27,10 @@ fn main() -> ExitCode {
     // rest of poolkit does. An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // Without -v only errors are logged: a check's warnings and failures are in its report,
+    // and a connect failure is said there once, not again as a log line.
     let level = match cli.verbose {
-        0 => tracing::Level::WARN,
+        0 => tracing::Level::ERROR,
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
