@@ -394,6 +394,8 @@ impl Telemetry {
             timeout_var: self.config.var(Knob::AcquireTimeout),
             query: crate::QueryTiming::default(),
             pooler: None,
+            acquire_timeout: self.config.acquire_timeout.as_secs_f64(),
+            server_cap: None,
         }
     }
 }
