@@ -6,27 +6,31 @@ use std::error::Error as StdError;
 use tokio_postgres::error::SqlState;
 
 use crate::connect::ConnectError;
+use crate::manager::Manager;
 
 /// Whether retrying `e` within the acquire timeout cannot help.
 ///
 /// - Always: a refused login (wrong password or role: SQLSTATE class 28, or PgBouncer's
-///   `password authentication failed`), an unknown database (3D000), no permission to
-///   connect (42501), a server certificate that does not verify, a server without TLS
-///   where TLS is required, and a password that could not be read.
+///   `password authentication failed`) with a password from the URL, an unknown database
+///   (3D000), no permission to connect (42501), a server certificate that does not
+///   verify, and a server without TLS where TLS is required. A login refused with a
+///   rotating secret (a password file, a token provider) is retried: the new secret may
+///   be on its way.
 /// - While the pool is built (`worked` false): a refused connection (nothing listens).
 ///
 /// Retried: a refused or reset connection once the pool has worked (a restart),
 /// "the database system is starting up" (57P03), too many connections (53300), timeouts.
-pub(crate) fn fatal(e: &ConnectError, worked: bool) -> bool {
-    if matches!(e, ConnectError::Password(_)) {
-        return true;
-    }
+pub(crate) fn fatal(manager: &Manager, e: &ConnectError, worked: bool) -> bool {
+    let rotates = manager.credentials().source().rotates();
     if let Some(code) = e.code() {
-        return code.code().starts_with("28")
-            || *code == SqlState::INVALID_CATALOG_NAME
-            || *code == SqlState::INSUFFICIENT_PRIVILEGE
+        let login = code.code().starts_with("28")
             || (*code == SqlState::PROTOCOL_VIOLATION
                 && e.to_string().contains("password authentication failed"));
+        if login {
+            return !rotates;
+        }
+        return *code == SqlState::INVALID_CATALOG_NAME
+            || *code == SqlState::INSUFFICIENT_PRIVILEGE;
     }
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {

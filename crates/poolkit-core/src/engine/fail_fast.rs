@@ -14,13 +14,15 @@ use tokio::sync::Notify;
 
 use super::conn::Clock;
 
-/// Says whether a connect error is one retrying cannot fix. `worked` is true once the
-/// pool has been built or has opened a connection: an adapter keeps retrying a refused
-/// connection then (a restart), and fails at once on it only while the pool is built.
-pub type Classify<E> = fn(&E, worked: bool) -> bool;
+/// Says whether a connect error of manager `M` is one retrying cannot fix. `worked` is
+/// true once the pool has been built or has opened a connection: an adapter keeps
+/// retrying a refused connection then (a restart), and fails at once on it only while the
+/// pool is built. The manager is passed so the answer can depend on its settings (a
+/// refused login is worth retrying while a rotating secret may be replaced).
+pub type Classify<M> = fn(&M, &<M as bb8::ManageConnection>::Error, worked: bool) -> bool;
 
 /// Never fatal: every connect error is retried within the acquire timeout.
-pub(crate) fn never<E>(_: &E, _: bool) -> bool {
+pub(crate) fn never<M: bb8::ManageConnection>(_: &M, _: &M::Error, _: bool) -> bool {
     false
 }
 
@@ -30,7 +32,6 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 const WARN_REASONS: usize = 32;
 
 pub(crate) struct FailFast<E> {
-    classify: Classify<E>,
     /// The last error retrying cannot fix, and when it came.
     last: Mutex<Option<(Clock, Arc<E>)>>,
     /// Woken when one comes: every waiting caller then gives up with it.
@@ -49,9 +50,8 @@ impl<E> fmt::Debug for FailFast<E> {
 }
 
 impl<E: fmt::Display> FailFast<E> {
-    pub(crate) fn new(classify: Classify<E>) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            classify,
             last: Mutex::new(None),
             failed: Notify::new(),
             worked: AtomicBool::new(false),
@@ -64,10 +64,14 @@ impl<E: fmt::Display> FailFast<E> {
         self.worked.store(true, Ordering::Relaxed);
     }
 
-    /// A connect failed with `e`. Logs it (rate-limited) and returns true when retrying
-    /// cannot fix it; then every waiting caller is woken to give up with it.
-    pub(crate) fn failed(&self, pool: &str, e: &Arc<E>) -> bool {
-        let fatal = (self.classify)(e, self.worked.load(Ordering::Relaxed));
+    /// Whether the pool has worked (see [`Classify`]).
+    pub(crate) fn has_worked(&self) -> bool {
+        self.worked.load(Ordering::Relaxed)
+    }
+
+    /// A connect failed with `e`, which retrying cannot fix when `fatal`. Logs it
+    /// (rate-limited); when fatal, every waiting caller is woken to give up with it.
+    pub(crate) fn failed(&self, pool: &str, e: &Arc<E>, fatal: bool) -> bool {
         self.warn(pool, e, fatal);
         if fatal {
             *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -132,15 +136,13 @@ mod tests {
 
     #[test]
     fn a_reason_is_logged_once_per_interval_and_counted() {
-        let ff: FailFast<String> = FailFast::new(|e, worked| e.contains("password") || !worked);
+        let ff: FailFast<String> = FailFast::new();
         let e = Arc::new("refused".to_owned());
-        assert!(
-            ff.failed("p", &e),
-            "refused before the pool worked is fatal"
-        );
-        ff.worked();
+        let before = Clock::now();
+        assert!(ff.failed("p", &e, true));
+        assert!(ff.since(before).is_some(), "kept for the callers");
         for _ in 0..5 {
-            assert!(!ff.failed("p", &e), "refused after it worked is retried");
+            assert!(!ff.failed("p", &e, false));
         }
         let warned = ff.warned.lock().unwrap();
         assert_eq!(warned.get("refused").map(|(_, n)| *n), Some(5));

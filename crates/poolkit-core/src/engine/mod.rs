@@ -68,6 +68,7 @@ pub(crate) struct Shared<M: Manager> {
     last_error: StdMutex<Option<(Clock, Arc<M::Error>)>>,
     /// Connect errors retrying cannot fix, and the rate-limited connect WARNs.
     fail_fast: FailFast<M::Error>,
+    classify: Classify<M>,
     leaks: Option<Leaks>,
     /// The auto-sizing controller's target (`P_POOL_SIZE=auto`).
     auto_target: AtomicU32,
@@ -154,7 +155,7 @@ impl<M: Manager> Engine<M> {
         manager: M,
         config: PoolConfig,
         cap: Option<u32>,
-        classify: Classify<M::Error>,
+        classify: Classify<M>,
     ) -> Result<Self, AcquireError<M::Error>> {
         let cap = cap.unwrap_or(u32::MAX);
         let telemetry = Telemetry::new(config.clone());
@@ -168,7 +169,8 @@ impl<M: Manager> Engine<M> {
             manager,
             state: Mutex::new(State::new(pool_size.min(cap), max_size.min(cap))),
             last_error: StdMutex::new(None),
-            fail_fast: FailFast::new(classify),
+            fail_fast: FailFast::new(),
+            classify,
             leaks: config.leak_threshold.map(Leaks::new),
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),

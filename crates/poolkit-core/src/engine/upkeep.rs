@@ -63,7 +63,8 @@ impl<M: Manager> Shared<M> {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) =
                         Some((Clock::now(), Arc::clone(&e)));
-                    if self.fail_fast.failed(&self.config.name, &e) {
+                    let fatal = (self.classify)(&self.manager, &e, self.fail_fast.has_worked());
+                    if self.fail_fast.failed(&self.config.name, &e, fatal) {
                         // Retrying cannot fix it: the waiting callers have the error.
                         self.with(|s| s.unreserve(1));
                         return;
