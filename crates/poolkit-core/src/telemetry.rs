@@ -222,6 +222,7 @@ impl Telemetry {
     /// count is `acquires`).
     pub fn timed_out(&self, _wait: Duration) {
         self.timeouts.fetch_add(1, Relaxed);
+        self.error(ErrorKind::Timeout);
     }
 
     /// An error of `kind` happened.

@@ -80,6 +80,10 @@ async fn timeouts_give_the_one_rule_capped_by_the_server() {
         assert!(t.await.expect("task"));
     }
     assert_eq!(h.status, HealthStatus::Critical, "{}", h.message);
+    // Each acquire timeout is also poolkit_connection_errors_total{kind="timeout"}.
+    let s = pool.stats();
+    assert!(s.timeouts > 0);
+    assert_eq!(s.errors_by("timeout"), s.timeouts, "{s:?}");
     let raise = h
         .recommendations
         .iter()
