@@ -16,7 +16,7 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
-    /// More log output on stderr (-v: info, -vv: debug).
+    /// More log output on stderr (none: errors only; -v: info; -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 }

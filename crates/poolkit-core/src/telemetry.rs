@@ -230,6 +230,7 @@ impl Telemetry {
     /// count is `acquires`).
     pub fn timed_out(&self, _wait: Duration) {
         self.timeouts.fetch_add(1, Relaxed);
+        self.error(ErrorKind::Timeout);
     }
 
     /// An error of `kind` happened.
@@ -410,6 +411,8 @@ impl Telemetry {
             timeout_var: self.config.var(Knob::AcquireTimeout),
             query: crate::QueryTiming::default(),
             pooler: None,
+            acquire_timeout: self.config.acquire_timeout.as_secs_f64(),
+            server_cap: None,
         }
     }
 }

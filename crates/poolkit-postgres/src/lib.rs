@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod connect;
 mod error;
+mod fail_fast;
 mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;

@@ -448,7 +448,7 @@ impl Pool {
             }
             None => None,
         };
-        let engine = Engine::build_capped(manager, config.pool.clone(), cap)
+        let engine = Engine::build_with(manager, config.pool.clone(), cap, crate::fail_fast::fatal)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
@@ -826,6 +826,40 @@ fn acquire_error(config: &Config, e: AcquireError<ConnectError>) -> Error {
     }
 }
 
+impl Inner {
+    /// The most connections the server grants this pool: the lowest of the server's
+    /// `max_connections` less reserved (not behind a pooler, which multiplexes),
+    /// `P_MAX_CONNECTIONS`, and the fleet share.
+    fn server_cap(&self) -> Option<poolkit_core::advice::ServerCap> {
+        use poolkit_core::advice::ServerCap;
+        let mut caps = Vec::new();
+        if self.ctx.pooler.get() == Pooler::None
+            && let Some((max, reserved)) = self.engine.manager().server_limit()
+            && max > 0
+        {
+            caps.push(ServerCap::new(
+                max.saturating_sub(reserved),
+                format!("the server's max_connections {max} − {reserved} reserved"),
+            ));
+        }
+        if let Some(limit) = &self.config.max_connections {
+            caps.push(ServerCap::new(limit.value, limit.source.clone()));
+        }
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.fleet {
+            let status = fleet.status();
+            caps.push(ServerCap::new(
+                status.share,
+                format!(
+                    "this instance's fleet share ({}_FLEET_BUDGET {} over {} instances)",
+                    self.config.pool.prefix, status.budget, status.instances
+                ),
+            ));
+        }
+        ServerCap::lowest(caps)
+    }
+}
+
 impl Monitored for Inner {
     fn name(&self) -> &str {
         &self.config.pool.name
@@ -842,6 +876,7 @@ impl Monitored for Inner {
         // Shared connections count in the telemetry's gauges, which the multiplexed core
         // answers for: the sockets as open connections, the statements in flight on them as
         // used, callers waiting for room as pending (as Redis shared).
+        stats.server_cap = self.server_cap();
         stats
     }
 

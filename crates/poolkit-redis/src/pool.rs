@@ -541,9 +541,11 @@ impl Inner {
 
     fn stats(&self) -> PoolStats {
         let mut s = self.telemetry.stats();
-        // Sockets, not in-flight commands, are the connections of shared mode.
+        // Sockets, not in-flight commands, are the connections of shared mode; idle is
+        // computed as the metrics exporter computes `poolkit_connections{state="idle"}`
+        // (open sockets less commands in flight), so `/pools` and Prometheus agree.
         s.open = self.shared.live() as u64;
-        s.idle = 0;
+        s.idle = s.open.saturating_sub(s.used);
         s.query = self.queries.timing();
         s
     }

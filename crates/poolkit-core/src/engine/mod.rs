@@ -7,6 +7,7 @@
 
 mod auto;
 mod conn;
+mod fail_fast;
 mod leaks;
 mod upkeep;
 
@@ -20,8 +21,10 @@ use std::time::Duration;
 
 pub use bb8::ManageConnection;
 pub use conn::{LIFETIME_JITTER, Tracked};
+pub use fail_fast::Classify;
 
 use conn::Clock;
+use fail_fast::FailFast;
 use leaks::Leaks;
 
 use crate::engine_state::{Handed, Put, State, Surplus, Take};
@@ -63,6 +66,9 @@ pub(crate) struct Shared<M: Manager> {
     config: PoolConfig,
     state: Mutex<State<Conn<M>>>,
     last_error: StdMutex<Option<(Clock, Arc<M::Error>)>>,
+    /// Connect errors retrying cannot fix, and the rate-limited connect WARNs.
+    fail_fast: FailFast<M::Error>,
+    classify: Classify<M>,
     leaks: Option<Leaks>,
     /// The auto-sizing controller's target (`P_POOL_SIZE=auto`).
     auto_target: AtomicU32,
@@ -149,6 +155,21 @@ impl<M: Manager> Engine<M> {
         config: PoolConfig,
         cap: Option<u32>,
     ) -> Result<Self, AcquireError<M::Error>> {
+        Self::build_with(manager, config, cap, fail_fast::never).await
+    }
+
+    /// [`Engine::build_capped`] with the adapter's word on which connect errors retrying
+    /// cannot fix (see [`Classify`]): such an error ends the build, and every wait under
+    /// way, at once with [`AcquireError::Connect`], instead of after the acquire timeout.
+    ///
+    /// # Errors
+    /// As [`Engine::build`].
+    pub async fn build_with(
+        manager: M,
+        config: PoolConfig,
+        cap: Option<u32>,
+        classify: Classify<M>,
+    ) -> Result<Self, AcquireError<M::Error>> {
         let cap = cap.unwrap_or(u32::MAX);
         let telemetry = Telemetry::new(config.clone());
         let (pool_size, max_size) = if config.sizing == Sizing::Auto {
@@ -161,6 +182,8 @@ impl<M: Manager> Engine<M> {
             manager,
             state: Mutex::new(State::new(pool_size.min(cap), max_size.min(cap))),
             last_error: StdMutex::new(None),
+            fail_fast: FailFast::new(),
+            classify,
             leaks: config.leak_threshold.map(Leaks::new),
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
@@ -185,6 +208,9 @@ impl<M: Manager> Engine<M> {
             shared.spawn_connects(connects);
             let deadline = tokio::time::Instant::now() + shared.config.acquire_timeout;
             while shared.lock().open < min_idle {
+                if let Some(e) = shared.fail_fast.since(start) {
+                    return Err(AcquireError::Connect(e));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(match shared.error_since(start) {
                         Some(e) => AcquireError::Connect(e),
@@ -197,6 +223,7 @@ impl<M: Manager> Engine<M> {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+        shared.fail_fast.worked();
         Ok(engine)
     }
 
@@ -485,6 +512,9 @@ impl<M: Manager> Shared<M> {
         let mut deadline = None;
         let mut fast = true;
         loop {
+            // Made before the turn is taken, so an error that retrying cannot fix, met by
+            // a connect started for this caller, is not missed.
+            let failed = self.fail_fast.failed.notified();
             let taken = self.with(|s| s.take());
             // The clock is read for the deadline only once the fast path is left.
             let mut deadline = || {
@@ -522,7 +552,10 @@ impl<M: Manager> Shared<M> {
                         ticket: Some(ticket),
                     };
                     let given = match &waiting.ticket {
-                        Some(t) => tokio::time::timeout_at(deadline(), t.wait()).await.ok(),
+                        Some(t) => {
+                            let wait = tokio::time::timeout_at(deadline(), t.wait());
+                            first_of(wait, failed).await.and_then(Result::ok)
+                        }
                         None => None,
                     };
                     let given = match given {
@@ -538,7 +571,10 @@ impl<M: Manager> Shared<M> {
                             Ok(self.checkout(conn, Clock::now(), asked, false))
                         }
                         Some(Handed::Closed) => Err(AcquireError::Closed),
-                        None => Err(self.timed_out(asked)),
+                        None => match self.fail_fast.since(asked) {
+                            Some(e) => Err(AcquireError::Connect(e)),
+                            None => Err(self.timed_out(asked)),
+                        },
                     };
                 }
             }
@@ -772,4 +808,17 @@ impl<M: Manager> Drop for Checkout<M> {
         };
         shared.put_back(conn, why);
     }
+}
+
+/// Runs `main` until it finishes, or until `stop` does (then `None`).
+async fn first_of<T>(main: impl Future<Output = T>, stop: impl Future<Output = ()>) -> Option<T> {
+    let mut main = std::pin::pin!(main);
+    let mut stop = std::pin::pin!(stop);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = main.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }

@@ -38,6 +38,7 @@ impl<M: Manager> Shared<M> {
                 tokio::time::timeout(self.config.acquire_timeout, self.manager.connect()).await;
             match outcome {
                 Ok(Ok(conn)) if generation == self.generation.load(Relaxed) => {
+                    self.fail_fast.worked();
                     self.telemetry.record_created(start.elapsed());
                     self.connected(Tracked::new(conn, self.config.max_lifetime, generation));
                     return;
@@ -52,12 +53,18 @@ impl<M: Manager> Shared<M> {
                 }
                 Ok(Err(e)) => {
                     self.telemetry.error(ErrorKind::Connect);
-                    tracing::warn!(pool = %self.config.name, error = %e, "connect failed");
+                    let e = Arc::new(e);
                     *self
                         .last_error
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) =
-                        Some((Clock::now(), Arc::new(e)));
+                        Some((Clock::now(), Arc::clone(&e)));
+                    let fatal = (self.classify)(&self.manager, &e, self.fail_fast.has_worked());
+                    if self.fail_fast.failed(&self.config.name, &e, fatal) {
+                        // Retrying cannot fix it: the waiting callers have the error.
+                        self.with(|s| s.unreserve(1));
+                        return;
+                    }
                 }
                 Err(_) => {
                     self.telemetry.error(ErrorKind::Connect);

@@ -100,7 +100,9 @@ label_enum!(
         HealthCheck => "health_check",
         /// A request or query failed on a healthy connection.
         Request => "request",
-        /// A request ran past its deadline.
+        /// A caller ran out of time: an acquire that gave up after the acquire timeout
+        /// (also counted in `poolkit_pool_timeouts_total`), or a request or statement
+        /// past its deadline.
         Timeout => "timeout",
         /// A connection was held longer than `P_LEAK_THRESHOLD`.
         Leak => "leak",
