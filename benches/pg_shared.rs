@@ -59,7 +59,7 @@ fn aid(task: usize, n: u64) -> i32 {
 const PGBENCH: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
 
 fn slow_one(task: usize, n: u64) -> bool {
-    (task as u64 * 7 + n) % 100 == 0
+    (task as u64 * 7 + n).is_multiple_of(100)
 }
 
 /// The statement a client runs for `work` (one round trip each).
