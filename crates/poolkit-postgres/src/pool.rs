@@ -648,6 +648,11 @@ impl Inner {
             .is_some()
     }
 
+    /// The shared side if it was started (`Some(None)`: off).
+    pub(crate) fn shared_started(&self) -> Option<&Option<Arc<crate::shared::Shared>>> {
+        self.shared.get()
+    }
+
     /// The shared side, started on first use.
     pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
         self.shared
