@@ -365,10 +365,10 @@ impl Pool {
     /// A statement ran on a checkout in `took`: a statement marked slow that ran fast is
     /// cleared.
     fn observed_exclusive(&self, source: Source<'_>, took: std::time::Duration) {
-        if let (Some(Some(shared)), Some(sql)) = (self.inner.shared_started(), sql_of(&source)) {
-            if shared.slow.is_slow(sql) {
-                shared.slow.observe(sql, took, shared.spill);
-            }
+        if let (Some(Some(shared)), Some(sql)) = (self.inner.shared_started(), sql_of(&source))
+            && shared.slow.is_slow(sql)
+        {
+            shared.slow.observe(sql, took, shared.spill);
         }
     }
 
