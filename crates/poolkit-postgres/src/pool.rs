@@ -806,11 +806,13 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();
-        // Shared connections: the sockets count as open connections, the statements in
-        // flight on them as used, callers waiting for room as pending (as Redis shared).
+        // Shared connections count as open connections, and as used while they carry a
+        // statement, so utilization (used / ceiling) stays a share of server connections
+        // in a pool that also checks out; statements in flight on them are in
+        // `Pool::shared_connections()`. Callers waiting for room are pending.
         if let Some(Some(shared)) = self.shared.get() {
             stats.open += shared.mux.open() as u64;
-            stats.used += shared.mux.in_flight() as u64;
+            stats.used += shared.mux.loads().iter().filter(|l| **l > 0).count() as u64;
             stats.pending += shared.mux.pending() as u64;
         }
         stats
