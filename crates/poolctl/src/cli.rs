@@ -293,6 +293,12 @@ pub(crate) struct BenchArgs {
     /// `SELECT abalance FROM pgbench_accounts WHERE aid = :aid` (after `pgbench -i`).
     #[arg(long, default_value = "SELECT 1")]
     pub(crate) query: String,
+    /// PostgreSQL: run the statement on a checked-out connection (`exclusive`: `get()`
+    /// then the statement), on the pool's shared pipelined connections (`shared`:
+    /// `pool.simple_query`, with P_SHARED_CONNECTIONS from the env, `auto` by default),
+    /// or both side by side.
+    #[arg(long, value_enum, default_value_t = PgMode::Exclusive)]
+    pub(crate) mode: PgMode,
     /// HTTP: the URL each user GETs (the same run is then repeated with a plain reqwest
     /// client, side by side).
     #[arg(long, value_name = "URL")]
@@ -309,6 +315,17 @@ pub(crate) struct BenchArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+}
+
+/// How a PostgreSQL bench runs its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PgMode {
+    /// `get()` then the statement on that connection.
+    Exclusive,
+    /// The statement on the pool itself, pipelined on shared connections.
+    Shared,
+    /// Both, side by side at each size and step.
+    Both,
 }
 
 /// What each Redis user sends.

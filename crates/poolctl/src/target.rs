@@ -37,6 +37,9 @@ pub(crate) enum HttpClient {
     Poolkit,
     /// A plain `reqwest::Client` keeping up to the pool size idle per host, no cap.
     Reqwest,
+    /// PostgreSQL: statements on the pool itself, pipelined on its shared connections
+    /// (the other PostgreSQL runs check out with `Poolkit`).
+    PostgresShared,
 }
 
 /// A pool under load.
@@ -48,6 +51,8 @@ pub(crate) enum Target {
         pool: poolkit_postgres::Pool,
         /// The statement.
         query: String,
+        /// Run on the pool's shared connections instead of a checkout.
+        shared: bool,
     },
     /// A Redis pool and the command mix.
     Redis {
@@ -138,6 +143,9 @@ impl TargetSpec {
                     .map_err(|e| Error::Failed(format!("{}: {e}", self.prefix)))?,
                 url,
             }),
+            HttpClient::PostgresShared => Err(Error::Usage(
+                "shared PostgreSQL runs are built with build_for".into(),
+            )),
             HttpClient::Reqwest => Ok(Target::Reqwest {
                 client: reqwest::Client::builder()
                     .pool_max_idle_per_host(size as usize)
@@ -170,6 +178,18 @@ impl TargetSpec {
         &self,
         size: u32,
         auto: Option<Option<Duration>>,
+    ) -> Result<Target, Error> {
+        self.build_for(size, auto, false).await
+    }
+
+    /// As [`TargetSpec::build`]; `shared`: a PostgreSQL pool whose users run their
+    /// statement on its shared connections (`P_SHARED_CONNECTIONS` from the env, `auto`
+    /// by default); otherwise they check out, and the pool keeps none.
+    pub(crate) async fn build_for(
+        &self,
+        size: u32,
+        auto: Option<Option<Duration>>,
+        shared: bool,
     ) -> Result<Target, Error> {
         let sized = |pool: &mut poolkit_core::PoolConfig| {
             // Each pool of the bench has a name of its own (the auto pool lives through
@@ -204,12 +224,16 @@ impl TargetSpec {
                 if let Some(t) = self.acquire_timeout {
                     config.pool.acquire_timeout = t;
                 }
+                if !shared {
+                    config.shared = poolkit_postgres::SharedConnections::Off;
+                }
                 let pool = poolkit_postgres::Pool::new(config)
                     .await
                     .map_err(|e| Error::postgres(&self.prefix, e))?;
                 Ok(Target::Postgres {
                     pool,
                     query: self.query.clone(),
+                    shared,
                 })
             }
             BackendArg::Redis => {
@@ -256,7 +280,15 @@ impl Target {
     /// exclusive checkout); `Err` holds the error kind.
     pub(crate) async fn op(&self, n: u64) -> Result<Option<Duration>, &'static str> {
         match self {
-            Self::Postgres { pool, query } => {
+            Self::Postgres {
+                pool,
+                query,
+                shared: true,
+            } => {
+                pool.simple_query(query).await.map_err(|e| pg_kind(&e))?;
+                Ok(None)
+            }
+            Self::Postgres { pool, query, .. } => {
                 let started = Instant::now();
                 let conn = pool.get().await.map_err(|e| pg_kind(&e))?;
                 let wait = started.elapsed();
@@ -339,6 +371,7 @@ impl Target {
     /// The client's name in reports: `poolkit`, or `poolkit-http` / `reqwest` for HTTP.
     pub(crate) fn client(&self) -> &'static str {
         match self {
+            Self::Postgres { shared: true, .. } => "poolkit shared",
             Self::Postgres { .. } | Self::Redis { .. } => "poolkit",
             Self::Http { .. } => "poolkit-http",
             Self::Reqwest { .. } => "reqwest",

@@ -651,6 +651,11 @@ impl Inner {
             .is_some()
     }
 
+    /// The shared side if it was started (`Some(None)`: off).
+    pub(crate) fn shared_started(&self) -> Option<&Option<Arc<crate::shared::Shared>>> {
+        self.shared.get()
+    }
+
     /// The shared side, started on first use. `None` (statements check out) when shared
     /// connections are off, when the fleet share is 0 (nothing may be opened yet), or after
     /// the fleet closed the shared side (a share of 0 while it ran).

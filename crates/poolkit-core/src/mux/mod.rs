@@ -302,6 +302,8 @@ impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
 pub struct Lease<M: Multiplexer> {
     entry: crate::sync::Arc<Entry<M::Socket>>,
     started: Clock,
+    /// Set by [`Lease::complete`], so the drop does not count the request twice.
+    completed: bool,
     telemetry: Option<Arc<Telemetry>>,
     epoch: Clock,
     _place: Place,
@@ -325,6 +327,28 @@ impl<M: Multiplexer> Lease<M> {
     pub fn held_for(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Ends the request (as dropping the lease does) and returns how long it held the
+    /// head of its socket: the time since the socket's previous completion, or since
+    /// this request started on an idle socket. On a socket that answers in order (a
+    /// pipelined PostgreSQL connection) that is the request's own service time, without
+    /// the wait behind the ones before it.
+    pub fn complete(mut self) -> Duration {
+        self.completed = true;
+        Duration::from_nanos(self.finish())
+    }
+
+    fn finish(&self) -> u64 {
+        let now = Clock::now();
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        // The socket's count first, so the waiter the place goes to finds room.
+        let gap = self.entry.done(nanos);
+        if let Some(t) = &self.telemetry {
+            t.record_release(now.saturating_duration_since(self.started));
+        }
+        gap
+    }
 }
 
 impl<M: Multiplexer> Deref for Lease<M> {
@@ -344,13 +368,8 @@ impl<M: Multiplexer> fmt::Debug for Lease<M> {
 
 impl<M: Multiplexer> Drop for Lease<M> {
     fn drop(&mut self) {
-        let now = Clock::now();
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        // The socket's count first, so the waiter the place goes to finds room.
-        self.entry.done(nanos);
-        if let Some(t) = &self.telemetry {
-            t.record_release(now.saturating_duration_since(self.started));
+        if !self.completed {
+            self.finish();
         }
     }
 }
@@ -452,6 +471,16 @@ impl<M: Multiplexer> MuxPool<M> {
     }
 
     fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
+        self.claim_below(place, asked, hit, usize::MAX)
+    }
+
+    fn claim_below(
+        &self,
+        place: Place,
+        asked: Clock,
+        hit: bool,
+        limit: usize,
+    ) -> Result<Lease<M>, Place> {
         let inner = &*self.inner;
         loop {
             let now = Clock::now();
@@ -461,7 +490,7 @@ impl<M: Multiplexer> MuxPool<M> {
                 .config
                 .stall
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            let Some(entry) = inner.table.pick(next_start(), nanos, stall) else {
+            let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, limit) else {
                 return Err(place);
             };
             if !inner.mux.usable(&entry.socket) {
@@ -475,6 +504,7 @@ impl<M: Multiplexer> MuxPool<M> {
             return Ok(Lease {
                 entry,
                 started: now,
+                completed: false,
                 telemetry: inner.telemetry.clone(),
                 epoch: inner.epoch,
                 _place: place,
@@ -488,6 +518,15 @@ impl<M: Multiplexer> MuxPool<M> {
         let asked = Clock::now();
         let place = self.inner.table.gate.try_enter()?;
         self.claim(place, asked, true).ok()
+    }
+
+    /// A request slot now on a socket with nothing in flight, if there is one (for a
+    /// request known to be slow: it holds up nobody there).
+    #[must_use]
+    pub fn try_lease_idle(&self) -> Option<Lease<M>> {
+        let asked = Clock::now();
+        let place = self.inner.table.gate.try_enter()?;
+        self.claim_below(place, asked, true, 1).ok()
     }
 
     /// Claims one request on the least-loaded live socket, waiting first come first
