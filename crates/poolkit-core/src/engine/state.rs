@@ -1,5 +1,5 @@
 //! The engine's state and every change to it, kept behind one lock and free of I/O, clocks
-//! and tasks, so the loom tests can drive exactly this code. The engine (`engine.rs`) does
+//! and tasks, so the loom tests can drive exactly this code. The rest of `engine/` does
 //! the waiting, connecting and closing around it.
 //!
 //! Invariants (checked by `check` in debug builds and by the model tests):
