@@ -33,6 +33,9 @@ pub(crate) struct RedisMux {
     /// Bumped by [`Shared::reconnect_all`]: a socket of an older generation may lead to
     /// the old server and takes no more commands.
     generation: Arc<AtomicU64>,
+    /// Set when the pool closes: a connect under way gives up at once instead of running
+    /// to its timeout (a black-holed server holds no connects for a closed pool).
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Multiplexer for RedisMux {
@@ -41,7 +44,16 @@ impl Multiplexer for RedisMux {
 
     async fn connect(&self) -> Result<Opened<RedisSocket>, redis::RedisError> {
         let generation = self.generation.load(Ordering::Acquire);
-        let conn = self.connector.open(&self.connect_config).await?;
+        let mut closing = self.closing.subscribe();
+        let conn = tokio::select! {
+            conn = self.connector.open(&self.connect_config) => conn?,
+            _ = closing.wait_for(|closed| *closed) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the pool closed while connecting",
+                )));
+            }
+        };
         // redis-rs gives no signal when the connection's task ends; a command that finds
         // it dead retires the socket (`Shared::failed`).
         Ok(Opened::new(
@@ -62,6 +74,7 @@ pub(crate) type Lease = poolkit_core::mux::Lease<RedisMux>;
 pub(crate) struct Shared {
     pub(crate) mux: MuxPool<RedisMux>,
     generation: Arc<AtomicU64>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -89,14 +102,17 @@ impl Shared {
         config.per_socket = max_in_flight;
         config.max_in_flight = max_in_flight;
         config.connect_timeout = connect_timeout;
+        let closing = Arc::new(tokio::sync::watch::Sender::new(false));
         let mux = RedisMux {
             connector,
             connect_config,
             generation: Arc::clone(&generation),
+            closing: Arc::clone(&closing),
         };
         Arc::new(Self {
             mux: MuxPool::start(mux, config, Some(telemetry)),
             generation,
+            closing,
         })
     }
 
@@ -127,6 +143,7 @@ impl Shared {
 
     /// Closes every socket (commands in flight finish first).
     pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
         self.mux.close();
     }
 
