@@ -266,3 +266,32 @@ impl<C> State<C> {
         );
     }
 }
+
+#[cfg(all(test, not(poolkit_loom)))]
+mod tests {
+    use super::*;
+
+    fn waits(s: &mut State<u32>) -> (u32, bool) {
+        match s.take() {
+            Take::Wait { connects, wake, .. } => (connects, wake),
+            _ => unreachable!("nothing idle"),
+        }
+    }
+
+    #[test]
+    fn a_caller_wakes_a_connect_in_back_off_only_when_no_attempt_serves_it() {
+        let mut s: State<u32> = State::new(1, 1);
+        // The first caller reserves the only connect; nothing sleeps yet.
+        assert_eq!(waits(&mut s), (1, false));
+        // It fails and backs off (a caller still waits, so it is retried).
+        assert!(s.connect_failed(0));
+        assert_eq!((s.connecting, s.backing_off), (1, 1));
+        // A second caller: no room for another connect, and the one under way sleeps:
+        // it is woken for this caller.
+        assert_eq!(waits(&mut s), (0, true));
+        // Awake and trying: a third caller wakes nothing.
+        s.retrying();
+        assert_eq!(waits(&mut s), (0, false));
+        s.check();
+    }
+}
