@@ -215,8 +215,9 @@ async fn redis_black_hole() {
         hole.max_open.load(SeqCst),
         hole.open.load(SeqCst)
     );
-    // Each build opens its first shared connection, one at a time.
-    assert!(hole.max_open.load(SeqCst) <= 10, "{hole:?}");
+    // Each build opens its 4 shared sockets at once (the multiplexed core's slots), and a
+    // build that gives up ends its connects at once: no round overlaps the next.
+    assert!(hole.max_open.load(SeqCst) <= 10 * 4, "{hole:?}");
     assert_eq!(hole.open.load(SeqCst), 0, "abandoned connects are closed");
 }
 

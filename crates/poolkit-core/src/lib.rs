@@ -22,8 +22,11 @@ mod telemetry;
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub mod engine;
+// The engine's state lives in `engine/state.rs` beside the rest of the engine; it is a
+// module of its own here because the loom models drive it without the `bb8` feature.
 #[cfg(any(feature = "bb8", poolkit_loom))]
 #[cfg_attr(all(poolkit_loom, not(feature = "bb8")), allow(dead_code))]
+#[path = "engine/state.rs"]
 mod engine_state;
 mod gate;
 pub mod mux;

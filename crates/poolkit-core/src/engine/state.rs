@@ -1,5 +1,5 @@
 //! The engine's state and every change to it, kept behind one lock and free of I/O, clocks
-//! and tasks, so the loom tests can drive exactly this code. The engine (`engine.rs`) does
+//! and tasks, so the loom tests can drive exactly this code. The rest of `engine/` does
 //! the waiting, connecting and closing around it.
 //!
 //! Invariants (checked by `check` in debug builds and by the model tests):
@@ -264,5 +264,34 @@ impl<C> State<C> {
             self.idle.len() + self.used as usize,
             "open = idle + used"
         );
+    }
+}
+
+#[cfg(all(test, not(poolkit_loom)))]
+mod tests {
+    use super::*;
+
+    fn waits(s: &mut State<u32>) -> (u32, bool) {
+        match s.take() {
+            Take::Wait { connects, wake, .. } => (connects, wake),
+            _ => unreachable!("nothing idle"),
+        }
+    }
+
+    #[test]
+    fn a_caller_wakes_a_connect_in_back_off_only_when_no_attempt_serves_it() {
+        let mut s: State<u32> = State::new(1, 1);
+        // The first caller reserves the only connect; nothing sleeps yet.
+        assert_eq!(waits(&mut s), (1, false));
+        // It fails and backs off (a caller still waits, so it is retried).
+        assert!(s.connect_failed(0));
+        assert_eq!((s.connecting, s.backing_off), (1, 1));
+        // A second caller: no room for another connect, and the one under way sleeps:
+        // it is woken for this caller.
+        assert_eq!(waits(&mut s), (0, true));
+        // Awake and trying: a third caller wakes nothing.
+        s.retrying();
+        assert_eq!(waits(&mut s), (0, false));
+        s.check();
     }
 }
