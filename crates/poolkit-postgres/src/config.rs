@@ -162,6 +162,8 @@ pub struct Config {
     /// Notes about settings that were overridden (`DATABASE_POOL_SIZE=5 wins over
     /// connection_limit=25 in DATABASE_URL`), logged when read and shown by `poolctl check`.
     pub notes: Vec<String>,
+    /// Hooks around a connection's life (set in code: see [`crate::Hooks`]).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Every variable suffix a PostgreSQL pool reads under its prefix (besides
@@ -253,6 +255,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("pooler_pool_size", &self.pooler_pool_size)
             .field("notes", &self.notes)
+            .field("hooks", &self.hooks)
             .field(
                 "read_urls",
                 &self
@@ -303,6 +306,7 @@ impl Config {
             resolver: None,
             replica: false,
             notes: Vec::new(),
+            hooks: crate::hooks::Hooks::default(),
         }
         .detect_pooler()
         .read_session_attrs()

@@ -11,6 +11,7 @@ mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
+mod hooks;
 mod manager;
 mod pool;
 mod pooler;
@@ -31,6 +32,7 @@ pub use error::{Error, chain};
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
 pub use fleet::FleetStatus;
 pub use fleet_config::{FleetBudget, FleetConfig};
+pub use hooks::{AfterConnect, AfterRelease, BeforeAcquire, Hooks};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection};
 pub use pooler::{Pooler, session_state};

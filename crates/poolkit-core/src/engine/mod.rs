@@ -236,9 +236,35 @@ impl<M: Manager> Engine<M> {
     pub fn get(
         &self,
     ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
-        let caller = Location::caller();
+        self.get_timeout(self.shared().config.acquire_timeout)
+    }
+
+    /// [`Engine::get`] waiting at most `timeout` instead of the pool's acquire timeout
+    /// (deadpool's `timeout_get`).
+    ///
+    /// # Errors
+    /// As [`Engine::get`], [`AcquireError::Timeout`] after `timeout`.
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
+        self.get_with(timeout, Location::caller())
+    }
+
+    /// [`Engine::get_timeout`] with the caller's location given (for an adapter whose own
+    /// `get` is `#[track_caller]`), which leak reports name.
+    ///
+    /// # Errors
+    /// As [`Engine::get_timeout`].
+    #[allow(clippy::manual_async_fn)] // `Send` stays in the signature
+    pub fn get_with(
+        &self,
+        timeout: Duration,
+        caller: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
         async move {
-            let mut checkout = self.shared().acquire().await?;
+            let mut checkout = self.shared().acquire(timeout).await?;
             if let Some(leaks) = &self.shared().leaks {
                 checkout.leak = Some(leaks.start(caller));
             }
@@ -475,7 +501,10 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    async fn acquire(self: &Arc<Self>) -> Result<Checkout<M>, AcquireError<M::Error>> {
+    async fn acquire(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<Checkout<M>, AcquireError<M::Error>> {
         let asked = Clock::now();
         let mut deadline = None;
         let mut fast = true;
@@ -485,11 +514,8 @@ impl<M: Manager> Shared<M> {
             let failed = self.fail_fast.failed.notified();
             let taken = self.with(|s| s.take());
             // The clock is read for the deadline only once the fast path is left.
-            let mut deadline = || {
-                *deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + self.config.acquire_timeout
-                })
-            };
+            let mut deadline =
+                || *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
             match taken {
                 Take::Closed => return Err(AcquireError::Closed),
                 Take::Idle(mut conn) => {
@@ -715,6 +741,23 @@ impl<M: Manager> Checkout<M> {
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.conn.as_ref().map_or(0, |c| c.generation)
+    }
+
+    /// Takes the connection out of the pool (deadpool's `Object::take`, sqlx's
+    /// `detach`): the pool forgets it, frees its place (opening another for a waiting
+    /// caller) and counts it as `closed{reason="detached"}`. The caller owns it now.
+    #[must_use]
+    pub fn detach(mut self) -> M::Connection {
+        let conn = self.conn.take().unwrap_or_else(|| unreachable_taken());
+        let shared = &self.shared;
+        shared.telemetry.record_release(self.since.elapsed());
+        if let (Some(leaks), Some(id)) = (&shared.leaks, self.leak) {
+            leaks.stop(id);
+        }
+        let connects = shared.with(|s| s.discard());
+        shared.telemetry.record_closed(CloseReason::Detached);
+        shared.spawn_connects(connects);
+        conn.into_inner()
     }
 }
 
