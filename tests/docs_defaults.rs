@@ -21,14 +21,20 @@ fn readme_rows() -> Vec<(String, String)> {
 fn default_of(var: &str) -> String {
     let rows = readme_rows();
     let found: Vec<&(String, String)> = rows.iter().filter(|(v, _)| v == var).collect();
-    assert_eq!(found.len(), 1, "{var} must be listed once in README.md: {found:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "{var} must be listed once in README.md: {found:?}"
+    );
     found[0].1.clone()
 }
 
 /// `30 s`, `10 min`, `100 ms` → a duration.
 fn duration(cell: &str) -> Duration {
     let (n, unit) = cell.split_once(' ').unwrap_or((cell, "s"));
-    let n: u64 = n.parse().unwrap_or_else(|_| panic!("not a duration: {cell}"));
+    let n: u64 = n
+        .parse()
+        .unwrap_or_else(|_| panic!("not a duration: {cell}"));
     match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
