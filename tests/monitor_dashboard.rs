@@ -118,9 +118,10 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         dom.contains("Dash_db pool utilization high: 70.0% (7 of 10 in use)"),
         "the alert is shown:\n{dom}"
     );
+    // 70 % used, nobody waiting, no timeouts: the advice is not to raise the size.
     assert!(
-        dom.contains("no change needed: callers wait"),
-        "the recommendation is shown (7 of 10 in use, nobody waits: the size is enough):\n{dom}"
+        dom.contains("no change needed"),
+        "the recommendation is shown"
     );
 
     // The busy pool: full, with callers queued and a measurable p95 wait.
@@ -155,12 +156,11 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         "queued callers wait about a query's time: p95 {p95}"
     );
     if used == 2 {
-        // Full with callers queued: at least a warning (critical once waits grow long
-        // or callers time out), and the page's overall status is the worst pool's.
-        let busy = field(&dom, "dash_busy", "status");
-        assert!(matches!(busy.as_str(), "warning" | "critical"), "{busy}");
+        // Full, but callers wait ~100 ms of a 30 s acquire timeout and none time out:
+        // warning, not critical (critical needs timeouts or long waits).
+        assert_eq!(field(&dom, "dash_busy", "status"), "warning");
         assert!(
-            dom.contains(&format!("id=\"overall\" data-status=\"{busy}\"")),
+            dom.contains("id=\"overall\" data-status=\"warning\""),
             "overall is the worst status"
         );
     }

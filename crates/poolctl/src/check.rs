@@ -469,7 +469,7 @@ pub(crate) fn render(r: &PoolReport) -> String {
     }
     if let Some(b) = budget {
         fact(
-            &format!("budget ({} instances)", b.instances),
+            &format!("budget ({})", crate::format::instances(b.instances)),
             b.verdict.clone(),
         );
     }

@@ -38,6 +38,7 @@ pub struct Manager {
     /// The server's `max_connections` and reserved connections, learned on the first
     /// connection (for the size advice's server cap).
     server_limit: std::sync::OnceLock<(u32, u32)>,
+    after_connect: Option<crate::hooks::AfterConnect>,
 }
 
 impl fmt::Debug for Manager {
@@ -75,7 +76,16 @@ impl Manager {
             resolver: None,
             failover: Failover::new(pool, false),
             server_limit: std::sync::OnceLock::new(),
+            after_connect: None,
         }
+    }
+
+    /// Runs `hook` on every new connection before it joins the pool; its error discards
+    /// the connection (see [`crate::AfterConnect`]).
+    #[must_use]
+    pub fn with_after_connect(mut self, hook: Option<crate::hooks::AfterConnect>) -> Self {
+        self.after_connect = hook;
+        self
     }
 
     /// The server's `max_connections` and its reserved connections
@@ -214,6 +224,9 @@ impl Manager {
                         Ok(Ok(opened)) => {
                             self.credentials.accepted();
                             self.learn_limit(&opened.0).await;
+                            if let Some(hook) = &self.after_connect {
+                                hook(&opened.0).await.map_err(ConnectError::Driver)?;
+                            }
                             return Ok(opened);
                         }
                         Ok(Err(Refused::Role(role))) => {

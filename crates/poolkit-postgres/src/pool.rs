@@ -63,7 +63,9 @@ impl fmt::Debug for Inner {
 /// A checked-out connection: derefs to [`tokio_postgres::Client`]. Dropping it returns
 /// the connection to the pool.
 pub struct PooledConnection {
-    checkout: Checkout<Manager>,
+    /// `None` only once detached.
+    checkout: Option<Checkout<Manager>>,
+    after_release: Option<crate::hooks::AfterRelease>,
     ctx: Arc<QueryCtx>,
     /// The pool generation the connection belongs to (for a failover seen on it).
     generation: u64,
@@ -75,24 +77,53 @@ impl fmt::Debug for PooledConnection {
     }
 }
 
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let (Some(hook), Some(checkout)) = (&self.after_release, &mut self.checkout)
+            && !hook(checkout)
+        {
+            checkout
+                .tracked()
+                .retire(poolkit_core::metrics::CloseReason::Rejected);
+        }
+    }
+}
+
 impl Deref for PooledConnection {
     type Target = tokio_postgres::Client;
     fn deref(&self) -> &tokio_postgres::Client {
-        &self.checkout
+        self.co()
     }
 }
 
 impl DerefMut for PooledConnection {
     fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
-        &mut self.checkout
+        self.co_mut()
     }
 }
 
 crate::client::dialect!(PooledConnection);
 
 impl PooledConnection {
+    fn co(&self) -> &Checkout<Manager> {
+        self.checkout.as_ref().unwrap_or_else(|| detached())
+    }
+
+    fn co_mut(&mut self) -> &mut Checkout<Manager> {
+        self.checkout.as_mut().unwrap_or_else(|| detached())
+    }
+
     fn parts(&self) -> (&tokio_postgres::Client, bool, &QueryCtx) {
-        (&self.checkout, false, &self.ctx)
+        (self.co(), false, &self.ctx)
+    }
+
+    /// Takes the connection out of the pool (sqlx's `detach`, deadpool's `Object::take`):
+    /// the pool forgets it, frees its place (opening another when a caller needs one) and
+    /// counts it as `closed{reason="detached"}`. The client is yours; dropping it closes
+    /// the connection.
+    #[must_use]
+    pub fn detach(mut self) -> tokio_postgres::Client {
+        self.checkout.take().unwrap_or_else(|| detached()).detach()
     }
 
     /// Notes a statement's outcome: an error that says the server moved retires the pool.
@@ -110,7 +141,8 @@ impl PooledConnection {
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
         let ctx = &*self.ctx;
         let generation = self.generation;
-        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        let client: &mut tokio_postgres::Client =
+            self.checkout.as_mut().unwrap_or_else(|| detached());
         let begun = client.transaction().await;
         if let Err(e) = &begun {
             ctx.failover.seen(e, generation);
@@ -122,13 +154,14 @@ impl PooledConnection {
     pub fn build_transaction(&mut self) -> TransactionBuilder<'_> {
         let ctx = &*self.ctx;
         let generation = self.generation;
-        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        let client: &mut tokio_postgres::Client =
+            self.checkout.as_mut().unwrap_or_else(|| detached());
         TransactionBuilder::new(client.build_transaction(), ctx, generation)
     }
 
     /// Closes this connection instead of returning it to the pool.
     pub fn retire(&mut self, reason: poolkit_core::metrics::CloseReason) {
-        self.checkout.tracked().retire(reason);
+        self.co_mut().tracked().retire(reason);
     }
 
     /// The pooler mode this connection's queries follow.
@@ -140,13 +173,13 @@ impl PooledConnection {
     /// How many times this connection has been checked out, this time included.
     #[must_use]
     pub fn uses(&mut self) -> u64 {
-        self.checkout.tracked().uses()
+        self.co_mut().tracked().uses()
     }
 
     /// How old the connection is.
     #[must_use]
     pub fn age(&mut self) -> Duration {
-        self.checkout.tracked().age()
+        self.co_mut().tracked().age()
     }
 }
 
@@ -363,6 +396,46 @@ impl Builder {
         &self.config
     }
 
+    /// Runs `hook` on every new connection before it joins the pool, e.g.
+    /// `|c| Box::pin(c.batch_execute("SET search_path TO app"))`; its error discards the
+    /// connection (see [`crate::AfterConnect`]).
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c tokio_postgres::Client,
+            )
+                -> poolkit_core::BoxFuture<'c, Result<(), tokio_postgres::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config.hooks.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` before a pooled connection is handed out; `false` closes it and the
+    /// caller gets another (see [`crate::BeforeAcquire`]).
+    pub fn before_acquire<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c tokio_postgres::Client) -> poolkit_core::BoxFuture<'c, bool>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config.hooks.before_acquire = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection comes back; `false` closes it instead of reusing it
+    /// (see [`crate::AfterRelease`]).
+    pub fn after_release<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&tokio_postgres::Client) -> bool + Send + Sync + 'static,
+    {
+        self.config.hooks.after_release = Some(Arc::new(hook));
+        self
+    }
+
     /// Validates the configuration, opens `min_idle` connections and registers the pool.
     ///
     /// # Errors
@@ -406,7 +479,8 @@ impl Pool {
             .with_session_attrs(config.target_session_attrs)
             .with_credentials(Arc::clone(&credentials))
             .with_resolver(config.resolver.clone())
-            .with_failover(Arc::clone(&failover));
+            .with_failover(Arc::clone(&failover))
+            .with_after_connect(config.hooks.after_connect.clone());
         if config.ssl_mode != SslMode::Disable {
             let root =
                 match &config.ssl_root_cert {
@@ -502,17 +576,46 @@ impl Pool {
     /// [`Error::Closed`] after [`Pool::close`].
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
-        // `get` is not `async fn` so that `#[track_caller]` reaches the caller's line for
-        // leak reports (`DATABASE_LEAK_THRESHOLD`).
-        let checkout = self.inner.engine.get();
+        self.get_timeout(self.inner.config.pool.acquire_timeout)
+    }
+
+    /// [`Pool::get`] waiting at most `timeout` instead of the acquire timeout
+    /// (`P_POOL_TIMEOUT`), for one call (deadpool's `timeout_get`).
+    ///
+    /// # Errors
+    /// As [`Pool::get`]; [`Error::Timeout`] after `timeout`.
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
+        // Not `async fn` so that `#[track_caller]` reaches the caller's line for leak
+        // reports (`DATABASE_LEAK_THRESHOLD`).
+        let caller = std::panic::Location::caller();
         async move {
-            match checkout.await {
-                Ok(checkout) => Ok(PooledConnection {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let mut checkout = self
+                    .inner
+                    .engine
+                    .get_with(left, caller)
+                    .await
+                    .map_err(|e| acquire_error(&self.inner.config, e))?;
+                if let Some(hook) = &self.inner.config.hooks.before_acquire
+                    && !hook(&checkout).await
+                {
+                    checkout
+                        .tracked()
+                        .retire(poolkit_core::metrics::CloseReason::Rejected);
+                    continue;
+                }
+                return Ok(PooledConnection {
                     generation: checkout.generation(),
-                    checkout,
+                    checkout: Some(checkout),
+                    after_release: self.inner.config.hooks.after_release.clone(),
                     ctx: Arc::clone(&self.inner.ctx),
-                }),
-                Err(e) => Err(acquire_error(&self.inner.config, e)),
+                });
             }
         }
     }
@@ -935,4 +1038,9 @@ impl Monitored for Inner {
             Probe::Busy
         })
     }
+}
+
+#[allow(clippy::panic)]
+fn detached() -> ! {
+    panic!("poolkit: PooledConnection used after detach()")
 }

@@ -51,12 +51,12 @@ async fn resize_under_load_follows_on_the_server() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Full, callers queued but served well within the 10 s acquire timeout: a warning
-    // (critical needs timeouts or long waits).
-    let status = pool.health().status;
-    assert!(
-        matches!(status.as_str(), "warning" | "critical"),
-        "3 of 3 busy, 197 waiting: {status:?}"
+    // 3 of 3 busy and 197 waiting, but served far within the 10 s acquire timeout and
+    // none timed out: full, not critical (issue 22: utilization alone is not suffering).
+    assert_eq!(
+        pool.health().status.as_str(),
+        "warning",
+        "3 of 3 busy, 197 waiting"
     );
 
     pool.resize(12, None).expect("raise");

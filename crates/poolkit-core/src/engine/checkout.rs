@@ -68,7 +68,10 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    pub(super) async fn acquire(self: &Arc<Self>) -> Result<Checkout<M>, AcquireError<M::Error>> {
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<Checkout<M>, AcquireError<M::Error>> {
         let asked = Clock::now();
         let mut deadline = None;
         let mut fast = true;
@@ -78,11 +81,8 @@ impl<M: Manager> Shared<M> {
             let failed = self.fail_fast.failed.notified();
             let taken = self.with(|s| s.take());
             // The clock is read for the deadline only once the fast path is left.
-            let mut deadline = || {
-                *deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + self.config.acquire_timeout
-                })
-            };
+            let mut deadline =
+                || *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
             match taken {
                 Take::Closed => return Err(AcquireError::Closed),
                 Take::Idle(mut conn) => {
@@ -285,6 +285,23 @@ impl<M: Manager> Checkout<M> {
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.conn.as_ref().map_or(0, |c| c.generation)
+    }
+
+    /// Takes the connection out of the pool (deadpool's `Object::take`, sqlx's
+    /// `detach`): the pool forgets it, frees its place (opening another for a waiting
+    /// caller) and counts it as `closed{reason="detached"}`. The caller owns it now.
+    #[must_use]
+    pub fn detach(mut self) -> M::Connection {
+        let conn = self.conn.take().unwrap_or_else(|| unreachable_taken());
+        let shared = &self.shared;
+        shared.telemetry.record_release(self.since.elapsed());
+        if let (Some(leaks), Some(id)) = (&shared.leaks, self.leak) {
+            leaks.stop(id);
+        }
+        let connects = shared.with(|s| s.discard());
+        shared.telemetry.record_closed(CloseReason::Detached);
+        shared.spawn_connects(connects);
+        conn.into_inner()
     }
 }
 

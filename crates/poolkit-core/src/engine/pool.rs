@@ -176,9 +176,35 @@ impl<M: Manager> Engine<M> {
     pub fn get(
         &self,
     ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
-        let caller = Location::caller();
+        self.get_timeout(self.shared().config.acquire_timeout)
+    }
+
+    /// [`Engine::get`] waiting at most `timeout` instead of the pool's acquire timeout
+    /// (deadpool's `timeout_get`).
+    ///
+    /// # Errors
+    /// As [`Engine::get`], [`AcquireError::Timeout`] after `timeout`.
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
+        self.get_with(timeout, Location::caller())
+    }
+
+    /// [`Engine::get_timeout`] with the caller's location given (for an adapter whose own
+    /// `get` is `#[track_caller]`), which leak reports name.
+    ///
+    /// # Errors
+    /// As [`Engine::get_timeout`].
+    #[allow(clippy::manual_async_fn)] // `Send` stays in the signature
+    pub fn get_with(
+        &self,
+        timeout: Duration,
+        caller: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Checkout<M>, AcquireError<M::Error>>> + Send + '_ {
         async move {
-            let mut checkout = self.shared().acquire().await?;
+            let mut checkout = self.shared().acquire(timeout).await?;
             if let Some(leaks) = &self.shared().leaks {
                 checkout.leak = Some(leaks.start(caller));
             }

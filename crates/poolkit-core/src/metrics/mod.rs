@@ -86,6 +86,11 @@ label_enum!(
         /// failover: PostgreSQL SQLSTATE 25006 / 57P01–03 or a standby, Redis READONLY /
         /// MASTERDOWN / LOADING): every connection of the pool is retired at once.
         ServerMoved => "server_moved",
+        /// Taken out of the pool by its user (`detach()`): the pool forgot it and opens
+        /// another when needed.
+        Detached => "detached",
+        /// A user hook (`before_acquire`, `after_release`) said not to reuse it.
+        Rejected => "rejected",
     }
 );
 
