@@ -61,8 +61,8 @@ async fn supabase_select_sends_both_key_headers() {
     assert_eq!(client.pool().config().pool.pool_size, 3);
     assert_eq!(
         client.pool().config().max_keepalive,
-        50,
-        "SUPABASE_MAX_KEEPALIVE default"
+        3,
+        "SUPABASE_MAX_KEEPALIVE defaults to the ceiling (docs/http.md)"
     );
     let rows = client
         .select("items", "id,name", &[("id", "eq.7")])
