@@ -119,8 +119,8 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         "the alert is shown:\n{dom}"
     );
     assert!(
-        dom.contains("consider increasing DASH_DB_POOL_SIZE"),
-        "the recommendation is shown"
+        dom.contains("no change needed: callers wait"),
+        "the recommendation is shown (7 of 10 in use, nobody waits: the size is enough):\n{dom}"
     );
 
     // The busy pool: full, with callers queued and a measurable p95 wait.
@@ -155,9 +155,12 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         "queued callers wait about a query's time: p95 {p95}"
     );
     if used == 2 {
-        assert_eq!(field(&dom, "dash_busy", "status"), "critical");
+        // Full with callers queued: at least a warning (critical once waits grow long
+        // or callers time out), and the page's overall status is the worst pool's.
+        let busy = field(&dom, "dash_busy", "status");
+        assert!(matches!(busy.as_str(), "warning" | "critical"), "{busy}");
         assert!(
-            dom.contains("id=\"overall\" data-status=\"critical\""),
+            dom.contains(&format!("id=\"overall\" data-status=\"{busy}\"")),
             "overall is the worst status"
         );
     }

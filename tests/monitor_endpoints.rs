@@ -243,11 +243,10 @@ async fn pools_and_alerts_need_the_token() {
     let ceiling_var = pool.stats().ceiling_var;
     assert!(ceiling_var.ends_with("_POOL_SIZE"), "{ceiling_var}");
     let rec = a["recommendation"].as_str().unwrap();
-    assert!(
-        rec.contains(&format!("consider increasing {ceiling_var}")),
-        "{rec}"
-    );
-    assert!(rec.contains("from 4 to"), "{rec}");
+    // Callers are served at once and none timed out: the size is enough, and the
+    // advice says so rather than "raise the size".
+    assert!(rec.starts_with("no change needed"), "{rec}");
+    assert!(!rec.contains(&ceiling_var), "{rec}");
     drop(held);
     server.shutdown().await.expect("shutdown");
 }

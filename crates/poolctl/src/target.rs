@@ -192,6 +192,16 @@ impl TargetSpec {
         shared: bool,
     ) -> Result<Target, Error> {
         let sized = |pool: &mut poolkit_core::PoolConfig| {
+            // Each pool of the bench has a name of its own (the auto pool lives through
+            // every step beside the fixed ones): no "already registered" warning.
+            static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let label = if auto.is_some() {
+                "auto".to_owned()
+            } else {
+                size.to_string()
+            };
+            pool.name = format!("{}_bench_{label}_{seq}", pool.name);
             pool.min_idle = pool.min_idle.min(size);
             if let Some(interval) = auto {
                 pool.sizing = poolkit_core::Sizing::Auto;
@@ -282,15 +292,33 @@ impl Target {
                 let started = Instant::now();
                 let conn = pool.get().await.map_err(|e| pg_kind(&e))?;
                 let wait = started.elapsed();
-                conn.simple_query(query)
+                let query = if query.contains(":aid") {
+                    std::borrow::Cow::Owned(
+                        query.replace(":aid", &(n.wrapping_mul(7919) % 100_000 + 1).to_string()),
+                    )
+                } else {
+                    std::borrow::Cow::Borrowed(query.as_str())
+                };
+                conn.simple_query(&query)
                     .await
                     .map_err(|e| pg_kind(&poolkit_postgres::Error::Backend(e)))?;
                 Ok(Some(wait))
             }
             Self::Redis { pool, op, keys } => {
                 let key = format!("{keys}{}", n % REDIS_KEYS);
+                if *op == RedisOp::ExclusiveGet {
+                    let started = Instant::now();
+                    let mut conn = pool.exclusive().await.map_err(|e| redis_kind(&e))?;
+                    let wait = started.elapsed();
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(&key);
+                    cmd.query_async::<Option<Vec<u8>>>(&mut *conn)
+                        .await
+                        .map_err(|_| "command")?;
+                    return Ok(Some(wait));
+                }
                 let set = match op {
-                    RedisOp::Get => false,
+                    RedisOp::Get | RedisOp::ExclusiveGet => false,
                     RedisOp::Set => true,
                     RedisOp::Mixed => n.is_multiple_of(2),
                 };
@@ -354,6 +382,7 @@ impl Target {
     pub(crate) fn stats(&self) -> PoolStats {
         match self {
             Self::Postgres { pool, .. } => pool.stats(),
+            Self::Redis { pool, op, .. } if *op == RedisOp::ExclusiveGet => pool.exclusive_stats(),
             Self::Redis { pool, .. } => pool.stats(),
             Self::Http { pool, .. } => pool.stats(),
             // reqwest keeps no statistics.

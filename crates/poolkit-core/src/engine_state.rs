@@ -23,10 +23,13 @@ pub(crate) enum Handed<C> {
 pub(crate) enum Take<C> {
     /// An idle connection, now counted as used.
     Idle(C),
-    /// Queued: wait on the ticket; start `connects` new connections first.
+    /// Queued: wait on the ticket; start `connects` new connections first, and when
+    /// `wake`, cut one connect's back-off short (every connect under way is sleeping
+    /// between attempts, so none would be tried for this caller).
     Wait {
         ticket: Ticket<Handed<C>>,
         connects: u32,
+        wake: bool,
     },
     /// The pool is closed.
     Closed,
@@ -61,6 +64,8 @@ pub(crate) struct State<C> {
     pub(crate) open: u32,
     /// Connects started and not yet finished.
     pub(crate) connecting: u32,
+    /// Of `connecting`, those sleeping in back-off after a failed attempt.
+    pub(crate) backing_off: u32,
     /// Checked out.
     pub(crate) used: u32,
     pub(crate) pool_size: u32,
@@ -75,6 +80,7 @@ impl<C> State<C> {
             waiters: WaitQueue::default(),
             open: 0,
             connecting: 0,
+            backing_off: 0,
             used: 0,
             pool_size,
             max_size,
@@ -117,9 +123,17 @@ impl<C> State<C> {
             return Take::Idle(conn);
         }
         let ticket = self.waiters.push();
+        let connects = self.reserve_wanted();
+        // A connect in back-off is no attempt for this caller: wake one when the others
+        // under way cannot serve every waiter.
+        let trying = self.connecting - self.backing_off;
+        let wake = connects == 0
+            && self.backing_off > 0
+            && u32::try_from(self.waiters.len()).unwrap_or(u32::MAX) > trying;
         Take::Wait {
             ticket,
-            connects: self.reserve_wanted(),
+            connects,
+            wake,
         }
     }
 
@@ -179,14 +193,20 @@ impl<C> State<C> {
 
     /// A connect failed; `true` when it should be retried (someone still waits for it, or
     /// the pool is below `floor`, its minimum of idle connections), in which case it stays
-    /// reserved.
+    /// reserved and counts as backing off until [`State::retrying`].
     pub(crate) fn connect_failed(&mut self, floor: u32) -> bool {
         self.connecting -= 1;
         if self.wanted() > 0 || (!self.closed && self.open + self.connecting < floor) {
             self.connecting += 1;
+            self.backing_off += 1;
             return true;
         }
         false
+    }
+
+    /// A connect's back-off is over (slept out, or woken for a caller).
+    pub(crate) fn retrying(&mut self) {
+        self.backing_off -= 1;
     }
 
     /// Gives back `n` reserved connects that were never started.
@@ -238,6 +258,7 @@ impl<C> State<C> {
     /// Checks the invariants (debug builds and tests).
     pub(crate) fn check(&self) {
         debug_assert!(self.idle.is_empty() || self.waiters.is_empty());
+        debug_assert!(self.backing_off <= self.connecting);
         debug_assert_eq!(
             self.open as usize,
             self.idle.len() + self.used as usize,

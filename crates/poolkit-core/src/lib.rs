@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod advice;
 pub mod autosize;
 pub mod backoff;
 mod config;
@@ -39,7 +40,7 @@ pub use error::ConfigError;
 pub use gate::{Gate, GateError, Place};
 pub use health::{
     Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
-    suggest_size,
+    size_advice, under_pressure,
 };
 pub use histogram::LatencyHistogram;
 pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
@@ -47,4 +48,4 @@ pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming
 pub use resolve::Resolve;
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
-pub use telemetry::Telemetry;
+pub use telemetry::{GaugeSource, Gauges, Telemetry};

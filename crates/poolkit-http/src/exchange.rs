@@ -95,30 +95,29 @@ impl Drop for Lease {
     }
 }
 
-/// Counts a caller as pending for as long as it lives.
-struct Waiting<'a>(&'a Telemetry, &'a Host);
+/// Counts a caller as pending at its origin for as long as it lives.
+struct Waiting<'a>(&'a Host);
 
 impl<'a> Waiting<'a> {
-    fn new(telemetry: &'a Telemetry, host: &'a Host) -> Self {
-        telemetry.wait_started();
+    fn new(host: &'a Host) -> Self {
         host.waiting.fetch_add(1, Relaxed);
-        Self(telemetry, host)
+        Self(host)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.1.waiting.fetch_sub(1, Relaxed);
-        self.0.wait_ended();
+        self.0.waiting.fetch_sub(1, Relaxed);
     }
 }
 
-/// Counts a request in flight (`used`) for as long as it lives: until its body is read.
+/// Records a request's hold time (from its place to its body read) when it ends; the
+/// request counts as `used` through its place under the origin's gate.
 pub(crate) struct InUse(Arc<Telemetry>, Instant);
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.0.released(self.1.elapsed());
+        self.0.record_release(self.1.elapsed());
     }
 }
 
@@ -168,7 +167,7 @@ async fn run(
     let telemetry = &*shared.telemetry;
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
-    let waiting = Waiting::new(telemetry, host);
+    let waiting = Waiting::new(host);
     let timed_out = || {
         telemetry.timed_out(start.elapsed());
         tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
@@ -195,7 +194,7 @@ async fn run(
         },
     };
     drop(waiting);
-    telemetry.acquired(start.elapsed(), !lease.new);
+    telemetry.record_acquire(start.elapsed(), !lease.new);
     let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
     let mut retries = 0;
     loop {
@@ -243,7 +242,7 @@ async fn run(
         match failure {
             Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) if retry => {
                 retries += 1;
-                shared.retries.fetch_add(1, Relaxed);
+                shared.telemetry.record_retry();
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
                     "the server closed the connection or refused the request before processing it; retrying on a newer connection");

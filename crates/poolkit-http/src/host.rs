@@ -97,7 +97,7 @@ impl Life {
     pub(crate) fn mark_open(&self, took: Duration) {
         if !self.is_closed() && !self.opened.swap(true, Relaxed) {
             self.host_open.fetch_add(1, Relaxed);
-            self.telemetry.opened(took);
+            self.telemetry.record_created(took);
         }
     }
 
@@ -105,7 +105,7 @@ impl Life {
     pub(crate) fn close(&self, reason: CloseReason) {
         if !self.closed.swap(true, Relaxed) && self.opened.load(Relaxed) {
             self.host_open.fetch_sub(1, Relaxed);
-            self.telemetry.closed(reason);
+            self.telemetry.record_closed(reason);
             tracing::debug!(reason = reason.as_str(), "connection closed");
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -44,7 +44,6 @@ pub(crate) struct Shared {
     sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
     reaper_started: AtomicBool,
-    pub(crate) retries: AtomicU64,
     me: Weak<Shared>,
 }
 
@@ -147,9 +146,10 @@ impl Builder {
             sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
             reaper_started: AtomicBool::new(false),
-            retries: AtomicU64::new(0),
             config: self.config,
         });
+        let source: Arc<dyn poolkit_core::GaugeSource> = shared.clone();
+        shared.telemetry.read_gauges_from(Arc::downgrade(&source));
         let monitored: Arc<dyn Monitored> = shared.clone();
         poolkit_core::register(&monitored);
         Ok(Pool { shared })
@@ -279,7 +279,7 @@ impl Pool {
     /// Retries so far: requests sent again because their connection turned out closed or the server refused them unprocessed.
     #[must_use]
     pub fn retries(&self) -> u64 {
-        self.shared.retries.load(Relaxed)
+        self.shared.telemetry.retries()
     }
 
     /// Closes the pool: idle connections close now, busy ones when their request ends,
@@ -495,4 +495,19 @@ pub struct OriginStats {
     pub pending: u64,
     /// `used` over the per-origin ceiling, 0 to 1.
     pub utilization: f64,
+}
+
+/// Open connections, requests in flight (places held under each origin's gate) and callers
+/// waiting, summed over the origins.
+impl poolkit_core::GaugeSource for Shared {
+    fn gauges(&self) -> poolkit_core::Gauges {
+        let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut open, mut used, mut pending) = (0, 0, 0);
+        for h in hosts.values() {
+            open += h.open.load(Relaxed);
+            used += h.gate.in_use() as u64;
+            pending += h.waiting.load(Relaxed);
+        }
+        poolkit_core::Gauges::new(open, used, pending)
+    }
 }

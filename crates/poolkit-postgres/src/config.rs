@@ -27,6 +27,9 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered keep-alive probes before the socket is closed.
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
+/// The ports of transaction-mode poolers: Supavisor's 6543 and PgBouncer's 6432.
+pub(crate) const POOLER_PORTS: [u16; 2] = [6543, 6432];
+
 /// The URL without parameters tokio-postgres does not know but poolers' URLs carry
 /// (`pgbouncer=true`, Prisma's `connection_limit`), so one `DATABASE_URL` serves every tool.
 fn strip_params(url: &str) -> String {
@@ -115,7 +118,10 @@ pub struct Config {
     /// Env: `P_CONNECT_TIMEOUT`.
     pub connect_timeout: Option<Duration>,
     /// The server-side pooler in front of PostgreSQL. Default: `transaction` when the URL's
-    /// port is 6543 (Supavisor) or it has `pgbouncer=true`, else `none`. Env: `P_POOLER`.
+    /// port is 6543 (Supavisor) or 6432 (PgBouncer) or it has `pgbouncer=true`, else
+    /// `none`; a pool in `none` mode also switches to `transaction` by itself the first
+    /// time the server refuses one of its named prepared statements (SQLSTATE 26000 or
+    /// 42P05), and runs that statement again unnamed. Env: `P_POOLER`.
     pub pooler: Pooler,
     /// libpq's `sslmode`: `disable`, `prefer` (the default, as in libpq), `require`,
     /// `verify-ca`, `verify-full`. From the URL's `sslmode=`, or env `P_SSLMODE` (wins).
@@ -188,6 +194,7 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "FLEET_RESERVE",
     "FLEET_TTL",
     "FLEET_KEY",
+    "FLEET_FLOOR",
     "PASSWORD_FILE",
     "TARGET_SESSION_ATTRS",
     "TCP_KEEPALIVE",
@@ -328,13 +335,14 @@ impl Config {
         self
     }
 
-    /// Sets `pooler` from the URL: `transaction` for port 6543 or `pgbouncer=true`.
+    /// Sets `pooler` from the URL: `transaction` for a pooler's port (6543, 6432) or
+    /// `pgbouncer=true`.
     pub(crate) fn detect_pooler(mut self) -> Self {
         let url = self.url.expose();
         let flagged = url.contains("pgbouncer=true");
         let on_6543 = strip_params(url)
             .parse::<tokio_postgres::Config>()
-            .is_ok_and(|c| c.get_ports().contains(&6543));
+            .is_ok_and(|c| c.get_ports().iter().any(|p| POOLER_PORTS.contains(p)));
         if flagged || on_6543 {
             self.pooler = Pooler::Transaction;
         }

@@ -6,10 +6,13 @@ mod client;
 mod config;
 mod connect;
 mod error;
+mod fail_fast;
 mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
+#[cfg(feature = "fleet")]
+mod fleet_store;
 mod manager;
 mod pipelined;
 mod pool;
@@ -30,7 +33,7 @@ pub use connect::{ConnectError, SessionAttrs};
 pub use error::{Error, chain};
 #[cfg(feature = "fleet")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
-pub use fleet::FleetStatus;
+pub use fleet::{FleetMember, FleetStatus};
 pub use fleet_config::{FleetBudget, FleetConfig};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection, SharedStatus};

@@ -134,7 +134,7 @@ impl PooledConnection {
     /// The pooler mode this connection's queries follow.
     #[must_use]
     pub fn pooler(&self) -> Pooler {
-        self.ctx.pooler
+        self.ctx.pooler.get()
     }
 
     /// How many times this connection has been checked out, this time included.
@@ -448,12 +448,15 @@ impl Pool {
             }
             None => None,
         };
-        let engine = Engine::build_capped(manager, config.pool.clone(), cap)
+        let engine = Engine::build_with(manager, config.pool.clone(), cap, crate::fail_fast::fatal)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
             pool: config.pool.name.clone(),
-            pooler: config.pooler,
+            pooler: crate::pooler::PoolerMode::new(
+                config.pooler,
+                format!("{}_POOLER", config.pool.prefix),
+            ),
             warnings: SessionWarnings::default(),
             queries: poolkit_core::QueryStats::new(
                 &config.pool.name,
@@ -653,14 +656,26 @@ impl Inner {
         self.shared.get()
     }
 
-    /// The shared side, started on first use.
+    /// The shared side, started on first use. `None` (statements check out) when shared
+    /// connections are off, when the fleet share is 0 (nothing may be opened yet), or after
+    /// the fleet closed the shared side (a share of 0 while it ran).
     pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        #[cfg(feature = "fleet")]
+        if self.shared.get().is_none() && self.fleet.as_ref().is_some_and(|f| f.status().share == 0)
+        {
+            return None;
+        }
         self.shared
             .get_or_init(|| {
+                #[cfg(feature = "fleet")]
+                let limit = self.fleet.as_ref().map(|f| f.status().share);
+                #[cfg(not(feature = "fleet"))]
+                let limit = None;
                 let shared = crate::shared::Shared::start(
                     self.engine.manager().clone(),
                     &self.config,
                     Arc::clone(self.engine.telemetry()),
+                    limit,
                 )?;
                 self.reserve_shared(shared.mux.target());
                 if shared.auto {
@@ -679,6 +694,7 @@ impl Inner {
                 Some(shared)
             })
             .as_ref()
+            .filter(|s| !s.mux.is_closed() || self.engine.is_closed())
     }
 
     /// The server moved: every shared connection is retired too (each reconnects).
@@ -689,25 +705,47 @@ impl Inner {
         }
     }
 
-    /// Shared connections the pool keeps now (they count against the ceiling and the
-    /// fleet share).
+    /// The shared connections now, for the fleet share (see `crate::fleet::Fit`): with
+    /// `Some(limit)`, first brought down to at most `limit` (the shared side is closed for
+    /// good at 0, and statements check out from then on).
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
-    pub(crate) fn shared_reserved(&self) -> u32 {
-        match self.shared.get() {
-            Some(Some(s)) => u32::try_from(s.mux.target()).unwrap_or(u32::MAX),
-            _ => 0,
+    pub(crate) fn fit_shared(&self, limit: Option<u32>) -> u32 {
+        let Some(Some(s)) = self.shared.get() else {
+            return 0;
+        };
+        if let Some(limit) = limit {
+            if limit == 0 && !s.mux.is_closed() {
+                tracing::warn!(pool = %self.config.pool.name, "fleet share 0: closing the shared connections; statements check out from now on");
+                s.mux.close();
+            } else if limit > 0 && s.mux.target() > limit as usize {
+                s.mux.set_sockets(limit as usize);
+            }
         }
+        let open = s.mux.open() + s.mux.connecting();
+        let held = if s.mux.is_closed() {
+            open
+        } else {
+            open.max(s.mux.target())
+        };
+        u32::try_from(held).unwrap_or(u32::MAX)
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
-    /// shared ones.
+    /// shared ones; with a fleet share below `n`, the shared ones come down to it first.
     fn reserve_shared(&self, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        #[cfg_attr(not(feature = "fleet"), allow(unused_mut))]
+        let mut n = u32::try_from(n).unwrap_or(u32::MAX);
         #[cfg(feature = "fleet")]
-        let base = self
-            .fleet
-            .as_ref()
-            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        let base = match self.fleet.as_ref() {
+            Some(f) => {
+                let share = f.status().share;
+                if self.shared.get().is_some() {
+                    n = self.fit_shared(Some(share));
+                }
+                share
+            }
+            None => self.config.pool.ceiling(),
+        };
         #[cfg(not(feature = "fleet"))]
         let base = self.config.pool.ceiling();
         self.engine.cap(Some(base.saturating_sub(n)));
@@ -794,6 +832,40 @@ fn acquire_error(config: &Config, e: AcquireError<ConnectError>) -> Error {
     }
 }
 
+impl Inner {
+    /// The most connections the server grants this pool: the lowest of the server's
+    /// `max_connections` less reserved (not behind a pooler, which multiplexes),
+    /// `P_MAX_CONNECTIONS`, and the fleet share.
+    fn server_cap(&self) -> Option<poolkit_core::advice::ServerCap> {
+        use poolkit_core::advice::ServerCap;
+        let mut caps = Vec::new();
+        if self.ctx.pooler.get() == Pooler::None
+            && let Some((max, reserved)) = self.engine.manager().server_limit()
+            && max > 0
+        {
+            caps.push(ServerCap::new(
+                max.saturating_sub(reserved),
+                format!("the server's max_connections {max} − {reserved} reserved"),
+            ));
+        }
+        if let Some(limit) = &self.config.max_connections {
+            caps.push(ServerCap::new(limit.value, limit.source.clone()));
+        }
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.fleet {
+            let status = fleet.status();
+            caps.push(ServerCap::new(
+                status.share,
+                format!(
+                    "this instance's fleet share ({}_FLEET_BUDGET {} over {} instances)",
+                    self.config.pool.prefix, status.budget, status.instances
+                ),
+            ));
+        }
+        ServerCap::lowest(caps)
+    }
+}
+
 impl Monitored for Inner {
     fn name(&self) -> &str {
         &self.config.pool.name
@@ -806,15 +878,11 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();
-        // Shared connections count as open connections, and as used while they carry a
-        // statement, so utilization (used / ceiling) stays a share of server connections
-        // in a pool that also checks out; statements in flight on them are in
-        // `Pool::shared_connections()`. Callers waiting for room are pending.
-        if let Some(Some(shared)) = self.shared.get() {
-            stats.open += shared.mux.open() as u64;
-            stats.used += shared.mux.loads().iter().filter(|l| **l > 0).count() as u64;
-            stats.pending += shared.mux.pending() as u64;
-        }
+        stats.pooler = Some(self.ctx.pooler.get().as_str().to_owned());
+        // Shared connections count in the telemetry's gauges, which the multiplexed core
+        // answers for: the sockets as open connections, the statements in flight on them as
+        // used, callers waiting for room as pending (as Redis shared).
+        stats.server_cap = self.server_cap();
         stats
     }
 

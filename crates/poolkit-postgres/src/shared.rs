@@ -181,13 +181,17 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Starts the shared connections (they open in the background).
+    /// Starts the shared connections (they open in the background), at most `limit` (a
+    /// fleet share) of them.
     pub(crate) fn start(
         manager: Manager,
         config: &crate::Config,
         telemetry: Arc<poolkit_core::Telemetry>,
+        limit: Option<u32>,
     ) -> Option<Arc<Self>> {
         let (first, most) = config.shared.range(config.pool.ceiling())?;
+        let limit = limit.map_or(usize::MAX, |l| l as usize);
+        let first = first.min(limit).max(1);
         let mut mc = MuxConfig::new(&config.pool.name, first);
         mc.max_sockets = most.max(first);
         mc.connect_timeout = config

@@ -38,7 +38,7 @@ struct Inner {
     telemetry: Arc<Telemetry>,
     /// The in-flight cap (`P_MAX_IN_FLIGHT`), first come, first served.
     gate: Gate,
-    queries: poolkit_core::QueryStats,
+    queries: Arc<poolkit_core::QueryStats>,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -127,7 +127,7 @@ impl ClusterPool {
                     });
                 }
             };
-        telemetry.opened(started.elapsed());
+        telemetry.record_created(started.elapsed());
         let queries = poolkit_core::QueryStats::new(
             &config.pool.name,
             Backend::Redis,
@@ -148,6 +148,8 @@ impl ClusterPool {
             gate,
             queries,
         });
+        let source: Arc<dyn poolkit_core::GaugeSource> = inner.clone();
+        inner.telemetry.read_gauges_from(Arc::downgrade(&source));
         let monitored: Arc<dyn Monitored> = inner.clone();
         poolkit_core::register(&monitored);
         Ok(Self { inner })
@@ -213,31 +215,28 @@ impl Inner {
         let asked = poolkit_core::QueryStart::now();
         let (place, hit) = match self.gate.try_enter() {
             Some(place) => (place, true),
-            None => {
-                let _pending = Pending::start(&self.telemetry);
-                match self.gate.enter(self.config.pool.acquire_timeout).await {
-                    Ok(place) => (place, false),
-                    Err(GateError::Closed) => {
-                        return Err(Error::Closed {
-                            pool: self.config.pool.name.clone(),
-                        });
-                    }
-                    Err(_) => {
-                        self.telemetry.timed_out(asked.elapsed());
-                        return Err(Error::Timeout {
-                            pool: self.config.pool.name.clone(),
-                            waited: asked.elapsed(),
-                            size: self.config.max_in_flight,
-                            what: "commands in flight",
-                            pending: self.telemetry.pending(),
-                            size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
-                            timeout_var: self.config.timeout_var(),
-                        });
-                    }
+            None => match self.gate.enter(self.config.pool.acquire_timeout).await {
+                Ok(place) => (place, false),
+                Err(GateError::Closed) => {
+                    return Err(Error::Closed {
+                        pool: self.config.pool.name.clone(),
+                    });
                 }
-            }
+                Err(_) => {
+                    self.telemetry.timed_out(asked.elapsed());
+                    return Err(Error::Timeout {
+                        pool: self.config.pool.name.clone(),
+                        waited: asked.elapsed(),
+                        size: self.config.max_in_flight,
+                        what: "commands in flight",
+                        pending: self.telemetry.pending(),
+                        size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
+                        timeout_var: self.config.timeout_var(),
+                    });
+                }
+            },
         };
-        self.telemetry.acquired(asked.elapsed(), hit);
+        self.telemetry.record_acquire(asked.elapsed(), hit);
         // Counted in use until dropped, so a cancelled command gives its place and count back.
         let started = self.queries.start();
         let _in_flight = InFlight {
@@ -271,23 +270,20 @@ impl Inner {
     }
 }
 
-/// A caller counted as pending while it waits for the in-flight cap.
-struct Pending<'a>(&'a Telemetry);
-
-impl<'a> Pending<'a> {
-    fn start(t: &'a Telemetry) -> Self {
-        t.wait_started();
-        Self(t)
+/// One cluster connection (open until the gate closes), commands in flight and callers
+/// waiting, read from the gate.
+impl poolkit_core::GaugeSource for Inner {
+    fn gauges(&self) -> poolkit_core::Gauges {
+        poolkit_core::Gauges::new(
+            u64::from(!self.gate.is_closed()),
+            self.gate.in_use() as u64,
+            self.gate.pending() as u64,
+        )
     }
 }
 
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.0.wait_ended();
-    }
-}
-
-/// A command in flight: its place under the cap and its `used` count, given back on drop.
+/// A command in flight: its place under the cap (its `used` count), given back on drop,
+/// and its hold time.
 struct InFlight<'a> {
     telemetry: &'a Telemetry,
     began: poolkit_core::QueryStart,
@@ -296,7 +292,7 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.telemetry.released(self.began.elapsed());
+        self.telemetry.record_release(self.began.elapsed());
     }
 }
 

@@ -41,7 +41,7 @@ pub struct Pool {
 pub(crate) struct Inner {
     config: Config,
     pub(crate) db: i64,
-    queries: QueryStats,
+    queries: Arc<QueryStats>,
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
     exclusive: Arc<Exclusive>,
@@ -329,7 +329,7 @@ impl Pool {
     /// Background reconnects of shared connections so far.
     #[must_use]
     pub fn reconnects(&self) -> u64 {
-        self.inner.shared.reconnects()
+        self.inner.telemetry.reconnects()
     }
 
     /// The configuration.
@@ -402,22 +402,6 @@ fn acquire_error(config: &Config, e: AcquireError<redis::RedisError>) -> Error {
     }
 }
 
-/// Counts a caller as pending while it lives.
-struct PendingGuard<'a>(&'a Telemetry);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.wait_ended();
-    }
-}
-
-impl<'a> PendingGuard<'a> {
-    fn started(t: &'a Telemetry) -> Self {
-        t.wait_started();
-        Self(t)
-    }
-}
-
 /// A leased shared connection, released (and counted) on drop.
 struct LeaseGuard<'a> {
     shared: &'a Arc<Shared>,
@@ -435,7 +419,7 @@ impl Drop for LeaseGuard<'_> {
         self.shared.release(&self.lease, self.broken);
         let ended = self.ended.unwrap_or_else(Clock::now);
         self.telemetry
-            .released(ended.saturating_duration_since(self.began));
+            .record_release(ended.saturating_duration_since(self.began));
     }
 }
 
@@ -462,7 +446,6 @@ impl Inner {
             Some(place) => place,
             None => {
                 waited = true;
-                let _pending = PendingGuard::started(&self.telemetry);
                 match shared.gate.enter_until(deadline()).await {
                     Ok(place) => place,
                     Err(poolkit_core::GateError::Closed) => {
@@ -478,7 +461,6 @@ impl Inner {
             Some(lease) => lease,
             None => {
                 waited = true;
-                let _pending = PendingGuard::started(&self.telemetry);
                 match shared.lease(deadline()).await {
                     Some(lease) => lease,
                     None => {
@@ -490,7 +472,7 @@ impl Inner {
         };
         let began = if waited { Clock::now() } else { asked };
         self.telemetry
-            .acquired(began.saturating_duration_since(asked), !waited);
+            .record_acquire(began.saturating_duration_since(asked), !waited);
         let mut held = LeaseGuard {
             shared,
             lease,
@@ -559,9 +541,11 @@ impl Inner {
 
     fn stats(&self) -> PoolStats {
         let mut s = self.telemetry.stats();
-        // Sockets, not in-flight commands, are the connections of shared mode.
+        // Sockets, not in-flight commands, are the connections of shared mode; idle is
+        // computed as the metrics exporter computes `poolkit_connections{state="idle"}`
+        // (open sockets less commands in flight), so `/pools` and Prometheus agree.
         s.open = self.shared.live() as u64;
-        s.idle = 0;
+        s.idle = s.open.saturating_sub(s.used);
         s.query = self.queries.timing();
         s
     }

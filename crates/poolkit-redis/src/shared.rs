@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use poolkit_core::metrics::{CloseReason, ErrorKind};
-use poolkit_core::{Gate, Telemetry};
+use poolkit_core::{Gate, GaugeSource, Gauges, Telemetry};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
@@ -33,7 +33,8 @@ pub(crate) struct Shared {
     connect_config: AsyncConnectionConfig,
     telemetry: Arc<Telemetry>,
     next: AtomicUsize,
-    reconnects: AtomicU64,
+    /// Callers waiting for a live socket (after their place under the gate).
+    waiting: AtomicU64,
     last_error: RwLock<Option<(Instant, Arc<redis::RedisError>)>>,
     pub(crate) closed: AtomicBool,
     /// The cap on commands in flight over all slots (`P_MAX_IN_FLIGHT`), first come,
@@ -56,17 +57,21 @@ impl Shared {
         max_in_flight: usize,
         telemetry: Arc<Telemetry>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let shared = Arc::new(Self {
             slots: (0..size).map(|_| Slot::default()).collect(),
             connector,
             connect_config,
             telemetry,
             next: AtomicUsize::new(0),
-            reconnects: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
             last_error: RwLock::new(None),
             closed: AtomicBool::new(false),
             gate: Gate::new(max_in_flight),
-        })
+        });
+        shared
+            .telemetry
+            .read_gauges_from(Arc::downgrade(&shared) as Weak<dyn GaugeSource>);
+        shared
     }
 
     /// Opens every slot's connection; the first failure is returned.
@@ -82,7 +87,7 @@ impl Shared {
         let start = Instant::now();
         match self.connector.open(&self.connect_config).await {
             Ok(conn) => {
-                self.telemetry.opened(start.elapsed());
+                self.telemetry.record_created(start.elapsed());
                 Ok(conn)
             }
             Err(e) => {
@@ -115,11 +120,6 @@ impl Shared {
             .iter()
             .filter(|s| s.live.load(Ordering::Acquire))
             .count()
-    }
-
-    /// Background reconnects done so far.
-    pub(crate) fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// The last connect error if it happened at or after `since`.
@@ -174,6 +174,7 @@ impl Shared {
 
     /// Like [`Shared::lease_now`], waiting for a reconnect until `deadline`.
     pub(crate) async fn lease(self: &Arc<Self>, deadline: tokio::time::Instant) -> Option<Lease> {
+        let _waiting = Waiting::new(&self.waiting);
         loop {
             // Registered before the check, so a reconnect in between is not missed.
             let notified = self.slots[0].ready.notified();
@@ -212,7 +213,7 @@ impl Shared {
                     .take();
                 if old.is_some() {
                     self.telemetry.error(ErrorKind::Broken);
-                    self.telemetry.closed(CloseReason::Broken);
+                    self.telemetry.record_closed(CloseReason::Broken);
                     tracing::warn!(pool = %self.telemetry.config().name, "a shared Redis connection dropped; reconnecting");
                 }
                 self.reconnect(lease.slot);
@@ -238,7 +239,7 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if old.is_some() {
-                self.telemetry.closed(CloseReason::ServerMoved);
+                self.telemetry.record_closed(CloseReason::ServerMoved);
             }
             self.reconnect(i);
         }
@@ -263,7 +264,7 @@ impl Shared {
                 match this.open().await {
                     Ok(conn) => {
                         this.install(i, conn);
-                        this.reconnects.fetch_add(1, Ordering::Relaxed);
+                        this.telemetry.record_reconnect();
                         this.slots[i].reconnecting.store(false, Ordering::Release);
                         // Waiters on any slot may go on.
                         for s in &this.slots {
@@ -295,10 +296,38 @@ impl Shared {
                 .take()
                 .is_some()
             {
-                self.telemetry.closed(CloseReason::PoolClosed);
+                self.telemetry.record_closed(CloseReason::PoolClosed);
             }
             slot.ready.notify_waiters();
         }
+    }
+}
+
+/// Open sockets, commands in flight (places held under the gate) and callers waiting
+/// (for a place, or for a live socket), read from the gate and the slots.
+impl GaugeSource for Shared {
+    fn gauges(&self) -> Gauges {
+        Gauges::new(
+            self.live() as u64,
+            self.gate.in_use() as u64,
+            self.gate.pending() as u64 + self.waiting.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts a caller waiting for a live socket while it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -181,8 +181,9 @@ impl Topology {
                     if stalled {
                         this.stalls.send_modify(|n| *n += 1);
                     }
-                    this.telemetry.closed(CloseReason::ServerMoved);
-                    this.telemetry.opened(started.elapsed());
+                    this.telemetry.record_closed(CloseReason::ServerMoved);
+                    this.telemetry.record_created(started.elapsed());
+                    this.telemetry.record_reconnect();
                     this.telemetry.error(Kind::ServerMoved);
                     this.rebuilds.fetch_add(1, Ordering::Relaxed);
                 }

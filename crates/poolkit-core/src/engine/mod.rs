@@ -7,6 +7,7 @@
 
 mod auto;
 mod conn;
+mod fail_fast;
 mod leaks;
 mod upkeep;
 
@@ -15,20 +16,22 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::Duration;
 
 pub use bb8::ManageConnection;
 pub use conn::{LIFETIME_JITTER, Tracked};
+pub use fail_fast::Classify;
 
 use conn::Clock;
+use fail_fast::FailFast;
 use leaks::Leaks;
 
 use crate::engine_state::{Handed, Put, State, Surplus, Take};
 use crate::metrics::{CloseReason, ErrorKind};
 use crate::sync::{Mutex, MutexGuard, lock};
 use crate::waiters::{Ticket, Wakers};
-use crate::{ConfigError, PoolConfig, Sizing, Telemetry};
+use crate::{ConfigError, GaugeSource, Gauges, PoolConfig, Sizing, Telemetry};
 
 /// Why a checkout failed, before the adapter turns it into its own `Error`.
 #[derive(Debug)]
@@ -63,6 +66,9 @@ pub(crate) struct Shared<M: Manager> {
     config: PoolConfig,
     state: Mutex<State<Conn<M>>>,
     last_error: StdMutex<Option<(Clock, Arc<M::Error>)>>,
+    /// Connect errors retrying cannot fix, and the rate-limited connect WARNs.
+    fail_fast: FailFast<M::Error>,
+    classify: Classify<M>,
     leaks: Option<Leaks>,
     /// The auto-sizing controller's target (`P_POOL_SIZE=auto`).
     auto_target: AtomicU32,
@@ -71,6 +77,19 @@ pub(crate) struct Shared<M: Manager> {
     /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed
     /// instead of handed out or kept.
     generation: AtomicU64,
+    /// Cuts a connect's back-off short when a caller arrives and every connect under way
+    /// is sleeping (see `Take::Wait`).
+    retry_now: tokio::sync::Notify,
+}
+
+/// What an idle connection needs before it is handed out.
+enum Verdict {
+    /// Nothing: hand it out.
+    Fresh,
+    /// A ping: it has been idle longer than `ping_if_idle`.
+    Ping,
+    /// To be closed, unasked: retired, expired, of an older generation, or broken.
+    Close(CloseReason),
 }
 
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
@@ -136,6 +155,21 @@ impl<M: Manager> Engine<M> {
         config: PoolConfig,
         cap: Option<u32>,
     ) -> Result<Self, AcquireError<M::Error>> {
+        Self::build_with(manager, config, cap, fail_fast::never).await
+    }
+
+    /// [`Engine::build_capped`] with the adapter's word on which connect errors retrying
+    /// cannot fix (see [`Classify`]): such an error ends the build, and every wait under
+    /// way, at once with [`AcquireError::Connect`], instead of after the acquire timeout.
+    ///
+    /// # Errors
+    /// As [`Engine::build`].
+    pub async fn build_with(
+        manager: M,
+        config: PoolConfig,
+        cap: Option<u32>,
+        classify: Classify<M>,
+    ) -> Result<Self, AcquireError<M::Error>> {
         let cap = cap.unwrap_or(u32::MAX);
         let telemetry = Telemetry::new(config.clone());
         let (pool_size, max_size) = if config.sizing == Sizing::Auto {
@@ -148,20 +182,25 @@ impl<M: Manager> Engine<M> {
             manager,
             state: Mutex::new(State::new(pool_size.min(cap), max_size.min(cap))),
             last_error: StdMutex::new(None),
+            fail_fast: FailFast::new(),
+            classify,
             leaks: config.leak_threshold.map(Leaks::new),
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
             generation: AtomicU64::new(0),
+            retry_now: tokio::sync::Notify::new(),
             telemetry,
             config,
         });
+        shared
+            .telemetry
+            .read_gauges_from(Arc::downgrade(&shared) as Weak<dyn GaugeSource>);
         upkeep::start(&shared);
         auto::start(&shared);
         let engine = Self {
             handle: Arc::new(Handle(shared)),
         };
         let shared = engine.shared();
-        shared.telemetry.set_target(max_size.min(cap));
         let min_idle = shared.config.min_idle.min(cap);
         if min_idle > 0 {
             let start = Clock::now();
@@ -169,6 +208,9 @@ impl<M: Manager> Engine<M> {
             shared.spawn_connects(connects);
             let deadline = tokio::time::Instant::now() + shared.config.acquire_timeout;
             while shared.lock().open < min_idle {
+                if let Some(e) = shared.fail_fast.since(start) {
+                    return Err(AcquireError::Connect(e));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(match shared.error_since(start) {
                         Some(e) => AcquireError::Connect(e),
@@ -181,6 +223,7 @@ impl<M: Manager> Engine<M> {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+        shared.fail_fast.worked();
         Ok(engine)
     }
 
@@ -237,10 +280,11 @@ impl<M: Manager> Engine<M> {
             drop(wake);
             conn
         };
-        if shared.fresh(&mut conn, start) {
-            return Some(shared.checkout(conn, start, start, true));
+        match shared.verdict(&mut conn, start) {
+            Verdict::Fresh => return Some(shared.checkout(conn, start, start, true)),
+            Verdict::Ping => shared.put_back(conn, None),
+            Verdict::Close(reason) => shared.discard(conn, reason),
         }
-        shared.put_back(conn, None);
         None
     }
 
@@ -387,16 +431,15 @@ impl<M: Manager> Shared<M> {
         lock(&self.state)
     }
 
-    /// Publishes the counts of `s` (called under the lock after every change) and takes
+    /// Checks the invariants of `s` (called under the lock after every change) and takes
     /// the wakers of waiters it served, to wake after the lock is released.
     fn sync(&self, s: &mut State<Conn<M>>) -> Wakers {
         s.check();
-        self.telemetry.store_gauges(s.open, s.used, s.waiters.len());
         s.waiters.wakers()
     }
 
-    /// Runs `f` on the state under the lock, publishes the counts, and wakes the waiters
-    /// it served once the lock is released.
+    /// Runs `f` on the state under the lock, and wakes the waiters it served once the
+    /// lock is released.
     fn with<R>(&self, f: impl FnOnce(&mut State<Conn<M>>) -> R) -> R {
         let mut s = self.lock();
         let r = f(&mut s);
@@ -421,13 +464,29 @@ impl<M: Manager> Shared<M> {
             .map(|(_, e)| Arc::clone(e))
     }
 
-    /// Whether an idle connection can be handed out without a check.
-    fn fresh(&self, conn: &mut Conn<M>, now: Clock) -> bool {
-        conn.retire.is_none()
-            && conn.generation == self.generation.load(Relaxed)
-            && !conn.expired(now)
-            && conn.idle_since(now) < self.config.ping_if_idle
-            && !self.manager.has_broken(conn.inner_mut())
+    /// What an idle connection needs before it is handed out. `has_broken` is asked
+    /// once, and a connection it condemns is closed without a ping: a ping on a closed
+    /// socket can hang for the whole ping timeout.
+    fn verdict(&self, conn: &mut Conn<M>, now: Clock) -> Verdict {
+        if let Some(reason) = conn.retire {
+            return Verdict::Close(reason);
+        }
+        if conn.generation != self.generation.load(Relaxed) {
+            return Verdict::Close(CloseReason::ServerMoved);
+        }
+        if conn.expired(now) {
+            return Verdict::Close(CloseReason::MaxLifetime);
+        }
+        if self.manager.has_broken(conn.inner_mut()) {
+            // Its socket closed while idle: never handed out.
+            self.telemetry.error(ErrorKind::Broken);
+            tracing::debug!(pool = %self.config.name, "discarding a connection that broke while idle");
+            return Verdict::Close(CloseReason::Broken);
+        }
+        if conn.idle_since(now) >= self.config.ping_if_idle {
+            return Verdict::Ping;
+        }
+        Verdict::Fresh
     }
 
     fn checkout(
@@ -453,6 +512,9 @@ impl<M: Manager> Shared<M> {
         let mut deadline = None;
         let mut fast = true;
         loop {
+            // Made before the turn is taken, so an error that retrying cannot fix, met by
+            // a connect started for this caller, is not missed.
+            let failed = self.fail_fast.failed.notified();
             let taken = self.with(|s| s.take());
             // The clock is read for the deadline only once the fast path is left.
             let mut deadline = || {
@@ -464,23 +526,36 @@ impl<M: Manager> Shared<M> {
                 Take::Closed => return Err(AcquireError::Closed),
                 Take::Idle(mut conn) => {
                     let now = Clock::now();
-                    if self.fresh(&mut conn, now) {
-                        return Ok(self.checkout(conn, now, asked, fast));
+                    match self.verdict(&mut conn, now) {
+                        Verdict::Fresh => return Ok(self.checkout(conn, now, asked, fast)),
+                        Verdict::Close(reason) => self.discard(conn, reason),
+                        Verdict::Ping => {
+                            if let Some(conn) = self.validate(conn, deadline()).await {
+                                return Ok(self.checkout(conn, Clock::now(), asked, false));
+                            }
+                        }
                     }
                     fast = false;
-                    if let Some(conn) = self.validate(conn, now, deadline()).await {
-                        return Ok(self.checkout(conn, Clock::now(), asked, false));
-                    }
-                    // Closed as invalid; take another (or wait).
+                    // Closed; take another (or wait).
                 }
-                Take::Wait { ticket, connects } => {
+                Take::Wait {
+                    ticket,
+                    connects,
+                    wake,
+                } => {
                     self.spawn_connects(connects);
+                    if wake {
+                        self.retry_now.notify_one();
+                    }
                     let mut waiting = Waiting {
                         shared: self,
                         ticket: Some(ticket),
                     };
                     let given = match &waiting.ticket {
-                        Some(t) => tokio::time::timeout_at(deadline(), t.wait()).await.ok(),
+                        Some(t) => {
+                            let wait = tokio::time::timeout_at(deadline(), t.wait());
+                            first_of(wait, failed).await.and_then(Result::ok)
+                        }
                         None => None,
                     };
                     let given = match given {
@@ -496,7 +571,10 @@ impl<M: Manager> Shared<M> {
                             Ok(self.checkout(conn, Clock::now(), asked, false))
                         }
                         Some(Handed::Closed) => Err(AcquireError::Closed),
-                        None => Err(self.timed_out(asked)),
+                        None => match self.fail_fast.since(asked) {
+                            Some(e) => Err(AcquireError::Connect(e)),
+                            None => Err(self.timed_out(asked)),
+                        },
                     };
                 }
             }
@@ -516,13 +594,12 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Checks an idle connection that is past `ping_if_idle` or suspect. Returns it when
-    /// good; closes it (and frees its place) otherwise, also when the caller goes away
-    /// mid-check, since a half-finished ping leaves the connection in an unknown state.
+    /// Pings an idle connection that is past `ping_if_idle`. Returns it when good; closes
+    /// it (and frees its place) otherwise, also when the caller goes away mid-ping, since
+    /// a half-finished ping leaves the connection in an unknown state.
     async fn validate(
         self: &Arc<Self>,
         conn: Conn<M>,
-        now: Clock,
         deadline: tokio::time::Instant,
     ) -> Option<Conn<M>> {
         let mut checking = Checking {
@@ -531,46 +608,21 @@ impl<M: Manager> Shared<M> {
             reason: CloseReason::Aborted,
         };
         let c = checking.conn.as_mut()?;
-        if c.generation != self.generation.load(Relaxed) {
-            checking.reason = CloseReason::ServerMoved;
-            return None;
-        }
-        if c.retire.is_some() || c.expired(now) {
-            checking.reason = c.retire.unwrap_or(CloseReason::MaxLifetime);
-            return None;
-        }
-        let broken = self.manager.has_broken(c.inner_mut());
-        if !broken && c.idle_since(now) < self.config.ping_if_idle {
-            return checking.conn.take();
-        }
         // The ping has a bound of its own (`P_PING_TIMEOUT`), well under the acquire
         // timeout: a half-open connection costs the caller that, not its whole wait.
         let bound = self.config.effective_ping_timeout();
         let ping_deadline = deadline.min(tokio::time::Instant::now() + bound);
-        let outcome =
-            tokio::time::timeout_at(ping_deadline, self.manager.is_valid(c.inner_mut())).await;
-        if outcome.is_err() && !broken {
-            self.telemetry.error(ErrorKind::HealthCheck);
-            tracing::warn!(pool = %self.config.name, bound = ?bound, "validation ping did not answer in time (a half-open connection?); closing it and serving the caller from another");
-            checking.reason = CloseReason::Invalid;
-            return None;
-        }
-        match outcome {
-            Ok(Ok(())) if !broken => checking.conn.take(),
-            Ok(Err(e)) if !broken => {
+        match tokio::time::timeout_at(ping_deadline, self.manager.is_valid(c.inner_mut())).await {
+            Ok(Ok(())) => checking.conn.take(),
+            Ok(Err(e)) => {
                 self.telemetry.error(ErrorKind::HealthCheck);
                 tracing::warn!(pool = %self.config.name, error = %e, "validation ping failed; closing the connection");
                 checking.reason = CloseReason::Invalid;
                 None
             }
-            Ok(_) if broken => {
-                // Its socket closed while idle: never handed out.
-                self.telemetry.error(ErrorKind::Broken);
-                tracing::debug!(pool = %self.config.name, "discarding a connection that broke while idle");
-                checking.reason = CloseReason::Broken;
-                None
-            }
-            _ => {
+            Err(_) => {
+                self.telemetry.error(ErrorKind::HealthCheck);
+                tracing::warn!(pool = %self.config.name, bound = ?bound, "validation ping did not answer in time (a half-open connection?); closing it and serving the caller from another");
                 checking.reason = CloseReason::Invalid;
                 None
             }
@@ -611,6 +663,19 @@ impl<M: Manager> Shared<M> {
         for conn in idle {
             self.close_conn(conn, CloseReason::PoolClosed);
         }
+    }
+}
+
+/// The gauges are the state's own counts, read under its lock when stats or a scrape asks.
+impl<M: Manager> GaugeSource for Shared<M> {
+    fn gauges(&self) -> Gauges {
+        let s = self.lock();
+        Gauges::new(
+            u64::from(s.open),
+            u64::from(s.used),
+            u64::try_from(s.waiters.len()).unwrap_or(u64::MAX),
+        )
+        .with_target(s.max_size)
     }
 }
 
@@ -743,4 +808,17 @@ impl<M: Manager> Drop for Checkout<M> {
         };
         shared.put_back(conn, why);
     }
+}
+
+/// Runs `main` until it finishes, or until `stop` does (then `None`).
+async fn first_of<T>(main: impl Future<Output = T>, stop: impl Future<Output = ()>) -> Option<T> {
+    let mut main = std::pin::pin!(main);
+    let mut stop = std::pin::pin!(stop);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = main.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }

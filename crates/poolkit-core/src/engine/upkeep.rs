@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::conn::{Clock, Tracked};
 use super::{Conn, Manager, Shared};
+use crate::backoff::Backoff;
 use crate::engine_state::{Put, Surplus};
 use crate::metrics::{CloseReason, ErrorKind};
 
@@ -28,7 +29,8 @@ impl<M: Manager> Shared<M> {
     }
 
     async fn connect(self: Arc<Self>) {
-        let mut backoff = crate::backoff::Backoff::new();
+        // Capped at half the acquire timeout, so a caller's wait always spans an attempt.
+        let mut backoff = Backoff::capped(self.config.acquire_timeout / 2);
         loop {
             let start = Clock::now();
             let generation = self.generation.load(Relaxed);
@@ -36,6 +38,7 @@ impl<M: Manager> Shared<M> {
                 tokio::time::timeout(self.config.acquire_timeout, self.manager.connect()).await;
             match outcome {
                 Ok(Ok(conn)) if generation == self.generation.load(Relaxed) => {
+                    self.fail_fast.worked();
                     self.telemetry.record_created(start.elapsed());
                     self.connected(Tracked::new(conn, self.config.max_lifetime, generation));
                     return;
@@ -50,12 +53,18 @@ impl<M: Manager> Shared<M> {
                 }
                 Ok(Err(e)) => {
                     self.telemetry.error(ErrorKind::Connect);
-                    tracing::warn!(pool = %self.config.name, error = %e, "connect failed");
+                    let e = Arc::new(e);
                     *self
                         .last_error
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) =
-                        Some((Clock::now(), Arc::new(e)));
+                        Some((Clock::now(), Arc::clone(&e)));
+                    let fatal = (self.classify)(&self.manager, &e, self.fail_fast.has_worked());
+                    if self.fail_fast.failed(&self.config.name, &e, fatal) {
+                        // Retrying cannot fix it: the waiting callers have the error.
+                        self.with(|s| s.unreserve(1));
+                        return;
+                    }
                 }
                 Err(_) => {
                     self.telemetry.error(ErrorKind::Connect);
@@ -66,7 +75,12 @@ impl<M: Manager> Shared<M> {
             if !retry {
                 return;
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            // Sleeps out the back-off, unless a caller arrives that no attempt under way
+            // would serve. (A wake that finds nobody asleep leaves a permit: some later
+            // back-off is skipped once, which costs one early attempt, nothing more.)
+            let delay = backoff.next_delay();
+            let _ = tokio::time::timeout(delay, self.retry_now.notified()).await;
+            self.with(|s| s.retrying());
         }
     }
 

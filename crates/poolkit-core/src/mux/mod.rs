@@ -256,6 +256,19 @@ pub struct MuxPool<M: Multiplexer> {
 /// Closes the pool when the last [`MuxPool`] goes (the slot tasks hold `Inner` only).
 struct Owner<M: Multiplexer>(Arc<Inner<M>>);
 
+/// The telemetry's gauges, read from the table when stats or a scrape asks: sockets open
+/// (live and draining), requests in flight, callers waiting for room.
+impl<M: Multiplexer> crate::GaugeSource for Inner<M> {
+    fn gauges(&self) -> crate::Gauges {
+        let open = self.table.live() + self.table.counts.draining.load(Relaxed);
+        crate::Gauges::new(
+            open as u64,
+            self.table.gate.in_use() as u64,
+            self.table.gate.pending() as u64,
+        )
+    }
+}
+
 impl<M: Multiplexer> Drop for Owner<M> {
     fn drop(&mut self) {
         self.0.close();
@@ -399,6 +412,10 @@ impl<M: Multiplexer> MuxPool<M> {
             config,
             telemetry,
         });
+        if let Some(t) = &inner.telemetry {
+            let source: Arc<dyn crate::GaugeSource> = inner.clone();
+            t.read_gauges_from(Arc::downgrade(&source));
+        }
         for i in 0..max_sockets {
             tokio::spawn(driver::drive(Arc::clone(&inner), i));
         }
