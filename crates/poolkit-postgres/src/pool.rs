@@ -836,6 +836,7 @@ impl Inner {
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
     /// shared ones; with a fleet share below `n`, the shared ones come down to it first.
     fn reserve_shared(&self, n: usize) {
+        #[cfg_attr(not(feature = "fleet"), allow(unused_mut))]
         let mut n = u32::try_from(n).unwrap_or(u32::MAX);
         #[cfg(feature = "fleet")]
         let base = match self.fleet.as_ref() {
