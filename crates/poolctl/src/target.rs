@@ -181,7 +181,7 @@ impl TargetSpec {
             } else {
                 size.to_string()
             };
-            pool.name = format!("{}-bench-{label}-{seq}", pool.name);
+            pool.name = format!("{}_bench_{label}_{seq}", pool.name);
             pool.min_idle = pool.min_idle.min(size);
             if let Some(interval) = auto {
                 pool.sizing = poolkit_core::Sizing::Auto;
