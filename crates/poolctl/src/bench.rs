@@ -551,9 +551,11 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         .max();
     // The auto pool is one pool through every step, as load changes through a day.
     let auto = if sizes.contains(&SizeArg::Auto) {
-        if args.backend != BackendArg::Postgres {
+        let exclusive_redis =
+            args.backend == BackendArg::Redis && args.op == crate::cli::RedisOp::ExclusiveGet;
+        if args.backend != BackendArg::Postgres && !exclusive_redis {
             return Err(Error::Failed(
-                "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis and HTTP benches drive shared connections: bench auto with postgres".into(),
+                "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis bench drives shared connections unless --op exclusive-get, and the HTTP bench shared ones: bench auto with postgres or redis --op exclusive-get".into(),
             ));
         }
         let ceiling = match args.auto_ceiling.or(largest_fixed) {
