@@ -185,6 +185,10 @@ fn auto_is_a_column_beside_the_fixed_sizes() {
         &[("DATABASE_URL", &url)],
     );
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !err.contains("already registered"),
+        "the bench's pools have names of their own: {err}"
+    );
     let v = json(&out);
     let runs = v["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 6, "{v}");
@@ -217,6 +221,54 @@ fn auto_is_a_column_beside_the_fixed_sizes() {
     );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Pool Size: auto("), "{out}");
+}
+
+#[test]
+fn redis_exclusive_pool_with_auto_and_pgbench_statement() {
+    let redis = redis_url_checked();
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "redis",
+            "--op",
+            "exclusive-get",
+            "--pool-sizes",
+            "2,auto",
+            "-c",
+            "8",
+            "-d",
+            "1s",
+            "--json",
+        ],
+        &[("REDIS_URL", &redis)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    let runs = v["runs"].as_array().expect("runs");
+    assert!(runs.iter().any(|r| r["auto_sized"] == true), "{v}");
+    for r in runs {
+        assert!(r["ok"].as_u64().unwrap() > 50, "{r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+    }
+    // `:aid` becomes a row number (here in a statement that needs no pgbench tables).
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "postgres",
+            "-c",
+            "4",
+            "-d",
+            "1s",
+            "--query",
+            "SELECT :aid::int BETWEEN 1 AND 100000",
+            "--json",
+        ],
+        &[("DATABASE_URL", &database_url_with_marker())],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    assert_eq!(v["runs"][0]["errors"], serde_json::json!({}), "{v}");
+    assert!(v["runs"][0]["ok"].as_u64().unwrap() > 50, "{v}");
 }
 
 #[tokio::test]
