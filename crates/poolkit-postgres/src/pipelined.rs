@@ -42,6 +42,8 @@ impl Pool {
             // Known to be slow: on an idle shared connection (it holds up nobody), else
             // on a checkout.
             if let Some(lease) = shared.mux.try_lease_idle() {
+                // Nobody queues behind it: the connection counts as stalled meanwhile.
+                lease.mark_slow();
                 return Ok(Route::Shared(lease, Arc::clone(shared)));
             }
             shared.spilled.fetch_add(1, Relaxed);

@@ -328,6 +328,13 @@ impl<M: Multiplexer> Lease<M> {
         self.started.elapsed()
     }
 
+    /// Says this request is known to be slow: its socket counts as stalled until its next
+    /// answer, so routing sends other requests elsewhere meanwhile (and
+    /// [`MuxPool::all_stalled`] sees it).
+    pub fn mark_slow(&self) {
+        self.entry.mark_slow();
+    }
+
     /// Ends the request (as dropping the lease does) and returns how long it held the
     /// head of its socket: the time since the socket's previous completion, or since
     /// this request started on an idle socket. On a socket that answers in order (a

@@ -95,6 +95,12 @@ impl<S> Entry<S> {
         gap
     }
 
+    /// Counts the socket as stalled until its next answer (it carries a request known to
+    /// be slow).
+    pub(crate) fn mark_slow(&self) {
+        self.last_gap.store(u64::MAX, Relaxed);
+    }
+
     /// Marks the entry retired; `true` the first time.
     fn retire(&self) -> bool {
         let first = !self.retired.swap(true, AcqRel);
