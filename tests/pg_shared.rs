@@ -57,6 +57,28 @@ async fn backends(admin: &tokio_postgres::Client, test: &str) -> i64 {
 async fn a_thousand_tasks_share_two_connections_and_keep_their_own_results() {
     let pool = pool("thousand", SharedConnections::Fixed(2)).await;
     let admin = admin().await;
+    // What stats and Prometheus show under the load: shared connections count as
+    // connections (used while they carry statements), never one per statement.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (pool, done) = (pool.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut busiest = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = pool.stats();
+                assert!(
+                    s.used <= s.open,
+                    "used {} of {} open: {s:?}",
+                    s.used,
+                    s.open
+                );
+                assert!(s.utilization <= 1.0, "{s:?}");
+                busiest = busiest.max(s.used);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            busiest
+        })
+    };
     let mut tasks = Vec::new();
     for t in 0..1000i32 {
         let pool = pool.clone();
@@ -79,6 +101,12 @@ async fn a_thousand_tasks_share_two_connections_and_keep_their_own_results() {
     for t in tasks {
         t.await.unwrap();
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let busiest = sampler.await.unwrap();
+    assert!(
+        busiest >= 1,
+        "the shared connections showed as used under load"
+    );
     let s = pool.shared_connections().expect("started");
     assert_eq!((s.live, s.in_flight, s.pending), (2, 0, 0));
     assert_eq!(s.statements + s.spilled, 40_000, "{s:?}");

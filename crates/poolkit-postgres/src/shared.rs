@@ -199,6 +199,10 @@ impl Shared {
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(10)));
         mc.max_lifetime = config.pool.max_lifetime;
         mc.stall = Some(config.shared_spill);
+        // The ceiling counts server connections, which checkouts share: a shared
+        // connection is `used` while it carries a statement (statements in flight are in
+        // `Pool::shared_connections()`), so utilization stays a share of connections.
+        mc.used_gauge = poolkit_core::mux::UsedGauge::Sockets;
         let mux = MuxPool::start(PgMux { manager }, mc, Some(telemetry));
         Some(Arc::new(Self {
             mux,

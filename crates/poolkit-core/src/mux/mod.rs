@@ -157,6 +157,22 @@ pub struct MuxConfig {
     /// *stalled*: routing prefers the others, and [`MuxPool::all_stalled`] tells a caller
     /// to go elsewhere (PostgreSQL's `P_SHARED_SPILL`).
     pub stall: Option<Duration>,
+    /// What the telemetry's `used` gauge counts (requests, or sockets carrying any).
+    pub used_gauge: UsedGauge,
+}
+
+/// What a [`MuxPool`] reports as `used` to its telemetry (and so to stats, `/pools` and
+/// `poolkit_connections{state="used"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UsedGauge {
+    /// Requests in flight: for a pool whose ceiling is its in-flight cap (Redis shared).
+    #[default]
+    Requests,
+    /// Sockets carrying at least one request: for a pool whose ceiling counts server
+    /// connections that checkouts share too (PostgreSQL), so utilization stays the share
+    /// of those connections in use.
+    Sockets,
 }
 
 impl MuxConfig {
@@ -173,6 +189,7 @@ impl MuxConfig {
             connect_timeout: Duration::from_secs(5),
             max_lifetime: None,
             stall: None,
+            used_gauge: UsedGauge::Requests,
         }
     }
 }
@@ -261,11 +278,16 @@ struct Owner<M: Multiplexer>(Arc<Inner<M>>);
 impl<M: Multiplexer> crate::GaugeSource for Inner<M> {
     fn gauges(&self) -> crate::Gauges {
         let open = self.table.live() + self.table.counts.draining.load(Relaxed);
-        crate::Gauges::new(
-            open as u64,
-            self.table.gate.in_use() as u64,
-            self.table.gate.pending() as u64,
-        )
+        let used = match self.config.used_gauge {
+            UsedGauge::Requests => self.table.gate.in_use(),
+            UsedGauge::Sockets => self
+                .table
+                .snapshot()
+                .iter()
+                .filter(|e| e.in_flight() > 0)
+                .count(),
+        };
+        crate::Gauges::new(open as u64, used as u64, self.table.gate.pending() as u64)
     }
 }
 
