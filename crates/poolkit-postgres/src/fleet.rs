@@ -246,20 +246,7 @@ impl Fleet {
                 }
                 let shared = fit(Some(r.grant));
                 engine.cap(Some(r.grant.saturating_sub(shared)));
-                st.last_ok = Some(sent);
-                st.seq = r.seq;
-                st.status = FleetStatus {
-                    budget: self.terms.budget,
-                    share: r.grant,
-                    instances: r.instances,
-                    leased: r.total,
-                    redis_ok: true,
-                    redis_error: None,
-                    floor: self.terms.floor,
-                    fair_share: r.share,
-                    settling: r.settling,
-                    shed: false,
-                };
+                self.answered(&mut st, &r, sent);
                 Some(r)
             }
             Err(e) => {
@@ -389,7 +376,12 @@ impl Fleet {
                 seen: 0,
             })
             .await?;
-        let mut st = self.state();
+        self.answered(&mut self.state(), &r, sent);
+        Ok(r)
+    }
+
+    /// The store answered a renewal sent at `sent`: the lease runs from then.
+    fn answered(&self, st: &mut MemberState, r: &Renewal, sent: Instant) {
         st.last_ok = Some(sent);
         st.seq = r.seq;
         st.status = FleetStatus {
@@ -404,7 +396,6 @@ impl Fleet {
             settling: r.settling,
             shed: false,
         };
-        Ok(r)
     }
 }
 

@@ -27,6 +27,35 @@ enum Route {
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// One statement on the pool: refused when it would leave session state, then run on a
+/// checkout (`conn.$exclusive`) or pipelined, typed and unnamed, on a shared connection
+/// (`lease.$shared`), timed either way.
+macro_rules! on_pool {
+    ($self:ident, $statement:ident, $params:ident, $exclusive:ident, $shared:ident) => {{
+        let source = $statement.__source();
+        if let Some(sql) = sql_of(&source) {
+            $self.refuse_session_state(sql)?;
+        }
+        match $self.route(sql_of(&source)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.$exclusive($statement, $params).await;
+                $self.observed_exclusive(source, started.elapsed());
+                r.map_err(|e| $self.exclusive_error(e))
+            }
+            Route::Shared(lease, shared) => {
+                let (sql, shape) = $self.plan(source).await?;
+                let typed = $self.typed(&lease, &shape, $params).await?;
+                let r = $self
+                    .timed(&lease, &shared, source, lease.$shared(sql, &typed))
+                    .await;
+                $self.finish(lease, &shared, source);
+                r
+            }
+        }
+    }};
+}
+
 impl Pool {
     /// The shared side, started at the first statement on the pool (a pool used only
     /// through `get()` opens no shared connection).
@@ -169,27 +198,7 @@ impl Pool {
     where
         T: ?Sized + ToStatement,
     {
-        let source = statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            self.refuse_session_state(sql)?;
-        }
-        match self.route(sql_of(&source)).await? {
-            Route::Exclusive(conn) => {
-                let started = std::time::Instant::now();
-                let r = conn.query(statement, params).await;
-                self.observed_exclusive(source, started.elapsed());
-                r.map_err(|e| self.exclusive_error(e))
-            }
-            Route::Shared(lease, shared) => {
-                let (sql, shape) = self.plan(source).await?;
-                let typed = self.typed(&lease, &shape, params).await?;
-                let r = self
-                    .timed(&lease, &shared, source, lease.query_typed(sql, &typed))
-                    .await;
-                self.finish(lease, &shared, source);
-                r
-            }
-        }
+        on_pool!(self, statement, params, query, query_typed)
     }
 
     /// Like [`Pool::query`], expecting exactly one row.
@@ -200,27 +209,7 @@ impl Pool {
     where
         T: ?Sized + ToStatement,
     {
-        let source = statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            self.refuse_session_state(sql)?;
-        }
-        match self.route(sql_of(&source)).await? {
-            Route::Exclusive(conn) => {
-                let started = std::time::Instant::now();
-                let r = conn.query_one(statement, params).await;
-                self.observed_exclusive(source, started.elapsed());
-                r.map_err(|e| self.exclusive_error(e))
-            }
-            Route::Shared(lease, shared) => {
-                let (sql, shape) = self.plan(source).await?;
-                let typed = self.typed(&lease, &shape, params).await?;
-                let r = self
-                    .timed(&lease, &shared, source, lease.query_typed_one(sql, &typed))
-                    .await;
-                self.finish(lease, &shared, source);
-                r
-            }
-        }
+        on_pool!(self, statement, params, query_one, query_typed_one)
     }
 
     /// Like [`Pool::query`], expecting at most one row.
@@ -235,27 +224,7 @@ impl Pool {
     where
         T: ?Sized + ToStatement,
     {
-        let source = statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            self.refuse_session_state(sql)?;
-        }
-        match self.route(sql_of(&source)).await? {
-            Route::Exclusive(conn) => {
-                let started = std::time::Instant::now();
-                let r = conn.query_opt(statement, params).await;
-                self.observed_exclusive(source, started.elapsed());
-                r.map_err(|e| self.exclusive_error(e))
-            }
-            Route::Shared(lease, shared) => {
-                let (sql, shape) = self.plan(source).await?;
-                let typed = self.typed(&lease, &shape, params).await?;
-                let r = self
-                    .timed(&lease, &shared, source, lease.query_typed_opt(sql, &typed))
-                    .await;
-                self.finish(lease, &shared, source);
-                r
-            }
-        }
+        on_pool!(self, statement, params, query_opt, query_typed_opt)
     }
 
     /// Like [`Pool::query`], returning the number of rows affected.
@@ -266,27 +235,7 @@ impl Pool {
     where
         T: ?Sized + ToStatement,
     {
-        let source = statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            self.refuse_session_state(sql)?;
-        }
-        match self.route(sql_of(&source)).await? {
-            Route::Exclusive(conn) => {
-                let started = std::time::Instant::now();
-                let r = conn.execute(statement, params).await;
-                self.observed_exclusive(source, started.elapsed());
-                r.map_err(|e| self.exclusive_error(e))
-            }
-            Route::Shared(lease, shared) => {
-                let (sql, shape) = self.plan(source).await?;
-                let typed = self.typed(&lease, &shape, params).await?;
-                let r = self
-                    .timed(&lease, &shared, source, lease.execute_typed(sql, &typed))
-                    .await;
-                self.finish(lease, &shared, source);
-                r
-            }
-        }
+        on_pool!(self, statement, params, execute, execute_typed)
     }
 
     /// Like `tokio_postgres::Client::query_typed`: one unnamed statement with the
