@@ -189,6 +189,20 @@ impl Telemetry {
             .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
     }
 
+    /// Adds changes of (open, used, pending) from one of several pools that share this
+    /// telemetry (see `Engine::with_telemetry`).
+    pub fn add_gauges(&self, [open, used, pending]: [i64; 3]) {
+        for (gauge, change) in [
+            (&self.open, open),
+            (&self.used, used),
+            (&self.pending, pending),
+        ] {
+            if change != 0 {
+                gauge.fetch_add(change, Relaxed);
+            }
+        }
+    }
+
     /// Counts a checkout after `wait`; `hit` when an idle connection served it at once
     /// (recorded as a zero wait; a miss records at least 2 µs, so the first bucket counts
     /// the hits).

@@ -1,6 +1,7 @@
-//! The checkout path: queue at the origin's FIFO gate, lease a connection (idle, shared
-//! HTTP/2 or new), send, read the whole response, give the connection back; retry (up to 3 times)
-//! when a reused keep-alive connection turns out closed.
+//! The request path: an HTTP/1.1 connection from the origin's engine, or a stream on the
+//! shared HTTP/2 connection behind the origin's FIFO gate; send, read the whole response
+//! (when small), give the connection back; retry (up to 3 times) when a reused keep-alive
+//! connection turns out closed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,11 +13,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use poolkit_core::Telemetry;
+use poolkit_core::engine::{AcquireError, Checkout};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 
 use crate::connect::{Body, Sender};
 use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
-use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
+use crate::h1::{self, H1Engine};
+use crate::host::{Host, Life, Proto, SharedH2};
 use crate::pool::Shared;
 use crate::response::Streaming;
 use crate::url::Origin;
@@ -37,7 +40,8 @@ pub(crate) struct Prepared {
 }
 
 enum Conn {
-    H1(IdleH1),
+    /// An HTTP/1.1 connection checked out of the origin's engine.
+    H1(Checkout<h1::Manager>),
     /// A stream on a shared connection: its request sender until the request is handed
     /// over, then `None` (see [`send`] for why it is not kept).
     H2(Option<http2::SendRequest<Body>>, Arc<Life>),
@@ -49,38 +53,47 @@ pub(crate) struct Lease {
     new: bool,
 }
 
-impl Lease {
-    /// The connection this lease uses.
-    fn life(&self) -> Option<Arc<Life>> {
-        match self.conn.as_ref()? {
-            Conn::H1(c) => Some(c.life.clone()),
-            Conn::H2(_, life) => Some(life.clone()),
-        }
-    }
-
-    /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
-    pub(crate) fn finish(mut self, shared: &Shared, host: &Host) {
-        if let Some(conn) = self.conn.take() {
-            match conn {
-                Conn::H1(c) => {
-                    c.life.end();
-                    host.put_idle(c, &shared.limits, shared.is_closed());
-                }
-                Conn::H2(_, life) => life.end(),
-            }
-        }
-    }
+/// The connection an attempt used, so that a retry avoids it and the ones older.
+enum Used {
+    /// When the HTTP/1.1 connection was opened.
+    H1(Option<Instant>),
+    H2(Option<Arc<Life>>),
 }
 
 impl Lease {
+    fn h1(mut c: Checkout<h1::Manager>) -> Self {
+        Self {
+            new: c.tracked().uses() == 1,
+            conn: Some(Conn::H1(c)),
+        }
+    }
+
+    /// The connection this lease uses.
+    fn used(&mut self) -> Used {
+        match self.conn.as_mut() {
+            Some(Conn::H1(c)) => Used::H1(Instant::now().checked_sub(c.tracked().age())),
+            Some(Conn::H2(_, life)) => Used::H2(Some(life.clone())),
+            None => Used::H2(None),
+        }
+    }
+
+    /// The exchange completed: an HTTP/1.1 connection goes back to its engine, which keeps
+    /// or closes it.
+    pub(crate) fn finish(mut self) {
+        match self.conn.take() {
+            Some(Conn::H1(c)) => drop(c),
+            Some(Conn::H2(_, life)) => life.end(),
+            None => {}
+        }
+    }
+
     /// Ends the exchange without giving the connection back: an HTTP/1.1 connection is in
-    /// an unknown state and is closed; an HTTP/2 stream just ends.
+    /// an unknown state and is closed (its socket at once); an HTTP/2 stream just ends.
     fn discard(&mut self) {
         match self.conn.take() {
-            Some(Conn::H1(c)) => {
-                c.life.end();
-                c.life.close(CloseReason::Broken);
-                c.life.abort();
+            Some(Conn::H1(mut c)) => {
+                c.tracked().retire(CloseReason::Broken);
+                drop(c);
             }
             Some(Conn::H2(_, life)) => life.end(),
             None => {}
@@ -95,7 +108,7 @@ impl Drop for Lease {
     }
 }
 
-/// Counts a caller as pending for as long as it lives.
+/// Counts a caller as pending at the HTTP/2 gate for as long as it lives.
 struct Waiting<'a>(&'a Telemetry, &'a Host);
 
 impl<'a> Waiting<'a> {
@@ -113,13 +126,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Counts a request in flight (`used`) for as long as it lives: until its body is read.
+/// Counts an HTTP/2 request in flight (`used`) for as long as it lives: until its body is
+/// read. (The HTTP/1.1 engine counts its own checkouts.)
 pub(crate) struct InUse(Arc<Telemetry>, Instant);
 
 impl Drop for InUse {
     fn drop(&mut self) {
         self.0.released(self.1.elapsed());
     }
+}
+
+/// What holds an HTTP/2 request's place until its body is read.
+pub(crate) struct H2Place {
+    _permit: poolkit_core::Place,
+    _in_use: InUse,
 }
 
 /// Runs one request under `P_TIMEOUT` (which also bounds reading the body later).
@@ -165,45 +185,73 @@ async fn run(
     req: &Prepared,
     deadline_body: Option<tokio::time::Instant>,
 ) -> Result<Response, Error> {
+    loop {
+        if host.proto() == Some(Proto::H1)
+            && let Some(engine) = &host.h1
+        {
+            let lease = checkout(shared, host, engine, None).await?;
+            return exchange(shared, host, req, lease, None, deadline_body).await;
+        }
+        let telemetry = &*shared.telemetry;
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
+        let waiting = Waiting::new(telemetry, host);
+        let timed_out = || {
+            telemetry.timed_out(start.elapsed());
+            tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
+            shared.timeout_error(&host.origin, start.elapsed())
+        };
+        // Fast paths first: no timer when a permit and a connection are free at once.
+        let permit = match host.gate.try_enter() {
+            Some(p) => p,
+            None => match host.gate.enter_until(deadline).await {
+                Ok(p) => p,
+                Err(poolkit_core::GateError::Closed) => {
+                    return Err(Error::Closed {
+                        pool: shared.config.pool.name.clone(),
+                    });
+                }
+                Err(_) => return Err(timed_out()),
+            },
+        };
+        let lease = match ready_lease(shared, host) {
+            Some(lease) => lease,
+            None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
+                Ok(Ok(Some(lease))) => lease,
+                // The origin turned out to speak HTTP/1.1: its engine takes over.
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(timed_out()),
+            },
+        };
+        drop(waiting);
+        telemetry.acquired(start.elapsed(), !lease.new);
+        let place = H2Place {
+            _permit: permit,
+            _in_use: InUse(Arc::clone(&shared.telemetry), Instant::now()),
+        };
+        return exchange(shared, host, req, lease, Some(place), deadline_body).await;
+    }
+}
+
+/// Sends the request on `lease`, and again on a newer connection when the server did not
+/// process it (or an idempotent one was cut off with its connection).
+async fn exchange(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    req: &Prepared,
+    mut lease: Lease,
+    place: Option<H2Place>,
+    deadline_body: Option<tokio::time::Instant>,
+) -> Result<Response, Error> {
     let telemetry = &*shared.telemetry;
-    let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
-    let waiting = Waiting::new(telemetry, host);
-    let timed_out = || {
-        telemetry.timed_out(start.elapsed());
-        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
-        shared.timeout_error(&host.origin, start.elapsed())
-    };
-    // Fast paths first: no timer when a permit and a connection are free at once.
-    let permit = match host.gate.try_enter() {
-        Some(p) => p,
-        None => match host.gate.enter_until(deadline).await {
-            Ok(p) => p,
-            Err(poolkit_core::GateError::Closed) => {
-                return Err(Error::Closed {
-                    pool: shared.config.pool.name.clone(),
-                });
-            }
-            Err(_) => return Err(timed_out()),
-        },
-    };
-    let mut lease = match ready_lease(shared, host) {
-        Some(lease) => lease,
-        None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
-            Ok(lease) => lease?,
-            Err(_) => return Err(timed_out()),
-        },
-    };
-    drop(waiting);
-    telemetry.acquired(start.elapsed(), !lease.new);
-    let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
     let mut retries = 0;
     loop {
         telemetry.request(lease.new);
-        let used = lease.life();
+        let used = lease.used();
         // Over HTTP/2 the request that opened a connection shares it with others: when
         // the connection breaks, that is not this request's doing either.
-        let reused = !lease.new || used.as_ref().is_some_and(|l| l.uses() > 1);
+        let reused = !lease.new || matches!(&used, Used::H2(Some(l)) if l.uses() > 1);
         let failure = match send(shared, host, lease, req).await {
             Ok(Head::Full(parts, body, new)) => {
                 return Ok(Response::full(
@@ -216,16 +264,15 @@ async fn run(
                 ));
             }
             Ok(Head::Stream(parts, body, lease)) => {
-                // The connection, its gate place and the in-use count stay with the body
-                // until it is read to the end (or dropped).
+                // The connection (HTTP/2: its gate place and in-use count too) stays with
+                // the body until it is read to the end (or dropped).
                 let new = lease.new;
                 let streaming = Streaming {
                     body,
                     lease: Some(lease),
                     shared: Arc::clone(shared),
                     host: Arc::clone(host),
-                    _permit: permit,
-                    _in_use: in_use,
+                    _place: place,
                     deadline: deadline_body,
                     timeout: req.timeout,
                 };
@@ -247,7 +294,16 @@ async fn run(
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
                     "the server closed the connection or refused the request before processing it; retrying on a newer connection");
-                lease = self::lease(shared, host, Some(used)).await?;
+                lease = match (used, &host.h1) {
+                    (Used::H1(born), Some(engine)) => {
+                        checkout(shared, host, engine, Some(born)).await?
+                    }
+                    (Used::H2(life), _) => match self::lease(shared, host, Some(life)).await? {
+                        Some(lease) => lease,
+                        None => return Err(e),
+                    },
+                    (Used::H1(_), None) => return Err(e),
+                };
             }
             Failure::Broken(e) if !req.idempotent => {
                 shared.count_error(ErrorKind::Broken);
@@ -267,98 +323,159 @@ async fn run(
     }
 }
 
+/// An HTTP/1.1 connection from the origin's engine (FIFO, one acquire timeout). A retry
+/// passes when the failed connection was opened (`Some(None)` when unknown), and gets a
+/// connection opened after it: older idle ones may have been closed by the server too
+/// (its keep-alive timeout), so they are closed instead of tried.
+///
+/// A connect that fails while nothing is open at this origin fails the callers waiting
+/// at once, with the server's reason, instead of letting them wait out `P_POOL_TIMEOUT`
+/// while the engine retries: nothing will come back to them.
+async fn checkout(
+    shared: &Shared,
+    host: &Host,
+    engine: &H1Engine,
+    avoid: Option<Option<Instant>>,
+) -> Result<Lease, Error> {
+    loop {
+        let mut failed = engine.manager().failed.subscribe();
+        failed.mark_unchanged();
+        let got = {
+            let get = engine.get();
+            let mut get = std::pin::pin!(get);
+            loop {
+                tokio::select! {
+                    biased;
+                    got = &mut get => break got,
+                    changed = failed.changed() => {
+                        if changed.is_err() {
+                            break get.await;
+                        }
+                        let failure = failed.borrow_and_update().clone();
+                        if let Some(f) = failure
+                            && engine.counts().open == 0
+                        {
+                            return Err(connect_error(shared, host, Box::new(f)));
+                        }
+                    }
+                }
+            }
+        };
+        let mut c = got.map_err(|e| match e {
+            AcquireError::Timeout { waited, .. } => {
+                tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
+                shared.timeout_error(&host.origin, waited)
+            }
+            AcquireError::Connect(f) => connect_error(shared, host, Box::new(f)),
+            _ => Error::Closed {
+                pool: shared.config.pool.name.clone(),
+            },
+        })?;
+        if let Some(failed_born) = avoid
+            && c.tracked().uses() > 1
+        {
+            let born = Instant::now().checked_sub(c.tracked().age());
+            let older = match (born, failed_born) {
+                (Some(b), Some(f)) => b <= f,
+                _ => true,
+            };
+            if older {
+                c.tracked().retire(CloseReason::Invalid);
+                continue;
+            }
+        }
+        return Ok(Lease::h1(c));
+    }
+}
+
+fn connect_error(shared: &Shared, host: &Host, source: crate::error::BoxError) -> Error {
+    Error::Connect {
+        pool: shared.config.pool.name.clone(),
+        origin: host.origin.to_string(),
+        source,
+    }
+}
+
 /// How many times a request the server did not process (or an idempotent one cut off with
 /// its connection) is sent again, each time on a connection opened after the failed one.
 /// One is not enough: behind nginx's `keepalive_requests`, a busy client's retry can land
 /// on a connection that is itself past its last stream, and gets a second GOAWAY.
 const MAX_RETRIES: u32 = 3;
 
-/// An idle HTTP/1.1 connection or a stream on the shared HTTP/2 one, when one is free now.
+/// A stream on the shared HTTP/2 connection, when one is free now.
 fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
-    let conn = match host.proto()? {
-        Proto::H1 => {
-            let c = host.take_idle(&shared.limits)?;
-            c.life.begin();
-            Conn::H1(c)
-        }
-        Proto::H2 => {
-            let c = host.shared_h2(&shared.limits)?;
-            Conn::H2(Some(c.sender), c.life)
-        }
-    };
+    if host.proto()? != Proto::H2 {
+        return None;
+    }
+    let c = host.shared_h2(&shared.limits)?;
     Some(Lease {
-        conn: Some(conn),
+        conn: Some(Conn::H2(Some(c.sender), c.life)),
         new: false,
     })
 }
 
-/// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
-/// one. A retry passes the connection that failed as `avoid` (`Some(None)` when unknown):
-/// over HTTP/1.1 it then always opens a new connection; over HTTP/2 it takes the shared
-/// connection only if that was opened after the failed one. The caller holds a place in
-/// the origin's gate.
+/// A stream on the shared HTTP/2 connection, or on a new one; `None` when the origin
+/// turned out to speak HTTP/1.1 (then the connection opened to learn that waits in the
+/// engine's manager for the caller's checkout). A retry passes the connection that
+/// failed as `avoid` (`Some(None)` when unknown), and takes the shared connection only if
+/// that was opened after the failed one. The caller holds a place in the origin's gate.
 async fn lease(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
     avoid: Option<Option<Arc<Life>>>,
-) -> Result<Lease, Error> {
-    let fresh = avoid.is_some();
+) -> Result<Option<Lease>, Error> {
     let avoid = avoid.flatten();
     // A retry takes only a connection opened after the one that failed it: an older one
     // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
     let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
-    loop {
-        if host.proto() == Some(Proto::H1) {
-            if !fresh && let Some(c) = host.take_idle(&shared.limits) {
-                c.life.begin();
-                return Ok(Lease {
-                    conn: Some(Conn::H1(c)),
-                    new: false,
-                });
-            }
-            return connect(shared, host).await;
-        }
-        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-            return Ok(Lease {
-                conn: Some(Conn::H2(Some(c.sender), c.life)),
-                new: false,
-            });
-        }
-        let _connecting = host.h2_connect.lock().await;
-        if host.proto() == Some(Proto::H1) {
-            continue; // learned while waiting for the lock
-        }
-        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-            return Ok(Lease {
-                conn: Some(Conn::H2(Some(c.sender), c.life)),
-                new: false,
-            });
-        }
-        let lease = connect(shared, host).await?;
-        if let Some(Conn::H2(Some(sender), life)) = &lease.conn {
-            let old = host
-                .h2
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .replace(SharedH2 {
-                    sender: sender.clone(),
-                    life: life.clone(),
-                });
-            if let Some(old) = old {
-                old.life.close(CloseReason::Broken);
-            }
-        }
-        return Ok(lease);
+    if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
+        return Ok(Some(Lease {
+            conn: Some(Conn::H2(Some(c.sender), c.life)),
+            new: false,
+        }));
     }
+    let _connecting = host.h2_connect.lock().await;
+    if host.proto() == Some(Proto::H1) {
+        return Ok(None); // learned while waiting for the lock
+    }
+    if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
+        return Ok(Some(Lease {
+            conn: Some(Conn::H2(Some(c.sender), c.life)),
+            new: false,
+        }));
+    }
+    let Some(lease) = connect(shared, host).await? else {
+        return Ok(None);
+    };
+    if let Some(Conn::H2(Some(sender), life)) = &lease.conn {
+        let old = host
+            .h2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(SharedH2 {
+                sender: sender.clone(),
+                life: life.clone(),
+            });
+        if let Some(old) = old {
+            old.life.close(CloseReason::Broken);
+        }
+    }
+    Ok(Some(lease))
 }
 
-/// Opens a new connection under `P_CONNECT_TIMEOUT`.
-async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error> {
+/// Opens a connection that may speak HTTP/2 under `P_CONNECT_TIMEOUT`. One that speaks
+/// HTTP/1.1 (ALPN chose it) goes to the origin's engine: `None`.
+async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Option<Lease>, Error> {
     let life = Arc::new(Life::new(shared.telemetry.clone(), host.open.clone()));
+    let ended = Arc::new(h1::Ended::default());
     let on_close = {
         let life = life.clone();
+        let ended = ended.clone();
+        let tasks_ended = shared.tasks_ended.clone();
         let host = Arc::downgrade(host);
         move || {
+            tasks_ended.fetch_add(1, Relaxed);
+            ended.set();
             // No sender of a dead connection may stay in the pool: see `send`.
             if let Some(host) = host.upgrade() {
                 host.forget_h2(&life);
@@ -371,18 +488,11 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
     let failed = |source: crate::error::BoxError| {
         shared.count_error(ErrorKind::Connect);
         tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, error = %source, "connect failed");
-        Error::Connect {
-            pool: shared.config.pool.name.clone(),
-            origin: host.origin.to_string(),
-            source,
-        }
+        connect_error(shared, host, source)
     };
-    let sender =
+    let (sender, task) =
         match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok((sender, task))) => {
-                life.set_task(task);
-                sender
-            }
+            Ok(Ok(opened)) => opened,
             Ok(Err(e)) => return Err(failed(e)),
             Err(_) => {
                 return Err(failed(
@@ -394,22 +504,26 @@ async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error>
                 ));
             }
         };
-    life.mark_open(start.elapsed());
-    life.begin();
-    let conn = match sender {
+    match sender {
         Sender::H1(sender) => {
+            let conn = h1::Manager::wrap(sender, task, ended);
+            if let Some(engine) = &host.h1 {
+                engine.manager().stash(conn);
+            }
             host.learn(Proto::H1);
-            Conn::H1(IdleH1 { sender, life })
+            Ok(None)
         }
         Sender::H2(sender) => {
+            drop(task); // the task ends when the connection does
+            life.mark_open(start.elapsed());
+            life.begin();
             host.learn(Proto::H2);
-            Conn::H2(Some(sender), life)
+            Ok(Some(Lease {
+                conn: Some(Conn::H2(Some(sender), life)),
+                new: true,
+            }))
         }
-    };
-    Ok(Lease {
-        conn: Some(conn),
-        new: true,
-    })
+    }
 }
 
 pub(crate) fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
@@ -480,13 +594,13 @@ async fn send(
             if let Err(e) = c.sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
             }
-            let life = Arc::clone(&c.life);
+            let ended = Arc::clone(&c.ended);
             let pending = c.sender.try_send_request(request);
             let mut pending = std::pin::pin!(pending);
             tokio::select! {
                 biased;
                 sent = &mut pending => sent,
-                () = life.ended() => {
+                () = ended.wait() => {
                     lease.discard();
                     pending.await
                 }
@@ -540,6 +654,6 @@ async fn send(
         .map_err(|e| Failure::Other(backend(shared, host, e)))?
         .to_bytes();
     let new = lease.new;
-    lease.finish(shared, host);
+    lease.finish();
     Ok(Head::Full(parts, body, new))
 }

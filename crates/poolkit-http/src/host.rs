@@ -1,15 +1,17 @@
-//! The connections to one origin: a FIFO gate sized to the ceiling, idle HTTP/1.1
-//! connections, the shared HTTP/2 connection, and what each connection has lived through.
+//! The connections to one origin: the HTTP/1.1 engine (idle connections, queue, connects,
+//! lifetime, upkeep: `poolkit_core::engine`), and for HTTP/2 a FIFO gate sized to the
+//! ceiling, the shared connection and what it has lived through.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use poolkit_core::metrics::CloseReason;
 use poolkit_core::{Gate, Telemetry};
 
 use crate::connect::Body;
+use crate::h1::H1Engine;
 use crate::url::Origin;
 
 /// The protocol an origin speaks, once known.
@@ -19,7 +21,7 @@ pub(crate) enum Proto {
     H2,
 }
 
-/// One open connection's life: counted closed exactly once, whoever notices first.
+/// The shared HTTP/2 connection's life: counted closed exactly once, whoever notices first.
 #[derive(Debug)]
 pub(crate) struct Life {
     closed: AtomicBool,
@@ -30,11 +32,6 @@ pub(crate) struct Life {
     last_used: Mutex<Instant>,
     telemetry: Arc<Telemetry>,
     host_open: Arc<AtomicU64>,
-    /// The connection's I/O task, ended by [`Life::abort`].
-    task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Set (and `ended` notified) when the connection's task has ended by itself.
-    task_ended: AtomicBool,
-    ended: tokio::sync::Notify,
 }
 
 impl Life {
@@ -49,48 +46,13 @@ impl Life {
             last_used: Mutex::new(Instant::now()),
             telemetry,
             host_open,
-            task: Mutex::new(None),
-            task_ended: AtomicBool::new(false),
-            ended: tokio::sync::Notify::new(),
         }
     }
 
     /// The connection's task has ended (the server closed it, or it broke): counts the
-    /// close and wakes every exchange waiting in [`Life::ended`].
+    /// close.
     pub(crate) fn task_ended(&self) {
-        self.task_ended.store(true, SeqCst);
-        self.ended.notify_waiters();
         self.close(CloseReason::Broken);
-    }
-
-    /// Resolves once the connection's task has ended by itself.
-    pub(crate) async fn ended(&self) {
-        let notified = self.ended.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        if self.task_ended.load(SeqCst) {
-            return;
-        }
-        notified.await;
-    }
-
-    /// Remembers the connection's I/O task, so that [`Life::abort`] can end it.
-    pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
-        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-    }
-
-    /// Closes the socket now, not whenever hyper's connection task next notices that its
-    /// request was dropped: a connection abandoned mid-exchange (timeout, cancellation)
-    /// stops counting against the server at once.
-    pub(crate) fn abort(&self) {
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
     }
 
     /// The connection is open: counts it (once).
@@ -177,16 +139,9 @@ impl Life {
 /// The per-connection limits, copied from the config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) max_keepalive: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) max_uses: Option<u64>,
-}
-
-/// An idle HTTP/1.1 connection.
-pub(crate) struct IdleH1 {
-    pub(crate) sender: http1::SendRequest<Body>,
-    pub(crate) life: Arc<Life>,
 }
 
 /// The shared HTTP/2 connection.
@@ -198,38 +153,57 @@ pub(crate) struct SharedH2 {
 /// Everything the pool keeps for one origin.
 pub(crate) struct Host {
     pub(crate) origin: Origin,
-    /// FIFO gate: one place per connection in use (HTTP/1.1) or stream (HTTP/2).
+    /// The HTTP/1.1 engine; `None` when the pool speaks HTTP/2 only.
+    pub(crate) h1: Option<H1Engine>,
+    /// HTTP/2's FIFO gate: one place per stream.
     pub(crate) gate: Gate,
-    pub(crate) idle: Mutex<Vec<IdleH1>>,
     pub(crate) h2: Mutex<Option<SharedH2>>,
     /// Held while opening a connection whose protocol may be HTTP/2, so concurrent
     /// callers share one connection instead of each opening their own.
     pub(crate) h2_connect: tokio::sync::Mutex<()>,
     pub(crate) proto: Mutex<Option<Proto>>,
+    /// HTTP/2 connections open.
     pub(crate) open: Arc<AtomicU64>,
+    /// Callers waiting at the HTTP/2 gate.
     pub(crate) waiting: AtomicU64,
-    /// Connections kept when returned with nobody waiting (`P_POOL_SIZE`; resizable).
-    pub(crate) pool_size: AtomicU64,
 }
 
 impl Host {
-    pub(crate) fn new(origin: Origin, pool_size: u32, ceiling: u32, proto: Option<Proto>) -> Self {
+    pub(crate) fn new(
+        origin: Origin,
+        h1: Option<H1Engine>,
+        ceiling: u32,
+        proto: Option<Proto>,
+    ) -> Self {
         Self {
             origin,
+            h1,
             gate: Gate::new(ceiling as usize),
-            idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
             proto: Mutex::new(proto),
             open: Arc::new(AtomicU64::new(0)),
             waiting: AtomicU64::new(0),
-            pool_size: AtomicU64::new(u64::from(pool_size)),
         }
     }
 
     /// Whether nothing is open, in use or waiting here (the origin can be forgotten).
     pub(crate) fn is_unused(&self) -> bool {
-        self.open.load(Relaxed) == 0 && self.waiting.load(Relaxed) == 0 && self.gate.in_use() == 0
+        let h1 = self.h1.as_ref().map(H1Engine::counts).unwrap_or_default();
+        self.open.load(Relaxed) == 0
+            && self.waiting.load(Relaxed) == 0
+            && self.gate.in_use() == 0
+            && h1.open + h1.connecting + h1.used + h1.pending == 0
+    }
+
+    /// (in use, open, waiting) here: HTTP/1.1 connections and HTTP/2 streams.
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let h1 = self.h1.as_ref().map(H1Engine::counts).unwrap_or_default();
+        (
+            self.gate.in_use() as u64 + u64::from(h1.used),
+            self.open.load(Relaxed) + u64::from(h1.open),
+            self.waiting.load(Relaxed) + u64::from(h1.pending),
+        )
     }
 
     pub(crate) fn proto(&self) -> Option<Proto> {
@@ -238,45 +212,6 @@ impl Host {
 
     pub(crate) fn learn(&self, proto: Proto) {
         *self.proto.lock().unwrap_or_else(PoisonError::into_inner) = Some(proto);
-    }
-
-    /// The most recently used idle HTTP/1.1 connection still fit for use; unfit ones
-    /// are closed on the way.
-    pub(crate) fn take_idle(&self, limits: &Limits) -> Option<IdleH1> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(conn) = idle.pop() {
-            let reason = if conn.sender.is_closed() {
-                Some(CloseReason::Broken)
-            } else {
-                conn.life.retire_reason(limits)
-            };
-            match reason {
-                Some(reason) => conn.life.close(reason),
-                None => return Some(conn),
-            }
-        }
-        None
-    }
-
-    /// Puts a connection back after a complete exchange, or closes it.
-    pub(crate) fn put_idle(&self, conn: IdleH1, limits: &Limits, pool_closed: bool) {
-        let reason = if pool_closed {
-            Some(CloseReason::PoolClosed)
-        } else if conn.sender.is_closed() {
-            Some(CloseReason::Broken)
-        } else {
-            conn.life.retire_reason(limits)
-        };
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let reason = reason.or_else(|| {
-            let overflow = self.open.load(Relaxed) > self.pool_size.load(Relaxed)
-                && self.waiting.load(Relaxed) == 0;
-            (idle.len() >= limits.max_keepalive || overflow).then_some(CloseReason::Overflow)
-        });
-        match reason {
-            Some(reason) => conn.life.close(reason),
-            None => idle.push(conn),
-        }
     }
 
     /// Lets go of the shared HTTP/2 connection if it is `life`'s: called when that
@@ -332,45 +267,23 @@ impl Host {
         }
     }
 
-    /// Closes idle connections past their idle timeout or lifetime (or all, when
-    /// `reason` is given); returns how many remain idle.
-    pub(crate) fn sweep(&self, limits: &Limits, all: Option<CloseReason>) -> usize {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|conn| {
-            let reason = all.or_else(|| {
-                if conn.sender.is_closed() {
+    /// Closes the shared HTTP/2 connection when it is past its idle timeout or lifetime
+    /// (or in any case, when `reason` is given).
+    pub(crate) fn sweep(&self, limits: &Limits, all: Option<CloseReason>) {
+        let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        let reason = slot.as_ref().and_then(|c| {
+            all.or_else(|| {
+                if c.sender.is_closed() {
                     Some(CloseReason::Broken)
                 } else {
-                    conn.life.retire_reason(limits)
+                    c.life.retire_reason(limits)
                 }
-            });
-            match reason {
-                Some(r) => {
-                    conn.life.close(r);
-                    false
-                }
-                None => true,
-            }
+            })
         });
-        let left = idle.len();
-        drop(idle);
+        if let Some(reason) = reason
+            && let Some(conn) = slot.take()
         {
-            let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-            let reason = slot.as_ref().and_then(|c| {
-                all.or_else(|| {
-                    if c.sender.is_closed() {
-                        Some(CloseReason::Broken)
-                    } else {
-                        c.life.retire_reason(limits)
-                    }
-                })
-            });
-            if let Some(reason) = reason
-                && let Some(conn) = slot.take()
-            {
-                conn.life.close(reason);
-            }
+            conn.life.close(reason);
         }
-        left
     }
 }

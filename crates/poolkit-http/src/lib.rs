@@ -8,6 +8,7 @@ mod exchange;
 mod failure;
 #[doc(hidden)]
 pub mod fuzzing;
+mod h1;
 mod host;
 pub mod pinecone;
 mod pool;

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use poolkit_core::engine::Engine;
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Telemetry,
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Sizing, Telemetry,
 };
 
 use crate::config::{Config, HttpVersion};
 use crate::connect::{Connector, Resolve, Resolver};
+use crate::h1;
 use crate::host::{Host, Limits, Proto};
 use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
@@ -37,14 +39,17 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) limits: Limits,
     pub(crate) telemetry: Arc<Telemetry>,
-    pub(crate) connector: Connector,
+    pub(crate) connector: Arc<Connector>,
     pub(crate) headers: HeaderMap,
     hosts: Mutex<HashMap<Origin, Arc<Host>>>,
     /// Per-origin (steady size, ceiling), set at build and by [`Pool::resize`].
     sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
-    reaper_started: AtomicBool,
+    sweeper_started: AtomicBool,
     pub(crate) retries: AtomicU64,
+    /// Connection tasks that ended (the server closed the connection, it broke, or the
+    /// pool closed it).
+    pub(crate) tasks_ended: Arc<AtomicU64>,
     me: Weak<Shared>,
 }
 
@@ -131,7 +136,6 @@ impl Builder {
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
         let c = &self.config;
         let limits = Limits {
-            max_keepalive: c.max_keepalive as usize,
             idle_timeout: c.pool.idle_timeout,
             max_lifetime: c.pool.max_lifetime,
             max_uses: c.pool.max_uses,
@@ -141,13 +145,14 @@ impl Builder {
             me: me.clone(),
             telemetry,
             limits,
-            connector,
+            connector: Arc::new(connector),
             headers: self.headers,
             hosts: Mutex::new(HashMap::new()),
             sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
-            reaper_started: AtomicBool::new(false),
+            sweeper_started: AtomicBool::new(false),
             retries: AtomicU64::new(0),
+            tasks_ended: Arc::new(AtomicU64::new(0)),
             config: self.config,
         });
         let monitored: Arc<dyn Monitored> = shared.clone();
@@ -260,8 +265,11 @@ impl Pool {
             .sizes
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = (pool_size, ceiling);
+        let steady = self.shared.steady(pool_size);
         for host in hosts.values_mut() {
-            host.pool_size.store(u64::from(pool_size), Relaxed);
+            if let Some(engine) = &host.h1 {
+                engine.resize(steady, Some(ceiling))?;
+            }
             host.gate.set_limit(ceiling as usize);
         }
         self.shared.count_origins(hosts.len());
@@ -276,6 +284,14 @@ impl Pool {
         self.shared.origins()
     }
 
+    /// Connection tasks that have ended so far (the server closed the connection, it
+    /// broke, or the pool closed it): for tests that must wait for one.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn tasks_ended(&self) -> u64 {
+        self.shared.tasks_ended.load(Relaxed)
+    }
+
     /// Retries so far: requests sent again because their connection turned out closed or the server refused them unprocessed.
     #[must_use]
     pub fn retries(&self) -> u64 {
@@ -287,6 +303,9 @@ impl Pool {
     pub fn close(&self) {
         self.shared.closed.store(true, Relaxed);
         for host in self.shared.hosts() {
+            if let Some(engine) = &host.h1 {
+                engine.close();
+            }
             host.sweep(&self.shared.limits, Some(CloseReason::PoolClosed));
         }
     }
@@ -314,7 +333,7 @@ impl Shared {
 
     /// The sub-pool for `origin`, made on first use.
     pub(crate) fn host(self: &Arc<Self>, origin: &Origin) -> Arc<Host> {
-        self.start_reaper();
+        self.start_sweeper();
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = hosts.get(origin) {
             return h.clone();
@@ -325,7 +344,21 @@ impl Shared {
             (HttpVersion::Auto, true) => None,
         };
         let (pool_size, ceiling) = self.sizes();
-        let host = Arc::new(Host::new(origin.clone(), pool_size, ceiling, proto));
+        let h1 = (proto != Some(Proto::H2)).then(|| {
+            let manager = h1::Manager::new(
+                Arc::clone(&self.connector),
+                origin.clone(),
+                self.config.connect_timeout,
+                self.config.connect_timeout_var(),
+                Arc::clone(&self.tasks_ended),
+            );
+            let mut config = self.config.pool.clone();
+            config.sizing = Sizing::Fixed;
+            config.pool_size = self.steady(pool_size);
+            config.max_size = Some(ceiling);
+            Engine::with_telemetry(manager, config, Arc::clone(&self.telemetry))
+        });
+        let host = Arc::new(Host::new(origin.clone(), h1, ceiling, proto));
         hosts.insert(origin.clone(), host.clone());
         self.count_origins(hosts.len());
         host
@@ -340,18 +373,26 @@ impl Shared {
             .set_sizes(pool_size.saturating_mul(n), ceiling.saturating_mul(n));
     }
 
+    /// The HTTP/1.1 engine's steady size for a pool size: connections above it close when
+    /// returned with nobody waiting, so at most `P_MAX_KEEPALIVE` stay idle (at least 1).
+    fn steady(&self, pool_size: u32) -> u32 {
+        pool_size.min(self.config.max_keepalive).max(1)
+    }
+
     /// The per-origin steady size and ceiling now (they change with [`Pool::resize`]).
     fn sizes(&self) -> (u32, u32) {
         let s = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
         *s
     }
 
-    /// Forgets origins with nothing open, in use or waiting, so the map stays bounded by
-    /// the origins in use.
+    /// Forgets origins with nothing open, in use or waiting and no caller holding them, so
+    /// the map stays bounded by the origins in use.
     fn forget_unused(&self) {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         let before = hosts.len();
-        hosts.retain(|_, h| !h.is_unused());
+        // A host a caller holds (it took it under this lock) is about to be used: kept,
+        // or its engine would close under the caller and the next request open anew.
+        hosts.retain(|_, h| Arc::strong_count(h) > 1 || !h.is_unused());
         if hosts.len() != before {
             self.count_origins(hosts.len());
         }
@@ -364,13 +405,13 @@ impl Shared {
             .hosts()
             .iter()
             .map(|h| {
-                let used = h.gate.in_use() as u64;
+                let (used, open, pending) = h.counts();
                 #[allow(clippy::cast_precision_loss)]
                 OriginStats {
                     origin: h.origin.to_string(),
                     used,
-                    open: h.open.load(Relaxed),
-                    pending: h.waiting.load(Relaxed),
+                    open,
+                    pending,
                     utilization: used as f64 / ceiling,
                 }
             })
@@ -379,9 +420,11 @@ impl Shared {
         all
     }
 
-    /// Starts the task that closes idle connections (once, inside the runtime).
-    fn start_reaper(self: &Arc<Self>) {
-        if self.reaper_started.swap(true, Relaxed) {
+    /// Starts the task that retires the shared HTTP/2 connections past their idle timeout
+    /// or lifetime and forgets unused origins (once, inside the runtime). HTTP/1.1
+    /// connections are kept up by their engines.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.swap(true, Relaxed) {
             return;
         }
         let every = self

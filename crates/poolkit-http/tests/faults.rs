@@ -38,7 +38,10 @@ async fn server_closing_idle_connections_after_one_second_fails_no_get() {
     let s = pool.stats();
     // Each retry (a keep-alive race lost to the server's close) is one more request.
     assert_eq!(s.requests_new + s.requests_reused, 28 + pool.retries());
-    assert_eq!(s.errors_by("broken"), pool.retries(), "{s:?}");
+    // Every retry counts a broken connection; so does every idle connection the engine
+    // found closed by the server and discarded before use (no request lost on it).
+    assert!(s.errors_by("broken") >= pool.retries(), "{s:?}");
+    assert_eq!(s.errors_by("broken"), s.closed_by("broken"), "{s:?}");
     assert!(
         s.requests_new > 4,
         "the server's closes forced new connections: {s:?}"

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,20 @@ pub enum AcquireError<E> {
     Closed,
 }
 
+/// One engine's counts at one moment (see [`Engine::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Connections open (idle or in use).
+    pub open: u32,
+    /// Connects under way.
+    pub connecting: u32,
+    /// Connections checked out.
+    pub used: u32,
+    /// Callers waiting.
+    pub pending: u32,
+}
+
 /// The managers the engine takes: every [`bb8::ManageConnection`] whose error can be
 /// shared between waiters (`Sync`) and shown in logs (`Display`), which covers
 /// bb8-postgres, bb8-redis and poolkit's own managers. Implemented for all of them.
@@ -71,6 +85,10 @@ pub(crate) struct Shared<M: Manager> {
     /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed
     /// instead of handed out or kept.
     generation: AtomicU64,
+    /// The gauges this engine last added to a `Telemetry` it shares with other engines
+    /// (open, used, pending; see [`Engine::with_telemetry`]); `None` when it owns its
+    /// telemetry and stores the gauges outright.
+    added: Option<[AtomicI64; 3]>,
 }
 
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
@@ -152,6 +170,7 @@ impl<M: Manager> Engine<M> {
             auto_target: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
             generation: AtomicU64::new(0),
+            added: None,
             telemetry,
             config,
         });
@@ -182,6 +201,33 @@ impl<M: Manager> Engine<M> {
             }
         }
         Ok(engine)
+    }
+
+    /// A pool that adds its counts to `telemetry`, which other engines may share: one
+    /// pool made of several engines (an HTTP pool has one engine per origin) publishes
+    /// one set of numbers. Each engine adds the change of its own gauges (open, used,
+    /// pending) under its lock, so the shared gauges are the sums; sizes stay the
+    /// caller's to set ([`Telemetry::set_sizes`]). Opens nothing before it returns:
+    /// `min_idle` connections are opened by the upkeep task. Must run inside a tokio
+    /// runtime. Fixed-size only: `config.sizing` is not looked at.
+    #[must_use]
+    pub fn with_telemetry(manager: M, config: PoolConfig, telemetry: Arc<Telemetry>) -> Self {
+        let shared = Arc::new(Shared {
+            manager,
+            state: Mutex::new(State::new(config.pool_size, config.ceiling())),
+            last_error: StdMutex::new(None),
+            leaks: config.leak_threshold.map(Leaks::new),
+            auto_target: AtomicU32::new(config.pool_size),
+            cap: AtomicU32::new(u32::MAX),
+            generation: AtomicU64::new(0),
+            added: Some([AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)]),
+            telemetry,
+            config,
+        });
+        upkeep::start(&shared);
+        Self {
+            handle: Arc::new(Handle(shared)),
+        }
     }
 
     /// The pool's telemetry (stats, config).
@@ -302,6 +348,19 @@ impl<M: Manager> Engine<M> {
         (cap != u32::MAX).then_some(cap)
     }
 
+    /// This engine's own counts now, read under its lock (for a pool made of several
+    /// engines that share one `Telemetry`, such as an HTTP pool's origins).
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        let s = self.shared().lock();
+        Counts {
+            open: s.open,
+            connecting: s.connecting,
+            used: s.used,
+            pending: u32::try_from(s.waiters.len()).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Connections open or being opened now (what a fleet share must cover).
     #[must_use]
     pub fn open_or_connecting(&self) -> u32 {
@@ -391,7 +450,16 @@ impl<M: Manager> Shared<M> {
     /// the wakers of waiters it served, to wake after the lock is released.
     fn sync(&self, s: &mut State<Conn<M>>) -> Wakers {
         s.check();
-        self.telemetry.store_gauges(s.open, s.used, s.waiters.len());
+        let pending = u32::try_from(s.waiters.len()).unwrap_or(u32::MAX);
+        match &self.added {
+            None => self.telemetry.store_gauges(s.open, s.used, s.waiters.len()),
+            Some(added) => {
+                // Under the state lock: the differences add up to this engine's counts.
+                let now = [s.open, s.used, pending].map(i64::from);
+                let change = std::array::from_fn(|i| now[i] - added[i].swap(now[i], Relaxed));
+                self.telemetry.add_gauges(change);
+            }
+        }
         s.waiters.wakers()
     }
 
