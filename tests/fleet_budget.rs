@@ -2,8 +2,11 @@
 //! again as members) share a budget of 60 on a private PostgreSQL (max_connections 100)
 //! with leases in a private Redis. `pg_stat_activity` is sampled every 100 ms: the count
 //! never exceeds 60. Two members are killed with SIGKILL and the others take their share
-//! within the lease TTL; a sixth joins and gets a share; Redis is stopped and no member
-//! goes beyond its last share, and each one's health says Redis is unreachable.
+//! (all but the dead members' floors) within the lease TTL; a sixth joins and gets a share;
+//! the sixth is cut off from Redis (its traffic dropped, the others still reach it) and
+//! sheds to its floor before its lease expires while the others take the rest; Redis is
+//! stopped and every member sheds to its floor, and each one's health says Redis is
+//! unreachable.
 //!
 //! `harness = false`: `main` is the test, or a member when `FLEET_MEMBER` is set.
 
@@ -15,11 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{PrivatePg, PrivateRedis};
+use common::{FreezingProxy, PrivatePg, PrivateRedis};
 use poolkit::postgres::{Config, Pool, tokio_postgres};
 use poolkit_core::env::process_lookup;
 
 const BUDGET: u32 = 60;
+/// `P_FLEET_FLOOR` (the default).
+const FLOOR: u32 = 1;
 const TTL: Duration = Duration::from_secs(2);
 const APP: &str = "poolkit_fleet_member";
 
@@ -50,7 +55,11 @@ async fn member(id: &str) {
         ("M_POOL_TIMEOUT".to_owned(), "30s".to_owned()),
         ("M_APPLICATION_NAME".to_owned(), APP.to_owned()),
         ("M_FLEET_BUDGET".to_owned(), BUDGET.to_string()),
-        ("M_FLEET_REDIS_URL".to_owned(), var("FLEET_REDIS_URL")),
+        (
+            "M_FLEET_REDIS_URL".to_owned(),
+            process_lookup(&format!("FLEET_REDIS_URL_{id}"))
+                .unwrap_or_else(|| var("FLEET_REDIS_URL")),
+        ),
         ("M_FLEET_TTL".to_owned(), format!("{}ms", TTL.as_millis())),
         ("M_FLEET_KEY".to_owned(), var("FLEET_KEY")),
     ];
@@ -103,9 +112,14 @@ struct Members {
 
 impl Members {
     fn spawn(&mut self, id: usize) {
+        self.spawn_with(id, &[]);
+    }
+
+    fn spawn_with(&mut self, id: usize, extra: &[(String, String)]) {
         let mut child = Command::new(std::env::current_exe().expect("current exe"))
             .env("FLEET_MEMBER", id.to_string())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -239,7 +253,8 @@ async fn fleet() {
         peak.load(Ordering::Relaxed)
     );
 
-    // Two die without a goodbye: the three others take their share within the TTL.
+    // Two die without a goodbye: the three others take their share within the TTL, all
+    // but the floors kept for the dead (they could be alive and cut off from Redis).
     members.kill(3);
     members.kill(4);
     // The members report every 100 ms and are read every 50 ms: allow that on top.
@@ -247,13 +262,22 @@ async fn fleet() {
         .until(
             TTL + Duration::from_millis(200),
             "the survivors take the dead members' share",
-            |s| [0, 1, 2].iter().all(|&i| s[i].share == 20),
+            |s| live(&[0, 1, 2])(s) == BUDGET - 2 * FLOOR,
         )
         .await;
-    eprintln!("survivors at 20 each {took:?} after the kills (TTL {TTL:?})");
+    eprintln!("survivors at 20/19/19 {took:?} after the kills (TTL {TTL:?})");
 
-    // A sixth joins and gets a fair share within one TTL.
-    members.spawn(5);
+    // A sixth joins (through a proxy that can cut it off from Redis) and gets a fair share
+    // within one TTL.
+    let upstream = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
+    let proxy = FreezingProxy::start(upstream).await;
+    members.spawn_with(
+        5,
+        &[(
+            "FLEET_REDIS_URL_5".to_owned(),
+            format!("redis://127.0.0.1:{}", proxy.port),
+        )],
+    );
     let took = members
         .until(TTL * 2, "a new member gets a share", |s| {
             s[5].seen && s[5].share >= 10 && live(&[0, 1, 2, 5])(s) <= BUDGET
@@ -264,19 +288,48 @@ async fn fleet() {
         members.get()[5].share
     );
     members
-        .until(TTL * 2, "four members at 15 each", |s| {
-            [0, 1, 2, 5].iter().all(|&i| s[i].share == 15)
+        .until(TTL * 2, "four members at 15/15/14/14", |s| {
+            [0, 1, 2, 5].iter().all(|&i| s[i].share >= 14)
+                && live(&[0, 1, 2, 5])(s) == BUDGET - 2 * FLOOR
         })
         .await;
 
-    // Redis stops: nobody goes beyond the share it had, and health says why.
+    // The sixth is cut off from Redis while the others still reach it: it sheds to its
+    // floor before its lease expires by its own clock (3/4 TTL after its last renewal, a
+    // renewal every TTL/4: within a TTL of the cut), and the others take the rest.
+    proxy.partition();
+    let cut = Instant::now();
+    let took = members
+        .until(TTL, "the cut-off member sheds to its floor", |s| {
+            s[5].open <= u64::from(FLOOR) && s[5].share <= FLOOR
+        })
+        .await;
+    eprintln!("the cut-off member at its floor {took:?} after the cut");
+    let took = members
+        .until(TTL * 2, "the others take the cut-off member's room", |s| {
+            live(&[0, 1, 2])(s) == BUDGET - 3 * FLOOR
+        })
+        .await;
+    eprintln!(
+        "the others hold {} {took:?} after the cut ({:?} since)",
+        BUDGET - 3 * FLOOR,
+        cut.elapsed()
+    );
+
+    // Redis stops: nobody goes beyond the share it had, each sheds to its floor within a
+    // TTL, and health says why.
     let before = members.get();
     redis.stop();
     members
         .until(TTL * 2, "every member reports Redis unreachable", |s| {
-            [0, 1, 2, 5]
+            [0, 1, 2]
                 .iter()
                 .all(|&i| !s[i].redis_ok && s[i].unreachable)
+        })
+        .await;
+    members
+        .until(TTL, "every member sheds to its floor", |s| {
+            [0, 1, 2, 5].iter().all(|&i| s[i].open <= u64::from(FLOOR))
         })
         .await;
     let end = Instant::now() + Duration::from_secs(2);

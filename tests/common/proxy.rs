@@ -15,6 +15,8 @@ pub struct FreezingProxy {
     pub port: u16,
     conns: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
     pub accepted: Arc<AtomicU64>,
+    /// While set, connections accepted are frozen from the start (a partition).
+    cut: Arc<AtomicBool>,
 }
 
 impl FreezingProxy {
@@ -27,13 +29,15 @@ impl FreezingProxy {
         let conns: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
         let accepted = Arc::new(AtomicU64::new(0));
         let (list, count) = (conns.clone(), accepted.clone());
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut_new = cut.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 count.fetch_add(1, SeqCst);
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
-                let frozen = Arc::new(AtomicBool::new(false));
+                let frozen = Arc::new(AtomicBool::new(cut_new.load(SeqCst)));
                 list.lock().unwrap().push(frozen.clone());
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
@@ -45,7 +49,21 @@ impl FreezingProxy {
             port,
             conns,
             accepted,
+            cut,
         }
+    }
+
+    /// A partition: every connection, open now or opened later, is frozen until [`heal`].
+    ///
+    /// [`heal`]: FreezingProxy::heal
+    pub fn partition(&self) {
+        self.cut.store(true, SeqCst);
+        self.freeze_all();
+    }
+
+    /// Ends a partition for connections opened from now on.
+    pub fn heal(&self) {
+        self.cut.store(false, SeqCst);
     }
 
     /// Freezes every connection open now; returns how many.

@@ -30,6 +30,61 @@ pub(crate) enum Command {
     Size(SizeArgs),
     /// Load-test a backend with N concurrent users and print throughput and latency.
     Bench(BenchArgs),
+    /// A fleet sharing one connection budget (`P_FLEET_BUDGET`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+/// `poolctl fleet …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Simulate a fleet of N instances sharing one budget: real pool engines on in-memory
+    /// connections, the real lease script in Redis, through a start, a rolling update,
+    /// instances killed and instances cut off from Redis; print the highest total against
+    /// the budget.
+    Simulate(SimulateArgs),
+}
+
+/// `poolctl fleet simulate`.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Instances in the fleet (a rolling update doubles them for a while).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub(crate) instances: u32,
+    /// The fleet's budget (default: 3 × instances).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) budget: Option<u32>,
+    /// Each instance's pool size (what it asks for).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) want: u32,
+    /// P_FLEET_TTL.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub(crate) ttl: Duration,
+    /// P_FLEET_FLOOR.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) floor: u32,
+    /// Processes the instances are spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) processes: u32,
+    /// How long the old instances take to leave in the rolling update.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub(crate) rolling: Duration,
+    /// Instances killed at once (no goodbye).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) kill: u32,
+    /// Instances cut off from Redis while the others still reach it.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) partition: u32,
+    /// The Redis holding the leases (default: REDIS_URL, else redis://127.0.0.1:6379).
+    /// Use a Redis of its own to read its CPU per renewal.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Draw the total against the budget over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) chart: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// A backend poolctl can drive.

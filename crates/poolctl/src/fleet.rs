@@ -53,7 +53,7 @@ pub(crate) async fn read(fc: &FleetConfig) -> Result<FleetFacts, String> {
         .map_err(|e| e.to_string())?;
     let now_ms = secs * 1000 + micros / 1000;
     let alive: Vec<(String, u64)> = redis::cmd("ZRANGE")
-        .arg(format!("{k}:alive"))
+        .arg(format!("{{{k}}}:alive"))
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
@@ -61,12 +61,12 @@ pub(crate) async fn read(fc: &FleetConfig) -> Result<FleetFacts, String> {
         .await
         .map_err(|e| e.to_string())?;
     let grants: std::collections::HashMap<String, u32> = redis::cmd("HGETALL")
-        .arg(format!("{k}:grants"))
+        .arg(format!("{{{k}}}:held"))
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
     let wants: std::collections::HashMap<String, u32> = redis::cmd("HGETALL")
-        .arg(format!("{k}:wants"))
+        .arg(format!("{{{k}}}:wants"))
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;

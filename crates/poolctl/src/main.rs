@@ -11,6 +11,7 @@ mod fleet;
 mod format;
 mod http_check;
 mod monitor;
+mod simulate;
 mod size;
 mod target;
 mod warnings;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
     // provider of its own when poolkit-http's `reqwest` feature is on; use ring, as the
     // rest of poolkit does. An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if simulate::is_member() {
+        return simulate::member_main();
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => tracing::Level::WARN,
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check::command(args).await,
             Command::Size(args) => size::command(args).await,
             Command::Bench(args) => bench::command(args).await,
+            Command::Fleet(cli::FleetCommand::Simulate(args)) => simulate::command(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod autosize;
+pub mod backoff;
 mod config;
 pub mod credentials;
 pub mod env;
@@ -24,6 +25,7 @@ pub mod engine;
 #[cfg_attr(all(poolkit_loom, not(feature = "bb8")), allow(dead_code))]
 mod engine_state;
 mod gate;
+pub mod mux;
 mod sync;
 mod waiters;
 

@@ -209,3 +209,91 @@ fn loom_engine_resize_racing_returns_never_exceeds_the_new_ceiling() {
         assert_eq!(closed.load(loom::sync::atomic::Ordering::Relaxed), 1);
     });
 }
+
+// ---- the multiplexed core's routing table ----
+
+use crate::mux::table::{Entry, Table};
+
+fn socket(table: &Table<u32>, id: u64) -> Arc<Entry<u32>> {
+    Arc::new(Entry::new(id, 0, 7, &table.counts, 0))
+}
+
+#[test]
+fn loom_mux_lease_racing_a_retire_drains_and_settles() {
+    loom::model(|| {
+        let table = Arc::new(Table::<u32>::new(2, 8));
+        table.install(socket(&table, 1));
+        let t = Arc::clone(&table);
+        let leaser = thread::spawn(move || {
+            let Some(place) = t.gate.try_enter() else {
+                return; // the retire came first: the gate admits nobody
+            };
+            if let Some(e) = t.pick(0, 1, None) {
+                assert_eq!(e.in_flight(), 1);
+                e.done(2);
+            }
+            drop(place);
+        });
+        let t = Arc::clone(&table);
+        let retirer = thread::spawn(move || {
+            let e = t.remove(1).expect("installed");
+            assert!(e.is_retired());
+        });
+        leaser.join().unwrap();
+        retirer.join().unwrap();
+        assert_eq!(table.live(), 0);
+        assert_eq!(table.gate.limit(), 0);
+        assert_eq!((table.gate.in_use(), table.gate.pending()), (0, 0));
+        assert_eq!(
+            table
+                .counts
+                .draining
+                .load(loom::sync::atomic::Ordering::Acquire),
+            0
+        );
+    });
+}
+
+#[test]
+fn loom_mux_a_waiter_is_served_by_the_socket_that_comes_up() {
+    loom::model(|| {
+        let table = Arc::new(Table::<u32>::new(1, 8));
+        let t = Arc::clone(&table);
+        let waiter = thread::spawn(move || {
+            let place =
+                loom::future::block_on(t.gate.enter_or(std::future::pending())).expect("served");
+            let e = t
+                .pick(0, 1, None)
+                .expect("the socket that made room is routable");
+            e.done(2);
+            drop(place);
+        });
+        let t = Arc::clone(&table);
+        let installer = thread::spawn(move || t.install(socket(&t, 1)));
+        waiter.join().unwrap();
+        installer.join().unwrap();
+        assert_eq!(
+            (table.gate.in_use(), table.gate.pending(), table.live()),
+            (0, 0, 1)
+        );
+    });
+}
+
+#[test]
+fn loom_mux_the_per_socket_cap_holds_under_racing_picks() {
+    loom::model(|| {
+        let table = Arc::new(Table::<u32>::new(1, 8));
+        table.install(socket(&table, 1));
+        let picks: Vec<_> = (0..2)
+            .map(|k| {
+                let t = Arc::clone(&table);
+                thread::spawn(move || t.pick(k, 1, None).is_some())
+            })
+            .collect();
+        let got: usize = picks
+            .into_iter()
+            .map(|p| usize::from(p.join().unwrap()))
+            .sum();
+        assert_eq!(got, 1, "one socket, cap 1: exactly one pick");
+    });
+}

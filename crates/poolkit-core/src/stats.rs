@@ -135,6 +135,10 @@ pub struct PoolStats {
     pub timeout_var: String,
     /// Query timing (PostgreSQL statements, Redis commands): count, average, p95, slow.
     pub query: crate::QueryTiming,
+    /// PostgreSQL: the server-side pooler mode in force (`none`, `session` or
+    /// `transaction`), which a pool may have switched to by itself.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub pooler: Option<String>,
 }
 
 impl PoolStats {

@@ -407,6 +407,7 @@ impl Telemetry {
             ceiling_var: self.config.ceiling_var(),
             timeout_var: self.config.var(Knob::AcquireTimeout),
             query: crate::QueryTiming::default(),
+            pooler: None,
         }
     }
 }

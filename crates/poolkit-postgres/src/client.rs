@@ -7,7 +7,7 @@ use poolkit_core::{Operation, QueryStats};
 use tokio_postgres::types::{BorrowToSql, ToSql, Type};
 use tokio_postgres::{Client, Error, Row, RowStream};
 
-use crate::pooler::{Pooler, SessionWarnings};
+use crate::pooler::{PoolerMode, SessionWarnings};
 use crate::statement::{PoolerRefusal, Shape, ShapeCache, Source, Statement, learn, refuse};
 
 /// What a connection needs to run queries the pooler's way: shared by a pool's
@@ -15,7 +15,7 @@ use crate::statement::{PoolerRefusal, Shape, ShapeCache, Source, Statement, lear
 #[derive(Debug)]
 pub(crate) struct QueryCtx {
     pub(crate) pool: String,
-    pub(crate) pooler: Pooler,
+    pub(crate) pooler: PoolerMode,
     pub(crate) warnings: SessionWarnings,
     pub(crate) queries: QueryStats,
     pub(crate) shapes: ShapeCache,
@@ -30,6 +30,38 @@ enum Plan<'a> {
     Named(&'a tokio_postgres::Statement),
     /// Unnamed and typed, in one round trip: safe behind a transaction-mode pooler.
     Typed(&'a str, Arc<Shape>),
+}
+
+impl Plan<'_> {
+    /// Whether this goes as a named prepared statement poolkit made (tokio-postgres's
+    /// `s<N>` for a `&str`, or a [`Statement`] prepared on a pooled connection).
+    fn poolkit_named(&self, source: Source<'_>) -> bool {
+        !matches!(self, Plan::Typed(..)) && !matches!(source, Source::Raw(_))
+    }
+}
+
+/// Runs one statement: plans it, runs `$body` (a `match` over the plan), and when the
+/// server's answer shows a transaction-mode pooler in front of a named statement poolkit
+/// made (which therefore never ran), switches the pool's mode and runs it once more,
+/// unnamed (outside a transaction; inside one the transaction is already aborted).
+macro_rules! run {
+    ($self:ident, $client:ident, $in_tx:ident, $source:ident, |$plan:ident| $body:expr) => {{
+        let (op, started) = $self.begin(&$source);
+        let result = async {
+            loop {
+                let $plan = $self.plan($client, $in_tx, $source).await?;
+                let named = $plan.poolkit_named($source);
+                let r = $body;
+                match &r {
+                    Err(e) if named && $self.pooler.refused(&$self.pool, e) && !$in_tx => {}
+                    _ => break r,
+                }
+            }
+        }
+        .await;
+        $self.end(op, started, &$source);
+        result
+    }};
 }
 
 fn sql_of<'a>(source: &Source<'a>) -> Option<&'a str> {
@@ -47,7 +79,7 @@ impl QueryCtx {
         in_tx: bool,
         source: Source<'a>,
     ) -> Result<Plan<'a>, Error> {
-        let transaction_mode = self.pooler == Pooler::Transaction;
+        let transaction_mode = self.pooler.transaction();
         Ok(match source {
             Source::Sql(sql) if transaction_mode => {
                 Plan::Typed(sql, self.shapes.shape(client, in_tx, sql).await?)
@@ -74,10 +106,10 @@ impl QueryCtx {
         })
     }
 
-    fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
+    pub(crate) fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
         let op = match sql_of(source) {
             Some(sql) => {
-                self.warnings.check(&self.pool, self.pooler, sql);
+                self.warnings.check(&self.pool, self.pooler.get(), sql);
                 Operation::sql(sql)
             }
             None => Operation::OTHER,
@@ -85,7 +117,12 @@ impl QueryCtx {
         (op, self.queries.start())
     }
 
-    fn end(&self, op: Operation, started: poolkit_core::QueryStart, source: &Source<'_>) {
+    pub(crate) fn end(
+        &self,
+        op: Operation,
+        started: poolkit_core::QueryStart,
+        source: &Source<'_>,
+    ) {
         self.queries.finish(op, started, || match source {
             Source::Raw(_) => "(a tokio_postgres::Statement)".to_owned(),
             other => sql_of(other).unwrap_or_default().to_owned(),
@@ -107,7 +144,7 @@ impl QueryCtx {
         .await)
     }
 
-    async fn typed<'p>(
+    pub(crate) async fn typed<'p>(
         &self,
         client: &Client,
         shape: &Shape,
@@ -128,20 +165,14 @@ impl QueryCtx {
         source: Source<'_>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        let (op, started) = self.begin(&source);
-        let result = async {
-            match self.plan(client, in_tx, source).await? {
-                Plan::Sql(sql) => client.query(sql, params).await,
-                Plan::Named(st) => client.query(st, params).await,
-                Plan::Typed(sql, shape) => {
-                    let typed = self.typed(client, &shape, params).await?;
-                    client.query_typed(sql, &typed).await
-                }
+        run!(self, client, in_tx, source, |plan| match plan {
+            Plan::Sql(sql) => client.query(sql, params).await,
+            Plan::Named(st) => client.query(st, params).await,
+            Plan::Typed(sql, shape) => {
+                let typed = self.typed(client, &shape, params).await?;
+                client.query_typed(sql, &typed).await
             }
-        }
-        .await;
-        self.end(op, started, &source);
-        result
+        })
     }
 
     pub(crate) async fn query_one(
@@ -151,20 +182,14 @@ impl QueryCtx {
         source: Source<'_>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
-        let (op, started) = self.begin(&source);
-        let result = async {
-            match self.plan(client, in_tx, source).await? {
-                Plan::Sql(sql) => client.query_one(sql, params).await,
-                Plan::Named(st) => client.query_one(st, params).await,
-                Plan::Typed(sql, shape) => {
-                    let typed = self.typed(client, &shape, params).await?;
-                    client.query_typed_one(sql, &typed).await
-                }
+        run!(self, client, in_tx, source, |plan| match plan {
+            Plan::Sql(sql) => client.query_one(sql, params).await,
+            Plan::Named(st) => client.query_one(st, params).await,
+            Plan::Typed(sql, shape) => {
+                let typed = self.typed(client, &shape, params).await?;
+                client.query_typed_one(sql, &typed).await
             }
-        }
-        .await;
-        self.end(op, started, &source);
-        result
+        })
     }
 
     pub(crate) async fn query_opt(
@@ -174,20 +199,14 @@ impl QueryCtx {
         source: Source<'_>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        let (op, started) = self.begin(&source);
-        let result = async {
-            match self.plan(client, in_tx, source).await? {
-                Plan::Sql(sql) => client.query_opt(sql, params).await,
-                Plan::Named(st) => client.query_opt(st, params).await,
-                Plan::Typed(sql, shape) => {
-                    let typed = self.typed(client, &shape, params).await?;
-                    client.query_typed_opt(sql, &typed).await
-                }
+        run!(self, client, in_tx, source, |plan| match plan {
+            Plan::Sql(sql) => client.query_opt(sql, params).await,
+            Plan::Named(st) => client.query_opt(st, params).await,
+            Plan::Typed(sql, shape) => {
+                let typed = self.typed(client, &shape, params).await?;
+                client.query_typed_opt(sql, &typed).await
             }
-        }
-        .await;
-        self.end(op, started, &source);
-        result
+        })
     }
 
     pub(crate) async fn execute(
@@ -197,20 +216,14 @@ impl QueryCtx {
         source: Source<'_>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        let (op, started) = self.begin(&source);
-        let result = async {
-            match self.plan(client, in_tx, source).await? {
-                Plan::Sql(sql) => client.execute(sql, params).await,
-                Plan::Named(st) => client.execute(st, params).await,
-                Plan::Typed(sql, shape) => {
-                    let typed = self.typed(client, &shape, params).await?;
-                    client.execute_typed(sql, &typed).await
-                }
+        run!(self, client, in_tx, source, |plan| match plan {
+            Plan::Sql(sql) => client.execute(sql, params).await,
+            Plan::Named(st) => client.execute(st, params).await,
+            Plan::Typed(sql, shape) => {
+                let typed = self.typed(client, &shape, params).await?;
+                client.execute_typed(sql, &typed).await
             }
-        }
-        .await;
-        self.end(op, started, &source);
-        result
+        })
     }
 
     /// Times until the first response; rows are then streamed by the caller.
@@ -227,8 +240,12 @@ impl QueryCtx {
         I::IntoIter: ExactSizeIterator,
     {
         let (op, started) = self.begin(&source);
+        // The parameters are consumed by the first try, so a refusal by a pooler switches
+        // the mode (the next call runs unnamed) but is not run again.
         let result = async {
-            match self.plan(client, in_tx, source).await? {
+            let plan = self.plan(client, in_tx, source).await?;
+            let named = plan.poolkit_named(source);
+            let r = match plan {
                 Plan::Sql(sql) => client.query_raw(sql, params).await,
                 Plan::Named(st) => client.query_raw(st, params).await,
                 Plan::Typed(sql, shape) => {
@@ -238,7 +255,13 @@ impl QueryCtx {
                         .query_typed_raw(sql, params.zip(shape.params.iter().cloned()))
                         .await
                 }
+            };
+            if let Err(e) = &r
+                && named
+            {
+                self.pooler.refused(&self.pool, e);
             }
+            r
         }
         .await;
         self.end(op, started, &source);
@@ -252,8 +275,8 @@ impl QueryCtx {
         sql: &str,
         types: &[Type],
     ) -> Result<Statement, Error> {
-        self.warnings.check(&self.pool, self.pooler, sql);
-        if self.pooler != Pooler::Transaction {
+        self.warnings.check(&self.pool, self.pooler.get(), sql);
+        if !self.pooler.transaction() {
             return Ok(Statement::named(
                 sql,
                 client.prepare_typed(sql, types).await?,

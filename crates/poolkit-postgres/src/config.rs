@@ -27,6 +27,9 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered keep-alive probes before the socket is closed.
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
+/// The ports of transaction-mode poolers: Supavisor's 6543 and PgBouncer's 6432.
+pub(crate) const POOLER_PORTS: [u16; 2] = [6543, 6432];
+
 /// The URL without parameters tokio-postgres does not know but poolers' URLs carry
 /// (`pgbouncer=true`, Prisma's `connection_limit`), so one `DATABASE_URL` serves every tool.
 fn strip_params(url: &str) -> String {
@@ -102,11 +105,23 @@ pub struct Config {
     /// `options=-c statement_timeout=…`. Default: none. Env: `P_STATEMENT_TIMEOUT`.
     /// (PgBouncer refuses startup `options` unless `ignore_startup_parameters` lists it.)
     pub statement_timeout: Option<Duration>,
+    /// How many shared connections carry the statements run on the pool itself
+    /// ([`crate::Pool::query`] and its siblings), pipelined: a number, `auto` (the
+    /// default: sized from what it measures) or `0` (off: those statements check out a
+    /// connection). They count against the pool's ceiling. Env: `P_SHARED_CONNECTIONS`.
+    pub shared: crate::SharedConnections,
+    /// When every shared connection has had a statement in flight and none finished for
+    /// this long, new statements go to an exclusive checkout instead (a slow statement
+    /// does not stall the ones behind it). Default: 5 ms. Env: `P_SHARED_SPILL`.
+    pub shared_spill: Duration,
     /// Timeout for opening one connection. Default: the acquire timeout, at most 10 s.
     /// Env: `P_CONNECT_TIMEOUT`.
     pub connect_timeout: Option<Duration>,
     /// The server-side pooler in front of PostgreSQL. Default: `transaction` when the URL's
-    /// port is 6543 (Supavisor) or it has `pgbouncer=true`, else `none`. Env: `P_POOLER`.
+    /// port is 6543 (Supavisor) or 6432 (PgBouncer) or it has `pgbouncer=true`, else
+    /// `none`; a pool in `none` mode also switches to `transaction` by itself the first
+    /// time the server refuses one of its named prepared statements (SQLSTATE 26000 or
+    /// 42P05), and runs that statement again unnamed. Env: `P_POOLER`.
     pub pooler: Pooler,
     /// libpq's `sslmode`: `disable`, `prefer` (the default, as in libpq), `require`,
     /// `verify-ca`, `verify-full`. From the URL's `sslmode=`, or env `P_SSLMODE` (wins).
@@ -179,10 +194,13 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "FLEET_RESERVE",
     "FLEET_TTL",
     "FLEET_KEY",
+    "FLEET_FLOOR",
     "PASSWORD_FILE",
     "TARGET_SESSION_ATTRS",
     "TCP_KEEPALIVE",
     "TCP_USER_TIMEOUT",
+    "SHARED_CONNECTIONS",
+    "SHARED_SPILL",
 ];
 
 /// Warns once about variables under `PREFIX_` that a PostgreSQL pool does not read.
@@ -240,6 +258,8 @@ impl fmt::Debug for Config {
             .field("url", &redact_url(self.url.expose()))
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
+            .field("shared", &self.shared)
+            .field("shared_spill", &self.shared_spill)
             .field("connect_timeout", &self.connect_timeout)
             .field("pooler", &self.pooler)
             .field("ssl_mode", &self.ssl_mode)
@@ -282,6 +302,8 @@ impl Config {
             url: Secret::new(url.into()),
             application_name: "poolkit".to_owned(),
             statement_timeout: None,
+            shared: crate::SharedConnections::Auto,
+            shared_spill: crate::shared::DEFAULT_SPILL,
             connect_timeout: None,
             pooler: Pooler::None,
             ssl_mode: SslMode::Prefer,
@@ -313,13 +335,14 @@ impl Config {
         self
     }
 
-    /// Sets `pooler` from the URL: `transaction` for port 6543 or `pgbouncer=true`.
+    /// Sets `pooler` from the URL: `transaction` for a pooler's port (6543, 6432) or
+    /// `pgbouncer=true`.
     pub(crate) fn detect_pooler(mut self) -> Self {
         let url = self.url.expose();
         let flagged = url.contains("pgbouncer=true");
         let on_6543 = strip_params(url)
             .parse::<tokio_postgres::Config>()
-            .is_ok_and(|c| c.get_ports().contains(&6543));
+            .is_ok_and(|c| c.get_ports().iter().any(|p| POOLER_PORTS.contains(p)));
         if flagged || on_6543 {
             self.pooler = Pooler::Transaction;
         }
@@ -409,6 +432,17 @@ impl Config {
         }
         if let Some((_, d)) = env.duration("CONNECT_TIMEOUT")? {
             config.connect_timeout = Some(d);
+        }
+        if let Some((var, value)) = env.var("SHARED_CONNECTIONS") {
+            config.shared =
+                crate::SharedConnections::parse(&value).ok_or(ConfigError::Invalid {
+                    var,
+                    value,
+                    expected: "a number of connections, auto, or 0 (off)".into(),
+                })?;
+        }
+        if let Some((_, d)) = env.duration("SHARED_SPILL")? {
+            config.shared_spill = d;
         }
         crate::prisma::apply_url_params(&mut config, &env, &url_var)?;
         crate::prisma::read_limits(&mut config, &env)?;
@@ -582,6 +616,19 @@ impl Config {
     /// The first problem found, naming its variable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
+        if let crate::SharedConnections::Fixed(n) = self.shared {
+            let ceiling = self.pool.ceiling();
+            if n >= ceiling {
+                return Err(ConfigError::Invalid {
+                    var: format!("{}_SHARED_CONNECTIONS", self.pool.prefix),
+                    value: n.to_string(),
+                    expected: format!(
+                        "fewer than the pool's ceiling ({ceiling}, {}): shared connections count against it and get()/transaction() need at least one",
+                        self.ceiling_var()
+                    ),
+                });
+            }
+        }
         self.pg_config().map(|_| ())
     }
 

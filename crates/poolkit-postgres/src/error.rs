@@ -98,6 +98,31 @@ pub enum Error {
         #[source]
         source: Arc<ConnectError>,
     },
+    /// A statement sent through the pool's shared connections
+    /// ([`crate::Pool::query`] and its siblings) would leave session state behind on a
+    /// connection other callers share (`SET`, `LISTEN`, `PREPARE`, `BEGIN`, `DECLARE`, a
+    /// temporary table, a session advisory lock). It was not sent.
+    #[error(
+        "pool `{pool}`: {statement} leaves session state on a connection that other callers share, so it was not sent; run it on a connection of your own: pool.get() (or pool.transaction() for BEGIN … COMMIT)"
+    )]
+    SessionState {
+        /// The pool's name.
+        pool: String,
+        /// What the statement does (`SET`, `LISTEN`, `BEGIN`, …).
+        statement: &'static str,
+    },
+    /// The shared connection carrying this statement broke while it was in flight (the
+    /// server closed it, or the network failed). Only the statements in flight on that
+    /// connection fail; the pool replaces it in the background. The statement may or may
+    /// not have run.
+    #[error("pool `{pool}`: the shared connection broke with this statement in flight ({}); it may or may not have run; the pool opens a new one", chain(.source))]
+    ConnectionLost {
+        /// The pool's name.
+        pool: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A query failed on a healthy connection.
     #[error("query failed: {}", chain(.0))]
     Backend(#[source] tokio_postgres::Error),
@@ -111,6 +136,13 @@ impl Error {
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout { .. })
+    }
+
+    /// Whether a statement was refused from the shared connections because it leaves
+    /// session state behind: see [`Error::SessionState`].
+    #[must_use]
+    pub fn is_session_state(&self) -> bool {
+        matches!(self, Self::SessionState { .. })
     }
 
     /// Whether connecting failed.
@@ -135,7 +167,9 @@ impl Error {
     #[must_use]
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Self::Backend(e) | Self::PrimaryMoved { source: e, .. } => e.code(),
+            Self::Backend(e)
+            | Self::PrimaryMoved { source: e, .. }
+            | Self::ConnectionLost { source: e, .. } => e.code(),
             Self::Connect { source, .. } | Self::Credentials { source, .. } => source.code(),
             _ => None,
         }

@@ -109,6 +109,7 @@ impl Failover {
         if !inner.engine.retire_all(generation) {
             return;
         }
+        inner.retire_shared();
         inner.engine.telemetry().error(ErrorKind::ServerMoved);
         let open = inner.engine.telemetry().open();
         tracing::warn!(pool = %self.pool, open, "the server moved ({why}): retiring every connection of the pool and reconnecting");

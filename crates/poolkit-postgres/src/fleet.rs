@@ -1,33 +1,34 @@
 //! The fleet budget (`P_FLEET_BUDGET`): every instance of a pool holds a lease in Redis for
 //! its connections, and the sum of the leases never exceeds the budget.
 //!
-//! Each instance renews every quarter of the TTL with one Lua script (atomic in Redis): it
-//! drops instances whose lease expired, records its own `want` (its ceiling), computes
-//! everyone's fair share (water-filling the budget over the wants), and grants itself at
-//! most its share and at most what the others' recorded leases leave. It records
-//! `max(grant, open)`, so a lease never claims less than the connections still open while
-//! a cut takes effect. The engine is capped to the grant ([`Engine::cap`]): a fixed size
-//! above its share waits for leases instead of exceeding the budget.
+//! Each instance renews every quarter of the TTL with one Lua script (atomic in Redis,
+//! [`crate::fleet_store`]): it moves instances whose lease expired to their floor, records
+//! its own `want` (its ceiling), reads its fair share (water-filling the budget over the
+//! wants, after the floors reserved for expired leases) and grants itself at most its
+//! share and at most what the others' records leave. It records `max(grant, open)`, so a
+//! lease never claims less than the connections still open while a cut takes effect. The
+//! engine is capped to the grant ([`Engine::cap`]): a fixed size above its share waits for
+//! leases instead of exceeding the budget.
 //!
-//! Redis unreachable: the instance keeps its cap (it never raises it), so it opens nothing
-//! beyond its last share, and health says so. After an outage (Redis may have lost the
-//! leases) raises are refused for one TTL, until every live instance has recorded what it
-//! holds again.
+//! A lease is recorded for three quarters of the TTL (three renewals). An instance that
+//! cannot renew sheds by its own clock: two renewal periods after the last renewal that
+//! succeeded (counted from when it was sent) it caps itself to its floor (`P_FLEET_FLOOR`),
+//! so it is down to the floor before its lease expires, less a margin of a tenth of the
+//! lease for clock drift. The store keeps that floor reserved for it for
+//! [`FleetConfig::floor_hold`] after the lease expired, and the instance closes its last
+//! connections before then. The others never count on the floor.
 //!
-//! The TTL is the promise "a dead instance's share is taken over within it": a lease is
-//! recorded as living three quarters of the TTL (three renewals' worth), so it lapses at
-//! most 3/4 TTL after the instance's last renewal, and the survivors, renewing every
-//! quarter, see it gone within the last quarter.
+//! A store that lost leases (a promoted replica, a restart without data) is noticed by the
+//! script (a new replication id, a member it does not know): for one lease nobody raises
+//! and nobody joins, until every live member has recorded what it holds again.
 //!
 //! [`Engine::cap`]: poolkit_core::engine::Engine::cap
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use poolkit_core::engine::Engine;
+use poolkit_core::engine::{Engine, Manager as EngineManager};
 use poolkit_core::redact_url;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
 
 use bb8::ManageConnection as _;
 use poolkit_core::{Alert, Health, Severity};
@@ -35,62 +36,9 @@ use poolkit_core::{Alert, Health, Severity};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fleet_config::{FleetBudget, FleetConfig};
+use crate::fleet_store::{Ask, Conn, Renewal, Target, Terms};
 use crate::manager::Manager;
 use crate::pool::Inner;
-
-/// The lease script. KEYS: grants (hash), alive (zset of expiry ms), wants (hash).
-/// ARGV: id, want (-1: leave), open, lease lifetime ms, budget. Returns {grant, instances, total}.
-const LEASE: &str = r"
-local grants, alive, wants = KEYS[1], KEYS[2], KEYS[3]
-local id, want, open = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, d in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
-  redis.call('HDEL', grants, d); redis.call('HDEL', wants, d); redis.call('ZREM', alive, d)
-end
-if want < 0 then
-  redis.call('HDEL', grants, id); redis.call('HDEL', wants, id); redis.call('ZREM', alive, id)
-  return {0, redis.call('ZCARD', alive), 0}
-end
-redis.call('ZADD', alive, now + ttl, id)
-redis.call('HSET', wants, id, want)
-local ids = redis.call('ZRANGE', alive, 0, -1)
-table.sort(ids)
-local share, hungry, left = {}, {}, budget
-for _, x in ipairs(ids) do share[x] = 0; table.insert(hungry, x) end
-while left > 0 and #hungry > 0 do
-  local each = math.floor(left / #hungry)
-  local extra = left - each * #hungry
-  local still, given = {}, 0
-  for i, x in ipairs(hungry) do
-    local give = each
-    if i <= extra then give = give + 1 end
-    local need = tonumber(redis.call('HGET', wants, x) or '0') - share[x]
-    if give >= need then give = need else table.insert(still, x) end
-    share[x] = share[x] + give
-    given = given + give
-  end
-  left = left - given
-  hungry = still
-  if given == 0 then break end
-end
-local others = 0
-for _, x in ipairs(ids) do
-  if x ~= id then others = others + tonumber(redis.call('HGET', grants, x) or '0') end
-end
-local grant = math.max(0, math.min(share[id], budget - others))
-redis.call('HSET', grants, id, math.max(grant, open))
-for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl * 10) end
-return {grant, #ids, others + math.max(grant, open)}
-";
-
-/// How often an instance renews its lease: a quarter of the TTL. A lease is recorded for
-/// the TTL less one renewal period, so a dead instance's share is seen free by the others
-/// within the TTL.
-fn renew_every(config: &FleetConfig) -> std::time::Duration {
-    config.ttl / 4
-}
 
 /// What an instance knows about its fleet.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -103,24 +51,80 @@ pub struct FleetStatus {
     pub share: u32,
     /// Live instances seen at the last renewal.
     pub instances: u32,
-    /// Connections the fleet's leases cover, this instance included.
+    /// Connections the fleet's records cover, this instance and the floors reserved for
+    /// instances that stopped renewing included.
     pub leased: u32,
     /// Whether the last renewal reached Redis.
     pub redis_ok: bool,
     /// Why not, and for how long (seconds), when it did not.
     pub redis_error: Option<(String, f64)>,
+    /// What this instance keeps when it cannot renew (`P_FLEET_FLOOR`).
+    pub floor: u32,
+    /// Its fair share of the budget; `share` reaches it once the others have cut.
+    pub fair_share: u32,
+    /// Whether the lease store is settling after it may have lost leases (a failover, a
+    /// restart): nobody raises its share until every live member recorded again.
+    pub settling: bool,
+    /// Whether it shed to its floor (or, after the floor's hold, to nothing) because it
+    /// could not renew its lease in time.
+    pub shed: bool,
+}
+
+/// When a member that cannot renew sheds, counted from when its last successful renewal
+/// was sent.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    every: Duration,
+    /// Start shedding to the floor.
+    floor_from: Duration,
+    /// Start closing the floor too.
+    zero_from: Duration,
+}
+
+impl Clock {
+    fn new(c: &FleetConfig) -> Self {
+        let every = renew_every(c);
+        let lease = lease(c);
+        Self {
+            every,
+            floor_from: lease.saturating_sub(every),
+            zero_from: (lease + c.floor_hold()).saturating_sub(every),
+        }
+    }
+}
+
+/// How often an instance renews its lease: a quarter of the TTL.
+fn renew_every(config: &FleetConfig) -> Duration {
+    config.ttl / 4
+}
+
+/// How long a lease is recorded for: the TTL less one renewal period, so a dead
+/// instance's share is seen free by the others within the TTL.
+fn lease(config: &FleetConfig) -> Duration {
+    config.ttl - renew_every(config)
+}
+
+/// What the member keeps between renewals.
+#[derive(Debug, Default)]
+struct MemberState {
+    status: FleetStatus,
+    error_since: Option<Instant>,
+    /// When the last renewal that succeeded was sent.
+    last_ok: Option<Instant>,
+    /// The store's sequence number then.
+    seq: u64,
 }
 
 /// One instance's membership.
 pub(crate) struct Fleet {
     config: FleetConfig,
     id: String,
-    budget: u32,
+    terms: Terms,
     want: u32,
-    client: Client,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    status: Mutex<(FleetStatus, Option<Instant>)>,
-    rejoin_until: Mutex<Option<Instant>>,
+    target: Target,
+    clock: Clock,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    state: Mutex<MemberState>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -133,174 +137,301 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// A member with a fresh id (pool name, host, pid and a random part).
+    /// A member with a fresh id (pool name, pid and a random part).
     pub(crate) fn new(
         config: FleetConfig,
         pool: &str,
         budget: u32,
         want: u32,
     ) -> Result<Self, String> {
-        let client = Client::open(config.redis_url.expose()).map_err(|e| {
-            format!(
-                "fleet Redis URL {} is invalid: {e}",
-                redact_url(config.redis_url.expose())
-            )
-        })?;
+        let target =
+            Target::parse(config.redis_url.expose()).map_err(|e| format!("fleet Redis URL {e}"))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let every = renew_every(&config);
         Ok(Self {
-            id: format!("{pool}:{}:{nanos:08x}", std::process::id()),
-            budget,
+            id: format!("{pool}:{}:{nanos:08x}:{seq}", std::process::id()),
+            terms: Terms {
+                lease: lease(&config),
+                hold: config.floor_hold(),
+                budget,
+                floor: config.floor,
+                gap: (every / 8).min(Duration::from_millis(100)),
+                wait: every,
+            },
             want,
-            client,
+            target,
+            clock: Clock::new(&config),
             conn: tokio::sync::Mutex::new(None),
-            status: Mutex::new((
-                FleetStatus {
+            state: Mutex::new(MemberState {
+                status: FleetStatus {
                     budget,
+                    floor: config.floor,
                     ..FleetStatus::default()
                 },
-                None,
-            )),
-            rejoin_until: Mutex::new(None),
+                ..MemberState::default()
+            }),
             config,
         })
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, MemberState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The status as of the last renewal.
     pub(crate) fn status(&self) -> FleetStatus {
-        let (mut s, since) = self
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let (Some(e), Some(since)) = (s.redis_error.as_mut(), since) {
+        let st = self.state();
+        let mut s = st.status.clone();
+        if let (Some(e), Some(since)) = (s.redis_error.as_mut(), st.error_since) {
             e.1 = since.elapsed().as_secs_f64();
         }
         s
     }
 
-    async fn eval(&self, want: i64, open: u32) -> Result<(u32, u32, u32), redis::RedisError> {
+    async fn eval(&self, ask: Ask) -> Result<Renewal, redis::RedisError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
-            let cfg = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(renew_every(&self.config)))
-                .set_response_timeout(Some(renew_every(&self.config)));
-            *guard = Some(
-                self.client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await?,
-            );
+            *guard = Some(self.target.connect(self.clock.every).await?);
         }
         let Some(conn) = guard.as_mut() else {
             unreachable_conn()
         };
-        let k = &self.config.key;
-        let lease = self.config.ttl - renew_every(&self.config);
-        let ttl_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        let r: Result<(u32, u32, u32), _> = redis::cmd("EVAL")
-            .arg(LEASE)
-            .arg(3)
-            .arg(format!("{k}:grants"))
-            .arg(format!("{k}:alive"))
-            .arg(format!("{k}:wants"))
-            .arg(&self.id)
-            .arg(want)
-            .arg(open)
-            .arg(ttl_ms)
-            .arg(self.budget)
-            .query_async(conn)
-            .await;
+        let r = crate::fleet_store::renew(conn, &self.config.key, &self.id, &self.terms, ask).await;
         if r.is_err() {
             *guard = None;
         }
         r
     }
 
-    /// One renewal: ask for a share and cap the engine to it.
-    pub(crate) async fn renew(&self, engine: &Engine<Manager>) {
-        let open = engine.open_or_connecting();
-        let now = Instant::now();
-        let current = engine.cap_value().unwrap_or(0);
-        match self.eval(i64::from(self.want), open).await {
-            Ok((grant, instances, leased)) => {
-                let rejoining = {
-                    let mut r = self
-                        .rejoin_until
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if r.is_some_and(|until| now >= until) {
-                        *r = None;
-                    }
-                    r.is_some()
+    /// One renewal: ask for a share and cap the engine to it. Returns the renewal when
+    /// the store answered. `shared`: the pool's shared (pipelined) connections, which the
+    /// share covers too, so the engine is capped to the share less them.
+    pub(crate) async fn renew<M: EngineManager>(
+        &self,
+        engine: &Engine<M>,
+        shared: u32,
+    ) -> Option<Renewal> {
+        let (member, seen) = {
+            let st = self.state();
+            (st.last_ok.is_some(), st.seq)
+        };
+        let ask = Ask {
+            want: Some(self.want),
+            open: engine.open_or_connecting() + shared,
+            cap: engine.cap_value().map_or(0, |c| c + shared),
+            member,
+            seen,
+        };
+        let sent = Instant::now();
+        let name = &engine.telemetry().config().name;
+        match self.eval(ask).await {
+            Ok(r) => {
+                let mut st = self.state();
+                if r.grant != ask.cap {
+                    tracing::info!(pool = %name, from = ask.cap, to = r.grant, instances = r.instances, budget = self.terms.budget, settling = r.settling, "fleet share changed");
+                }
+                if st.error_since.take().is_some() {
+                    tracing::info!(pool = %name, "fleet Redis reachable again");
+                }
+                engine.cap(Some(r.grant.saturating_sub(shared)));
+                st.last_ok = Some(sent);
+                st.seq = r.seq;
+                st.status = FleetStatus {
+                    budget: self.terms.budget,
+                    share: r.grant,
+                    instances: r.instances,
+                    leased: r.total,
+                    redis_ok: true,
+                    redis_error: None,
+                    floor: self.terms.floor,
+                    fair_share: r.share,
+                    settling: r.settling,
+                    shed: false,
                 };
-                // After an outage raises wait one TTL, until every live instance has
-                // recorded what it holds again.
-                let share = if rejoining { grant.min(current) } else { grant };
-                if share != current {
-                    tracing::info!(pool = %engine.telemetry().config().name, from = current, to = share, instances, budget = self.budget, "fleet share changed");
-                }
-                engine.cap(Some(share));
-                let mut st = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-                if !st.0.redis_ok && st.1.is_some() {
-                    tracing::info!(pool = %engine.telemetry().config().name, "fleet Redis reachable again");
-                }
-                *st = (
-                    FleetStatus {
-                        budget: self.budget,
-                        share,
-                        instances,
-                        leased,
-                        redis_ok: true,
-                        redis_error: None,
-                    },
-                    None,
-                );
+                Some(r)
             }
             Err(e) => {
-                *self
-                    .rejoin_until
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(now + self.config.ttl);
-                let mut st = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-                if st.1.is_none() {
-                    tracing::warn!(pool = %engine.telemetry().config().name, error = %e, share = current, "fleet Redis unreachable: keeping the connections held, opening none beyond the last share");
-                    st.1 = Some(now);
+                let mut st = self.state();
+                if st.error_since.is_none() {
+                    tracing::warn!(pool = %name, error = %e, share = ask.cap, "fleet Redis unreachable: opening none beyond the last share, shedding to the floor before the lease expires");
+                    st.error_since = Some(sent);
                 }
-                st.0.redis_ok = false;
-                st.0.share = current;
-                st.0.redis_error = Some((e.to_string(), 0.0));
+                st.status.redis_ok = false;
+                st.status.redis_error = Some((e.to_string(), 0.0));
+                drop(st);
+                self.guard(engine);
+                None
             }
         }
+    }
+
+    /// Sheds by this instance's own clock when its lease is about to expire unrenewed.
+    fn guard<M: EngineManager>(&self, engine: &Engine<M>) {
+        let mut st = self.state();
+        let Some(last) = st.last_ok else { return };
+        let since = last.elapsed();
+        let limit = if since >= self.clock.zero_from {
+            0
+        } else if since >= self.clock.floor_from {
+            self.terms.floor
+        } else {
+            return;
+        };
+        let cap = engine.cap_value().unwrap_or(u32::MAX);
+        if cap > limit {
+            tracing::warn!(pool = %engine.telemetry().config().name, from = cap, to = limit, since_renewal = ?since, "fleet lease not renewed: shedding before it expires");
+            engine.cap(Some(limit));
+        }
+        st.status.share = st.status.share.min(limit);
+        st.status.shed = true;
     }
 
     /// Leaves the fleet (the share returns to the others at once).
     pub(crate) async fn leave(&self) {
-        if let Err(e) = self.eval(-1, 0).await {
+        let ask = Ask {
+            want: None,
+            open: 0,
+            cap: 0,
+            member: true,
+            seen: 0,
+        };
+        if let Err(e) = self.eval(ask).await {
             tracing::warn!(error = %e, "could not leave the fleet; the lease expires by itself");
         }
     }
 
-    /// Renews every quarter of the TTL until the pool goes (leaving when it is closed).
-    pub(crate) fn start(self: &Arc<Self>, pool: Weak<Inner>) {
-        let fleet = Arc::downgrade(self);
-        let every = renew_every(&self.config);
+    /// Renews every quarter of the TTL (sooner while its grant is below its share) and
+    /// watches the lease's age between renewals, until `engine` returns `None` (the pool
+    /// is gone) or a closed engine: then it leaves. `shared` tells how many shared
+    /// (pipelined) connections the pool holds beside the engine's.
+    fn run<M: EngineManager, F, S>(
+        self: &Arc<Self>,
+        engine: F,
+        shared: S,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> Option<Engine<M>> + Send + 'static,
+        S: Fn() -> u32 + Send + 'static,
+    {
+        let fleet = Arc::clone(self);
+        let every = self.clock.every;
+        let watch = every / 8;
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
+            let mut next = every;
             loop {
-                ticker.tick().await;
-                let (Some(fleet), Some(pool)) = (fleet.upgrade(), pool.upgrade()) else {
-                    return;
-                };
-                if pool.engine.is_closed() {
-                    fleet.leave().await;
-                    return;
+                let renew_at = tokio::time::Instant::now() + next;
+                while tokio::time::Instant::now() < renew_at {
+                    tokio::time::sleep_until(renew_at.min(tokio::time::Instant::now() + watch))
+                        .await;
+                    match engine() {
+                        Some(engine) if !engine.is_closed() => fleet.guard(&engine),
+                        _ => return fleet.leave().await,
+                    }
                 }
-                fleet.renew(&pool.engine).await;
+                let engine = match engine() {
+                    Some(engine) if !engine.is_closed() => engine,
+                    _ => return fleet.leave().await,
+                };
+                let renewal = {
+                    let fut = fleet.renew(&engine, shared());
+                    futures_util::pin_mut!(fut);
+                    loop {
+                        let tick = tokio::time::sleep(watch);
+                        futures_util::pin_mut!(tick);
+                        match futures_util::future::select(fut.as_mut(), tick).await {
+                            futures_util::future::Either::Left((r, _)) => break r,
+                            futures_util::future::Either::Right(((), _)) => fleet.guard(&engine),
+                        }
+                    }
+                };
+                // Waiting for room (others still cutting) or a share not yet computed:
+                // ask again soon, so a new instance gets its share in about one period.
+                next = match renewal {
+                    Some(r) if r.grant < r.share.min(fleet.want) || r.settling => every / 4,
+                    _ => every,
+                };
             }
-        });
+        })
+    }
+
+    /// Renews for a pool until it goes (leaving when it is closed).
+    pub(crate) fn start(self: &Arc<Self>, pool: Weak<Inner>) {
+        let of_pool = pool.clone();
+        self.run(
+            move || pool.upgrade().map(|p| p.engine.clone()),
+            move || of_pool.upgrade().map_or(0, |p| p.shared_reserved()),
+        );
+    }
+
+    /// The first renewal.
+    async fn first(&self) -> Result<Renewal, redis::RedisError> {
+        let sent = Instant::now();
+        let r = self
+            .eval(Ask {
+                want: Some(self.want),
+                open: 0,
+                cap: 0,
+                member: false,
+                seen: 0,
+            })
+            .await?;
+        let mut st = self.state();
+        st.last_ok = Some(sent);
+        st.seq = r.seq;
+        st.status = FleetStatus {
+            budget: self.terms.budget,
+            share: r.grant,
+            instances: r.instances,
+            leased: r.total,
+            redis_ok: true,
+            redis_error: None,
+            floor: self.terms.floor,
+            fair_share: r.share,
+            settling: r.settling,
+            shed: false,
+        };
+        Ok(r)
+    }
+}
+
+/// One instance's membership in a fleet, for any engine: what a pool with
+/// `P_FLEET_BUDGET` does inside, for a simulation or another kind of connection
+/// (`poolctl fleet simulate` runs a thousand of them on in-memory connections).
+#[derive(Debug, Clone)]
+pub struct FleetMember(Arc<Fleet>);
+
+impl FleetMember {
+    /// Joins the fleet described by `config` with `budget` connections in all, asking for
+    /// `want`. Returns the member and its first grant (cap the engine to it before it
+    /// opens anything).
+    ///
+    /// # Errors
+    /// The Redis URL is invalid or Redis cannot be reached, as text.
+    pub async fn join(
+        config: FleetConfig,
+        pool: &str,
+        budget: u32,
+        want: u32,
+    ) -> Result<(Self, u32), String> {
+        let fleet = Fleet::new(config, pool, budget, want)?;
+        let r = fleet.first().await.map_err(|e| e.to_string())?;
+        Ok((Self(Arc::new(fleet)), r.grant))
+    }
+
+    /// Renews and sheds for `engine` until it is closed (then it leaves the fleet). Abort
+    /// the task to stop renewing without leaving (a killed instance).
+    pub fn start<M: EngineManager>(&self, engine: Engine<M>) -> tokio::task::JoinHandle<()> {
+        self.0.run(move || Some(engine.clone()), || 0)
+    }
+
+    /// What this member knows about the fleet.
+    #[must_use]
+    pub fn status(&self) -> FleetStatus {
+        self.0.status()
     }
 }
 
@@ -329,25 +460,15 @@ pub(crate) async fn join(
             expected: why,
         })
     })?;
-    let (grant, instances, leased) = fleet.eval(i64::from(want), 0).await.map_err(|e| {
+    let r = fleet.first().await.map_err(|e| {
         Error::Config(poolkit_core::ConfigError::Invalid {
             var: redis_var.clone(),
             value: redact_url(fc.redis_url.expose()),
             expected: format!("a reachable Redis for the fleet's leases ({e})"),
         })
     })?;
-    tracing::info!(pool = %config.pool.name, budget, share = grant, instances, leased, "joined the fleet");
-    *fleet.status.lock().unwrap_or_else(PoisonError::into_inner) = (
-        FleetStatus {
-            budget,
-            share: grant,
-            instances,
-            leased,
-            redis_ok: true,
-            redis_error: None,
-        },
-        None,
-    );
+    let grant = r.grant;
+    tracing::info!(pool = %config.pool.name, budget, share = grant, instances = r.instances, leased = r.total, "joined the fleet");
     Ok((Arc::new(fleet), grant))
 }
 
@@ -391,8 +512,15 @@ pub(crate) fn add_health(h: &mut Health, s: &FleetStatus, config: &Config) {
             Severity::Warning,
             &config.pool.name,
             format!(
-                "fleet Redis unreachable for {secs:.0}s ({why}): keeping the {} connections of the last share, opening none beyond it",
-                s.share
+                "fleet Redis unreachable for {secs:.0}s ({why}): {}",
+                if s.shed {
+                    format!("shed to the floor of {} before the lease expired", s.share)
+                } else {
+                    format!(
+                        "keeping the {} connections of the last share, opening none beyond it; shedding to the floor of {} before the lease expires",
+                        s.share, s.floor
+                    )
+                }
             ),
             format!(
                 "check the Redis at {}_FLEET_REDIS_URL; the share is renewed as soon as it answers",

@@ -25,7 +25,9 @@ pub enum FleetBudget {
 pub struct FleetConfig {
     /// The budget. Env: `P_FLEET_BUDGET` (a number, or `server`).
     pub budget: FleetBudget,
-    /// Where the leases live. Env: `P_FLEET_REDIS_URL`, else `REDIS_URL`.
+    /// Where the leases live. Env: `P_FLEET_REDIS_URL`, else `REDIS_URL`: one server
+    /// (`redis://host:6379`), Redis Sentinel (`redis+sentinel://host:26379,host:26379/mymaster`)
+    /// or Redis Cluster (a comma list of seed nodes, `redis://a:7000,redis://b:7001`).
     pub redis_url: Secret,
     /// Connections kept free for others (admin, migrations) below the server's limit when
     /// the budget comes from the server. Default: 5. Env: `P_FLEET_RESERVE`.
@@ -34,8 +36,36 @@ pub struct FleetConfig {
     /// it. Leases are renewed every quarter of it. Default: 10 s. Env: `P_FLEET_TTL`.
     pub ttl: Duration,
     /// The Redis key prefix shared by the fleet. Default: `poolkit:fleet:<pool name>`.
-    /// Env: `P_FLEET_KEY`.
+    /// Env: `P_FLEET_KEY`. Every key is `{<key>}:…`, one hash slot on Redis Cluster.
     pub key: String,
+    /// Connections an instance keeps when it cannot renew its lease: it sheds down to
+    /// this before its lease expires, and the floor stays reserved for it (the others
+    /// never count on it) for [`FleetConfig::floor_hold`]. Default: 1. Env: `P_FLEET_FLOOR`.
+    pub floor: u32,
+}
+
+impl FleetConfig {
+    /// A budget of `budget` connections with leases in the Redis at `redis_url` under
+    /// `key`, and the defaults for the rest (reserve 5, TTL 10 s, floor 1).
+    #[must_use]
+    pub fn new(budget: FleetBudget, redis_url: &str, key: &str) -> Self {
+        Self {
+            budget,
+            redis_url: Secret::new(redis_url),
+            reserve: 5,
+            ttl: Duration::from_secs(10),
+            key: key.to_owned(),
+            floor: 1,
+        }
+    }
+
+    /// How long a floor stays reserved for an instance that stopped renewing: 30 TTLs
+    /// (5 minutes at the default TTL). A cut-off instance closes its last connections
+    /// before then by its own clock; a dead instance's floor returns to the fleet then.
+    #[must_use]
+    pub fn floor_hold(&self) -> Duration {
+        self.ttl * 30
+    }
 }
 
 impl fmt::Debug for FleetConfig {
@@ -46,6 +76,7 @@ impl fmt::Debug for FleetConfig {
             .field("reserve", &self.reserve)
             .field("ttl", &self.ttl)
             .field("key", &self.key)
+            .field("floor", &self.floor)
             .finish()
     }
 }
@@ -95,12 +126,17 @@ pub(crate) fn from_env(env: &Env<'_>, pool: &str) -> Result<Option<FleetConfig>,
     let key = env
         .raw_nonempty(&env.name("FLEET_KEY"))
         .unwrap_or_else(|| format!("poolkit:fleet:{pool}"));
+    let floor = match env.u32_in("FLEET_FLOOR", 0, 10_000)? {
+        Some((_, n)) => n,
+        None => 1,
+    };
     Ok(Some(FleetConfig {
         budget,
         redis_url: Secret::new(redis_url),
         reserve,
         ttl,
         key,
+        floor,
     }))
 }
 
@@ -133,7 +169,7 @@ mod tests {
             (c.budget, c.ttl, c.reserve),
             (FleetBudget::Fixed(60), Duration::from_secs(3), 5)
         );
-        assert_eq!(c.key, "poolkit:fleet:database");
+        assert_eq!((c.key.as_str(), c.floor), ("poolkit:fleet:database", 1));
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         let c = read(&[
@@ -149,6 +185,7 @@ mod tests {
             ("DATABASE_FLEET_BUDGET", "0"),
             ("DATABASE_FLEET_TTL", "100ms"),
             ("DATABASE_FLEET_RESERVE", "-1"),
+            ("DATABASE_FLEET_FLOOR", "some"),
         ] {
             let mut vars = vec![
                 ("DATABASE_FLEET_BUDGET", "60"),

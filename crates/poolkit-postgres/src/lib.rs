@@ -10,11 +10,15 @@ mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
+#[cfg(feature = "fleet")]
+mod fleet_store;
 mod manager;
+mod pipelined;
 mod pool;
 mod pooler;
 mod prisma;
 mod replicas;
+mod shared;
 mod statement;
 mod tls;
 mod transaction;
@@ -28,13 +32,14 @@ pub use connect::{ConnectError, SessionAttrs};
 pub use error::{Error, chain};
 #[cfg(feature = "fleet")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
-pub use fleet::FleetStatus;
+pub use fleet::{FleetMember, FleetStatus};
 pub use fleet_config::{FleetBudget, FleetConfig};
 pub use manager::Manager;
-pub use pool::{Builder, Pool, PooledConnection};
+pub use pool::{Builder, Pool, PooledConnection, SharedStatus};
 pub use pooler::{Pooler, session_state};
 pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use replicas::REPLICA_RETRY_AFTER;
+pub use shared::{SharedConnections, shared_refusal};
 pub use statement::{Column, PoolerRefusal, Statement, ToStatement};
 pub use tls::{MakeRustls, RustlsConnect, RustlsStream, SslMode};
 pub use transaction::{Transaction, TransactionBuilder, TxOptions};

@@ -131,6 +131,28 @@ impl bb8::ManageConnection for Manager {
     /// (TCP, TLS, startup, authentication, the session check) is bounded here by the same
     /// timeout (`P_CONNECT_TIMEOUT`).
     async fn connect(&self) -> Result<Client, ConnectError> {
+        self.connect_watched().await.map(|(client, _ended)| client)
+    }
+
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), ConnectError> {
+        conn.simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(ConnectError::Driver)
+    }
+
+    fn has_broken(&self, conn: &mut Client) -> bool {
+        conn.is_closed()
+    }
+}
+
+/// Completes when a connection's task ends (the socket closed or failed).
+pub(crate) type Ended = tokio::sync::oneshot::Receiver<()>;
+
+impl Manager {
+    /// [`bb8::ManageConnection::connect`], also giving a future that completes when the
+    /// connection's task ends (a shared connection needs to learn that it died).
+    pub(crate) async fn connect_watched(&self) -> Result<(Client, Ended), ConnectError> {
         let generation = self.failover.generation();
         let password = self.credentials.password().await?;
         let limit = self.config.get_connect_timeout().copied();
@@ -162,9 +184,9 @@ impl bb8::ManageConnection for Manager {
                         None => Ok(attempt.await),
                     };
                     match outcome {
-                        Ok(Ok(client)) => {
+                        Ok(Ok(opened)) => {
                             self.credentials.accepted();
-                            return Ok(client);
+                            return Ok(opened);
                         }
                         Ok(Err(Refused::Role(role))) => {
                             if self.attrs.wants_primary() {
@@ -203,17 +225,6 @@ impl bb8::ManageConnection for Manager {
         }
         Err(ConnectError::no_server(self.attrs, &tried, last))
     }
-
-    async fn is_valid(&self, conn: &mut Client) -> Result<(), ConnectError> {
-        conn.simple_query("")
-            .await
-            .map(|_| ())
-            .map_err(ConnectError::Driver)
-    }
-
-    fn has_broken(&self, conn: &mut Client) -> bool {
-        conn.is_closed()
-    }
 }
 
 /// Why one endpoint would not do.
@@ -229,17 +240,17 @@ impl Manager {
         config: &tokio_postgres::Config,
         wanted: SessionAttrs,
         generation: u64,
-    ) -> Result<Client, Refused> {
-        let client = self
+    ) -> Result<(Client, Ended), Refused> {
+        let (client, ended) = self
             .open(config, generation)
             .await
             .map_err(Refused::Driver)?;
         if wanted == SessionAttrs::Any {
-            return Ok(client);
+            return Ok((client, ended));
         }
         let role = Role::of(&client).await.map_err(Refused::Driver)?;
         if role.fits(wanted) {
-            Ok(client)
+            Ok((client, ended))
         } else {
             Err(Refused::Role(role))
         }
@@ -263,8 +274,9 @@ impl Manager {
         &self,
         config: &tokio_postgres::Config,
         generation: u64,
-    ) -> Result<Client, tokio_postgres::Error> {
+    ) -> Result<(Client, Ended), tokio_postgres::Error> {
         let pool = self.pool.clone();
+        let (end, ended) = tokio::sync::oneshot::channel();
         let failover = Arc::clone(&self.failover);
         // The connection task ends with the server's error when the server ends the
         // session (a shutdown sends every session 57P01): that marks the server as moved.
@@ -275,13 +287,19 @@ impl Manager {
         match &self.tls {
             None => {
                 let (client, connection) = config.connect(NoTls).await?;
-                tokio::spawn(async move { connection.await.unwrap_or_else(report) });
-                Ok(client)
+                tokio::spawn(async move {
+                    connection.await.unwrap_or_else(report);
+                    let _ = end.send(());
+                });
+                Ok((client, ended))
             }
             Some(tls) => {
                 let (client, connection) = config.connect(tls.clone()).await?;
-                tokio::spawn(async move { connection.await.unwrap_or_else(report) });
-                Ok(client)
+                tokio::spawn(async move {
+                    connection.await.unwrap_or_else(report);
+                    let _ = end.send(());
+                });
+                Ok((client, ended))
             }
         }
     }

@@ -26,13 +26,18 @@ use crate::transaction::{Transaction, TransactionBuilder};
 /// [`poolkit_core::pools`] when built.
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine<Manager>,
     config: Config,
-    ctx: Arc<QueryCtx>,
+    pub(crate) ctx: Arc<QueryCtx>,
+    /// The shared connections, started at the first statement on the pool (`None`
+    /// inside when `P_SHARED_CONNECTIONS=0` or the ceiling leaves no room).
+    shared: std::sync::OnceLock<Option<Arc<crate::shared::Shared>>>,
+    /// Weak self, for the shared side's controller.
+    me: std::sync::OnceLock<std::sync::Weak<Inner>>,
     credentials: Arc<poolkit_core::Credentials>,
     replicas: Arc<crate::replicas::Replicas>,
     #[cfg(feature = "fleet")]
@@ -129,7 +134,7 @@ impl PooledConnection {
     /// The pooler mode this connection's queries follow.
     #[must_use]
     pub fn pooler(&self) -> Pooler {
-        self.ctx.pooler
+        self.ctx.pooler.get()
     }
 
     /// How many times this connection has been checked out, this time included.
@@ -275,6 +280,20 @@ impl Builder {
     /// Log and count statements slower than this (`None`: off). Env: `P_SLOW_QUERY`.
     pub fn slow_query(mut self, d: Option<Duration>) -> Self {
         self.config.pool.slow_query = d;
+        self
+    }
+
+    /// How many shared connections carry statements run on the pool itself
+    /// (`P_SHARED_CONNECTIONS`: a number, `auto`, or `0` for none).
+    pub fn shared_connections(mut self, n: crate::SharedConnections) -> Self {
+        self.config.shared = n;
+        self
+    }
+
+    /// How long every shared connection may be stalled before statements spill to an
+    /// exclusive checkout (`P_SHARED_SPILL`).
+    pub fn shared_spill(mut self, d: Duration) -> Self {
+        self.config.shared_spill = d;
         self
     }
 
@@ -434,7 +453,10 @@ impl Pool {
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
             pool: config.pool.name.clone(),
-            pooler: config.pooler,
+            pooler: crate::pooler::PoolerMode::new(
+                config.pooler,
+                format!("{}_POOLER", config.pool.prefix),
+            ),
             warnings: SessionWarnings::default(),
             queries: poolkit_core::QueryStats::new(
                 &config.pool.name,
@@ -453,11 +475,14 @@ impl Pool {
             engine,
             config,
             ctx,
+            shared: std::sync::OnceLock::new(),
+            me: std::sync::OnceLock::new(),
             credentials,
             replicas,
             #[cfg(feature = "fleet")]
             fleet,
         });
+        let _ = inner.me.set(Arc::downgrade(&inner));
         failover.attach(&inner);
         #[cfg(feature = "fleet")]
         if let Some(fleet) = &inner.fleet {
@@ -543,6 +568,9 @@ impl Pool {
     /// Stops handing out connections: waiting and later callers get [`Error::Closed`] at
     /// once; connections in use stay usable and are closed when returned.
     pub fn close(&self) {
+        if let Some(Some(shared)) = self.inner.shared.get() {
+            shared.mux.close();
+        }
         self.inner.engine.close();
     }
 
@@ -560,7 +588,127 @@ impl Pool {
     /// every connection is closed, at most `deadline`. Returns whether all closed in time
     /// (for a graceful shutdown: stop accepting requests, then drain).
     pub async fn drain(&self, deadline: Duration) -> bool {
-        self.inner.engine.drain(deadline).await
+        let start = tokio::time::Instant::now();
+        if let Some(Some(shared)) = self.inner.shared.get() {
+            shared.mux.close();
+            while shared.mux.open() > 0 && start.elapsed() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.inner
+            .engine
+            .drain(deadline.saturating_sub(start.elapsed()))
+            .await
+    }
+
+    /// The shared connections now: `(live, in flight, target)`; `None` when statements
+    /// on the pool check out (`P_SHARED_CONNECTIONS=0`) or none ran yet.
+    #[must_use]
+    pub fn shared_connections(&self) -> Option<SharedStatus> {
+        let shared = self.inner.shared.get()?.as_ref()?;
+        Some(SharedStatus {
+            open: shared.mux.open(),
+            live: shared.mux.sockets(),
+            target: shared.mux.target(),
+            in_flight: shared.mux.in_flight(),
+            pending: shared.mux.pending(),
+            statements: shared.statements.load(std::sync::atomic::Ordering::Relaxed),
+            spilled: shared.spilled(),
+            reconnects: shared.mux.reconnects(),
+        })
+    }
+}
+
+/// The shared connections of a pool at one moment (see [`Pool::shared_connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStatus {
+    /// Server connections held: live plus draining.
+    pub open: usize,
+    /// Connections taking statements.
+    pub live: usize,
+    /// How many the pool keeps (fixed, or the `auto` controller's choice).
+    pub target: usize,
+    /// Statements in flight on them.
+    pub in_flight: usize,
+    /// Callers waiting for room.
+    pub pending: usize,
+    /// Statements run on them so far.
+    pub statements: u64,
+    /// Statements sent to an exclusive checkout because every shared connection was
+    /// stalled behind a slow statement (`P_SHARED_SPILL`).
+    pub spilled: u64,
+    /// Connections reopened after one broke or was retired.
+    pub reconnects: u64,
+}
+
+impl Inner {
+    /// Whether statements on the pool use shared connections (whether or not started).
+    pub(crate) fn shared_enabled(&self) -> bool {
+        self.config
+            .shared
+            .range(self.config.pool.ceiling())
+            .is_some()
+    }
+
+    /// The shared side, started on first use.
+    pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        self.shared
+            .get_or_init(|| {
+                let shared = crate::shared::Shared::start(
+                    self.engine.manager().clone(),
+                    &self.config,
+                    Arc::clone(self.engine.telemetry()),
+                )?;
+                self.reserve_shared(shared.mux.target());
+                if shared.auto {
+                    let me = self.me.get().cloned().unwrap_or_default();
+                    crate::shared::start_auto(
+                        &shared,
+                        Arc::clone(self.engine.telemetry()),
+                        move |n| {
+                            if let Some(inner) = me.upgrade() {
+                                inner.reserve_shared(n);
+                            }
+                        },
+                        Duration::from_millis(500),
+                    );
+                }
+                Some(shared)
+            })
+            .as_ref()
+    }
+
+    /// The server moved: every shared connection is retired too (each reconnects).
+    pub(crate) fn retire_shared(&self) {
+        if let Some(Some(s)) = self.shared.get() {
+            s.mux
+                .retire_all(poolkit_core::metrics::CloseReason::ServerMoved);
+        }
+    }
+
+    /// Shared connections the pool keeps now (they count against the ceiling and the
+    /// fleet share).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) fn shared_reserved(&self) -> u32 {
+        match self.shared.get() {
+            Some(Some(s)) => u32::try_from(s.mux.target()).unwrap_or(u32::MAX),
+            _ => 0,
+        }
+    }
+
+    /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
+    /// shared ones.
+    fn reserve_shared(&self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        #[cfg(feature = "fleet")]
+        let base = self
+            .fleet
+            .as_ref()
+            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        #[cfg(not(feature = "fleet"))]
+        let base = self.config.pool.ceiling();
+        self.engine.cap(Some(base.saturating_sub(n)));
     }
 }
 
@@ -656,6 +804,14 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();
+        stats.pooler = Some(self.ctx.pooler.get().as_str().to_owned());
+        // Shared connections: the sockets count as open connections, the statements in
+        // flight on them as used, callers waiting for room as pending (as Redis shared).
+        if let Some(Some(shared)) = self.shared.get() {
+            stats.open += shared.mux.open() as u64;
+            stats.used += shared.mux.in_flight() as u64;
+            stats.pending += shared.mux.pending() as u64;
+        }
         stats
     }
 

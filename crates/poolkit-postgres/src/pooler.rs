@@ -5,6 +5,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio_postgres::error::SqlState;
 
 /// Which kind of server-side pooler sits between the pool and PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -49,6 +52,82 @@ impl Pooler {
 impl fmt::Display for Pooler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Pooler {
+    const fn to_u8(self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Session => 1,
+            Self::Transaction => 2,
+        }
+    }
+
+    const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Session,
+            2 => Self::Transaction,
+            _ => Self::None,
+        }
+    }
+}
+
+/// The pooler mode a pool's queries follow now: the configured one, until a server
+/// answer shows a transaction-mode pooler in front (then transaction, for good).
+#[derive(Debug)]
+pub(crate) struct PoolerMode {
+    mode: AtomicU8,
+    /// The variable that sets the mode (`DATABASE_POOLER`), for the log line.
+    var: String,
+}
+
+impl PoolerMode {
+    pub(crate) fn new(pooler: Pooler, var: String) -> Self {
+        Self {
+            mode: AtomicU8::new(pooler.to_u8()),
+            var,
+        }
+    }
+
+    /// The mode in force.
+    pub(crate) fn get(&self) -> Pooler {
+        Pooler::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Whether the mode in force is transaction.
+    pub(crate) fn transaction(&self) -> bool {
+        self.get() == Pooler::Transaction
+    }
+
+    /// Called with the error of a statement that went as a named prepared statement
+    /// poolkit made (tokio-postgres's `s<N>`, or a [`crate::Statement`] prepared here).
+    /// SQLSTATE 26000 (the statement does not exist: the Bind reached another server
+    /// connection than the Parse) or 42P05 (a statement of that name already exists: the
+    /// Parse reached a connection another client prepared on) means a transaction-mode
+    /// pooler sits in front; either way the statement never ran. Switches the pool to
+    /// transaction mode (logged once) and returns true: the caller runs it again, unnamed.
+    pub(crate) fn refused(&self, pool: &str, e: &tokio_postgres::Error) -> bool {
+        let Some(code) = e.code() else { return false };
+        if *code != SqlState::INVALID_SQL_STATEMENT_NAME && *code != SqlState::DUPLICATE_PSTATEMENT
+        {
+            return false;
+        }
+        let before = self
+            .mode
+            .swap(Pooler::Transaction.to_u8(), Ordering::AcqRel);
+        if before != Pooler::Transaction.to_u8() {
+            let server = e
+                .as_db_error()
+                .map_or_else(String::new, |d| format!(" ({})", d.message()));
+            tracing::warn!(
+                pool = %pool,
+                "a named prepared statement failed with SQLSTATE {}{server}: a transaction-mode pooler (PgBouncer, Supavisor) is in front; pool `{pool}` now runs every statement unnamed (the statement was run again). Set {}=transaction to start in this mode",
+                code.code(),
+                self.var
+            );
+        }
+        true
     }
 }
 

@@ -257,7 +257,7 @@ pub(crate) async fn refuse(client: &Client, why: PoolerRefusal) -> tokio_postgre
 /// The shapes learned per SQL text, so each statement is described once per pool.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeCache {
-    map: Mutex<HashMap<Arc<str>, Arc<Shape>>>,
+    map: std::sync::RwLock<HashMap<Arc<str>, Arc<Shape>>>,
 }
 
 /// More distinct statements than this and the cache starts over (a bound, not an LRU:
@@ -267,7 +267,7 @@ const CACHE_LIMIT: usize = 2048;
 impl ShapeCache {
     pub(crate) fn get(&self, sql: &str) -> Option<Arc<Shape>> {
         self.map
-            .lock()
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(sql)
             .cloned()
@@ -276,7 +276,7 @@ impl ShapeCache {
     fn put(&self, sql: &str, shape: Arc<Shape>) {
         let mut map = self
             .map
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= CACHE_LIMIT {
             map.clear();

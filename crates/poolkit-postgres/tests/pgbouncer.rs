@@ -132,3 +132,48 @@ async fn the_url_flag_selects_transaction_mode() {
         .expect("typed NULL");
     assert!(row.get::<_, bool>(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_on_its_default_port_needs_no_setting() {
+    // DATABASE_URL=…:6432/test as a new user writes it: no DATABASE_POOLER, no flag.
+    let pool = Pool::builder()
+        .url(pgbouncer_url())
+        .name("t_bouncer_port")
+        .pool_size(20)
+        .min_idle(0)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("PgBouncer on 6432 (PGBOUNCER_URL); start it with scripts/services.sh");
+    assert_eq!(pool.config().pooler, Pooler::Transaction);
+    let (failures, errors) = hammer(&pool, false, 4).await;
+    assert_eq!(failures, 0, "{:?}", &errors[..errors.len().min(3)]);
+    let stats = pool.stats();
+    assert_eq!(stats.pooler.as_deref(), Some("transaction"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_finds_a_transaction_pooler_switches_and_reruns() {
+    // Told "none" (a pooler on a port poolkit does not know): the first refused named
+    // statement switches the pool, and that statement runs again unnamed.
+    let pool = bouncer_pool("t_bouncer_switch", Pooler::None).await;
+    assert_eq!(pool.config().pooler, Pooler::None);
+    // A statement prepared before the switch (a named one) keeps working after it.
+    let st = {
+        let conn = pool.get().await.expect("get");
+        conn.prepare("SELECT $1::int4 * 2").await.expect("prepare")
+    };
+    let (failures, errors) = hammer(&pool, false, 4).await;
+    assert_eq!(failures, 0, "{:?}", &errors[..errors.len().min(3)]);
+    let conn = pool.get().await.expect("get");
+    assert_eq!(conn.pooler(), Pooler::Transaction);
+    for n in 0..50i32 {
+        let row = conn
+            .query_one(&st, &[&n])
+            .await
+            .expect("prepared statement");
+        assert_eq!(row.get::<_, i32>(0), n * 2);
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.pooler.as_deref(), Some("transaction"));
+}

@@ -1,6 +1,5 @@
 //! `Tracked`: a pooled connection with what the engine needs to know about it.
 
-use std::hash::{BuildHasher, RandomState};
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
@@ -11,21 +10,8 @@ use crate::metrics::CloseReason;
 /// was a third of a no-I/O checkout.
 pub(crate) type Clock = quanta::Instant;
 
-/// The most a connection's lifetime is shortened, so connections opened together do not
-/// all expire together.
-pub const LIFETIME_JITTER: f64 = 0.025;
-
-/// `lifetime` shortened by a random fraction in `[0, LIFETIME_JITTER)`.
-pub(crate) fn jittered(lifetime: Duration) -> Duration {
-    lifetime.mul_f64(1.0 - LIFETIME_JITTER * random_unit())
-}
-
-/// A random number in `[0, 1)` from std's random hasher keys (no `rand` needed).
-pub(crate) fn random_unit() -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    let unit = (RandomState::new().hash_one(0u8) >> 11) as f64 / (1u64 << 53) as f64;
-    unit
-}
+pub use crate::backoff::LIFETIME_JITTER;
+use crate::backoff::jittered;
 
 /// A pooled connection: when it was opened and expires, when it was last returned, how
 /// many times it was checked out, and whether it must be retired when it comes back.
@@ -116,22 +102,5 @@ impl<C> Deref for Tracked<C> {
 impl<C> DerefMut for Tracked<C> {
     fn deref_mut(&mut self) -> &mut C {
         &mut self.conn
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_shortens_by_at_most_the_bound() {
-        let lt = Duration::from_secs(1000);
-        let all: Vec<Duration> = (0..200).map(|_| jittered(lt)).collect();
-        assert!(
-            all.iter()
-                .all(|d| *d <= lt && *d >= lt.mul_f64(1.0 - LIFETIME_JITTER))
-        );
-        let distinct: std::collections::HashSet<_> = all.iter().collect();
-        assert!(distinct.len() > 150, "lifetimes are spread out");
     }
 }

@@ -6,16 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use super::conn::{Clock, Tracked, random_unit};
+use super::conn::{Clock, Tracked};
 use super::{Conn, Manager, Shared};
 use crate::engine_state::{Put, Surplus};
 use crate::metrics::{CloseReason, ErrorKind};
-
-/// The first retry delay after a failed connect; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(25);
-/// The longest retry delay (before up to 50 % jitter), so a server that comes back is
-/// used within about a second.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 impl<M: Manager> Shared<M> {
     /// Starts `n` reserved connects, each as its own task: a caller that stops waiting
@@ -34,7 +28,7 @@ impl<M: Manager> Shared<M> {
     }
 
     async fn connect(self: Arc<Self>) {
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = crate::backoff::Backoff::new();
         loop {
             let start = Clock::now();
             let generation = self.generation.load(Relaxed);
@@ -72,8 +66,7 @@ impl<M: Manager> Shared<M> {
             if !retry {
                 return;
             }
-            tokio::time::sleep(delay.mul_f64(1.0 + 0.5 * random_unit())).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 

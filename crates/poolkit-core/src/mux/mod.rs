@@ -1,0 +1,663 @@
+//! The multiplexed core: a few sockets, each carrying many requests at once, shared by
+//! every caller of a pool. Redis shared mode, HTTP/2 and PostgreSQL pipelining are built
+//! on it; the engine ([`crate::engine`]) is its counterpart for checked-out connections.
+//!
+//! A backend implements [`Multiplexer`]: open a socket, giving back a cheap-to-clone
+//! handle and a future that completes when the socket stops taking new requests (it died,
+//! or the server said GOAWAY). [`MuxPool`] does the rest, once for every backend:
+//!
+//! - **routing**: [`MuxPool::lease`] claims one request on the least-loaded live socket;
+//!   requests in flight are capped per socket and per pool by a [`Gate`](crate::Gate)
+//!   whose limit is `per_socket × live sockets` (at most `max_in_flight`), so callers that
+//!   find no room, or no socket at all, wait first come first served, and a socket that
+//!   comes up admits exactly as many waiters as it has room for (nobody is woken for
+//!   nothing);
+//! - **reconnects**: each socket slot has a task of its own that opens the socket with
+//!   the shared back-off and jitter ([`crate::backoff`]), so a connect outlives a caller
+//!   who gave up;
+//! - **retirement**: on death, GOAWAY, `max_lifetime` (with jitter) or
+//!   [`MuxPool::retire`], the socket leaves routing at once, its requests in flight finish
+//!   on it (drain), and its slot reconnects in the background;
+//! - **counts**: sockets live / connecting / draining, requests in flight and callers
+//!   pending are read from their owners ([`MuxPool::sockets`], [`MuxPool::in_flight`],
+//!   …) when stats or a scrape asks; nothing is counted twice.
+//!
+//! The hot path is a gate entry (one short lock), a read lock over the routing table with
+//! a scan of a few atomics, and one compare-and-swap on the chosen socket's count.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::time::Duration;
+//! use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened};
+//!
+//! /// An in-memory "socket": a number, never closing.
+//! struct Numbers;
+//! impl Multiplexer for Numbers {
+//!     type Socket = u32;
+//!     type Error = std::io::Error;
+//!     async fn connect(&self) -> Result<Opened<u32>, std::io::Error> {
+//!         Ok(Opened::new(7, std::future::pending()))
+//!     }
+//! }
+//!
+//! let pool = MuxPool::start(Numbers, MuxConfig::new("numbers", 2), None);
+//! pool.wait_ready(Duration::from_secs(1)).await.unwrap();
+//! let lease = pool.lease(Duration::from_secs(1)).await.unwrap();
+//! assert_eq!(*lease, 7);
+//! assert_eq!(pool.in_flight(), 1);
+//! drop(lease); // the request is done
+//! assert_eq!(pool.in_flight(), 0);
+//! # }
+//! ```
+
+mod driver;
+pub(crate) mod table;
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::metrics::CloseReason;
+use crate::{GateError, Place, Telemetry};
+use table::{Entry, Table};
+
+type Clock = quanta::Instant;
+
+/// A backend's way to open a multiplexed socket. Implemented by Redis shared mode
+/// (`MultiplexedConnection`), HTTP/2 (`SendRequest`) and PostgreSQL pipelining
+/// (`tokio_postgres::Client`).
+pub trait Multiplexer: Send + Sync + 'static {
+    /// The handle requests are sent through; cloned once per request, so keep it cheap
+    /// (an `Arc` or a channel sender).
+    type Socket: Send + Sync + 'static;
+    /// Why a connect failed.
+    type Error: fmt::Display + Send + Sync + 'static;
+
+    /// Opens one socket. The backend spawns whatever drives the socket itself; the
+    /// returned [`Opened::closed`] future only observes it.
+    fn connect(&self) -> impl Future<Output = Result<Opened<Self::Socket>, Self::Error>> + Send;
+
+    /// Whether `socket` still takes new requests, asked of the chosen socket on every
+    /// lease (keep it to an atomic load). A `false` retires the socket. Defaults to `true`.
+    fn usable(&self, socket: &Self::Socket) -> bool {
+        let _ = socket;
+        true
+    }
+}
+
+/// A socket just opened: its handle, and a future that completes when it stops taking
+/// new requests, with the reason (for example [`CloseReason::Broken`] when the
+/// connection task ended). Requests already in flight on it may still finish (GOAWAY).
+pub struct Opened<S> {
+    /// The handle requests go through.
+    pub socket: S,
+    /// Completes when the socket stops taking new requests. Dropping it must not close
+    /// the socket (the socket closes when its last handle goes).
+    pub closed: Pin<Box<dyn Future<Output = CloseReason> + Send>>,
+}
+
+impl<S> Opened<S> {
+    /// A socket whose end is observed by `closed` (its output is taken as
+    /// [`CloseReason::Broken`]).
+    pub fn new(socket: S, closed: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            socket,
+            closed: Box::pin(async move {
+                closed.await;
+                CloseReason::Broken
+            }),
+        }
+    }
+
+    /// A socket whose `closed` future gives its own reason.
+    pub fn with_reason(
+        socket: S,
+        closed: impl Future<Output = CloseReason> + Send + 'static,
+    ) -> Self {
+        Self {
+            socket,
+            closed: Box::pin(closed),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Opened<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Opened")
+    }
+}
+
+/// How a [`MuxPool`] is shaped.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MuxConfig {
+    /// The pool's name, for logs.
+    pub name: String,
+    /// Sockets to keep open (change it later with [`MuxPool::set_sockets`]).
+    pub sockets: usize,
+    /// The most sockets [`MuxPool::set_sockets`] may ask for.
+    pub max_sockets: usize,
+    /// Requests in flight on one socket at most.
+    pub per_socket: usize,
+    /// Requests in flight over all sockets at most.
+    pub max_in_flight: usize,
+    /// How long one connect attempt may take.
+    pub connect_timeout: Duration,
+    /// Retire a socket after this age (shortened by up to
+    /// [`LIFETIME_JITTER`](crate::backoff::LIFETIME_JITTER)), draining it.
+    pub max_lifetime: Option<Duration>,
+    /// A socket with requests in flight and none finished for longer than this is
+    /// *stalled*: routing prefers the others, and [`MuxPool::all_stalled`] tells a caller
+    /// to go elsewhere (PostgreSQL's `P_SHARED_SPILL`).
+    pub stall: Option<Duration>,
+}
+
+impl MuxConfig {
+    /// `sockets` sockets (at most that many later), no caps, 5 s connect timeout, no
+    /// lifetime, no stall bound.
+    #[must_use]
+    pub fn new(name: &str, sockets: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            sockets,
+            max_sockets: sockets,
+            per_socket: usize::MAX,
+            max_in_flight: usize::MAX,
+            connect_timeout: Duration::from_secs(5),
+            max_lifetime: None,
+            stall: None,
+        }
+    }
+}
+
+/// Why [`MuxPool::lease`] or [`MuxPool::wait_ready`] failed, before the backend turns it
+/// into its own error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MuxError<E> {
+    /// No socket had room within the time given.
+    #[error("no shared connection had room within {waited:?} ({pending} callers still waiting)")]
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// Callers still waiting when this one gave up.
+        pending: usize,
+        /// The last connect error while it waited, if a connect failed.
+        connect: Option<Arc<E>>,
+    },
+    /// Connecting failed and no socket is open (from [`MuxPool::wait_ready`]).
+    #[error("connect failed: {0}")]
+    Connect(Arc<E>),
+    /// The pool was closed.
+    #[error("the pool is closed")]
+    Closed,
+}
+
+/// What the pool's handles, leases' owners and slot tasks share.
+pub(crate) struct Inner<M: Multiplexer> {
+    mux: M,
+    config: MuxConfig,
+    table: Table<M::Socket>,
+    telemetry: Option<Arc<Telemetry>>,
+    slots: Vec<driver::SlotCtl>,
+    target: AtomicUsize,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    reconnects: AtomicU64,
+    last_error: StdMutex<Option<(Clock, Arc<M::Error>)>>,
+    /// Bumped at every install and failed connect; `wait_ready` watches it.
+    changed: tokio::sync::watch::Sender<u64>,
+    epoch: Clock,
+}
+
+impl<M: Multiplexer> Inner<M> {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn error_since(&self, since: Clock) -> Option<Arc<M::Error>> {
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, e)| Arc::clone(e))
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, AcqRel) {
+            return;
+        }
+        self.table.gate.close();
+        for e in self.table.remove_all() {
+            self.slots[e.slot].retire(CloseReason::PoolClosed);
+        }
+        for s in &self.slots {
+            s.wake();
+        }
+    }
+}
+
+/// A few shared sockets and the requests in flight on them. Cheap to clone; the pool
+/// closes when the last clone is dropped (requests in flight finish first).
+pub struct MuxPool<M: Multiplexer> {
+    inner: Arc<Inner<M>>,
+    _owner: Arc<Owner<M>>,
+}
+
+/// Closes the pool when the last [`MuxPool`] goes (the slot tasks hold `Inner` only).
+struct Owner<M: Multiplexer>(Arc<Inner<M>>);
+
+impl<M: Multiplexer> Drop for Owner<M> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl<M: Multiplexer> Clone for MuxPool<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            _owner: Arc::clone(&self._owner),
+        }
+    }
+}
+
+impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxPool")
+            .field("name", &self.inner.config.name)
+            .field("sockets", &self.sockets())
+            .field("connecting", &self.connecting())
+            .field("draining", &self.draining())
+            .field("in_flight", &self.in_flight())
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request's claim on a socket: derefs to the socket's handle. Dropping it says the
+/// request is done (its gate place goes to the oldest waiter).
+pub struct Lease<M: Multiplexer> {
+    entry: crate::sync::Arc<Entry<M::Socket>>,
+    started: Clock,
+    telemetry: Option<Arc<Telemetry>>,
+    epoch: Clock,
+    _place: Place,
+}
+
+impl<M: Multiplexer> Lease<M> {
+    /// The socket's id, unique in its pool (a reopened slot gets a new one).
+    #[must_use]
+    pub fn socket_id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// Requests in flight on this socket now, this one included.
+    #[must_use]
+    pub fn socket_in_flight(&self) -> usize {
+        self.entry.in_flight()
+    }
+
+    /// How long this request has held its place.
+    #[must_use]
+    pub fn held_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl<M: Multiplexer> Deref for Lease<M> {
+    type Target = M::Socket;
+    fn deref(&self) -> &M::Socket {
+        &self.entry.socket
+    }
+}
+
+impl<M: Multiplexer> fmt::Debug for Lease<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("socket", &self.entry)
+            .finish()
+    }
+}
+
+impl<M: Multiplexer> Drop for Lease<M> {
+    fn drop(&mut self) {
+        let now = Clock::now();
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        // The socket's count first, so the waiter the place goes to finds room.
+        self.entry.done(nanos);
+        if let Some(t) = &self.telemetry {
+            t.record_release(now.saturating_duration_since(self.started));
+        }
+    }
+}
+
+thread_local! {
+    /// Where this thread starts its scan of the sockets, so equal sockets share the load
+    /// without a shared counter.
+    static START: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn next_start() -> usize {
+    START.with(|s| {
+        let v = s.get().wrapping_add(1);
+        s.set(v);
+        v
+    })
+}
+
+impl<M: Multiplexer> MuxPool<M> {
+    /// Starts the pool: one task per socket slot opens its socket in the background (so
+    /// this must run inside a tokio runtime). `telemetry`, when given, receives the events
+    /// (opens, closes, connect errors, lease waits and hold times); its gauges are read
+    /// from this pool.
+    #[must_use]
+    pub fn start(mux: M, config: MuxConfig, telemetry: Option<Arc<Telemetry>>) -> Self {
+        let max_sockets = config.max_sockets.max(config.sockets).max(1);
+        let inner = Arc::new(Inner {
+            table: Table::new(config.per_socket, config.max_in_flight),
+            slots: (0..max_sockets)
+                .map(|_| driver::SlotCtl::default())
+                .collect(),
+            target: AtomicUsize::new(config.sockets.min(max_sockets)),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            reconnects: AtomicU64::new(0),
+            last_error: StdMutex::new(None),
+            changed: tokio::sync::watch::Sender::new(0),
+            epoch: Clock::now(),
+            mux,
+            config,
+            telemetry,
+        });
+        for i in 0..max_sockets {
+            tokio::spawn(driver::drive(Arc::clone(&inner), i));
+        }
+        Self {
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
+        }
+    }
+
+    /// The backend's [`Multiplexer`].
+    #[must_use]
+    pub fn multiplexer(&self) -> &M {
+        &self.inner.mux
+    }
+
+    /// The configuration the pool was started with.
+    #[must_use]
+    pub fn config(&self) -> &MuxConfig {
+        &self.inner.config
+    }
+
+    /// Waits until at least one socket is open.
+    ///
+    /// # Errors
+    /// [`MuxError::Connect`] with the server's reason as soon as a connect fails while no
+    /// socket is open; [`MuxError::Timeout`] after `timeout`; [`MuxError::Closed`].
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), MuxError<M::Error>> {
+        let asked = Clock::now();
+        let mut rx = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.inner.closed.load(Acquire) {
+                return Err(MuxError::Closed);
+            }
+            if self.sockets() > 0 {
+                return Ok(());
+            }
+            if let Some(e) = self.inner.error_since(asked) {
+                return Err(MuxError::Connect(e));
+            }
+            rx.mark_unchanged();
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(MuxError::Timeout {
+                    waited: asked.elapsed(),
+                    pending: self.pending(),
+                    connect: None,
+                });
+            }
+        }
+    }
+
+    fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
+        let inner = &*self.inner;
+        loop {
+            let now = Clock::now();
+            let nanos = u64::try_from(now.saturating_duration_since(inner.epoch).as_nanos())
+                .unwrap_or(u64::MAX);
+            let stall = inner
+                .config
+                .stall
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let Some(entry) = inner.table.pick(next_start(), nanos, stall) else {
+                return Err(place);
+            };
+            if !inner.mux.usable(&entry.socket) {
+                entry.done(nanos);
+                self.retire_socket(entry.id, CloseReason::Broken);
+                continue;
+            }
+            if let Some(t) = &inner.telemetry {
+                t.record_acquire(now.saturating_duration_since(asked), hit);
+            }
+            return Ok(Lease {
+                entry,
+                started: now,
+                telemetry: inner.telemetry.clone(),
+                epoch: inner.epoch,
+                _place: place,
+            });
+        }
+    }
+
+    /// A request slot now, if a socket has room and nobody waits ahead.
+    #[must_use]
+    pub fn try_lease(&self) -> Option<Lease<M>> {
+        let asked = Clock::now();
+        let place = self.inner.table.gate.try_enter()?;
+        self.claim(place, asked, true).ok()
+    }
+
+    /// Claims one request on the least-loaded live socket, waiting first come first
+    /// served at most `timeout` for room (or for a socket, while they reconnect).
+    /// Cancel-safe: dropping the future takes no place and skips nobody.
+    ///
+    /// # Errors
+    /// [`MuxError::Timeout`] (with the last connect error, if any); [`MuxError::Closed`].
+    pub async fn lease(&self, timeout: Duration) -> Result<Lease<M>, MuxError<M::Error>> {
+        if let Some(lease) = self.try_lease() {
+            return Ok(lease);
+        }
+        self.lease_until(tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    /// As [`MuxPool::lease`], with an absolute deadline.
+    ///
+    /// # Errors
+    /// As [`MuxPool::lease`].
+    pub async fn lease_until(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease<M>, MuxError<M::Error>> {
+        let asked = Clock::now();
+        let mut hit = true;
+        loop {
+            let place = match self.inner.table.gate.try_enter() {
+                Some(p) => p,
+                None => {
+                    hit = false;
+                    match self.inner.table.gate.enter_until(deadline).await {
+                        Ok(p) => p,
+                        Err(GateError::Closed) => return Err(MuxError::Closed),
+                        Err(GateError::Timeout) => return Err(self.timed_out(asked)),
+                    }
+                }
+            };
+            match self.claim(place, asked, hit) {
+                Ok(lease) => return Ok(lease),
+                Err(place) => {
+                    // The socket that made room went away between the gate and the table:
+                    // wait again (the gate's limit already counts it out).
+                    drop(place);
+                    hit = false;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.timed_out(asked));
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self, asked: Clock) -> MuxError<M::Error> {
+        let waited = asked.elapsed();
+        if let Some(t) = &self.inner.telemetry {
+            t.timed_out(waited);
+        }
+        MuxError::Timeout {
+            waited,
+            pending: self.pending(),
+            connect: self.inner.error_since(asked),
+        }
+    }
+
+    fn retire_socket(&self, id: u64, reason: CloseReason) {
+        if let Some(e) = self.inner.table.remove(id) {
+            self.inner.slots[e.slot].retire(reason);
+        }
+    }
+
+    /// Takes `lease`'s socket out of routing (a request on it showed it broken): new
+    /// requests go to the others, its requests in flight finish, and its slot reconnects
+    /// in the background. Harmless when the socket was already retired.
+    pub fn retire(&self, lease: &Lease<M>, reason: CloseReason) {
+        self.retire_socket(lease.entry.id, reason);
+    }
+
+    /// Retires every socket (the server moved: a failover); each slot reconnects.
+    pub fn retire_all(&self, reason: CloseReason) {
+        for e in self.inner.table.remove_all() {
+            self.inner.slots[e.slot].retire(reason);
+        }
+    }
+
+    /// Changes how many sockets are kept open (at most `max_sockets`); extra sockets
+    /// drain and close, new ones open in the background.
+    pub fn set_sockets(&self, n: usize) {
+        let n = n.clamp(1, self.inner.slots.len());
+        self.inner.target.store(n, Release);
+        for s in &self.inner.slots {
+            s.wake();
+        }
+    }
+
+    /// Whether every live socket is stalled (requests in flight and none finished within
+    /// `bound`); `false` when no socket is live.
+    #[must_use]
+    pub fn all_stalled(&self, bound: Duration) -> bool {
+        let bound = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.table.all_stalled(self.inner.now(), bound)
+    }
+
+    /// Closes the pool: waiters and later callers get [`MuxError::Closed`]; requests in
+    /// flight finish, then the sockets close.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether the pool was closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Acquire)
+    }
+
+    // ---- counts, read from their owners ----
+
+    /// Sockets live (taking requests).
+    #[must_use]
+    pub fn sockets(&self) -> usize {
+        self.inner.table.live()
+    }
+
+    /// Sockets being opened.
+    #[must_use]
+    pub fn connecting(&self) -> usize {
+        self.inner.table.counts.connecting.load(Relaxed)
+    }
+
+    /// Sockets retired and still finishing requests.
+    #[must_use]
+    pub fn draining(&self) -> usize {
+        self.inner.table.counts.draining.load(Relaxed)
+    }
+
+    /// Sockets open: live plus draining (server connections held).
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.sockets() + self.draining()
+    }
+
+    /// Sockets the pool keeps open (see [`MuxPool::set_sockets`]).
+    #[must_use]
+    pub fn target(&self) -> usize {
+        self.inner.target.load(Relaxed)
+    }
+
+    /// Requests in flight over all sockets.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.inner.table.gate.in_use()
+    }
+
+    /// Callers waiting for room.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.inner.table.gate.pending()
+    }
+
+    /// Requests in flight on each live socket.
+    #[must_use]
+    pub fn loads(&self) -> Vec<usize> {
+        self.inner
+            .table
+            .snapshot()
+            .iter()
+            .map(|e| e.in_flight())
+            .collect()
+    }
+
+    /// Sockets opened since the start.
+    #[must_use]
+    pub fn opened(&self) -> u64 {
+        self.inner.table.counts.opened.load(Relaxed)
+    }
+
+    /// Sockets reopened after one was retired or died.
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Relaxed)
+    }
+
+    /// The last connect error, if it happened within `within` from now.
+    #[must_use]
+    pub fn recent_error(&self, within: Duration) -> Option<Arc<M::Error>> {
+        let since = Clock::now().checked_sub(within).unwrap_or(self.inner.epoch);
+        self.inner.error_since(since)
+    }
+}

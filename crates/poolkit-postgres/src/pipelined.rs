@@ -1,0 +1,341 @@
+//! Statements on the pool itself (`pool.query(…)`, as sqlx's `&Pool` is an executor):
+//! pipelined over the shared connections, or run on an exclusive checkout when shared
+//! connections are off, not open, or all stalled behind slow statements
+//! (`P_SHARED_SPILL`). On a shared connection every statement goes as one unnamed, typed
+//! statement (one round trip, no named statement on the server, so it is safe behind a
+//! transaction-mode pooler); its shape is learned once per SQL text on an exclusive
+//! checkout.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use poolkit_core::metrics::CloseReason;
+use poolkit_core::mux::{Lease, MuxError};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Row, SimpleQueryMessage};
+
+use crate::error::Error;
+use crate::pool::{Pool, PooledConnection};
+use crate::shared::{PgMux, Shared, shared_refusal};
+use crate::statement::{PoolerRefusal, Shape, Source, ToStatement, refuse};
+
+/// Where one statement runs.
+enum Route {
+    Shared(Lease<PgMux>, Arc<Shared>),
+    Exclusive(Box<PooledConnection>),
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl Pool {
+    /// The shared side, started at the first statement on the pool (a pool used only
+    /// through `get()` opens no shared connection).
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        self.inner.shared()
+    }
+
+    async fn route(&self) -> Result<Route, Error> {
+        let Some(shared) = self.shared() else {
+            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+        };
+        if shared.mux.all_stalled(shared.spill) {
+            shared.spilled.fetch_add(1, Relaxed);
+            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+        }
+        if let Some(lease) = shared.mux.try_lease() {
+            return Ok(Route::Shared(lease, Arc::clone(shared)));
+        }
+        // No room, or the shared connections are (re)opening: wait in line for them.
+        match shared.mux.lease(self.config().pool.acquire_timeout).await {
+            Ok(lease) => Ok(Route::Shared(lease, Arc::clone(shared))),
+            Err(MuxError::Closed) => Err(Error::Closed {
+                pool: self.config().pool.name.clone(),
+            }),
+            Err(MuxError::Timeout {
+                connect: Some(e), ..
+            }) => Err(crate::pool::connect_error(self.config(), e)),
+            Err(_) => Err(Error::Timeout {
+                pool: self.config().pool.name.clone(),
+                waited: self.config().pool.acquire_timeout,
+                size: self.config().pool.ceiling(),
+                pending: shared.mux.pending() as u64,
+                size_var: self.config().ceiling_var(),
+                timeout_var: self.config().timeout_var(),
+            }),
+        }
+    }
+
+    fn refuse_session_state(&self, sql: &str) -> Result<(), Error> {
+        match shared_refusal(sql) {
+            Some(statement) if self.inner.shared_enabled() => Err(Error::SessionState {
+                pool: self.config().pool.name.clone(),
+                statement,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The SQL and shape a shared connection runs `source` with.
+    async fn plan<'a>(&self, source: Source<'a>) -> Result<(&'a str, Arc<Shape>), Error> {
+        match source {
+            Source::Sql(sql) => Ok((sql, self.shape_of(sql).await?)),
+            Source::Pooled(st) => match (st.shape(), st.as_named()) {
+                (Some(shape), _) => Ok((st.sql(), Arc::clone(shape))),
+                (None, Some(named)) => Ok((st.sql(), Arc::new(Shape::of(named)))),
+                (None, None) => Ok((st.sql(), self.shape_of(st.sql()).await?)),
+            },
+            Source::Raw(_) => {
+                let conn = self.get().await?;
+                Err(refuse(
+                    &conn,
+                    PoolerRefusal::RawStatement {
+                        pool: self.config().pool.name.clone(),
+                    },
+                )
+                .await
+                .into())
+            }
+        }
+    }
+
+    /// The shape of `sql`: cached, or learned once on an exclusive checkout (learning
+    /// opens a transaction, which a shared connection must never carry).
+    async fn shape_of(&self, sql: &str) -> Result<Arc<Shape>, Error> {
+        let ctx = &self.inner.ctx;
+        if let Some(shape) = ctx.shapes.get(sql) {
+            return Ok(shape);
+        }
+        let conn = self.get().await?;
+        Ok(ctx.shapes.shape(&conn, false, sql).await?)
+    }
+
+    /// A shared statement's error: the server moved (the pool retires every connection),
+    /// the connection broke (only it is replaced), or the statement's own error.
+    fn shared_error(
+        &self,
+        lease: &Lease<PgMux>,
+        shared: &Shared,
+        generation: u64,
+        e: tokio_postgres::Error,
+    ) -> Error {
+        self.inner.ctx.failover.seen(&e, generation);
+        let err = Error::from(e);
+        match err {
+            Error::Backend(e) if e.is_closed() => {
+                shared.mux.retire(lease, CloseReason::Broken);
+                Error::ConnectionLost {
+                    pool: self.config().pool.name.clone(),
+                    source: e,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A statement's error on a checkout: typed as on a shared connection (the failover
+    /// was already noted by the connection).
+    fn exclusive_error(&self, e: tokio_postgres::Error) -> Error {
+        match Error::from(e) {
+            Error::Backend(e) if e.is_closed() => Error::ConnectionLost {
+                pool: self.config().pool.name.clone(),
+                source: e,
+            },
+            other => other,
+        }
+    }
+
+    /// Runs `statement` on the pool, like `tokio_postgres::Client::query`: pipelined on a
+    /// shared connection (or, with those off or all stalled, on an exclusive checkout).
+    /// `&str` statements are described once per SQL text and then sent as one unnamed,
+    /// typed statement per call.
+    ///
+    /// # Errors
+    /// [`Error::SessionState`] for a statement that would leave session state on a shared
+    /// connection (use [`Pool::get`]); [`Error::ConnectionLost`] when the shared
+    /// connection broke with it in flight; [`Error::Timeout`]; the server's error
+    /// ([`Error::Backend`], [`Error::PrimaryMoved`]).
+    pub async fn query<T>(&self, statement: &T, params: Params<'_>) -> Result<Vec<Row>, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let source = statement.__source();
+        if let Some(sql) = sql_of(&source) {
+            self.refuse_session_state(sql)?;
+        }
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .query(statement, params)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                let (sql, shape) = self.plan(source).await?;
+                let typed = self.typed(&lease, &shape, params).await?;
+                self.timed(&lease, &shared, source, lease.query_typed(sql, &typed))
+                    .await
+            }
+        }
+    }
+
+    /// Like [`Pool::query`], expecting exactly one row.
+    ///
+    /// # Errors
+    /// As [`Pool::query`], or when not exactly one row came back.
+    pub async fn query_one<T>(&self, statement: &T, params: Params<'_>) -> Result<Row, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let source = statement.__source();
+        if let Some(sql) = sql_of(&source) {
+            self.refuse_session_state(sql)?;
+        }
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .query_one(statement, params)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                let (sql, shape) = self.plan(source).await?;
+                let typed = self.typed(&lease, &shape, params).await?;
+                self.timed(&lease, &shared, source, lease.query_typed_one(sql, &typed))
+                    .await
+            }
+        }
+    }
+
+    /// Like [`Pool::query`], expecting at most one row.
+    ///
+    /// # Errors
+    /// As [`Pool::query`], or when more than one row came back.
+    pub async fn query_opt<T>(
+        &self,
+        statement: &T,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let source = statement.__source();
+        if let Some(sql) = sql_of(&source) {
+            self.refuse_session_state(sql)?;
+        }
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .query_opt(statement, params)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                let (sql, shape) = self.plan(source).await?;
+                let typed = self.typed(&lease, &shape, params).await?;
+                self.timed(&lease, &shared, source, lease.query_typed_opt(sql, &typed))
+                    .await
+            }
+        }
+    }
+
+    /// Like [`Pool::query`], returning the number of rows affected.
+    ///
+    /// # Errors
+    /// As [`Pool::query`].
+    pub async fn execute<T>(&self, statement: &T, params: Params<'_>) -> Result<u64, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let source = statement.__source();
+        if let Some(sql) = sql_of(&source) {
+            self.refuse_session_state(sql)?;
+        }
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .execute(statement, params)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                let (sql, shape) = self.plan(source).await?;
+                let typed = self.typed(&lease, &shape, params).await?;
+                self.timed(&lease, &shared, source, lease.execute_typed(sql, &typed))
+                    .await
+            }
+        }
+    }
+
+    /// Like `tokio_postgres::Client::query_typed`: one unnamed statement with the
+    /// parameters' types given, so nothing is described first.
+    ///
+    /// # Errors
+    /// As [`Pool::query`].
+    pub async fn query_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        self.refuse_session_state(sql)?;
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .query_typed(sql, params)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                self.timed(
+                    &lease,
+                    &shared,
+                    Source::Sql(sql),
+                    lease.query_typed(sql, params),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Like `tokio_postgres::Client::simple_query` (the simple protocol: text results,
+    /// several statements in one string).
+    ///
+    /// # Errors
+    /// As [`Pool::query`].
+    pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.refuse_session_state(sql)?;
+        match self.route().await? {
+            Route::Exclusive(conn) => conn
+                .simple_query(sql)
+                .await
+                .map_err(|e| self.exclusive_error(e)),
+            Route::Shared(lease, shared) => {
+                self.timed(&lease, &shared, Source::Sql(sql), lease.simple_query(sql))
+                    .await
+            }
+        }
+    }
+
+    async fn typed<'p>(
+        &self,
+        lease: &Lease<PgMux>,
+        shape: &Shape,
+        params: &[&'p (dyn ToSql + Sync)],
+    ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, Error> {
+        Ok(self.inner.ctx.typed(lease, shape, params).await?)
+    }
+
+    /// Runs one statement on a shared connection, timed like every statement.
+    async fn timed<R>(
+        &self,
+        lease: &Lease<PgMux>,
+        shared: &Shared,
+        source: Source<'_>,
+        run: impl std::future::Future<Output = Result<R, tokio_postgres::Error>>,
+    ) -> Result<R, Error> {
+        let ctx = &self.inner.ctx;
+        let generation = self.inner.engine.generation();
+        let (op, started) = ctx.begin(&source);
+        let r = run.await;
+        ctx.end(op, started, &source);
+        shared.statements.fetch_add(1, Relaxed);
+        r.map_err(|e| self.shared_error(lease, shared, generation, e))
+    }
+}
+
+fn sql_of<'a>(source: &Source<'a>) -> Option<&'a str> {
+    match source {
+        Source::Sql(s) => Some(s),
+        Source::Pooled(st) => Some(st.sql()),
+        Source::Raw(_) => None,
+    }
+}

@@ -1,0 +1,376 @@
+//! The pool's shared connections: statements run on the `Pool` itself are pipelined over
+//! a few tokio-postgres clients through poolkit-core's multiplexed core
+//! ([`poolkit_core::mux`]). This file holds the connection side (opening a shared client,
+//! how many there are, the `auto` controller) and the session-state check; the
+//! statements themselves are in `pipelined.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened};
+use tokio_postgres::Client;
+
+use crate::connect::ConnectError;
+use crate::manager::Manager;
+
+/// The default `P_SHARED_SPILL`.
+pub(crate) const DEFAULT_SPILL: Duration = Duration::from_millis(5);
+
+/// How many shared connections a pool keeps (`P_SHARED_CONNECTIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SharedConnections {
+    /// Sized from what it measures (the default): starts at 2 (1 when the ceiling is 2),
+    /// grows while statements queue or spill and another connection buys throughput,
+    /// shrinks when they idle. At most a quarter of the ceiling (at least 1, at most 16);
+    /// off when the ceiling is 1.
+    #[default]
+    Auto,
+    /// This many, always.
+    Fixed(u32),
+    /// None: statements on the pool check out a connection (`P_SHARED_CONNECTIONS=0`).
+    Off,
+}
+
+impl SharedConnections {
+    /// Parses `auto`, `0`/`off` or a number.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Some(Self::Auto);
+        }
+        if s.eq_ignore_ascii_case("off") {
+            return Some(Self::Off);
+        }
+        match s.parse::<u32>().ok()? {
+            0 => Some(Self::Off),
+            n => Some(Self::Fixed(n)),
+        }
+    }
+
+    /// (first, most) shared connections for a pool whose ceiling is `ceiling`; `None`
+    /// when off.
+    pub(crate) fn range(self, ceiling: u32) -> Option<(usize, usize)> {
+        match self {
+            Self::Off => None,
+            Self::Fixed(n) => Some((n as usize, n as usize)),
+            Self::Auto if ceiling < 2 => None,
+            Self::Auto => {
+                let most = (ceiling / 4).clamp(1, 16) as usize;
+                Some((most.min(2), most))
+            }
+        }
+    }
+}
+
+impl fmt::Display for SharedConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Off => f.write_str("0"),
+        }
+    }
+}
+
+/// Opens shared tokio-postgres clients with the pool's manager (TLS, credentials,
+/// resolver, `target_session_attrs`, keep-alive and `statement_timeout` as for every
+/// connection); a client's end is seen when its connection task ends.
+#[derive(Debug, Clone)]
+pub(crate) struct PgMux {
+    manager: Manager,
+}
+
+impl Multiplexer for PgMux {
+    type Socket = Client;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<Opened<Client>, ConnectError> {
+        let (client, ended) = self.manager.connect_watched().await?;
+        Ok(Opened::new(client, async move {
+            let _ = ended.await;
+        }))
+    }
+
+    fn usable(&self, client: &Client) -> bool {
+        !client.is_closed()
+    }
+}
+
+/// The shared side of one pool.
+pub(crate) struct Shared {
+    pub(crate) mux: MuxPool<PgMux>,
+    pub(crate) spill: Duration,
+    /// Statements sent to an exclusive checkout because every shared connection stalled.
+    pub(crate) spilled: AtomicU64,
+    /// Statements run on the shared connections.
+    pub(crate) statements: AtomicU64,
+    pub(crate) auto: bool,
+    pub(crate) most: usize,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("mux", &self.mux)
+            .field("spill", &self.spill)
+            .field("auto", &self.auto)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Starts the shared connections (they open in the background).
+    pub(crate) fn start(
+        manager: Manager,
+        config: &crate::Config,
+        telemetry: Arc<poolkit_core::Telemetry>,
+    ) -> Option<Arc<Self>> {
+        let (first, most) = config.shared.range(config.pool.ceiling())?;
+        let mut mc = MuxConfig::new(&config.pool.name, first);
+        mc.max_sockets = most.max(first);
+        mc.connect_timeout = config
+            .connect_timeout
+            .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(10)));
+        mc.max_lifetime = config.pool.max_lifetime;
+        mc.stall = Some(config.shared_spill);
+        let mux = MuxPool::start(PgMux { manager }, mc, Some(telemetry));
+        Some(Arc::new(Self {
+            mux,
+            spill: config.shared_spill,
+            spilled: AtomicU64::new(0),
+            statements: AtomicU64::new(0),
+            auto: config.shared == SharedConnections::Auto,
+            most,
+        }))
+    }
+
+    /// Spilled statements so far.
+    pub(crate) fn spilled(&self) -> u64 {
+        self.spilled.load(Relaxed)
+    }
+}
+
+/// What a statement leaves behind on a shared connection, if anything: the kind, for
+/// [`crate::Error::SessionState`]. Looks at the first keyword of each `;`-separated
+/// statement and for the session-level functions; statements that change session state
+/// from inside a function or a `DO` block cannot be seen (docs/postgres.md lists them).
+#[must_use]
+pub fn shared_refusal(sql: &str) -> Option<&'static str> {
+    for stmt in sql.split(';') {
+        let word = first_word(stmt);
+        let is = |w: &str| word.eq_ignore_ascii_case(w);
+        let kind = if is("set") {
+            let rest = after_word(stmt);
+            let next = first_word(rest);
+            if next.eq_ignore_ascii_case("local") || next.eq_ignore_ascii_case("transaction") {
+                None
+            } else {
+                Some("SET")
+            }
+        } else if is("reset") {
+            Some("RESET")
+        } else if is("listen") {
+            Some("LISTEN")
+        } else if is("unlisten") {
+            Some("UNLISTEN")
+        } else if is("prepare") {
+            Some("PREPARE")
+        } else if is("deallocate") {
+            Some("DEALLOCATE")
+        } else if is("begin") || is("start") {
+            Some("BEGIN")
+        } else if is("commit") || is("end") || is("rollback") || is("abort") {
+            Some("COMMIT/ROLLBACK")
+        } else if is("savepoint") || is("release") {
+            Some("SAVEPOINT")
+        } else if is("declare") || is("fetch") || is("move") || is("close") {
+            Some("a cursor (DECLARE/FETCH/CLOSE)")
+        } else if is("discard") {
+            Some("DISCARD")
+        } else if is("create") {
+            let next = first_word(after_word(stmt));
+            (next.eq_ignore_ascii_case("temp") || next.eq_ignore_ascii_case("temporary"))
+                .then_some("a temporary table")
+        } else {
+            None
+        };
+        if kind.is_some() {
+            return kind;
+        }
+    }
+    if contains_ci(sql, "pg_advisory_lock")
+        || contains_ci(sql, "pg_try_advisory_lock")
+        || contains_ci(sql, "pg_advisory_unlock")
+    {
+        return Some("a session advisory lock (use pg_advisory_xact_lock)");
+    }
+    if contains_ci(sql, "set_config(") && !contains_ci(sql, "true") {
+        return Some("set_config(…, false)");
+    }
+    None
+}
+
+/// The statement without leading blanks and `--` / `/* */` comments.
+fn skip_blank(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.find('\n').map_or("", |i| &rest[i..]);
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return s;
+        }
+    }
+}
+
+fn first_word(s: &str) -> &str {
+    let s = skip_blank(s);
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+fn after_word(s: &str) -> &str {
+    let s = skip_blank(s);
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    &s[end..]
+}
+
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    hay.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The `auto` controller: every `every`, grows the shared connections by one while
+/// statements queue or spill and the last growth bought at least 5 % more throughput,
+/// takes a growth back that did not, and shrinks by one when they idle (fewer than one
+/// statement in flight per connection, nothing spilled). Throughput is statements
+/// finished per second over the pool (shared and exclusive), so shared mode grows only
+/// where more shared connections beat sending the statements to checkouts.
+pub(crate) fn start_auto(
+    shared: &Arc<Shared>,
+    telemetry: Arc<poolkit_core::Telemetry>,
+    on_resize: impl Fn(usize) + Send + Sync + 'static,
+    every: Duration,
+) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut last_count = telemetry.use_time().count();
+        let mut last_spilled = 0;
+        let mut last_statements = 0;
+        let mut trial: Option<f64> = None; // throughput before a growth on trial
+        let mut hold = 0u32;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.mux.is_closed() {
+                return;
+            }
+            let count = telemetry.use_time().count();
+            let tput = (count.saturating_sub(last_count)) as f64 / every.as_secs_f64();
+            last_count = count;
+            let spilled = shared.spilled().saturating_sub(last_spilled);
+            last_spilled = shared.spilled();
+            let statements = shared.statements.load(Relaxed);
+            let ran = statements.saturating_sub(last_statements);
+            last_statements = statements;
+            let n = shared.mux.target();
+            let in_flight = shared.mux.in_flight();
+            let pressure = spilled > 0 || shared.mux.pending() > 0 || in_flight >= 8 * n;
+            hold = hold.saturating_sub(1);
+            let next = if let Some(before) = trial.take() {
+                if tput < before * 1.05 {
+                    hold = 8;
+                    n.saturating_sub(1).max(1)
+                } else {
+                    n
+                }
+            } else if pressure && n < shared.most && hold == 0 && ran + spilled > 0 {
+                trial = Some(tput);
+                n + 1
+            } else if !pressure && in_flight < n && ran == 0 && n > 1 {
+                n - 1
+            } else {
+                n
+            };
+            if next != n {
+                tracing::debug!(pool = %shared.mux.config().name, from = n, to = next, throughput = tput, "shared connections resized");
+                shared.mux.set_sockets(next);
+                on_resize(next);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_is_refused_on_shared_connections() {
+        for (sql, kind) in [
+            ("SET search_path = app", "SET"),
+            ("  set statement_timeout to 5", "SET"),
+            ("RESET ALL", "RESET"),
+            ("LISTEN jobs", "LISTEN"),
+            ("unlisten *", "UNLISTEN"),
+            ("PREPARE q AS SELECT 1", "PREPARE"),
+            ("BEGIN", "BEGIN"),
+            ("start transaction", "BEGIN"),
+            ("SELECT 1; COMMIT", "COMMIT/ROLLBACK"),
+            (
+                "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+                "a cursor (DECLARE/FETCH/CLOSE)",
+            ),
+            ("create temp table t (x int)", "a temporary table"),
+            ("-- note\nSET x = 1", "SET"),
+            ("/* c */ DISCARD ALL", "DISCARD"),
+        ] {
+            assert_eq!(shared_refusal(sql), Some(kind), "{sql}");
+        }
+        assert!(shared_refusal("select pg_advisory_lock(1)").is_some());
+        assert!(shared_refusal("select set_config('a.b', '1', false)").is_some());
+        for sql in [
+            "SELECT 1",
+            "SET LOCAL statement_timeout = 5",
+            "select pg_advisory_xact_lock(1)",
+            "select set_config('a.b', '1', true)",
+            "INSERT INTO settings (name) VALUES ('begin')",
+            "create table t (x int)",
+            "UPDATE t SET x = 1",
+        ] {
+            assert_eq!(shared_refusal(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn shared_connections_parse_and_range() {
+        assert_eq!(
+            SharedConnections::parse("auto"),
+            Some(SharedConnections::Auto)
+        );
+        assert_eq!(SharedConnections::parse("0"), Some(SharedConnections::Off));
+        assert_eq!(
+            SharedConnections::parse("4"),
+            Some(SharedConnections::Fixed(4))
+        );
+        assert_eq!(SharedConnections::parse("many"), None);
+        assert_eq!(SharedConnections::Auto.range(1), None);
+        assert_eq!(SharedConnections::Auto.range(2), Some((1, 1)));
+        assert_eq!(SharedConnections::Auto.range(20), Some((2, 5)));
+        assert_eq!(SharedConnections::Fixed(3).range(20), Some((3, 3)));
+    }
+}

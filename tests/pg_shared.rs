@@ -1,0 +1,531 @@
+//! Statements on the PostgreSQL pool itself, pipelined over a few shared connections,
+//! against the real servers: results stay with their callers under 1000 tasks, errors
+//! stay with their statement, session state is refused with a typed error, a broken or
+//! restarted connection fails only the statements in flight on it, statement_timeout and
+//! dropped futures behave as on a connection of one's own, slow statements spill to
+//! checkouts, shared connections count against the ceiling, and PgBouncer in transaction
+//! mode takes the pipeline.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{PrivatePg, database_url};
+use poolkit::postgres::{Error, Pool, Pooler, SharedConnections, tokio_postgres};
+
+fn app(test: &str) -> String {
+    format!("poolkit_shared_{test}_{}", std::process::id())
+}
+
+async fn pool(test: &str, shared: SharedConnections) -> Pool {
+    Pool::builder()
+        .url(database_url())
+        .name(&format!("shared_{test}"))
+        .application_name(&app(test))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(shared)
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("pool on DATABASE_URL")
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    client
+}
+
+async fn backends(admin: &tokio_postgres::Client, test: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app(test)],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_share_two_connections_and_keep_their_own_results() {
+    let pool = pool("thousand", SharedConnections::Fixed(2)).await;
+    let admin = admin().await;
+    let mut tasks = Vec::new();
+    for t in 0..1000i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for r in 0..20i32 {
+                let n = t * 100 + r;
+                let row = pool
+                    .query_one("SELECT $1::int4 + 1, $2::text", &[&n, &"x"])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (row.get::<_, i32>(0), row.get::<_, String>(1)),
+                    (n + 1, "x".into())
+                );
+                let rows = pool.simple_query("SELECT 1").await.unwrap();
+                assert_eq!(rows.len(), 3, "RowDescription, a row, CommandComplete");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().expect("started");
+    assert_eq!((s.live, s.in_flight, s.pending), (2, 0, 0));
+    assert_eq!(s.statements + s.spilled, 40_000, "{s:?}");
+    assert!(s.statements >= 36_000, "nearly all go shared: {s:?}");
+    // Two shared connections, and checkouts for learning shapes and the few statements
+    // that spilled while the runtime was too busy to see completions: never above the
+    // ceiling.
+    assert!(backends(&admin, "thousand").await <= 10);
+    let stats = pool.stats();
+    assert!(stats.query.count >= 40_000, "statements are timed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_fails_alone() {
+    let pool = pool("errors", SharedConnections::Fixed(1)).await;
+    pool.execute(
+        "CREATE TABLE IF NOT EXISTS shared_errors (id int PRIMARY KEY)",
+        &[],
+    )
+    .await
+    .unwrap();
+    pool.execute("TRUNCATE shared_errors", &[]).await.unwrap();
+    pool.execute("INSERT INTO shared_errors VALUES (1)", &[])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..400i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            match t % 4 {
+                0 => {
+                    let e = pool.query("SELEC 1", &[]).await.unwrap_err();
+                    assert_eq!(e.code().map(|c| c.code()), Some("42601"), "{e}");
+                }
+                1 => {
+                    let e = pool
+                        .execute("INSERT INTO shared_errors VALUES (1)", &[])
+                        .await
+                        .unwrap_err();
+                    assert_eq!(e.code().map(|c| c.code()), Some("23505"), "{e}");
+                }
+                2 => {
+                    let e = pool
+                        .query_one("SELECT 1 / ($1::int4 - $1::int4)", &[&t])
+                        .await
+                        .unwrap_err();
+                    assert_eq!(e.code().map(|c| c.code()), Some("22012"), "{e}");
+                }
+                _ => {
+                    let row = pool.query_one("SELECT $1::int4 * 2", &[&t]).await.unwrap();
+                    assert_eq!(row.get::<_, i32>(0), t * 2);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(
+        (s.live, s.reconnects),
+        (1, 0),
+        "statement errors never cost the connection"
+    );
+    pool.execute("DROP TABLE shared_errors", &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn session_state_is_refused_and_names_get_and_transaction() {
+    let pool = pool("session", SharedConnections::Fixed(1)).await;
+    for sql in [
+        "SET search_path = public",
+        "LISTEN jobs",
+        "UNLISTEN jobs",
+        "BEGIN",
+        "COMMIT",
+        "PREPARE q AS SELECT 1",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "CREATE TEMP TABLE t (x int)",
+        "SELECT pg_advisory_lock(1)",
+    ] {
+        let e = pool.simple_query(sql).await.unwrap_err();
+        assert!(e.is_session_state(), "{sql}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("pool.get()") && text.contains("pool.transaction()"),
+            "{text}"
+        );
+        let e = pool.execute(sql, &[]).await.unwrap_err();
+        assert!(e.is_session_state(), "{sql}: {e}");
+    }
+    // Transaction-scoped forms are fine.
+    pool.query("SELECT pg_advisory_xact_lock(7)", &[])
+        .await
+        .unwrap();
+    // A connection of one's own takes them.
+    let conn = pool.get().await.unwrap();
+    conn.simple_query("SET search_path = public").await.unwrap();
+    drop(conn);
+    // With shared connections off, statements on the pool check out, and run.
+    let off = pool_off("session_off").await;
+    off.simple_query("SET search_path = public").await.unwrap();
+    assert!(off.shared_connections().is_none());
+}
+
+async fn pool_off(test: &str) -> Pool {
+    pool(test, SharedConnections::Off).await
+}
+
+#[tokio::test]
+async fn statement_timeout_and_dropped_futures_behave_as_on_a_connection_of_ones_own() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_timeout")
+        .application_name(&app("timeout"))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .shared_spill(Duration::from_secs(10))
+        .statement_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .await
+        .unwrap();
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.query("SELECT pg_sleep(2)", &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Pipelined behind the slow one on the same connection: served once it is cut off.
+    let row = pool.query_one("SELECT $1::int4", &[&5]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 5);
+    let e = slow.await.unwrap().unwrap_err();
+    assert_eq!(
+        e.code().map(|c| c.code()),
+        Some("57014"),
+        "statement_timeout: {e}"
+    );
+
+    // A caller that gives up: the statement's reply is discarded, never handed to the
+    // next caller on the connection.
+    for i in 0..20i32 {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(5),
+            pool.query_one("SELECT pg_sleep(0.05), $1::int4", &[&i]),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let row = pool
+            .query_one("SELECT $1::int4 + 1000", &[&i])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1000);
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!((s.in_flight, s.reconnects), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_statement_spills_the_ones_behind_it_to_a_checkout() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_spill")
+        .application_name(&app("spill"))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .shared_spill(Duration::from_millis(5))
+        .build()
+        .await
+        .unwrap();
+    pool.query_one("SELECT $1::int4", &[&1]).await.unwrap(); // learn the shape
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.simple_query("SELECT pg_sleep(0.5)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    for i in 0..10 {
+        let row = pool.query_one("SELECT $1::int4", &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "not stalled behind the slow statement: {:?}",
+        started.elapsed()
+    );
+    assert!(pool.shared_connections().unwrap().spilled >= 10);
+    slow.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shared_connections_count_against_the_ceiling() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_ceiling")
+        .application_name(&app("ceiling"))
+        .pool_size(4)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(2))
+        .acquire_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    // Before any statement on the pool, get() has the whole ceiling.
+    let held: Vec<_> = futures(&pool, 4).await;
+    drop(held);
+    pool.simple_query("SELECT 1").await.unwrap();
+    let held = futures(&pool, 2).await;
+    let e = pool.get().await.unwrap_err();
+    assert!(e.is_timeout(), "4 = 2 shared + 2 checked out: {e}");
+    drop(held);
+    let bad = Pool::builder()
+        .url(database_url())
+        .pool_size(4)
+        .shared_connections(SharedConnections::Fixed(4))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("SHARED_CONNECTIONS"), "{bad}");
+}
+
+async fn futures(pool: &Pool, n: usize) -> Vec<poolkit::postgres::PooledConnection> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(pool.get().await.unwrap());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_shared_connection_fails_only_its_statements() {
+    let pool = pool("broken", SharedConnections::Fixed(2)).await;
+    let admin = admin().await;
+    // Find the two shared connections' backends (each statement reports where it ran).
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let row = pool
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        pids.insert(row.get::<_, i32>(0));
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2);
+    // Statements in flight on both, then one backend is killed.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            pool.query_one("SELECT pg_backend_pid(), pg_sleep(0.3)::text", &[])
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let victim = *pids.iter().next().unwrap();
+    admin
+        .query("SELECT pg_terminate_backend($1)", &[&victim])
+        .await
+        .unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(row) => {
+                assert_ne!(
+                    row.get::<_, i32>(0),
+                    victim,
+                    "no answer from the killed backend"
+                );
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::ConnectionLost { .. } | Error::PrimaryMoved { .. }),
+                    "typed: {e}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+    // The pool goes on, with the connection replaced.
+    for i in 0..100 {
+        assert_eq!(
+            pool.query_one("SELECT $1::int4", &[&i])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            i
+        );
+    }
+    assert!(pool.shared_connections().unwrap().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_with_statements_in_flight() {
+    let pg = Arc::new(tokio::task::spawn_blocking(PrivatePg::start).await.unwrap());
+    let pool = Pool::builder()
+        .url(pg.url())
+        .name("shared_restart")
+        .pool_size(8)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(2))
+        .acquire_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    pool.query_one("SELECT $1::int4", &[&1]).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (oks, untyped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for t in 0..200i32 {
+        let (pool, stop, oks, untyped) = (pool.clone(), stop.clone(), oks.clone(), untyped.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    pool.query_one("SELECT $1::int4", &[&t]),
+                )
+                .await
+                .expect("a statement hung past 5 s");
+                match r {
+                    Ok(row) => {
+                        assert_eq!(row.get::<_, i32>(0), t);
+                        oks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(
+                        Error::ConnectionLost { .. }
+                        | Error::PrimaryMoved { .. }
+                        | Error::Connect { .. }
+                        | Error::Timeout { .. },
+                    ) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(e) => {
+                        eprintln!("untyped: {e}");
+                        untyped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pg2 = pg.clone();
+    tokio::task::spawn_blocking(move || pg2.down())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pg2 = pg.clone();
+    tokio::task::spawn_blocking(move || pg2.up()).await.unwrap();
+    let back = Instant::now();
+    let before = oks.load(Ordering::Relaxed);
+    while oks.load(Ordering::Relaxed) < before + 1000 {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "serving again within 5 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(untyped.load(Ordering::Relaxed), 0);
+    let s = pool.shared_connections().unwrap();
+    assert_eq!((s.live, s.in_flight), (2, 0));
+    assert!(s.reconnects >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_in_transaction_mode_takes_the_pipeline() {
+    let url = poolkit_core::env::process_lookup("PGBOUNCER_URL")
+        .unwrap_or_else(|| "postgres://poolkit:poolkit_test@127.0.0.1:6432/test".to_owned());
+    let pool = Pool::builder()
+        .url(url)
+        .name("shared_bouncer")
+        .pooler(Pooler::Transaction)
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(2))
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("PgBouncer on PGBOUNCER_URL (scripts/services.sh)");
+    let mut tasks = Vec::new();
+    for t in 0..200i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for r in 0..20i32 {
+                let n = t * 100 + r;
+                let row = pool
+                    .query_one("SELECT $1::int4 + 1, $2::text", &[&n, &"pgb"])
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i32>(0), n + 1);
+                let rows = pool
+                    .query("SELECT generate_series(1, $1::int4)", &[&(r % 3 + 1)])
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), usize::try_from(r % 3 + 1).unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(s.statements + s.spilled, 8000, "{s:?}");
+    assert_eq!(s.reconnects, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_sizes_within_its_range_and_slow_statements_spill() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_auto")
+        .application_name(&app("auto"))
+        .pool_size(20)
+        .min_idle(0)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.config().shared, SharedConnections::Auto);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            while t0.elapsed() < Duration::from_secs(3) {
+                pool.simple_query("SELECT pg_sleep(0.01)").await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert!(
+        (1..=5).contains(&s.target),
+        "auto stays within 1..=ceiling/4: {s:?}"
+    );
+    assert!(
+        s.spilled > 0,
+        "statements stalled behind pg_sleep go to checkouts: {s:?}"
+    );
+    assert!(
+        pool.stats().open <= 20,
+        "the ceiling holds: {:?}",
+        pool.stats().open
+    );
+}
