@@ -11,15 +11,14 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2;
-use poolkit_core::Telemetry;
 use poolkit_core::engine::{AcquireError, Checkout};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::mux::{Lease as MuxLease, MuxError};
 
-use crate::connect::{Body, Sender};
 use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
 use crate::h1::{self, H1Engine};
-use crate::host::{Host, Life, Proto, SharedH2};
+use crate::h2::{Connected, H2Mux, H2Pool};
+use crate::host::{Host, Proto};
 use crate::pool::Shared;
 use crate::response::Streaming;
 use crate::url::Origin;
@@ -42,12 +41,12 @@ pub(crate) struct Prepared {
 enum Conn {
     /// An HTTP/1.1 connection checked out of the origin's engine.
     H1(Checkout<h1::Manager>),
-    /// A stream on a shared connection: its request sender until the request is handed
-    /// over, then `None` (see [`send`] for why it is not kept).
-    H2(Option<http2::SendRequest<Body>>, Arc<Life>),
+    /// One request's place on the origin's HTTP/2 connection (see [`send`] for why the
+    /// connection's sender is not kept with it).
+    H2(MuxLease<H2Mux>),
 }
 
-/// A connection (or a stream on one) held for one exchange.
+/// A connection (or a request's place on a shared one) held for one exchange.
 pub(crate) struct Lease {
     conn: Option<Conn>,
     new: bool,
@@ -57,7 +56,9 @@ pub(crate) struct Lease {
 enum Used {
     /// When the HTTP/1.1 connection was opened.
     H1(Option<Instant>),
-    H2(Option<Arc<Life>>),
+    /// The HTTP/2 socket's id (a reopened socket gets a larger one), and whether it had
+    /// carried other requests.
+    H2(u64, bool),
 }
 
 impl Lease {
@@ -68,35 +69,34 @@ impl Lease {
         }
     }
 
+    fn h2(l: MuxLease<H2Mux>) -> Self {
+        Self {
+            new: l.first_use(),
+            conn: Some(Conn::H2(l)),
+        }
+    }
+
     /// The connection this lease uses.
     fn used(&mut self) -> Used {
         match self.conn.as_mut() {
             Some(Conn::H1(c)) => Used::H1(Instant::now().checked_sub(c.tracked().age())),
-            Some(Conn::H2(_, life)) => Used::H2(Some(life.clone())),
-            None => Used::H2(None),
+            Some(Conn::H2(l)) => Used::H2(l.socket_id(), l.uses() > 1),
+            None => Used::H1(None),
         }
     }
 
     /// The exchange completed: an HTTP/1.1 connection goes back to its engine, which keeps
-    /// or closes it.
-    pub(crate) fn finish(mut self) {
-        match self.conn.take() {
-            Some(Conn::H1(c)) => drop(c),
-            Some(Conn::H2(_, life)) => life.end(),
-            None => {}
-        }
+    /// or closes it; an HTTP/2 request gives its place back.
+    pub(crate) fn finish(mut self, host: &Host) {
+        host.touch();
+        self.conn = None;
     }
 
     /// Ends the exchange without giving the connection back: an HTTP/1.1 connection is in
-    /// an unknown state and is closed (its socket at once); an HTTP/2 stream just ends.
+    /// an unknown state and is closed (its socket at once); an HTTP/2 request just ends.
     fn discard(&mut self) {
-        match self.conn.take() {
-            Some(Conn::H1(mut c)) => {
-                c.tracked().retire(CloseReason::Broken);
-                drop(c);
-            }
-            Some(Conn::H2(_, life)) => life.end(),
-            None => {}
+        if let Some(Conn::H1(mut c)) = self.conn.take() {
+            c.tracked().retire(CloseReason::Broken);
         }
     }
 }
@@ -106,40 +106,6 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.discard();
     }
-}
-
-/// Counts a caller as pending at the HTTP/2 gate for as long as it lives.
-struct Waiting<'a>(&'a Telemetry, &'a Host);
-
-impl<'a> Waiting<'a> {
-    fn new(telemetry: &'a Telemetry, host: &'a Host) -> Self {
-        telemetry.wait_started();
-        host.waiting.fetch_add(1, Relaxed);
-        Self(telemetry, host)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.1.waiting.fetch_sub(1, Relaxed);
-        self.0.wait_ended();
-    }
-}
-
-/// Counts an HTTP/2 request in flight (`used`) for as long as it lives: until its body is
-/// read. (The HTTP/1.1 engine counts its own checkouts.)
-pub(crate) struct InUse(Arc<Telemetry>, Instant);
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.0.released(self.1.elapsed());
-    }
-}
-
-/// What holds an HTTP/2 request's place until its body is read.
-pub(crate) struct H2Place {
-    _permit: poolkit_core::Place,
-    _in_use: InUse,
 }
 
 /// Runs one request under `P_TIMEOUT` (which also bounds reading the body later).
@@ -185,53 +151,52 @@ async fn run(
     req: &Prepared,
     deadline_body: Option<tokio::time::Instant>,
 ) -> Result<Response, Error> {
-    loop {
-        if host.proto() == Some(Proto::H1)
-            && let Some(engine) = &host.h1
-        {
-            let lease = checkout(shared, host, engine, None).await?;
-            return exchange(shared, host, req, lease, None, deadline_body).await;
+    let proto = match host.proto() {
+        Some(p) => p,
+        None => probe(shared, host).await?,
+    };
+    let lease = match (proto, &host.h1, host.h2.get()) {
+        (Proto::H1, Some(engine), _) => checkout(shared, host, engine, None).await?,
+        (Proto::H2, _, Some(pool)) => stream(shared, host, pool, None).await?,
+        _ => {
+            return Err(Error::Closed {
+                pool: shared.config.pool.name.clone(),
+            });
         }
-        let telemetry = &*shared.telemetry;
-        let start = Instant::now();
-        let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
-        let waiting = Waiting::new(telemetry, host);
-        let timed_out = || {
-            telemetry.timed_out(start.elapsed());
-            tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
-            shared.timeout_error(&host.origin, start.elapsed())
-        };
-        // Fast paths first: no timer when a permit and a connection are free at once.
-        let permit = match host.gate.try_enter() {
-            Some(p) => p,
-            None => match host.gate.enter_until(deadline).await {
-                Ok(p) => p,
-                Err(poolkit_core::GateError::Closed) => {
-                    return Err(Error::Closed {
-                        pool: shared.config.pool.name.clone(),
-                    });
-                }
-                Err(_) => return Err(timed_out()),
-            },
-        };
-        let lease = match ready_lease(shared, host) {
-            Some(lease) => lease,
-            None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
-                Ok(Ok(Some(lease))) => lease,
-                // The origin turned out to speak HTTP/1.1: its engine takes over.
-                Ok(Ok(None)) => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(timed_out()),
-            },
-        };
-        drop(waiting);
-        telemetry.acquired(start.elapsed(), !lease.new);
-        let place = H2Place {
-            _permit: permit,
-            _in_use: InUse(Arc::clone(&shared.telemetry), Instant::now()),
-        };
-        return exchange(shared, host, req, lease, Some(place), deadline_body).await;
+    };
+    exchange(shared, host, req, lease, deadline_body).await
+}
+
+/// Learns what an origin speaks (TLS with `P_HTTP_VERSION=auto`): one connect, whose
+/// connection goes to the HTTP/1.1 engine or starts the HTTP/2 pool. Callers arriving
+/// meanwhile wait for it.
+async fn probe(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Proto, Error> {
+    let _one = host.probe.lock().await;
+    if let Some(p) = host.proto() {
+        return Ok(p);
     }
+    let mux = shared.h2_mux(&host.origin);
+    let connected = mux.open().await.map_err(|f| {
+        shared.count_error(ErrorKind::Connect);
+        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, error = %f, "connect failed");
+        connect_error(shared, host, f.0)
+    })?;
+    // Counted created by the engine or the HTTP/2 pool, which takes it over.
+    let proto = match connected {
+        Connected::H1(conn) => {
+            if let Some(engine) = &host.h1 {
+                engine.manager().stash(conn);
+            }
+            Proto::H1
+        }
+        Connected::H2(opened) => {
+            mux.stash(opened);
+            let _ = host.h2.set(shared.h2_pool(mux));
+            Proto::H2
+        }
+    };
+    let _ = host.proto.set(proto);
+    Ok(proto)
 }
 
 /// Sends the request on `lease`, and again on a newer connection when the server did not
@@ -241,7 +206,6 @@ async fn exchange(
     host: &Arc<Host>,
     req: &Prepared,
     mut lease: Lease,
-    place: Option<H2Place>,
     deadline_body: Option<tokio::time::Instant>,
 ) -> Result<Response, Error> {
     let telemetry = &*shared.telemetry;
@@ -251,7 +215,7 @@ async fn exchange(
         let used = lease.used();
         // Over HTTP/2 the request that opened a connection shares it with others: when
         // the connection breaks, that is not this request's doing either.
-        let reused = !lease.new || matches!(&used, Used::H2(Some(l)) if l.uses() > 1);
+        let reused = !lease.new || matches!(used, Used::H2(_, true));
         let failure = match send(shared, host, lease, req).await {
             Ok(Head::Full(parts, body, new)) => {
                 return Ok(Response::full(
@@ -264,15 +228,14 @@ async fn exchange(
                 ));
             }
             Ok(Head::Stream(parts, body, lease)) => {
-                // The connection (HTTP/2: its gate place and in-use count too) stays with
-                // the body until it is read to the end (or dropped).
+                // The connection (HTTP/2: the request's place) stays with the body until
+                // it is read to the end (or dropped).
                 let new = lease.new;
                 let streaming = Streaming {
                     body,
                     lease: Some(lease),
                     shared: Arc::clone(shared),
                     host: Arc::clone(host),
-                    _place: place,
                     deadline: deadline_body,
                     timeout: req.timeout,
                 };
@@ -294,15 +257,14 @@ async fn exchange(
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
                     "the server closed the connection or refused the request before processing it; retrying on a newer connection");
-                lease = match (used, &host.h1) {
-                    (Used::H1(born), Some(engine)) => {
+                lease = match (used, &host.h1, host.h2.get()) {
+                    (Used::H1(born), Some(engine), _) => {
                         checkout(shared, host, engine, Some(born)).await?
                     }
-                    (Used::H2(life), _) => match self::lease(shared, host, Some(life)).await? {
-                        Some(lease) => lease,
-                        None => return Err(e),
-                    },
-                    (Used::H1(_), None) => return Err(e),
+                    (Used::H2(id, _), _, Some(pool)) => {
+                        stream(shared, host, pool, Some(id)).await?
+                    }
+                    _ => return Err(e),
                 };
             }
             Failure::Broken(e) if !req.idempotent => {
@@ -402,127 +364,72 @@ fn connect_error(shared: &Shared, host: &Host, source: crate::error::BoxError) -
 /// on a connection that is itself past its last stream, and gets a second GOAWAY.
 const MAX_RETRIES: u32 = 3;
 
-/// A stream on the shared HTTP/2 connection, when one is free now.
-fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
-    if host.proto()? != Proto::H2 {
-        return None;
-    }
-    let c = host.shared_h2(&shared.limits)?;
-    Some(Lease {
-        conn: Some(Conn::H2(Some(c.sender), c.life)),
-        new: false,
-    })
-}
-
-/// A stream on the shared HTTP/2 connection, or on a new one; `None` when the origin
-/// turned out to speak HTTP/1.1 (then the connection opened to learn that waits in the
-/// engine's manager for the caller's checkout). A retry passes the connection that
-/// failed as `avoid` (`Some(None)` when unknown), and takes the shared connection only if
-/// that was opened after the failed one. The caller holds a place in the origin's gate.
-async fn lease(
-    shared: &Arc<Shared>,
-    host: &Arc<Host>,
-    avoid: Option<Option<Arc<Life>>>,
-) -> Result<Option<Lease>, Error> {
-    let avoid = avoid.flatten();
-    // A retry takes only a connection opened after the one that failed it: an older one
-    // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
-    let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
-    if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-        return Ok(Some(Lease {
-            conn: Some(Conn::H2(Some(c.sender), c.life)),
-            new: false,
-        }));
-    }
-    let _connecting = host.h2_connect.lock().await;
-    if host.proto() == Some(Proto::H1) {
-        return Ok(None); // learned while waiting for the lock
-    }
-    if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-        return Ok(Some(Lease {
-            conn: Some(Conn::H2(Some(c.sender), c.life)),
-            new: false,
-        }));
-    }
-    let Some(lease) = connect(shared, host).await? else {
-        return Ok(None);
-    };
-    if let Some(Conn::H2(Some(sender), life)) = &lease.conn {
-        let old = host
-            .h2
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replace(SharedH2 {
-                sender: sender.clone(),
-                life: life.clone(),
-            });
-        if let Some(old) = old {
-            old.life.close(CloseReason::Broken);
-        }
-    }
-    Ok(Some(lease))
-}
-
-/// Opens a connection that may speak HTTP/2 under `P_CONNECT_TIMEOUT`. One that speaks
-/// HTTP/1.1 (ALPN chose it) goes to the origin's engine: `None`.
-async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Option<Lease>, Error> {
-    let life = Arc::new(Life::new(shared.telemetry.clone(), host.open.clone()));
-    let ended = Arc::new(h1::Ended::default());
-    let on_close = {
-        let life = life.clone();
-        let ended = ended.clone();
-        let tasks_ended = shared.tasks_ended.clone();
-        let host = Arc::downgrade(host);
-        move || {
-            tasks_ended.fetch_add(1, Relaxed);
-            ended.set();
-            // No sender of a dead connection may stay in the pool: see `send`.
-            if let Some(host) = host.upgrade() {
-                host.forget_h2(&life);
-            }
-            life.task_ended();
-        }
-    };
-    let start = Instant::now();
-    let limit = shared.config.connect_timeout;
-    let failed = |source: crate::error::BoxError| {
-        shared.count_error(ErrorKind::Connect);
-        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, error = %source, "connect failed");
-        connect_error(shared, host, source)
-    };
-    let (sender, task) =
-        match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => {
-                return Err(failed(
-                    format!(
-                        "no connection within {limit:?} (raise {})",
-                        shared.config.connect_timeout_var()
+/// A request's place on the origin's HTTP/2 connection (the multiplexed core: FIFO, one
+/// acquire timeout, connects in the background). A retry passes the id of the socket that
+/// failed it and gets a socket opened after it: the failed one (or an older one) is
+/// retired, since it may be about to go away too (nginx sends GOAWAY after
+/// `keepalive_requests`). A connect failing while no connection is open fails the
+/// caller at once with the server's reason.
+async fn stream(
+    shared: &Shared,
+    host: &Host,
+    pool: &H2Pool,
+    avoid: Option<u64>,
+) -> Result<Lease, Error> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + shared.config.pool.acquire_timeout;
+    loop {
+        let lease = match pool.try_lease() {
+            Some(l) => l,
+            None => {
+                if pool.open() == 0 {
+                    pool.wait_ready(
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
                     )
-                    .into(),
-                ));
+                    .await
+                    .map_err(|e| mux_error(shared, host, e, started))?;
+                }
+                pool.lease_until(deadline)
+                    .await
+                    .map_err(|e| mux_error(shared, host, e, started))?
             }
         };
-    match sender {
-        Sender::H1(sender) => {
-            let conn = h1::Manager::wrap(sender, task, ended);
-            if let Some(engine) = &host.h1 {
-                engine.manager().stash(conn);
-            }
-            host.learn(Proto::H1);
-            Ok(None)
+        if let Some(failed) = avoid
+            && lease.socket_id() <= failed
+        {
+            pool.retire(&lease, CloseReason::Broken);
+            drop(lease);
+            tokio::task::yield_now().await;
+            continue;
         }
-        Sender::H2(sender) => {
-            drop(task); // the task ends when the connection does
-            life.mark_open(start.elapsed());
-            life.begin();
-            host.learn(Proto::H2);
-            Ok(Some(Lease {
-                conn: Some(Conn::H2(Some(sender), life)),
-                new: true,
-            }))
+        return Ok(Lease::h2(lease));
+    }
+}
+
+fn mux_error(
+    shared: &Shared,
+    host: &Host,
+    e: MuxError<h1::ConnectFailed>,
+    started: tokio::time::Instant,
+) -> Error {
+    match e {
+        MuxError::Connect(f) => connect_error(shared, host, Box::new(f)),
+        MuxError::Timeout { .. } => {
+            tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
+            shared.timeout_error(&host.origin, started.elapsed())
         }
+        _ => Error::Closed {
+            pool: shared.config.pool.name.clone(),
+        },
+    }
+}
+
+/// The HTTP/2 connection ended before the request could be queued on it.
+fn closed_error(shared: &Shared, host: &Host) -> Error {
+    Error::Backend {
+        pool: shared.config.pool.name.clone(),
+        origin: host.origin.to_string(),
+        source: "the HTTP/2 connection closed before the request was sent".into(),
     }
 }
 
@@ -606,9 +513,9 @@ async fn send(
                 }
             }
         }
-        Some(Conn::H2(sender, _)) => {
-            let Some(mut sender) = sender.take() else {
-                unreachable!("a lease sends its request once")
+        Some(Conn::H2(l)) => {
+            let Some(mut sender) = l.sender() else {
+                return Err(Failure::NotSent(closed_error(shared, host)));
             };
             if let Err(e) = sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
@@ -654,6 +561,6 @@ async fn send(
         .map_err(|e| Failure::Other(backend(shared, host, e)))?
         .to_bytes();
     let new = lease.new;
-    lease.finish();
+    lease.finish(host);
     Ok(Head::Full(parts, body, new))
 }

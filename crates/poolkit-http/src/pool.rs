@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use poolkit_core::engine::Engine;
-use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::metrics::ErrorKind;
+use poolkit_core::mux::{MuxConfig, MuxPool};
 use poolkit_core::{
     Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Sizing, Telemetry,
 };
@@ -16,7 +17,8 @@ use poolkit_core::{
 use crate::config::{Config, HttpVersion};
 use crate::connect::{Connector, Resolve, Resolver};
 use crate::h1;
-use crate::host::{Host, Limits, Proto};
+use crate::h2::{H2Mux, H2Pool};
+use crate::host::{Host, Proto};
 use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
 use crate::{Error, Response};
@@ -37,7 +39,6 @@ impl fmt::Debug for Pool {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) limits: Limits,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) connector: Arc<Connector>,
     pub(crate) headers: HeaderMap,
@@ -134,17 +135,10 @@ impl Builder {
         }
         let connector = Connector::new(&self.config, self.resolver)
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
-        let c = &self.config;
-        let limits = Limits {
-            idle_timeout: c.pool.idle_timeout,
-            max_lifetime: c.pool.max_lifetime,
-            max_uses: c.pool.max_uses,
-        };
-        let telemetry = Telemetry::new(c.pool.clone());
+        let telemetry = Telemetry::new(self.config.pool.clone());
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             telemetry,
-            limits,
             connector: Arc::new(connector),
             headers: self.headers,
             hosts: Mutex::new(HashMap::new()),
@@ -234,7 +228,7 @@ impl Pool {
     /// A snapshot: open sockets, requests in flight (`used`), waiters, new vs reused.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        self.shared.telemetry.stats()
+        self.shared.snapshot()
     }
 
     /// Health from the snapshot.
@@ -270,7 +264,6 @@ impl Pool {
             if let Some(engine) = &host.h1 {
                 engine.resize(steady, Some(ceiling))?;
             }
-            host.gate.set_limit(ceiling as usize);
         }
         self.shared.count_origins(hosts.len());
         drop(hosts);
@@ -306,7 +299,9 @@ impl Pool {
             if let Some(engine) = &host.h1 {
                 engine.close();
             }
-            host.sweep(&self.shared.limits, Some(CloseReason::PoolClosed));
+            if let Some(pool) = host.h2.get() {
+                pool.close();
+            }
         }
     }
 
@@ -358,7 +353,10 @@ impl Shared {
             config.max_size = Some(ceiling);
             Engine::with_telemetry(manager, config, Arc::clone(&self.telemetry))
         });
-        let host = Arc::new(Host::new(origin.clone(), h1, ceiling, proto));
+        let host = Arc::new(Host::new(origin.clone(), h1, proto));
+        if proto == Some(Proto::H2) {
+            let _ = host.h2.set(self.h2_pool(self.h2_mux(origin)));
+        }
         hosts.insert(origin.clone(), host.clone());
         self.count_origins(hosts.len());
         host
@@ -392,7 +390,8 @@ impl Shared {
         let before = hosts.len();
         // A host a caller holds (it took it under this lock) is about to be used: kept,
         // or its engine would close under the caller and the next request open anew.
-        hosts.retain(|_, h| Arc::strong_count(h) > 1 || !h.is_unused());
+        let idle_timeout = self.config.pool.idle_timeout;
+        hosts.retain(|_, h| Arc::strong_count(h) > 1 || !h.is_unused(idle_timeout));
         if hosts.len() != before {
             self.count_origins(hosts.len());
         }
@@ -400,7 +399,7 @@ impl Shared {
 
     /// Per-origin figures: (origin, in use, open, waiting, utilization of its ceiling).
     pub(crate) fn origins(&self) -> Vec<OriginStats> {
-        let ceiling = f64::from(self.sizes().1.max(1));
+        let h1_ceiling = self.sizes().1;
         let mut all: Vec<OriginStats> = self
             .hosts()
             .iter()
@@ -412,7 +411,7 @@ impl Shared {
                     used,
                     open,
                     pending,
-                    utilization: used as f64 / ceiling,
+                    utilization: used as f64 / h.ceiling(h1_ceiling).max(1) as f64,
                 }
             })
             .collect();
@@ -420,15 +419,16 @@ impl Shared {
         all
     }
 
-    /// Starts the task that retires the shared HTTP/2 connections past their idle timeout
-    /// or lifetime and forgets unused origins (once, inside the runtime). HTTP/1.1
-    /// connections are kept up by their engines.
+    /// Starts the task that forgets unused origins (once, inside the runtime): an HTTP/2
+    /// origin's connection closes with it after `P_IDLE_TIMEOUT`. HTTP/1.1 connections are
+    /// kept up by their engines, HTTP/2 connections by the multiplexed core.
     fn start_sweeper(self: &Arc<Self>) {
         if self.sweeper_started.swap(true, Relaxed) {
             return;
         }
         let every = self
-            .limits
+            .config
+            .pool
             .idle_timeout
             .map_or(Duration::from_secs(1), |d| d / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -439,13 +439,54 @@ impl Shared {
             loop {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                let all = shared.is_closed().then_some(CloseReason::PoolClosed);
-                for host in shared.hosts() {
-                    host.sweep(&shared.limits, all);
-                }
                 shared.forget_unused();
             }
         });
+    }
+
+    /// An origin's HTTP/2 connector for the multiplexed core.
+    pub(crate) fn h2_mux(&self, origin: &Origin) -> H2Mux {
+        H2Mux::new(
+            Arc::clone(&self.connector),
+            origin.clone(),
+            self.config.connect_timeout,
+            self.config.connect_timeout_var(),
+            Arc::clone(&self.tasks_ended),
+        )
+    }
+
+    /// Starts an origin's HTTP/2 pool: one connection carrying up to
+    /// `P_HTTP2_MAX_STREAMS` requests, rotated after `P_MAX_LIFETIME` (with jitter).
+    pub(crate) fn h2_pool(&self, mux: H2Mux) -> H2Pool {
+        let streams = self.config.http2_max_streams as usize;
+        let mut config = MuxConfig::new(&self.config.pool.name, 1);
+        config.per_socket = streams;
+        config.max_in_flight = streams;
+        config.connect_timeout = self.config.connect_timeout;
+        config.max_lifetime = self.config.pool.max_lifetime;
+        MuxPool::start(mux, config, Some(Arc::clone(&self.telemetry)))
+    }
+
+    /// The telemetry's snapshot with the gauges read from the origins' engines and
+    /// HTTP/2 pools, their owners.
+    fn snapshot(&self) -> PoolStats {
+        let mut stats = self.telemetry.stats();
+        let (mut used, mut open, mut pending) = (0, 0, 0);
+        for h in self.hosts() {
+            let (u, o, p) = h.counts();
+            used += u;
+            open += o;
+            pending += p;
+        }
+        stats.used = used;
+        stats.open = open;
+        stats.idle = open.saturating_sub(used);
+        stats.pending = pending;
+        #[allow(clippy::cast_precision_loss)]
+        {
+            stats.utilization = used as f64 / f64::from(stats.max_size.max(1));
+        }
+        stats
     }
 
     pub(crate) fn count_error(&self, kind: ErrorKind) {
@@ -462,19 +503,6 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        for host in self
-            .hosts
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            host.sweep(&self.limits, Some(CloseReason::PoolClosed));
-        }
-    }
-}
-
 impl Monitored for Shared {
     fn name(&self) -> &str {
         &self.config.pool.name
@@ -485,13 +513,13 @@ impl Monitored for Shared {
     }
 
     fn stats(&self) -> PoolStats {
-        self.telemetry.stats()
+        self.snapshot()
     }
 
     /// Health of the busiest origin: each origin has its own ceiling, so that is where a
     /// pool runs out first.
     fn health(&self) -> Health {
-        let mut stats = self.telemetry.stats();
+        let mut stats = self.snapshot();
         if let Some(busiest) = self
             .origins()
             .into_iter()

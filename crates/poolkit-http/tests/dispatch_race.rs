@@ -219,7 +219,7 @@ fn hold_the_33rd_request_while_its_connection_ends(version: HttpVersion) {
     wait_until(
         "the connection's task ending",
         Duration::from_secs(10),
-        || pool.tasks_ended() == 1,
+        || pool.tasks_ended() >= 1,
     );
     kill.send(false).unwrap();
     RELEASE.store(true, SeqCst);
@@ -242,7 +242,9 @@ fn hold_the_33rd_request_while_its_connection_ends(version: HttpVersion) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-id"], "held");
     assert_eq!(pool.retries(), 1, "sent again once, as not sent");
-    assert_eq!(accepted.load(SeqCst), 2, "on a second connection");
+    // On a new connection (HTTP/2 reconnects in the background, so the server may have
+    // accepted and dropped more while it was killing connections).
+    assert!(accepted.load(SeqCst) >= 2, "on a second connection");
 }
 
 #[test]
