@@ -382,16 +382,15 @@ async fn stream(
         let lease = match pool.try_lease() {
             Some(l) => l,
             None => {
-                if pool.open() == 0 {
-                    pool.wait_ready(
-                        deadline.saturating_duration_since(tokio::time::Instant::now()),
-                    )
-                    .await
-                    .map_err(|e| mux_error(shared, host, e, started))?;
-                }
-                pool.lease_until(deadline)
-                    .await
-                    .map_err(|e| mux_error(shared, host, e, started))?
+                // While no connection is open, a connect failure ends the wait at once
+                // (`wait_ready`); the lease itself is what the caller waits for.
+                let ready = pool.wait_ready(deadline.saturating_duration_since(started));
+                let leased = tokio::select! {
+                    biased;
+                    leased = pool.lease_until(deadline) => leased,
+                    Err(e @ MuxError::Connect(_)) = ready, if pool.open() == 0 => Err(e),
+                };
+                leased.map_err(|e| mux_error(shared, host, e, started))?
             }
         };
         if let Some(failed) = avoid
