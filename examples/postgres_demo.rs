@@ -138,7 +138,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("{summary}");
 
-    // 2. The same work with a new connection per operation, at most `size` at once (the
+    // 2. The same statement on the pool itself: pipelined over a few shared connections
+    //    (P_SHARED_CONNECTIONS, `auto` by default), counted against the same ceiling.
+    let shared = run_shared(&pool, concurrency, seconds.min(5)).await;
+    println!(
+        "Shared (pipelined) | Concurrency: {concurrency} | Throughput: {} ops/s on {} shared connections | {:.1}x the checked-out throughput above",
+        thousands(shared),
+        pool.shared_connections().map_or(0, |s| s.live),
+        shared / pooled.max(1e-9)
+    );
+
+    // 3. The same work with a new connection per operation, at most `size` at once (the
     //    same server budget).
     let budget_seconds = seconds.min(5);
     println!(
@@ -204,4 +214,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("{summary}");
     Ok(())
+}
+
+/// `concurrency` tasks running `pool.simple_query("SELECT 1")` (statements on the pool,
+/// pipelined on its shared connections) for `seconds`; prints each second; returns ops/s.
+async fn run_shared(pool: &Pool, concurrency: u32, seconds: u32) -> f64 {
+    println!(
+        "\nthe same statement on the pool itself (pool.simple_query): pipelined over shared connections, {seconds} s"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pool, stop, ops) = (pool.clone(), Arc::clone(&stop), Arc::clone(&ops));
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if pool.simple_query("SELECT 1").await.is_ok() {
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut last = 0;
+    for second in 1..=seconds {
+        tokio::time::sleep_until((start + Duration::from_secs(u64::from(second))).into()).await;
+        let now = ops.load(Ordering::Relaxed);
+        let shared = pool.shared_connections();
+        println!(
+            "[{second:>3}s] {:>9} ops | {:>7} ops/s | shared connections {} | in flight {:>5} | spilled to checkouts {}",
+            thousands(now as f64),
+            thousands((now - last) as f64),
+            shared.map_or(0, |s| s.live),
+            shared.map_or(0, |s| s.in_flight),
+            shared.map_or(0, |s| s.spilled)
+        );
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    ops.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }

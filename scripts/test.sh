@@ -99,6 +99,13 @@ else
 fi
 end_step "$rc"
 
+# The axum example against the real servers: it serves on a free port, sends its own
+# requests (PostgreSQL, Redis, the Supabase pool, the monitor under a token) and exits 0
+# only when every answer is as expected.
+step "examples/axum_service.rs --check (real servers)"
+rc=0; run_cargo example-axum run --example axum_service --features full --locked -- --check || rc=$?
+end_step "$rc"
+
 step "loom model checks of the engine and the gate (scripts/loom.sh)"
 rc=0; run_logged loom scripts/loom.sh || rc=$?
 end_step "$rc"

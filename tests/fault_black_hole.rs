@@ -207,6 +207,17 @@ async fn redis_black_hole() {
             Duration::from_millis(500),
             &vars,
         ));
+        // The builds gave up: their connects end (the hole sees each socket close a
+        // moment after the abort). Measured per round, so one round's closing sockets
+        // are not counted against the next round's cap.
+        let gave_up = Instant::now();
+        while hole.open.load(SeqCst) > 0 {
+            assert!(
+                gave_up.elapsed() < Duration::from_secs(2),
+                "abandoned connects still open 2 s after the builds gave up: {hole:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     println!(
@@ -215,8 +226,9 @@ async fn redis_black_hole() {
         hole.max_open.load(SeqCst),
         hole.open.load(SeqCst)
     );
-    // Each build opens its first shared connection, one at a time.
-    assert!(hole.max_open.load(SeqCst) <= 10, "{hole:?}");
+    // Each build opens its 4 shared sockets at once (the multiplexed core's slots), and a
+    // build that gives up ends its connects at once: no round overlaps the next.
+    assert!(hole.max_open.load(SeqCst) <= 10 * 4, "{hole:?}");
     assert_eq!(hole.open.load(SeqCst), 0, "abandoned connects are closed");
 }
 

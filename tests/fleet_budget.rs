@@ -66,12 +66,18 @@ async fn member(id: &str) {
     let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let config = Config::from_lookup("M", &lookup).expect("member config");
     let pool = Pool::new(config).await.expect("member pool");
-    for _ in 0..40 {
+    // Half the load checks out, half runs statements on the pool (pipelined over the shared
+    // connections, which the share covers too).
+    for i in 0..40 {
         let pool = pool.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok(conn) = pool.get().await {
-                    let _ = conn.simple_query("SELECT pg_sleep(0.02)").await;
+                if i % 2 == 0 {
+                    if let Ok(conn) = pool.get().await {
+                        let _ = conn.simple_query("SELECT pg_sleep(0.02)").await;
+                    }
+                } else if pool.simple_query("SELECT pg_sleep(0.02)").await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         });

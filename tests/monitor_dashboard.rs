@@ -118,8 +118,9 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         dom.contains("Dash_db pool utilization high: 70.0% (7 of 10 in use)"),
         "the alert is shown:\n{dom}"
     );
+    // 70 % used, nobody waiting, no timeouts: the advice is not to raise the size.
     assert!(
-        dom.contains("consider increasing DASH_DB_POOL_SIZE"),
+        dom.contains("no change needed"),
         "the recommendation is shown"
     );
 
@@ -155,9 +156,11 @@ async fn dashboard_shows_live_numbers_in_chromium() {
         "queued callers wait about a query's time: p95 {p95}"
     );
     if used == 2 {
-        assert_eq!(field(&dom, "dash_busy", "status"), "critical");
+        // Full, but callers wait ~100 ms of a 30 s acquire timeout and none time out:
+        // warning, not critical (critical needs timeouts or long waits).
+        assert_eq!(field(&dom, "dash_busy", "status"), "warning");
         assert!(
-            dom.contains("id=\"overall\" data-status=\"critical\""),
+            dom.contains("id=\"overall\" data-status=\"warning\""),
             "overall is the worst status"
         );
     }

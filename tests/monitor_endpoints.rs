@@ -242,12 +242,10 @@ async fn pools_and_alerts_need_the_token() {
     );
     let ceiling_var = pool.stats().ceiling_var;
     assert!(ceiling_var.ends_with("_POOL_SIZE"), "{ceiling_var}");
+    // 3 of 4 held, nobody waiting, no timeouts: the one sizing rule sees no demand above
+    // the size, so the advice is not to raise it (issue 22).
     let rec = a["recommendation"].as_str().unwrap();
-    assert!(
-        rec.contains(&format!("consider increasing {ceiling_var}")),
-        "{rec}"
-    );
-    assert!(rec.contains("from 4 to"), "{rec}");
+    assert!(rec.starts_with("no change needed"), "{rec}");
     drop(held);
     server.shutdown().await.expect("shutdown");
 }

@@ -150,6 +150,14 @@ fn start_prometheus(app: SocketAddr) -> Prometheus {
     Prometheus { child, addr, dir }
 }
 
+/// Whether Prometheus answers 200 on `/-/ready` (its storage is open and it serves queries).
+async fn prometheus_ready(addr: SocketAddr) -> bool {
+    if tokio::net::TcpStream::connect(addr).await.is_err() {
+        return false;
+    }
+    get(addr, "/-/ready", None).await.status == 200
+}
+
 /// The `q`-quantile of `values` (nearest rank).
 fn quantile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -179,10 +187,12 @@ async fn prometheus_and_the_endpoints_agree_under_saturation() {
     let server = tokio::spawn(async move { poolkit::monitor::axum::serve(listener, app).await });
     let prom = start_prometheus(app_addr);
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(prom.addr).await.is_err() {
+    // Prometheus listens before it can answer: until its storage is open the API says
+    // 503 "Service Unavailable". Wait for /-/ready, not for the port.
+    while !prometheus_ready(prom.addr).await {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "Prometheus did not listen on {} within 30 s; see {}",
+            "Prometheus was not ready on {} within 30 s; see {}",
             prom.addr,
             prom.dir.join("prometheus.log").display()
         );

@@ -19,6 +19,7 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
         ("MON_THRESH_URL", url.as_str()),
         ("MON_THRESH_POOL_SIZE", "4"),
         ("MON_THRESH_POOL_MIN_IDLE", "0"),
+        ("MON_THRESH_POOL_TIMEOUT", "200ms"),
         ("POOLKIT_HEALTH_WARNING", "80"),
         ("POOLKIT_HEALTH_CRITICAL", "95"),
     ];
@@ -58,8 +59,13 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
         serde_json::json!([]),
         "no alert below 80 %"
     );
-    // A fourth connection: 100 % >= 95 %, critical everywhere.
+    // A fourth connection: 100 % >= 95 %, but callers are served in time: a warning.
     let fourth = pool.get().await.expect("the fourth connection");
+    let health = get(addr, "/health", None).await.json();
+    assert_eq!(health["status"], "warning", "full, nobody waits: {health}");
+    // A caller that times out: 100 % >= 95 % under pressure, critical everywhere.
+    let timed_out = pool.get().await.expect_err("no fifth connection");
+    assert!(timed_out.is_timeout(), "{timed_out}");
     let health = get(addr, "/health", None).await.json();
     assert_eq!(health["status"], "critical", "{health}");
     let alerts = get(addr, "/alerts", None).await.json();

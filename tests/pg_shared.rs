@@ -442,6 +442,15 @@ async fn a_server_restart_with_statements_in_flight() {
         t.await.unwrap();
     }
     assert_eq!(untyped.load(Ordering::Relaxed), 0);
+    // Both slots reopen (the second may still be in its back-off, at most 750 ms).
+    let settle = Instant::now();
+    while pool.shared_connections().unwrap().live < 2 {
+        assert!(
+            settle.elapsed() < Duration::from_secs(2),
+            "both shared connections reopen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let s = pool.shared_connections().unwrap();
     assert_eq!((s.live, s.in_flight), (2, 0));
     assert!(s.reconnects >= 2);
@@ -528,4 +537,54 @@ async fn auto_sizes_within_its_range_and_slow_statements_spill() {
         "the ceiling holds: {:?}",
         pool.stats().open
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_slowset")
+        .application_name(&app("slowset"))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .build()
+        .await
+        .unwrap();
+    // Twice on the shared connection, alone: it is then known to be slow.
+    for _ in 0..2 {
+        pool.simple_query("SELECT pg_sleep(0.5)").await.unwrap();
+    }
+    // Now slow statements go to checkouts while the shared connection is busy, and the
+    // fast ones pipelined meanwhile are not held up behind them.
+    let busy = pool.get().await.unwrap(); // a checkout stays free for the slow ones
+    drop(busy);
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        slow.push(tokio::spawn(async move {
+            pool.simple_query("SELECT pg_sleep(0.5)").await
+        }));
+    }
+    let started = Instant::now();
+    for i in 0..200 {
+        assert_eq!(
+            pool.query_one("SELECT $1::int4", &[&i])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            i
+        );
+    }
+    let fast = started.elapsed();
+    for t in slow {
+        t.await.unwrap().unwrap();
+    }
+    // Held up behind one slow statement, the fast ones would have taken at least its
+    // 500 ms; all 200 finished before the slow ones did.
+    assert!(
+        fast < Duration::from_millis(500),
+        "200 fast statements took {fast:?}: they waited behind a slow one"
+    );
+    assert!(pool.shared_connections().unwrap().spilled >= 3);
 }

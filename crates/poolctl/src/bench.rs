@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::{BackendArg, BenchArgs, SizeArg};
+use crate::cli::{BackendArg, BenchArgs, PgMode, SizeArg};
 use crate::error::Error;
 use crate::format::{ms, pct, table, thousands};
 use crate::target::{HttpClient, Target, TargetSpec};
@@ -524,10 +524,11 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         op: args.op,
         url: args.url.clone(),
     };
-    let clients: &[HttpClient] = if args.backend == BackendArg::Http {
-        &[HttpClient::Poolkit, HttpClient::Reqwest]
-    } else {
-        &[HttpClient::Poolkit]
+    let clients: &[HttpClient] = match (args.backend, args.mode) {
+        (BackendArg::Http, _) => &[HttpClient::Poolkit, HttpClient::Reqwest],
+        (BackendArg::Postgres, PgMode::Shared) => &[HttpClient::PostgresShared],
+        (BackendArg::Postgres, PgMode::Both) => &[HttpClient::Poolkit, HttpClient::PostgresShared],
+        _ => &[HttpClient::Poolkit],
     };
     let sizes = if !args.pool_sizes.is_empty() {
         args.pool_sizes.clone()
@@ -550,9 +551,11 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         .max();
     // The auto pool is one pool through every step, as load changes through a day.
     let auto = if sizes.contains(&SizeArg::Auto) {
-        if args.backend != BackendArg::Postgres {
+        let exclusive_redis =
+            args.backend == BackendArg::Redis && args.op == crate::cli::RedisOp::ExclusiveGet;
+        if args.backend != BackendArg::Postgres && !exclusive_redis {
             return Err(Error::Failed(
-                "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis and HTTP benches drive shared connections: bench auto with postgres".into(),
+                "auto sizes PostgreSQL pools and Redis exclusive pools; the Redis bench drives shared connections unless --op exclusive-get, and the HTTP bench shared ones: bench auto with postgres or redis --op exclusive-get".into(),
             ));
         }
         let ceiling = match args.auto_ceiling.or(largest_fixed) {
@@ -582,7 +585,8 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                         let target = Arc::new(if args.backend == BackendArg::Http {
                             spec.build_http(size, client)?
                         } else {
-                            spec.build(size, None).await?
+                            spec.build_for(size, None, client == HttpClient::PostgresShared)
+                                .await?
                         });
                         let result = one(args, &target, size, concurrency).await;
                         target.close().await;

@@ -55,6 +55,8 @@ pub(crate) struct PoolReport {
     pub(crate) warnings: Vec<String>,
     /// Things that fail the check.
     pub(crate) failures: Vec<String>,
+    /// Whether the server could not be reached at all (exit code 4).
+    pub(crate) unreachable: bool,
     /// Whether the pool passed.
     pub(crate) ok: bool,
 }
@@ -210,6 +212,7 @@ async fn check_postgres(
         fleet: None,
         warnings: pg_warnings(&config, args.server_lifetime),
         failures: Vec::new(),
+        unreachable: false,
         ok: false,
     };
     if let Some(fc) = &config.fleet {
@@ -235,11 +238,17 @@ async fn check_postgres(
     report.warnings.extend(config.notes.iter().cloned());
     report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
-    probe.pool.min_idle = 0;
+    // One connection at build: a server that is down, or refuses the login, fails the
+    // probe at once with its reason (and an unresponsive one within 5 s).
+    probe.pool.min_idle = 1;
+    probe.pool.acquire_timeout = probe.pool.acquire_timeout.min(PROBE_TIMEOUT);
     // The probe is not an instance of the fleet: it must not take a share.
     probe.fleet = None;
     match poolkit_postgres::Pool::new(probe).await {
-        Err(e) => report.failures.push(Error::postgres(prefix, e).to_string()),
+        Err(e) => {
+            report.unreachable = e.is_connect() || e.is_timeout();
+            report.failures.push(Error::postgres(prefix, e).to_string());
+        }
         Ok(pool) => {
             match facts::postgres(&pool, args.instances).await {
                 Ok(f) => {
@@ -322,12 +331,18 @@ async fn check_redis(
         fleet: None,
         warnings: pool_warnings(&config.pool),
         failures: Vec::new(),
+        unreachable: false,
         ok: false,
     };
     report.warnings.extend(poolkit_redis::unknown_vars(prefix));
     report.warnings.extend(config.pool.contradictions());
-    match poolkit_redis::Pool::new(config.clone()).await {
-        Err(e) => report.failures.push(Error::redis(prefix, e).to_string()),
+    let mut probe = config.clone();
+    probe.pool.acquire_timeout = probe.pool.acquire_timeout.min(PROBE_TIMEOUT);
+    match poolkit_redis::Pool::new(probe).await {
+        Err(e) => {
+            report.unreachable = !matches!(e, poolkit_redis::Error::Config(_));
+            report.failures.push(Error::redis(prefix, e).to_string());
+        }
         Ok(pool) => {
             match facts::redis(&pool, args.instances).await {
                 Ok(f) => {
@@ -454,7 +469,7 @@ pub(crate) fn render(r: &PoolReport) -> String {
     }
     if let Some(b) = budget {
         fact(
-            &format!("budget ({} instances)", b.instances),
+            &format!("budget ({})", crate::format::instances(b.instances)),
             b.verdict.clone(),
         );
     }
@@ -472,6 +487,9 @@ pub(crate) fn render(r: &PoolReport) -> String {
     out
 }
 
+/// The longest `poolctl check` waits for a connection to a server.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The whole `check` subcommand.
 pub(crate) async fn command(args: &CheckArgs) -> Result<(), Error> {
     let lookup = poolkit_core::env::process_lookup;
@@ -485,6 +503,7 @@ pub(crate) async fn command(args: &CheckArgs) -> Result<(), Error> {
         });
     }
     let failed = reports.iter().filter(|r| !r.ok).count();
+    let unreachable = reports.iter().filter(|r| r.unreachable).count();
     if args.json {
         let body = serde_json::json!({ "ok": failed == 0, "pools": reports });
         println!("{body:#}");
@@ -492,6 +511,9 @@ pub(crate) async fn command(args: &CheckArgs) -> Result<(), Error> {
         for r in &reports {
             println!("{}", render(r));
         }
+    }
+    if unreachable > 0 {
+        return Err(Error::Unreachable(unreachable, reports.len()));
     }
     if failed > 0 {
         return Err(Error::CheckFailed(failed, reports.len()));

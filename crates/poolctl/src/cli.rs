@@ -16,7 +16,7 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
-    /// More log output on stderr (-v: info, -vv: debug).
+    /// More log output on stderr (none: errors only; -v: info; -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 }
@@ -288,9 +288,17 @@ pub(crate) struct BenchArgs {
     /// Acquire timeout (default: the env's P_POOL_TIMEOUT).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) acquire_timeout: Option<Duration>,
-    /// PostgreSQL: the statement each user runs.
+    /// PostgreSQL: the statement each user runs. `:aid` is replaced by a row number from
+    /// 1 to 100,000 spread over the operations: pgbench's select-only statement is
+    /// `SELECT abalance FROM pgbench_accounts WHERE aid = :aid` (after `pgbench -i`).
     #[arg(long, default_value = "SELECT 1")]
     pub(crate) query: String,
+    /// PostgreSQL: run the statement on a checked-out connection (`exclusive`: `get()`
+    /// then the statement), on the pool's shared pipelined connections (`shared`:
+    /// `pool.simple_query`, with P_SHARED_CONNECTIONS from the env, `auto` by default),
+    /// or both side by side.
+    #[arg(long, value_enum, default_value_t = PgMode::Exclusive)]
+    pub(crate) mode: PgMode,
     /// HTTP: the URL each user GETs (the same run is then repeated with a plain reqwest
     /// client, side by side).
     #[arg(long, value_name = "URL")]
@@ -309,6 +317,17 @@ pub(crate) struct BenchArgs {
     pub(crate) quiet: bool,
 }
 
+/// How a PostgreSQL bench runs its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PgMode {
+    /// `get()` then the statement on that connection.
+    Exclusive,
+    /// The statement on the pool itself, pipelined on shared connections.
+    Shared,
+    /// Both, side by side at each size and step.
+    Both,
+}
+
 /// What each Redis user sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RedisOp {
@@ -318,6 +337,9 @@ pub(crate) enum RedisOp {
     Set,
     /// One SET then one GET, alternating.
     Mixed,
+    /// GET on an exclusive connection (`Pool::exclusive`, the checkout engine: BLPOP,
+    /// MULTI, pub/sub use it); the pool sizes are the exclusive pool's.
+    ExclusiveGet,
 }
 
 #[cfg(test)]

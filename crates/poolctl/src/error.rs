@@ -26,8 +26,11 @@ pub(crate) enum Error {
     #[error("{0}")]
     Failed(String),
     /// `poolctl check` found problems (already printed).
-    #[error("{0} of {1} pools failed their checks")]
+    #[error("{0} of {1} pools failed their checks (see above)")]
     CheckFailed(usize, usize),
+    /// `poolctl check` could not reach a server (the reason is printed above).
+    #[error("{0} of {1} pools: the server could not be reached (see above)")]
+    Unreachable(usize, usize),
 }
 
 impl Error {
@@ -36,7 +39,7 @@ impl Error {
         match self {
             Self::Usage(_) => EXIT_USAGE,
             Self::Config(_) => EXIT_CONFIG,
-            Self::Failed(_) => EXIT_FAILED,
+            Self::Failed(_) | Self::Unreachable(..) => EXIT_FAILED,
             Self::CheckFailed(..) => EXIT_CHECK_FAILED,
         }
     }

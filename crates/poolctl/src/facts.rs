@@ -192,13 +192,15 @@ pub(crate) async fn redis(
         let fits = needed <= limit;
         let verdict = if fits {
             format!(
-                "fits: {instances} instances × {per_instance} (shared {} + exclusive up to {}) = {needed} of maxclients {limit}",
+                "fits: {} × {per_instance} (shared {} + exclusive up to {}) = {needed} of maxclients {limit}",
+                crate::format::instances(instances),
                 config.pool.pool_size,
                 config.pool.ceiling()
             )
         } else {
             format!(
-                "does NOT fit: {instances} instances × {per_instance} = {needed} > maxclients {limit}; lower {} or raise maxclients",
+                "does NOT fit: {} × {per_instance} = {needed} > maxclients {limit}; lower {} or raise maxclients",
+                crate::format::instances(instances),
                 config.pool.ceiling_var()
             )
         };

@@ -97,8 +97,8 @@ pub(crate) fn rows(f: &FleetFacts, max_connections: Option<i64>) -> Vec<(String,
     let mut rows = vec![(
         "fleet".to_owned(),
         format!(
-            "{} instances at {} hold {} of budget {}{}",
-            f.instances.len(),
+            "{} at {} hold {} of budget {}{}",
+            crate::format::instances(i64::try_from(f.instances.len()).unwrap_or(i64::MAX)),
             f.key,
             f.total,
             f.budget

@@ -86,6 +86,16 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// "1 instance", "3 instances".
+pub(crate) fn instances(n: impl Into<i64>) -> String {
+    let n = n.into();
+    if n == 1 {
+        "1 instance".to_owned()
+    } else {
+        format!("{n} instances")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

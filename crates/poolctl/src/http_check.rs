@@ -180,6 +180,20 @@ async fn read_response(io: &mut dyn Io) -> Result<(u16, Option<String>), String>
     Ok((status, keepalive))
 }
 
+/// How often the keep-alive probe says it is still waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The `timeout=N` of a `Keep-Alive` header.
+fn header_timeout(header: &str) -> Option<Duration> {
+    header.split(',').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("timeout"))
+            .then(|| v.trim().parse::<u64>().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
 /// Connect times over `n` connects, the protocol, and the keep-alive timeout.
 async fn probe(
     url: &str,
@@ -210,11 +224,31 @@ async fn probe(
         .map_err(|e| e.to_string())?;
     let (status, keepalive_header) = read_response(&mut *io).await?;
     let idle_since = Instant::now();
-    let mut byte = [0u8; 1];
-    let closed = matches!(
-        tokio::time::timeout(wait, io.read(&mut byte)).await,
-        Ok(Ok(0) | Err(_))
+    // A `Keep-Alive: timeout=N` header says when the server closes: wait a little past it.
+    let wait = keepalive_header
+        .as_deref()
+        .and_then(header_timeout)
+        .map_or(wait, |t| wait.min(t + Duration::from_secs(2)));
+    eprintln!(
+        "poolctl: {}: holding an idle HTTP connection open to learn the server's keep-alive timeout (up to {} s, --keepalive-wait)",
+        t.host,
+        wait.as_secs()
     );
+    let mut byte = [0u8; 1];
+    let closed = loop {
+        let left = wait.saturating_sub(idle_since.elapsed());
+        match tokio::time::timeout(left.min(PROGRESS_EVERY), io.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => break false,
+            Err(_) if left <= PROGRESS_EVERY => break false,
+            Err(_) => eprintln!(
+                "poolctl: {}: still open after {} s of up to {} s",
+                t.host,
+                idle_since.elapsed().as_secs(),
+                wait.as_secs()
+            ),
+        }
+    };
     let waited = idle_since.elapsed();
     handshakes.sort();
     let facts = HttpFacts {
@@ -312,11 +346,15 @@ pub(crate) async fn check_http(
         fleet: None,
         warnings: poolkit_http::unknown_vars(prefix),
         failures: Vec::new(),
+        unreachable: false,
         ok: false,
     };
     report.warnings.extend(config.contradictions());
     match probe(&url, args, config.connect_timeout).await {
-        Err(e) => report.failures.push(format!("{}: {e}", redact_url(&url))),
+        Err(e) => {
+            report.unreachable = true;
+            report.failures.push(format!("{}: {e}", redact_url(&url)));
+        }
         Ok((facts, times)) => {
             let idle_var = config.pool.var(Knob::IdleTimeout);
             match (facts.keepalive_timeout, config.pool.idle_timeout) {

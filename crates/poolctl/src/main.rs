@@ -31,8 +31,10 @@ fn main() -> ExitCode {
         return simulate::member_main();
     }
     let cli = Cli::parse();
+    // Without -v only errors are logged: a check's warnings and failures are in its report,
+    // and a connect failure is said there once, not again as a log line.
     let level = match cli.verbose {
-        0 => tracing::Level::WARN,
+        0 => tracing::Level::ERROR,
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };

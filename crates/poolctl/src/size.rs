@@ -10,8 +10,9 @@ use crate::cli::SizeArgs;
 use crate::error::Error;
 use crate::monitor;
 
-/// Headroom over the average busy connections (pool ≈ 80 % used on average).
-const HEADROOM: f64 = 1.25;
+// Headroom over the average busy connections (pool ≈ 80 % used on average): the one
+// rule health and alerts use too.
+use poolkit_core::advice::HEADROOM;
 /// Burst ceiling over the steady size.
 const BURST: f64 = 1.5;
 /// Overhead kept free on the server (admin, migrations, monitoring): 20 %.
@@ -72,7 +73,7 @@ fn ceil_u32(x: f64) -> u32 {
 pub(crate) fn plan(input: SizeInput, prefix: &str) -> SizePlan {
     let instances = input.instances.max(1);
     let per = input.busy_total / f64::from(instances);
-    let pool_size = ceil_u32(per * HEADROOM).max(2);
+    let pool_size = poolkit_core::advice::wanted(per).max(2);
     let mut max_size = ceil_u32(f64::from(pool_size) * BURST).max(pool_size + 1);
     let usable = input.max_connections.saturating_sub(input.reserved);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -182,7 +183,7 @@ pub(crate) fn http_plan(
 ) -> HttpSizePlan {
     let instances = instances.max(1);
     let per = busy_total / f64::from(instances);
-    let pool_size = ceil_u32(per * HEADROOM).max(2);
+    let pool_size = poolkit_core::advice::wanted(per).max(2);
     let max_size = ceil_u32(f64::from(pool_size) * BURST).max(pool_size + 1);
     let reasoning = vec![
         format!(
@@ -232,6 +233,39 @@ async fn server_limits(prefix: &str) -> Result<(u32, u32), Error> {
     ))
 }
 
+/// The env lines with the variable names the environment uses: `MAX_POOL_SIZE=` where
+/// that is what sets the `DATABASE` pool size, not `DATABASE_POOL_SIZE=`.
+fn env_names(lines: Vec<String>, prefix: &str) -> Vec<String> {
+    env_names_in(lines, prefix, &poolkit_core::env::process_lookup)
+}
+
+fn env_names_in(
+    lines: Vec<String>,
+    prefix: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    use poolkit_core::{Knob, PoolConfig};
+    let Ok(config) = PoolConfig::from_lookup(
+        prefix,
+        PoolConfig::new("size", poolkit_core::Backend::Postgres),
+        lookup,
+    ) else {
+        return lines;
+    };
+    lines
+        .into_iter()
+        .map(|line| {
+            for knob in [Knob::PoolSize, Knob::MaxSize] {
+                let plain = format!("{prefix}_{}=", knob.suffix());
+                if let Some(value) = line.strip_prefix(&plain) {
+                    return format!("{}={value}", config.var(knob));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
 /// The whole `size` subcommand.
 pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
     let prefix = args.prefix.to_ascii_uppercase();
@@ -245,7 +279,13 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
                 names.join(", ")
             ))
         })?;
-        let busy = d.used + d.pending;
+        // Little's law counts the connections in use; callers waiting count too only
+        // when the queue did not keep up (timeouts), as in the monitor's own advice.
+        let busy = if d.timeouts > 0 {
+            d.used + d.pending
+        } else {
+            d.used
+        };
         #[allow(clippy::cast_precision_loss)]
         let total = busy as f64 * f64::from(args.instances);
         (
@@ -336,6 +376,8 @@ pub(crate) async fn command(args: &SizeArgs) -> Result<(), Error> {
         },
         &prefix,
     );
+    let mut plan = plan;
+    plan.env = env_names(plan.env, &prefix);
     if args.json {
         println!("{:#}", serde_json::json!(plan));
         return Ok(());
@@ -410,5 +452,19 @@ mod tests {
                 "SUPABASE_MAX_KEEPALIVE=25"
             ]
         );
+    }
+
+    #[test]
+    fn env_lines_use_the_variable_the_env_uses() {
+        let lines = vec![
+            "DATABASE_POOL_SIZE=25".to_owned(),
+            "DATABASE_POOL_MAXSIZE=38".to_owned(),
+        ];
+        let env = |k: &str| (k == "MAX_POOL_SIZE").then(|| "20".to_owned());
+        assert_eq!(
+            env_names_in(lines.clone(), "DATABASE", &env),
+            ["MAX_POOL_SIZE=25", "DATABASE_POOL_MAXSIZE=38"]
+        );
+        assert_eq!(env_names_in(lines.clone(), "DATABASE", &|_| None), lines);
     }
 }

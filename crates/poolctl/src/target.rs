@@ -37,6 +37,9 @@ pub(crate) enum HttpClient {
     Poolkit,
     /// A plain `reqwest::Client` keeping up to the pool size idle per host, no cap.
     Reqwest,
+    /// PostgreSQL: statements on the pool itself, pipelined on its shared connections
+    /// (the other PostgreSQL runs check out with `Poolkit`).
+    PostgresShared,
 }
 
 /// A pool under load.
@@ -48,6 +51,8 @@ pub(crate) enum Target {
         pool: poolkit_postgres::Pool,
         /// The statement.
         query: String,
+        /// Run on the pool's shared connections instead of a checkout.
+        shared: bool,
     },
     /// A Redis pool and the command mix.
     Redis {
@@ -138,6 +143,9 @@ impl TargetSpec {
                     .map_err(|e| Error::Failed(format!("{}: {e}", self.prefix)))?,
                 url,
             }),
+            HttpClient::PostgresShared => Err(Error::Usage(
+                "shared PostgreSQL runs are built with build_for".into(),
+            )),
             HttpClient::Reqwest => Ok(Target::Reqwest {
                 client: reqwest::Client::builder()
                     .pool_max_idle_per_host(size as usize)
@@ -171,7 +179,29 @@ impl TargetSpec {
         size: u32,
         auto: Option<Option<Duration>>,
     ) -> Result<Target, Error> {
+        self.build_for(size, auto, false).await
+    }
+
+    /// As [`TargetSpec::build`]; `shared`: a PostgreSQL pool whose users run their
+    /// statement on its shared connections (`P_SHARED_CONNECTIONS` from the env, `auto`
+    /// by default); otherwise they check out, and the pool keeps none.
+    pub(crate) async fn build_for(
+        &self,
+        size: u32,
+        auto: Option<Option<Duration>>,
+        shared: bool,
+    ) -> Result<Target, Error> {
         let sized = |pool: &mut poolkit_core::PoolConfig| {
+            // Each pool of the bench has a name of its own (the auto pool lives through
+            // every step beside the fixed ones): no "already registered" warning.
+            static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let label = if auto.is_some() {
+                "auto".to_owned()
+            } else {
+                size.to_string()
+            };
+            pool.name = format!("{}_bench_{label}_{seq}", pool.name);
             pool.min_idle = pool.min_idle.min(size);
             if let Some(interval) = auto {
                 pool.sizing = poolkit_core::Sizing::Auto;
@@ -194,12 +224,16 @@ impl TargetSpec {
                 if let Some(t) = self.acquire_timeout {
                     config.pool.acquire_timeout = t;
                 }
+                if !shared {
+                    config.shared = poolkit_postgres::SharedConnections::Off;
+                }
                 let pool = poolkit_postgres::Pool::new(config)
                     .await
                     .map_err(|e| Error::postgres(&self.prefix, e))?;
                 Ok(Target::Postgres {
                     pool,
                     query: self.query.clone(),
+                    shared,
                 })
             }
             BackendArg::Redis => {
@@ -246,19 +280,45 @@ impl Target {
     /// exclusive checkout); `Err` holds the error kind.
     pub(crate) async fn op(&self, n: u64) -> Result<Option<Duration>, &'static str> {
         match self {
-            Self::Postgres { pool, query } => {
+            Self::Postgres {
+                pool,
+                query,
+                shared: true,
+            } => {
+                pool.simple_query(query).await.map_err(|e| pg_kind(&e))?;
+                Ok(None)
+            }
+            Self::Postgres { pool, query, .. } => {
                 let started = Instant::now();
                 let conn = pool.get().await.map_err(|e| pg_kind(&e))?;
                 let wait = started.elapsed();
-                conn.simple_query(query)
+                let query = if query.contains(":aid") {
+                    std::borrow::Cow::Owned(
+                        query.replace(":aid", &(n.wrapping_mul(7919) % 100_000 + 1).to_string()),
+                    )
+                } else {
+                    std::borrow::Cow::Borrowed(query.as_str())
+                };
+                conn.simple_query(&query)
                     .await
                     .map_err(|e| pg_kind(&poolkit_postgres::Error::Backend(e)))?;
                 Ok(Some(wait))
             }
             Self::Redis { pool, op, keys } => {
                 let key = format!("{keys}{}", n % REDIS_KEYS);
+                if *op == RedisOp::ExclusiveGet {
+                    let started = Instant::now();
+                    let mut conn = pool.exclusive().await.map_err(|e| redis_kind(&e))?;
+                    let wait = started.elapsed();
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(&key);
+                    cmd.query_async::<Option<Vec<u8>>>(&mut *conn)
+                        .await
+                        .map_err(|_| "command")?;
+                    return Ok(Some(wait));
+                }
                 let set = match op {
-                    RedisOp::Get => false,
+                    RedisOp::Get | RedisOp::ExclusiveGet => false,
                     RedisOp::Set => true,
                     RedisOp::Mixed => n.is_multiple_of(2),
                 };
@@ -311,6 +371,7 @@ impl Target {
     /// The client's name in reports: `poolkit`, or `poolkit-http` / `reqwest` for HTTP.
     pub(crate) fn client(&self) -> &'static str {
         match self {
+            Self::Postgres { shared: true, .. } => "poolkit shared",
             Self::Postgres { .. } | Self::Redis { .. } => "poolkit",
             Self::Http { .. } => "poolkit-http",
             Self::Reqwest { .. } => "reqwest",
@@ -321,6 +382,7 @@ impl Target {
     pub(crate) fn stats(&self) -> PoolStats {
         match self {
             Self::Postgres { pool, .. } => pool.stats(),
+            Self::Redis { pool, op, .. } if *op == RedisOp::ExclusiveGet => pool.exclusive_stats(),
             Self::Redis { pool, .. } => pool.stats(),
             Self::Http { pool, .. } => pool.stats(),
             // reqwest keeps no statistics.

@@ -68,7 +68,7 @@ pub(crate) fn pg_warnings(
     let pooler_var = format!("{}_POOLER", c.prefix);
     if config.pooler == Pooler::None && (port == 6432 || port == 6543) {
         w.push(format!(
-            "port {port} is a pooler's port (PgBouncer 6432, Supavisor 6543) but {pooler_var} is not set: in transaction mode named prepared statements break; set {pooler_var}=transaction"
+            "port {port} is a pooler's port (PgBouncer 6432, Supavisor 6543) but {pooler_var}=none: a transaction-mode pooler refuses named prepared statements (the pool switches to transaction mode at the first refusal); set {pooler_var}=transaction to start there"
         ));
     }
     if config.pooler != Pooler::None {
@@ -109,6 +109,7 @@ mod tests {
     fn warnings_name_the_variables() {
         let c = pg(&[
             ("DATABASE_URL", "postgres://u@h:6432/db"),
+            ("DATABASE_POOLER", "none"),
             ("DATABASE_POOL_SIZE", "5"),
             ("DATABASE_POOL_MAXSIZE", "10"),
             ("DATABASE_POOL_MIN_IDLE", "8"),

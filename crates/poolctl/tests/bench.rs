@@ -290,3 +290,38 @@ fn bad_flags_and_unreachable_servers() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[test]
+fn postgres_mode_both_runs_shared_beside_exclusive() {
+    let url = database_url_with_marker();
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "postgres",
+            "-c",
+            "50",
+            "-d",
+            "1s",
+            "--pool-size",
+            "8",
+            "--mode",
+            "both",
+            "--json",
+            "--quiet",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let runs = v["runs"].as_array().expect("runs");
+    let clients: Vec<&str> = runs.iter().map(|r| r["client"].as_str().unwrap()).collect();
+    assert_eq!(clients, ["poolkit", "poolkit shared"], "{out}");
+    for r in runs {
+        assert_eq!(
+            r["errors"].as_object().map_or(0, serde_json::Map::len),
+            0,
+            "{r}"
+        );
+        assert!(r["throughput_rps"].as_f64().unwrap() > 100.0, "{r}");
+    }
+}

@@ -103,11 +103,15 @@ fn budget_that_does_not_fit_fails_with_exit_1() {
 fn unreachable_server_fails_naming_the_address() {
     let port = closed_port();
     let url = format!("postgres://postgres:{MARKER}@127.0.0.1:{port}/test");
-    let (code, out, err) = run(
-        &["check", "--connects", "1"],
-        &[("DATABASE_URL", &url), ("DATABASE_POOL_TIMEOUT", "2s")],
-    );
-    assert_eq!(code, 1, "{out}\n{err}");
+    // The acquire timeout is the default 30 s: a dead server must not take that long.
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["check", "--connects", "1"], &[("DATABASE_URL", &url)]);
+    let took = started.elapsed();
+    // docs/poolctl.md: 4 when a server could not be reached.
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    let said = format!("{out}{err}").matches("refused").count();
+    assert_eq!(said, 1, "the reason once:\n{out}\n{err}");
     assert!(
         out.contains(&format!("127.0.0.1:{port}")) && out.contains("FAILED"),
         "{out}"
@@ -392,4 +396,19 @@ async fn check_shows_the_fleet_instances_and_shares() {
     );
     a.close();
     b.close();
+}
+
+#[test]
+fn a_wrong_password_is_said_once_in_seconds_with_exit_4() {
+    let bouncer = poolkit_core::env::process_lookup("PGBOUNCER_URL")
+        .unwrap_or_else(|| "postgres://poolkit:poolkit_test@127.0.0.1:6432/test".to_owned());
+    let url = bouncer.replace(":poolkit_test@", &format!(":{MARKER}@"));
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["check", "--connects", "1"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let said = format!("{out}{err}")
+        .matches("password authentication failed")
+        .count();
+    assert_eq!(said, 1, "{out}\n{err}");
 }

@@ -222,12 +222,13 @@ fn check_size_and_bench_know_http_pools() {
         (1.5..4.0).contains(&h["keepalive_timeout"].as_f64().unwrap_or(0.0)),
         "{h}"
     );
-    // Without the CA the self-signed server is refused, and the check fails saying why.
+    // Without the CA the self-signed server is refused, and the check fails saying why:
+    // no connection could be made, so exit 4 (docs/poolctl.md), as for PostgreSQL.
     let (code, out, _) = run(
         &["check", "--pool", "WEB=http", "--connects", "1"],
         &[("WEB_URL", &https)],
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 4, "{out}");
     assert!(
         out.contains("FAILED: https://127.0.0.1") && out.contains("TLS"),
         "{out}"
@@ -319,4 +320,62 @@ fn check_size_and_bench_know_http_pools() {
         "poolkit-http opens at most the pool size: {}",
         runs[0]
     );
+}
+
+/// A server that answers one HTTP/1.1 request and then keeps the connection open, idle,
+/// for as long as the client does.
+async fn never_closing_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // Idle until the client goes.
+                let _ = sock.read(&mut buf).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keepalive_probe_says_what_it_waits_for() {
+    let port = never_closing_server().await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "check",
+                "--pool",
+                "WEB=http",
+                "--connects",
+                "1",
+                "--keepalive-wait",
+                "7s",
+            ],
+            &[("WEB_URL", &url)],
+        )
+    })
+    .await
+    .expect("poolctl");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("holding an idle HTTP connection open") && err.contains("up to 7 s"),
+        "{err}"
+    );
+    assert!(err.contains("still open after 5 s of up to 7 s"), "{err}");
 }

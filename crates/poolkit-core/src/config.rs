@@ -133,6 +133,11 @@ pub struct PoolConfig {
     pub thresholds: Thresholds,
     /// Which environment variable set each knob (absent: the default or code).
     pub sources: BTreeMap<Knob, String>,
+    /// Two variables set for one knob: `(winner, loser)`, each as `NAME=value`. The
+    /// prefixed name wins over the global one (`DATABASE_POOL_SIZE` over `MAX_POOL_SIZE`,
+    /// `DATABASE_POOL_MIN_IDLE` over `POOL_WARMUP_SIZE`); [`PoolConfig::contradictions`]
+    /// names both.
+    pub shadowed: Vec<(String, String)>,
 }
 
 impl PoolConfig {
@@ -161,7 +166,18 @@ impl PoolConfig {
     /// of a backend are chosen to fit together).
     #[must_use]
     pub fn contradictions(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self
+            .shadowed
+            .iter()
+            .map(|(winner, loser)| {
+                let name = |s: &str| s.split('=').next().unwrap_or_default().to_owned();
+                format!(
+                    "{winner} and {loser} are both set for one setting: {} wins (the prefixed name wins over the global one); remove {}",
+                    name(winner),
+                    name(loser)
+                )
+            })
+            .collect();
         let set = |a: Knob, b: Knob| self.sources.contains_key(&a) || self.sources.contains_key(&b);
         if let (Some(idle), Some(life)) = (self.idle_timeout, self.max_lifetime)
             && idle >= life
@@ -221,6 +237,7 @@ impl PoolConfig {
             slow_query: Some(Duration::from_secs(1)),
             thresholds: Thresholds::default(),
             sources: BTreeMap::new(),
+            shadowed: Vec::new(),
         }
     }
 
@@ -331,6 +348,20 @@ impl PoolConfig {
         }
         if c.sizing == Sizing::Auto {
             c.pool_size = c.min_idle.max(1);
+        }
+        if global {
+            for (knob, global_name) in [
+                (Knob::PoolSize, "MAX_POOL_SIZE"),
+                (Knob::MinIdle, "POOL_WARMUP_SIZE"),
+            ] {
+                let prefixed = env.var(knob.suffix());
+                if let (Some((name, value)), Some(other)) = (prefixed, env.raw(global_name)) {
+                    c.shadowed.push((
+                        format!("{name}={}", value.trim()),
+                        format!("{global_name}={}", other.trim()),
+                    ));
+                }
+            }
         }
         c.thresholds = Thresholds::from_lookup(Some(prefix), lookup)?;
         c.validate()?;
@@ -688,6 +719,21 @@ mod tests {
             "{w:?}"
         );
         assert!(from("P", &[]).unwrap().contradictions().is_empty());
+        // Two names for one knob: both named, and which wins.
+        let c = from(
+            "DATABASE",
+            &[("DATABASE_POOL_SIZE", "23"), ("MAX_POOL_SIZE", "20")],
+        )
+        .unwrap();
+        assert_eq!(c.pool_size, 23);
+        assert_eq!(
+            c.contradictions(),
+            [
+                "DATABASE_POOL_SIZE=23 and MAX_POOL_SIZE=20 are both set for one setting: DATABASE_POOL_SIZE wins (the prefixed name wins over the global one); remove MAX_POOL_SIZE"
+            ]
+        );
+        let c = from("DATABASE", &[("MAX_POOL_SIZE", "20")]).unwrap();
+        assert!(c.contradictions().is_empty());
         let c = from("P", &[("P_HEALTH_WARNING", "80")]).unwrap();
         assert_eq!(c.thresholds.warning, 0.8);
         let mut c = PoolConfig::new("Bad-Name", Backend::Redis);

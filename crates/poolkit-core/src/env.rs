@@ -108,6 +108,19 @@ pub fn unknown_vars(
         .collect()
 }
 
+/// The one unknown-variable check every adapter uses: warns (see [`warn_unknown`]) about
+/// variables under `PREFIX_` that are neither a common knob
+/// ([`crate::PoolConfig::ENV_SUFFIXES`]) nor one of the adapter's `suffixes`, and returns
+/// the messages.
+pub fn unknown_adapter_vars(prefix: &str, suffixes: &[&str]) -> Vec<String> {
+    let known: Vec<&str> = crate::PoolConfig::ENV_SUFFIXES
+        .iter()
+        .chain(suffixes)
+        .copied()
+        .collect();
+    warn_unknown(prefix, &known, &[])
+}
+
 /// Warns (once per variable name per process) about the process environment's variables
 /// under `PREFIX_` that poolkit does not read, and returns every such message (including
 /// ones already warned about), for `poolctl check` to show.

@@ -271,18 +271,36 @@ fn title(name: &str) -> String {
         .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
-/// A pool size that would bring `demand` connections to about `target` utilization,
-/// and at least one more than `current`.
+/// A wait at the 95th percentile this share of the acquire timeout or more is a long wait.
+const LONG_WAIT: f64 = 0.5;
+
+/// Whether callers suffer: acquires timed out, the pool is starved, or the 95th
+/// percentile wait reaches half the acquire timeout. Utilization alone is not suffering: a
+/// full pool whose callers wait briefly is doing its job.
 #[must_use]
-pub fn suggest_size(current: u32, demand: u64, target: f64) -> u32 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let by_demand = (demand as f64 / target).ceil() as u64;
-    let by_step = u64::from(current) + u64::from(current).div_ceil(2);
-    u32::try_from(by_demand.max(by_step).max(u64::from(current) + 1)).unwrap_or(u32::MAX)
+pub fn under_pressure(stats: &PoolStats) -> bool {
+    stats.timeouts > 0
+        || stats.starved
+        || (stats.acquire_timeout > 0.0 && stats.wait.p95 >= stats.acquire_timeout * LONG_WAIT)
+}
+
+/// The size advice for a snapshot, by [`crate::advice::advise`]. A pool not
+/// [`under_pressure`] is big enough, however full: its callers are served in time. Under
+/// pressure, the busy connections are those in use plus the callers waiting (the queue
+/// that did not keep up).
+#[must_use]
+pub fn size_advice(stats: &PoolStats) -> crate::advice::SizeAdvice {
+    if !under_pressure(stats) {
+        return crate::advice::SizeAdvice::Enough;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let busy = (stats.used + stats.pending) as f64;
+    crate::advice::advise(
+        busy,
+        stats.max_size,
+        &stats.ceiling_var,
+        stats.server_cap.as_ref(),
+    )
 }
 
 impl Health {
@@ -331,16 +349,26 @@ impl Health {
     /// waiters, timeouts and connect errors, each naming the variable to change.
     #[must_use]
     pub fn assess(stats: &PoolStats, thresholds: &Thresholds) -> Self {
-        let status = thresholds.classify(stats.utilization);
+        let pressured = under_pressure(stats);
+        let mut status = thresholds.classify(stats.utilization);
+        if status == HealthStatus::Critical && !pressured {
+            // Full, but callers get connections quickly and none time out.
+            status = HealthStatus::Warning;
+        }
         let name = title(&stats.name);
         let pct = stats.utilization * 100.0;
         let mut alerts = Vec::new();
-        let demand = stats.used + stats.pending;
-        let suggested = suggest_size(stats.max_size, demand, thresholds.moderate.max(0.6));
-        let raise = format!(
-            "raise {} from {} to {}",
-            stats.ceiling_var, stats.max_size, suggested
-        );
+        let raise = match size_advice(stats) {
+            crate::advice::SizeAdvice::Enough if pressured => format!(
+                "{} ({}) covers the connections in use: shorten the time each caller holds one",
+                stats.ceiling_var, stats.max_size
+            ),
+            crate::advice::SizeAdvice::Enough => format!(
+                "no change needed: callers wait {:.0} ms at p95 and none timed out",
+                stats.wait.p95 * 1000.0
+            ),
+            advice => advice.to_string(),
+        };
         if status >= HealthStatus::Warning {
             alerts.push(Alert {
                 severity: if status == HealthStatus::Critical {
@@ -353,7 +381,7 @@ impl Health {
                     "{name} pool utilization high: {pct:.1}% ({} of {} in use)",
                     stats.used, stats.max_size
                 ),
-                recommendation: format!("consider increasing {}: {raise}", stats.ceiling_var),
+                recommendation: raise.clone(),
             });
         }
         if stats.pending > 0 && status < HealthStatus::Warning {
@@ -502,23 +530,45 @@ mod tests {
 
     #[test]
     fn recommendation_names_the_variable_and_a_value() {
-        let h = Health::assess(&stats(17, 20, 0), &Thresholds::default());
+        // Full but fast: 0 timeouts, waits far below the acquire timeout. Not critical,
+        // and no advice to raise the size.
+        let mut busy = stats(20, 20, 180);
+        busy.acquire_timeout = 30.0;
+        busy.wait.p95 = 0.05;
+        let h = Health::assess(&busy, &Thresholds::default());
         assert_eq!(h.status, HealthStatus::Warning);
         assert_eq!(
             h.alerts[0].message,
-            "Supabase pool utilization high: 85.0% (17 of 20 in use)"
+            "Supabase pool utilization high: 100.0% (20 of 20 in use)"
         );
         assert!(
-            h.alerts[0]
-                .recommendation
-                .contains("SUPABASE_POOL_SIZE from 20 to 30"),
+            h.alerts[0].recommendation.starts_with("no change needed"),
             "{}",
             h.alerts[0].recommendation
         );
-        let h = Health::assess(&stats(20, 20, 40), &Thresholds::default());
+        // Timeouts: the waiting callers are demand too; Little's law × 1.25.
+        let mut s = stats(20, 20, 4);
+        s.timeouts = 9;
+        let h = Health::assess(&s, &Thresholds::default());
         assert_eq!(h.status, HealthStatus::Critical);
         assert!(
-            h.alerts[0].recommendation.contains("from 20 to 100"),
+            h.alerts[0]
+                .recommendation
+                .contains("raise SUPABASE_POOL_SIZE from 20 to 30"),
+            "{}",
+            h.alerts[0].recommendation
+        );
+        // Capped by what the server grants, and said when the server is the limit.
+        s.pending = 180;
+        s.server_cap = Some(crate::advice::ServerCap::new(
+            20,
+            "max_connections 23 − 3 reserved",
+        ));
+        let h = Health::assess(&s, &Thresholds::default());
+        assert!(
+            h.alerts[0]
+                .recommendation
+                .starts_with("the server is the limit, not the pool"),
             "{}",
             h.alerts[0].recommendation
         );

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod advice;
 pub mod autosize;
 pub mod backoff;
 mod config;
@@ -21,8 +22,11 @@ mod telemetry;
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub mod engine;
+// The engine's state lives in `engine/state.rs` beside the rest of the engine; it is a
+// module of its own here because the loom models drive it without the `bb8` feature.
 #[cfg(any(feature = "bb8", poolkit_loom))]
 #[cfg_attr(all(poolkit_loom, not(feature = "bb8")), allow(dead_code))]
+#[path = "engine/state.rs"]
 mod engine_state;
 mod gate;
 pub mod mux;
@@ -39,7 +43,7 @@ pub use error::ConfigError;
 pub use gate::{Gate, GateError, Place};
 pub use health::{
     Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
-    suggest_size,
+    size_advice, under_pressure,
 };
 pub use histogram::LatencyHistogram;
 pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
@@ -47,4 +51,4 @@ pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming
 pub use resolve::Resolve;
 pub use secret::{Secret, redact_url};
 pub use stats::{Backend, PoolStats, WaitQuantiles};
-pub use telemetry::Telemetry;
+pub use telemetry::{GaugeSource, Gauges, Telemetry};

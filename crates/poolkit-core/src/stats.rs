@@ -139,6 +139,12 @@ pub struct PoolStats {
     /// `transaction`), which a pool may have switched to by itself.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub pooler: Option<String>,
+    /// The acquire timeout, in seconds (`timeout_var`).
+    pub acquire_timeout: f64,
+    /// The most connections the server grants this pool, when the adapter knows it
+    /// (PostgreSQL: `max_connections` less reserved, `P_MAX_CONNECTIONS`, a fleet share).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub server_cap: Option<crate::advice::ServerCap>,
 }
 
 impl PoolStats {

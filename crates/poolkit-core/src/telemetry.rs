@@ -5,32 +5,88 @@
 //! ([`crate::metrics::publish_all`]) and once a second in the background, so `/pools`
 //! (which reads [`Telemetry::stats`]) and `/metrics` read the same counts.
 //!
-//! The gauges (open, used, pending) are either moved by the event methods
-//! ([`Telemetry::opened`], [`Telemetry::acquired`], …: pools built on a [`crate::Gate`]), or
-//! stored by the pool engine from its locked state ([`Telemetry::store_gauges`]).
+//! Events are only counters and histograms, recorded one way (`record_*`, [`Telemetry::error`],
+//! [`Telemetry::timed_out`]). The gauges (open, used, pending, target) are not kept here:
+//! they are read from the state that owns them (the engine's state, a [`crate::Gate`], the
+//! multiplexed sockets) through a [`GaugeSource`] when stats or a scrape asks.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use crate::histogram::LatencyHistogram;
-use crate::metrics::{CloseReason, ErrorKind, PoolMetrics};
+use crate::metrics::{CloseReason, ErrorKind, HistogramFeed, PoolMetrics, Publish};
 use crate::{Knob, PoolConfig, PoolStats, Sizing, WaitQuantiles};
+
+/// A pool's gauges now, read from their owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gauges {
+    /// Connections (or sockets) open.
+    pub open: u64,
+    /// Connections checked out, or requests in flight on shared sockets.
+    pub used: u64,
+    /// Callers waiting.
+    pub pending: u64,
+    /// The most connections the owner opens now (its ceiling after an auto-sizing target or
+    /// a fleet cap), when it sets one; else the configured ceiling is the target.
+    pub target: Option<u32>,
+}
+
+impl Gauges {
+    /// Gauges with no target of their own.
+    #[must_use]
+    pub fn new(open: u64, used: u64, pending: u64) -> Self {
+        Self {
+            open,
+            used,
+            pending,
+            target: None,
+        }
+    }
+
+    /// These gauges with the owner's target.
+    #[must_use]
+    pub fn with_target(mut self, target: u32) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            open: self.open + other.open,
+            used: self.used + other.used,
+            pending: self.pending + other.pending,
+            target: match (self.target, other.target) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+/// The owner of a pool's open / used / pending counts: it answers from its own state
+/// (under its own lock, if it has one), so nothing is counted twice. Registered with
+/// [`Telemetry::read_gauges_from`].
+pub trait GaugeSource: Send + Sync {
+    /// The gauges now.
+    fn gauges(&self) -> Gauges;
+}
 
 /// The live numbers of one pool.
 #[derive(Debug)]
 pub struct Telemetry {
     config: PoolConfig,
     metrics: PoolMetrics,
-    open: CachePadded<AtomicI64>,
-    used: CachePadded<AtomicI64>,
-    pending: CachePadded<AtomicI64>,
+    /// Where the gauges are read (summed over the live ones).
+    sources: Mutex<Vec<Weak<dyn GaugeSource>>>,
     pool_size: AtomicU32,
     max_size: AtomicU32,
-    target: AtomicU32,
     timeouts: AtomicU64,
+    retries: AtomicU64,
+    reconnects: AtomicU64,
     created: AtomicU64,
     closed: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
@@ -39,18 +95,10 @@ pub struct Telemetry {
     wait: CachePadded<LatencyHistogram>,
     use_time: CachePadded<LatencyHistogram>,
     create_time: LatencyHistogram,
-    /// Histogram counts already sent to the facade, per histogram and bucket.
-    published: Mutex<[Vec<u64>; 3]>,
+    /// Histogram counts already sent to the facade.
+    fed: [HistogramFeed; 3],
     /// Callers waiting with nothing free, sampled by `publish` and `stats`.
     starvation: crate::starvation::Starvation,
-}
-
-fn nonneg(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn as_i64(v: u32) -> i64 {
-    i64::from(v)
 }
 
 impl Telemetry {
@@ -61,17 +109,12 @@ impl Telemetry {
         let metrics = PoolMetrics::new(&config.name, config.backend);
         let t = Arc::new(Self {
             metrics,
-            open: CachePadded::new(AtomicI64::new(0)),
-            used: CachePadded::new(AtomicI64::new(0)),
-            pending: CachePadded::new(AtomicI64::new(0)),
+            sources: Mutex::new(Vec::new()),
             pool_size: AtomicU32::new(config.pool_size),
             max_size: AtomicU32::new(config.ceiling()),
-            target: AtomicU32::new(if config.sizing == Sizing::Auto {
-                crate::autosize::floor(&config)
-            } else {
-                config.ceiling()
-            }),
             timeouts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             created: AtomicU64::new(0),
             closed: CloseReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             errors: ErrorKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -80,13 +123,32 @@ impl Telemetry {
             wait: CachePadded::new(LatencyHistogram::default()),
             use_time: CachePadded::new(LatencyHistogram::default()),
             create_time: LatencyHistogram::default(),
-            published: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
+            fed: Default::default(),
             starvation: crate::starvation::Starvation::default(),
             config,
         });
         t.publish();
-        crate::metrics::join(Arc::downgrade(&t) as Weak<Self>);
+        crate::metrics::join(Arc::downgrade(&t) as Weak<dyn Publish>);
         t
+    }
+
+    /// Reads the gauges from `source` from now on (added to those already registered: a
+    /// pool whose connections live in several owners, such as one engine per origin,
+    /// registers each). A source that is dropped stops counting.
+    pub fn read_gauges_from(&self, source: Weak<dyn GaugeSource>) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|w| w.strong_count() > 0);
+        sources.push(source);
+    }
+
+    /// The gauges now, asked of their owners.
+    #[must_use]
+    pub fn gauges(&self) -> Gauges {
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources
+            .iter()
+            .filter_map(Weak::upgrade)
+            .fold(Gauges::default(), |sum, s| sum.add(s.gauges()))
     }
 
     /// The pool's config as built (sizes may since have changed: see
@@ -102,26 +164,17 @@ impl Telemetry {
         &self.metrics
     }
 
-    /// Records new sizes (after a resize). For a fixed-size pool the target follows the
-    /// ceiling; an auto-sized pool's target is moved by [`Telemetry::set_target`].
+    /// Records new configured sizes (after a resize).
     pub fn set_sizes(&self, pool_size: u32, max_size: u32) {
         self.pool_size.store(pool_size, Relaxed);
         self.max_size.store(max_size, Relaxed);
-        if !self.auto_sized() {
-            self.target.store(max_size, Relaxed);
-        }
     }
 
-    /// Records the auto-sizing controller's new target.
-    pub fn set_target(&self, target: u32) {
-        self.target.store(target, Relaxed);
-    }
-
-    /// The most connections the pool opens now: the auto-sizing target, or the ceiling of a
-    /// fixed-size pool.
+    /// The most connections the pool opens now: its owner's target (the auto-sizing
+    /// target, or a ceiling cut by a fleet share), else the ceiling.
     #[must_use]
     pub fn target(&self) -> u32 {
-        self.target.load(Relaxed)
+        self.gauges().target.unwrap_or_else(|| self.max_size())
     }
 
     /// Whether the pool sizes itself (`P_POOL_SIZE=auto`).
@@ -142,66 +195,7 @@ impl Telemetry {
         self.max_size.load(Relaxed)
     }
 
-    // ---- gauges moved by events (pools built on a Gate) ----
-
-    /// A caller started waiting for a connection.
-    pub fn wait_started(&self) {
-        self.pending.fetch_add(1, Relaxed);
-    }
-
-    /// A caller stopped waiting (got a connection, timed out or was cancelled).
-    pub fn wait_ended(&self) {
-        self.pending.fetch_sub(1, Relaxed);
-    }
-
-    /// A caller got a connection after `wait` (see [`Telemetry::record_acquire`]); one more
-    /// in use.
-    pub fn acquired(&self, wait: Duration, hit: bool) {
-        self.record_acquire(wait, hit);
-        self.used.fetch_add(1, Relaxed);
-    }
-
-    /// A connection held for `held` went back (or was closed); one fewer in use.
-    pub fn released(&self, held: Duration) {
-        self.record_release(held);
-        self.used.fetch_sub(1, Relaxed);
-    }
-
-    /// A connection was opened in `took`; one more open.
-    pub fn opened(&self, took: Duration) {
-        self.record_created(took);
-        self.open.fetch_add(1, Relaxed);
-    }
-
-    /// A connection was closed for `reason`; one fewer open.
-    pub fn closed(&self, reason: CloseReason) {
-        self.record_closed(reason);
-        self.open.fetch_sub(1, Relaxed);
-    }
-
-    // ---- events only (the engine keeps its gauges itself) ----
-
-    /// Stores the gauges from a pool that keeps its own counts (the engine, under its lock).
-    pub fn store_gauges(&self, open: u32, used: u32, pending: usize) {
-        self.open.store(as_i64(open), Relaxed);
-        self.used.store(as_i64(used), Relaxed);
-        self.pending
-            .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
-    }
-
-    /// Adds changes of (open, used, pending) from one of several pools that share this
-    /// telemetry (see `Engine::with_telemetry`).
-    pub fn add_gauges(&self, [open, used, pending]: [i64; 3]) {
-        for (gauge, change) in [
-            (&self.open, open),
-            (&self.used, used),
-            (&self.pending, pending),
-        ] {
-            if change != 0 {
-                gauge.fetch_add(change, Relaxed);
-            }
-        }
-    }
+    // ---- events: counters and histograms only ----
 
     /// Counts a checkout after `wait`; `hit` when an idle connection served it at once
     /// (recorded as a zero wait; a miss records at least 2 µs, so the first bucket counts
@@ -236,11 +230,34 @@ impl Telemetry {
     /// count is `acquires`).
     pub fn timed_out(&self, _wait: Duration) {
         self.timeouts.fetch_add(1, Relaxed);
+        self.error(ErrorKind::Timeout);
     }
 
     /// An error of `kind` happened.
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A request or statement was sent again after a failure that allowed it.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was opened again in the background after it dropped or was retired.
+    pub fn record_reconnect(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    /// Retries so far ([`Telemetry::record_retry`]).
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
+    }
+
+    /// Background reconnects so far ([`Telemetry::record_reconnect`]).
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Relaxed)
     }
 
     /// An HTTP request went out on a new (`true`) or reused connection.
@@ -252,22 +269,22 @@ impl Telemetry {
         }
     }
 
-    /// Open connections now.
+    /// Open connections now (asked of the owner: see [`Telemetry::gauges`]).
     #[must_use]
     pub fn open(&self) -> u64 {
-        nonneg(self.open.load(Relaxed))
+        self.gauges().open
     }
 
-    /// Connections in use now.
+    /// Connections in use now (asked of the owner).
     #[must_use]
     pub fn used(&self) -> u64 {
-        nonneg(self.used.load(Relaxed))
+        self.gauges().used
     }
 
-    /// Callers waiting now.
+    /// Callers waiting now (asked of the owner).
     #[must_use]
     pub fn pending(&self) -> u64 {
-        nonneg(self.pending.load(Relaxed))
+        self.gauges().pending
     }
 
     /// Successful checkouts so far.
@@ -288,13 +305,14 @@ impl Telemetry {
         &self.wait
     }
 
-    /// Sends every number to the `metrics` facade: gauges and counters as they are now,
-    /// and the histogram samples recorded since the last publish.
+    /// Sends every number to the `metrics` facade: gauges (asked of their owners) and
+    /// counters as they are now, and the histogram samples recorded since the last publish.
     pub fn publish(&self) {
         let m = &self.metrics;
-        let (open, used) = (self.open(), self.used());
+        let g = self.gauges();
+        let (open, used, pending) = (g.open, g.used, g.pending);
         self.starvation.observe(
-            self.pending(),
+            pending,
             open.saturating_sub(used),
             std::time::Instant::now(),
         );
@@ -302,12 +320,13 @@ impl Telemetry {
         {
             m.idle.set(open.saturating_sub(used) as f64);
             m.used.set(used as f64);
-            m.pending.set(self.pending() as f64);
+            m.pending.set(pending as f64);
             m.utilization
                 .set(used as f64 / f64::from(self.max_size().max(1)));
         }
         m.max.set(f64::from(self.max_size()));
-        m.target.set(f64::from(self.target()));
+        m.target
+            .set(f64::from(g.target.unwrap_or_else(|| self.max_size())));
         m.min_idle.set(f64::from(self.config.min_idle));
         m.acquires.absolute(self.acquires());
         m.timeouts.absolute(self.timeouts.load(Relaxed));
@@ -321,33 +340,18 @@ impl Telemetry {
         m.requests_new.absolute(self.requests_new.load(Relaxed));
         m.requests_reused
             .absolute(self.requests_reused.load(Relaxed));
-        let mut published = self
-            .published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sources: [(&LatencyHistogram, &metrics::Histogram); 3] = [
-            (&self.wait, &m.acquire_wait),
-            (&self.use_time, &m.use_time),
-            (&self.create_time, &m.create_time),
-        ];
-        for ((hist, handle), seen) in sources.into_iter().zip(published.iter_mut()) {
-            let buckets = hist.buckets();
-            seen.resize(buckets.len(), 0);
-            for ((value, count), before) in buckets.into_iter().zip(seen.iter_mut()) {
-                if count > *before {
-                    let new = usize::try_from(count - *before).unwrap_or(usize::MAX);
-                    handle.record_many(value, new);
-                    *before = count;
-                }
-            }
-        }
+        m.retries.absolute(self.retries.load(Relaxed));
+        m.reconnects.absolute(self.reconnects.load(Relaxed));
+        self.fed[0].feed(&self.wait, &m.acquire_wait);
+        self.fed[1].feed(&self.use_time, &m.use_time);
+        self.fed[2].feed(&self.create_time, &m.create_time);
     }
 
     /// A snapshot (see [`PoolStats`] for the consistency caveat).
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        let open = self.open();
-        let used = self.used();
+        let g = self.gauges();
+        let (open, used, pending) = (g.open, g.used, g.pending);
         // Every successful acquire records one wait, so the histogram counts them.
         let acquires = self.wait.count();
         let ceiling = self.max_size();
@@ -366,7 +370,6 @@ impl Telemetry {
                 .map(|(n, c)| ((*n).to_owned(), c.load(Relaxed)))
                 .collect()
         };
-        let pending = self.pending();
         let starved_for = self.starvation.observe(
             pending,
             open.saturating_sub(used),
@@ -380,7 +383,7 @@ impl Telemetry {
             backend: self.config.backend.as_str().to_owned(),
             max_size: ceiling,
             pool_size: self.pool_size(),
-            target: self.target(),
+            target: g.target.unwrap_or(ceiling),
             auto_sized: self.auto_sized(),
             min_idle: self.config.min_idle,
             open,
@@ -408,6 +411,14 @@ impl Telemetry {
             timeout_var: self.config.var(Knob::AcquireTimeout),
             query: crate::QueryTiming::default(),
             pooler: None,
+            acquire_timeout: self.config.acquire_timeout.as_secs_f64(),
+            server_cap: None,
         }
+    }
+}
+
+impl Publish for Telemetry {
+    fn publish(&self) {
+        Telemetry::publish(self);
     }
 }

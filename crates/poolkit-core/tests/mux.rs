@@ -363,3 +363,21 @@ async fn many_tasks_share_few_sockets_and_every_count_settles() {
     assert_eq!((pool.in_flight(), pool.pending()), (0, 0));
     wait_for(|| pool.sockets() == 3 && pool.draining() == 0).await;
 }
+
+#[tokio::test]
+async fn complete_reports_the_time_at_the_head_and_idle_leases_skip_busy_sockets() {
+    let (pool, _mem) = started(2, |_| {}).await;
+    let a = pool.lease(T).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b = pool.try_lease_idle().expect("the other socket is idle");
+    assert_ne!(a.socket_id(), b.socket_id());
+    assert!(pool.try_lease_idle().is_none(), "both sockets busy");
+    let held = a.complete();
+    assert!(held >= Duration::from_millis(30), "{held:?}");
+    let quick = b.complete();
+    assert!(
+        quick < Duration::from_millis(30),
+        "b started on its idle socket just now: {quick:?}"
+    );
+    assert_eq!(pool.in_flight(), 0);
+}

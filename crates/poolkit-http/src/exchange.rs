@@ -4,7 +4,6 @@
 //! connection turns out closed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -253,7 +252,7 @@ async fn exchange(
         match failure {
             Failure::NotSent(e) | Failure::Broken(e) | Failure::Refused(e) if retry => {
                 retries += 1;
-                shared.retries.fetch_add(1, Relaxed);
+                shared.telemetry.record_retry();
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
                     "the server closed the connection or refused the request before processing it; retrying on a newer connection");

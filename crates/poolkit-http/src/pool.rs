@@ -47,7 +47,6 @@ pub(crate) struct Shared {
     sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
     sweeper_started: AtomicBool,
-    pub(crate) retries: AtomicU64,
     /// Connection tasks that ended (the server closed the connection, it broke, or the
     /// pool closed it).
     pub(crate) tasks_ended: Arc<AtomicU64>,
@@ -145,7 +144,6 @@ impl Builder {
             sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
             sweeper_started: AtomicBool::new(false),
-            retries: AtomicU64::new(0),
             tasks_ended: Arc::new(AtomicU64::new(0)),
             config: self.config,
         });
@@ -288,7 +286,7 @@ impl Pool {
     /// Retries so far: requests sent again because their connection turned out closed or the server refused them unprocessed.
     #[must_use]
     pub fn retries(&self) -> u64 {
-        self.shared.retries.load(Relaxed)
+        self.shared.telemetry.retries()
     }
 
     /// Closes the pool: idle connections close now, busy ones when their request ends,
@@ -467,26 +465,12 @@ impl Shared {
         MuxPool::start(mux, config, Some(Arc::clone(&self.telemetry)))
     }
 
-    /// The telemetry's snapshot with the gauges read from the origins' engines and
-    /// HTTP/2 pools, their owners.
+    /// The telemetry's snapshot. Its gauges are read from their owners, the origins'
+    /// HTTP/1.1 engines and HTTP/2 pools, each registered with the pool's telemetry as it
+    /// starts ([`Engine::with_telemetry`], [`MuxPool::start`]): the same sums a scrape
+    /// publishes, each connection counted once.
     fn snapshot(&self) -> PoolStats {
-        let mut stats = self.telemetry.stats();
-        let (mut used, mut open, mut pending) = (0, 0, 0);
-        for h in self.hosts() {
-            let (u, o, p) = h.counts();
-            used += u;
-            open += o;
-            pending += p;
-        }
-        stats.used = used;
-        stats.open = open;
-        stats.idle = open.saturating_sub(used);
-        stats.pending = pending;
-        #[allow(clippy::cast_precision_loss)]
-        {
-            stats.utilization = used as f64 / f64::from(stats.max_size.max(1));
-        }
-        stats
+        self.telemetry.stats()
     }
 
     pub(crate) fn count_error(&self, kind: ErrorKind) {

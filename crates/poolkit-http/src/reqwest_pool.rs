@@ -10,12 +10,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use poolkit_core::metrics::names;
+use poolkit_core::metrics::{HistogramFeed, Publish, names};
 use poolkit_core::{Backend, BoxFuture, Health, LatencyHistogram, Monitored, PingError, PoolStats};
 
 use crate::{Config, Error, HttpVersion};
@@ -46,6 +46,7 @@ pub fn reqwest_client_with(config: &Config) -> Result<reqwest::Client, Error> {
     };
     let tls = crate::connect::tls_config(config).map_err(invalid)?;
     let monitor = Arc::new(ReqwestMonitor::new(config));
+    poolkit_core::metrics::join(Arc::downgrade(&monitor) as Weak<dyn Publish>);
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .pool_max_idle_per_host(config.max_keepalive as usize)
@@ -73,7 +74,8 @@ pub fn reqwest_client_with(config: &Config) -> Result<reqwest::Client, Error> {
     Ok(client)
 }
 
-/// The monitor's view of a reqwest client: what its connector layer counts.
+/// The monitor's view of a reqwest client: what its connector layer counts, sent to the
+/// `metrics` facade when a scrape asks ([`Publish`]), not on every connect.
 #[derive(Debug)]
 struct ReqwestMonitor {
     config: Config,
@@ -83,6 +85,7 @@ struct ReqwestMonitor {
     created_metric: metrics::Counter,
     create_metric: metrics::Histogram,
     errors_metric: metrics::Counter,
+    fed: HistogramFeed,
 }
 
 impl ReqwestMonitor {
@@ -102,7 +105,17 @@ impl ReqwestMonitor {
             created_metric: metrics::counter!(names::CONNECTIONS_CREATED_TOTAL, &labels),
             create_metric: metrics::histogram!(names::CONNECTION_CREATE_SECONDS, &labels),
             errors_metric: metrics::counter!(names::CONNECTION_ERRORS_TOTAL, &error_labels),
+            fed: HistogramFeed::default(),
         }
+    }
+}
+
+impl Publish for ReqwestMonitor {
+    fn publish(&self) {
+        self.created_metric.absolute(self.created.load(Relaxed));
+        self.errors_metric
+            .absolute(self.connect_errors.load(Relaxed));
+        self.fed.feed(&self.create_time, &self.create_metric);
     }
 }
 
@@ -183,11 +196,8 @@ where
                 let took = started.elapsed();
                 monitor.created.fetch_add(1, Relaxed);
                 monitor.create_time.record(took);
-                monitor.created_metric.increment(1);
-                monitor.create_metric.record(took);
             } else {
                 monitor.connect_errors.fetch_add(1, Relaxed);
-                monitor.errors_metric.increment(1);
             }
             result
         })

@@ -3,7 +3,7 @@
 //!
 //! Env: `SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY` or `SUPABASE_KEY`, and the pool
 //! variables under `SUPABASE_` with the seed services' values as defaults:
-//! `SUPABASE_POOL_SIZE=20`, `SUPABASE_MAX_KEEPALIVE=50`, `SUPABASE_TIMEOUT=30.0`.
+//! `SUPABASE_POOL_SIZE=20`, `SUPABASE_MAX_KEEPALIVE` = the ceiling (20), `SUPABASE_TIMEOUT=30.0`.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,12 +33,12 @@ impl fmt::Debug for Client {
     }
 }
 
-/// The defaults: pool `supabase`, 20 connections, 50 kept alive, 30 s request timeout.
+/// The defaults: pool `supabase`, 20 connections (all kept alive), 30 s request timeout.
 #[must_use]
 pub fn defaults() -> Config {
     let mut c = Config::new("supabase");
     c.pool.pool_size = 20;
-    c.max_keepalive = 50;
+    c.max_keepalive = c.pool.ceiling();
     c.timeout = Some(Duration::from_secs(30));
     c
 }

@@ -31,7 +31,9 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
                     s.utilization <= 1.0,
                     "pool-level utilization above 1: {s:?}"
                 );
-                critical |= pool.health().status.as_str() == "critical";
+                // Full, with callers waiting briefly and none timed out: warning (critical
+                // needs timeouts or long waits).
+                critical |= matches!(pool.health().status.as_str(), "warning" | "critical");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             critical
@@ -67,7 +69,7 @@ async fn utilization_is_per_origin_and_idle_origins_are_forgotten() {
     done.store(true, SeqCst);
     assert!(
         sampler.await.expect("sampler"),
-        "the full origin made the pool critical"
+        "the full origin made the pool warn"
     );
 
     // Idle connections close after the idle timeout; then the origins are forgotten.

@@ -189,11 +189,14 @@ fn verdict(fits: bool, n: &Numbers, limit_name: &str, size_var: &str) -> String 
     } = *n;
     if fits {
         return format!(
-            "fits: {instances} instances × {per_instance} + {reserved} reserved = {needed} of {limit_name} {limit} (room for {max_instances} instances)"
+            "fits: {} × {per_instance} + {reserved} reserved = {needed} of {limit_name} {limit} (room for {})",
+            instances_n(instances),
+            instances_n(max_instances)
         );
     }
     let head = format!(
-        "does NOT fit: {instances} instances × {per_instance} + {reserved} reserved = {needed} > {limit_name} {limit}"
+        "does NOT fit: {} × {per_instance} + {reserved} reserved = {needed} > {limit_name} {limit}",
+        instances_n(instances)
     );
     if max_instances == 0 || instances <= 1 {
         // Not even one instance fits: only a smaller pool (or a pooler) helps.
@@ -203,7 +206,8 @@ fn verdict(fits: bool, n: &Numbers, limit_name: &str, size_var: &str) -> String 
     }
     let per = available / i64::from(instances);
     format!(
-        "{head}; lower {size_var} to {per} or run at most {max_instances} instances, or put PgBouncer/Supavisor in front"
+        "{head}; lower {size_var} to {per} or run at most {}, or put PgBouncer/Supavisor in front",
+        instances_n(max_instances)
     )
 }
 
@@ -252,8 +256,8 @@ impl Budget {
         self.fits = server <= self.max_connections;
         let share = if clients > i64::from(pooler.value) {
             format!(
-                "; {clients} client connections ({} instances × {}) share them, so up to {} queue in the pooler at peak",
-                self.instances,
+                "; {clients} client connections ({} × {}) share them, so up to {} queue in the pooler at peak",
+                instances_n(self.instances),
                 self.per_instance,
                 clients - i64::from(pooler.value)
             )
@@ -279,6 +283,16 @@ impl Budget {
         };
         self.pooler_pool_size = Some(pooler.clone());
         self
+    }
+}
+
+/// "1 instance", "3 instances".
+pub(crate) fn instances_n(n: impl Into<i64>) -> String {
+    let n = n.into();
+    if n == 1 {
+        "1 instance".to_owned()
+    } else {
+        format!("{n} instances")
     }
 }
 

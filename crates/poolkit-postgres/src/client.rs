@@ -17,7 +17,7 @@ pub(crate) struct QueryCtx {
     pub(crate) pool: String,
     pub(crate) pooler: PoolerMode,
     pub(crate) warnings: SessionWarnings,
-    pub(crate) queries: QueryStats,
+    pub(crate) queries: std::sync::Arc<QueryStats>,
     pub(crate) shapes: ShapeCache,
     /// Retires the whole pool when a statement shows the server moved.
     pub(crate) failover: Arc<crate::failover::Failover>,

@@ -171,6 +171,8 @@ pub struct Config {
     /// Notes about settings that were overridden (`DATABASE_POOL_SIZE=5 wins over
     /// connection_limit=25 in DATABASE_URL`), logged when read and shown by `poolctl check`.
     pub notes: Vec<String>,
+    /// Hooks around a connection's life (set in code: see [`crate::Hooks`]).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Every variable suffix a PostgreSQL pool reads under its prefix (besides
@@ -212,12 +214,7 @@ fn warn_unknown(prefix: &str) {
 /// PostgreSQL pool does not read, and returns the messages (for `poolctl check`).
 #[must_use]
 pub fn unknown_vars(prefix: &str) -> Vec<String> {
-    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
-        .iter()
-        .chain(ENV_SUFFIXES)
-        .copied()
-        .collect();
-    poolkit_core::env::warn_unknown(prefix, &known, &[])
+    poolkit_core::env::unknown_adapter_vars(prefix, ENV_SUFFIXES)
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -267,6 +264,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("pooler_pool_size", &self.pooler_pool_size)
             .field("notes", &self.notes)
+            .field("hooks", &self.hooks)
             .field(
                 "read_urls",
                 &self
@@ -319,6 +317,7 @@ impl Config {
             resolver: None,
             replica: false,
             notes: Vec::new(),
+            hooks: crate::hooks::Hooks::default(),
         }
         .detect_pooler()
         .read_session_attrs()

@@ -194,14 +194,32 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
+/// One error as one line; the server's error with its SQLSTATE, detail and hint
+/// (`ERROR 23505: duplicate key value violates unique constraint "t_pkey" (detail: Key
+/// (id)=(1) already exists.)`).
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() else {
+        return e.to_string();
+    };
+    let mut out = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    let extra: Vec<String> = [("detail", db.detail()), ("hint", db.hint())]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}: {v}")))
+        .collect();
+    if !extra.is_empty() {
+        out.push_str(&format!(" ({})", extra.join("; ")));
+    }
+    out
+}
+
 /// A driver error with its causes, as one line (tokio-postgres's `Display` shows only
 /// the kind, such as "db error"; the server's message is in the source chain).
 #[must_use]
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
+    let mut out = one_line(e);
     let mut cur = e.source();
     while let Some(s) = cur {
-        let text = s.to_string();
+        let text = one_line(s);
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);

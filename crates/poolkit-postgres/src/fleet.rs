@@ -104,6 +104,11 @@ fn lease(config: &FleetConfig) -> Duration {
     config.ttl - renew_every(config)
 }
 
+/// The shared (pipelined) connections a pool holds beside its engine, which its share
+/// covers too: `fit(None)` counts them, `fit(Some(limit))` first brings them down to at most
+/// `limit` (closing the shared side when `limit` is 0: statements then check out).
+pub(crate) type Fit = Box<dyn Fn(Option<u32>) -> u32 + Send + Sync>;
+
 /// What the member keeps between renewals.
 #[derive(Debug, Default)]
 struct MemberState {
@@ -208,13 +213,15 @@ impl Fleet {
     }
 
     /// One renewal: ask for a share and cap the engine to it. Returns the renewal when
-    /// the store answered. `shared`: the pool's shared (pipelined) connections, which the
-    /// share covers too, so the engine is capped to the share less them.
+    /// the store answered. `fit`: the pool's shared (pipelined) connections, which the
+    /// share covers too (see [`Fit`]): they are fitted under the grant first, and the
+    /// engine is capped to the grant less them.
     pub(crate) async fn renew<M: EngineManager>(
         &self,
         engine: &Engine<M>,
-        shared: u32,
+        fit: &Fit,
     ) -> Option<Renewal> {
+        let shared = fit(None);
         let (member, seen) = {
             let st = self.state();
             (st.last_ok.is_some(), st.seq)
@@ -237,6 +244,7 @@ impl Fleet {
                 if st.error_since.take().is_some() {
                     tracing::info!(pool = %name, "fleet Redis reachable again");
                 }
+                let shared = fit(Some(r.grant));
                 engine.cap(Some(r.grant.saturating_sub(shared)));
                 st.last_ok = Some(sent);
                 st.seq = r.seq;
@@ -263,14 +271,14 @@ impl Fleet {
                 st.status.redis_ok = false;
                 st.status.redis_error = Some((e.to_string(), 0.0));
                 drop(st);
-                self.guard(engine);
+                self.guard(engine, fit);
                 None
             }
         }
     }
 
     /// Sheds by this instance's own clock when its lease is about to expire unrenewed.
-    fn guard<M: EngineManager>(&self, engine: &Engine<M>) {
+    fn guard<M: EngineManager>(&self, engine: &Engine<M>, fit: &Fit) {
         let mut st = self.state();
         let Some(last) = st.last_ok else { return };
         let since = last.elapsed();
@@ -281,10 +289,11 @@ impl Fleet {
         } else {
             return;
         };
+        let shared = fit(Some(limit));
         let cap = engine.cap_value().unwrap_or(u32::MAX);
-        if cap > limit {
-            tracing::warn!(pool = %engine.telemetry().config().name, from = cap, to = limit, since_renewal = ?since, "fleet lease not renewed: shedding before it expires");
-            engine.cap(Some(limit));
+        if cap.saturating_add(shared) > limit {
+            tracing::warn!(pool = %engine.telemetry().config().name, from = cap.saturating_add(shared), to = limit, since_renewal = ?since, "fleet lease not renewed: shedding before it expires");
+            engine.cap(Some(limit.saturating_sub(shared)));
         }
         st.status.share = st.status.share.min(limit);
         st.status.shed = true;
@@ -306,16 +315,15 @@ impl Fleet {
 
     /// Renews every quarter of the TTL (sooner while its grant is below its share) and
     /// watches the lease's age between renewals, until `engine` returns `None` (the pool
-    /// is gone) or a closed engine: then it leaves. `shared` tells how many shared
-    /// (pipelined) connections the pool holds beside the engine's.
-    fn run<M: EngineManager, F, S>(
+    /// is gone) or a closed engine: then it leaves. `fit` handles the shared (pipelined)
+    /// connections the pool holds beside the engine's.
+    fn run<M: EngineManager, F>(
         self: &Arc<Self>,
         engine: F,
-        shared: S,
+        fit: Fit,
     ) -> tokio::task::JoinHandle<()>
     where
         F: Fn() -> Option<Engine<M>> + Send + 'static,
-        S: Fn() -> u32 + Send + 'static,
     {
         let fleet = Arc::clone(self);
         let every = self.clock.every;
@@ -328,7 +336,7 @@ impl Fleet {
                     tokio::time::sleep_until(renew_at.min(tokio::time::Instant::now() + watch))
                         .await;
                     match engine() {
-                        Some(engine) if !engine.is_closed() => fleet.guard(&engine),
+                        Some(engine) if !engine.is_closed() => fleet.guard(&engine, &fit),
                         _ => return fleet.leave().await,
                     }
                 }
@@ -337,14 +345,16 @@ impl Fleet {
                     _ => return fleet.leave().await,
                 };
                 let renewal = {
-                    let fut = fleet.renew(&engine, shared());
+                    let fut = fleet.renew(&engine, &fit);
                     futures_util::pin_mut!(fut);
                     loop {
                         let tick = tokio::time::sleep(watch);
                         futures_util::pin_mut!(tick);
                         match futures_util::future::select(fut.as_mut(), tick).await {
                             futures_util::future::Either::Left((r, _)) => break r,
-                            futures_util::future::Either::Right(((), _)) => fleet.guard(&engine),
+                            futures_util::future::Either::Right(((), _)) => {
+                                fleet.guard(&engine, &fit);
+                            }
                         }
                     }
                 };
@@ -363,7 +373,7 @@ impl Fleet {
         let of_pool = pool.clone();
         self.run(
             move || pool.upgrade().map(|p| p.engine.clone()),
-            move || of_pool.upgrade().map_or(0, |p| p.shared_reserved()),
+            Box::new(move |limit| of_pool.upgrade().map_or(0, |p| p.fit_shared(limit))),
         );
     }
 
@@ -425,7 +435,7 @@ impl FleetMember {
     /// Renews and sheds for `engine` until it is closed (then it leaves the fleet). Abort
     /// the task to stop renewing without leaving (a killed instance).
     pub fn start<M: EngineManager>(&self, engine: Engine<M>) -> tokio::task::JoinHandle<()> {
-        self.0.run(move || Some(engine.clone()), || 0)
+        self.0.run(move || Some(engine.clone()), Box::new(|_| 0))
     }
 
     /// What this member knows about the fleet.

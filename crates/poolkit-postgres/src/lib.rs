@@ -6,12 +6,14 @@ mod client;
 mod config;
 mod connect;
 mod error;
+mod fail_fast;
 mod failover;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod fleet_config;
 #[cfg(feature = "fleet")]
 mod fleet_store;
+mod hooks;
 mod manager;
 mod pipelined;
 mod pool;
@@ -34,6 +36,7 @@ pub use error::{Error, chain};
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
 pub use fleet::{FleetMember, FleetStatus};
 pub use fleet_config::{FleetBudget, FleetConfig};
+pub use hooks::{AfterConnect, AfterRelease, BeforeAcquire, Hooks};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection, SharedStatus};
 pub use pooler::{Pooler, session_state};

@@ -35,6 +35,10 @@ pub struct Manager {
     credentials: Arc<Credentials>,
     resolver: Option<Arc<dyn Resolve>>,
     failover: Arc<Failover>,
+    /// The server's `max_connections` and reserved connections, learned on the first
+    /// connection (for the size advice's server cap).
+    server_limit: std::sync::OnceLock<(u32, u32)>,
+    after_connect: Option<crate::hooks::AfterConnect>,
 }
 
 impl fmt::Debug for Manager {
@@ -71,6 +75,39 @@ impl Manager {
             credentials: Arc::new(Credentials::new(PasswordSource::Url)),
             resolver: None,
             failover: Failover::new(pool, false),
+            server_limit: std::sync::OnceLock::new(),
+            after_connect: None,
+        }
+    }
+
+    /// Runs `hook` on every new connection before it joins the pool; its error discards
+    /// the connection (see [`crate::AfterConnect`]).
+    #[must_use]
+    pub fn with_after_connect(mut self, hook: Option<crate::hooks::AfterConnect>) -> Self {
+        self.after_connect = hook;
+        self
+    }
+
+    /// The server's `max_connections` and its reserved connections
+    /// (`superuser_reserved_connections` + `reserved_connections`), once a connection has
+    /// been opened.
+    #[must_use]
+    pub fn server_limit(&self) -> Option<(u32, u32)> {
+        self.server_limit.get().copied()
+    }
+
+    async fn learn_limit(&self, client: &Client) {
+        if self.server_limit.get().is_some() {
+            return;
+        }
+        let sql = "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'), coalesce(current_setting('reserved_connections', true), '0')";
+        if let Ok(msgs) = client.simple_query(sql).await {
+            for m in msgs {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                    let n = |i: usize| row.get(i).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+                    let _ = self.server_limit.set((n(0), n(1) + n(2)));
+                }
+            }
         }
     }
 
@@ -186,6 +223,10 @@ impl Manager {
                     match outcome {
                         Ok(Ok(opened)) => {
                             self.credentials.accepted();
+                            self.learn_limit(&opened.0).await;
+                            if let Some(hook) = &self.after_connect {
+                                hook(&opened.0).await.map_err(ConnectError::Driver)?;
+                            }
                             return Ok(opened);
                         }
                         Ok(Err(Refused::Role(role))) => {

@@ -34,10 +34,19 @@ impl Pool {
         self.inner.shared()
     }
 
-    async fn route(&self) -> Result<Route, Error> {
+    async fn route(&self, sql: Option<&str>) -> Result<Route, Error> {
         let Some(shared) = self.shared() else {
             return Ok(Route::Exclusive(Box::new(self.get().await?)));
         };
+        if sql.is_some_and(|sql| shared.slow.is_slow(sql)) {
+            // Known to be slow: on an idle shared connection (it holds up nobody), else
+            // on a checkout.
+            if let Some(lease) = shared.mux.try_lease_idle() {
+                return Ok(Route::Shared(lease, Arc::clone(shared)));
+            }
+            shared.spilled.fetch_add(1, Relaxed);
+            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+        }
         if shared.mux.all_stalled(shared.spill) {
             shared.spilled.fetch_add(1, Relaxed);
             return Ok(Route::Exclusive(Box::new(self.get().await?)));
@@ -162,16 +171,21 @@ impl Pool {
         if let Some(sql) = sql_of(&source) {
             self.refuse_session_state(sql)?;
         }
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .query(statement, params)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(sql_of(&source)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.query(statement, params).await;
+                self.observed_exclusive(source, started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
                 let (sql, shape) = self.plan(source).await?;
                 let typed = self.typed(&lease, &shape, params).await?;
-                self.timed(&lease, &shared, source, lease.query_typed(sql, &typed))
-                    .await
+                let r = self
+                    .timed(&lease, &shared, source, lease.query_typed(sql, &typed))
+                    .await;
+                self.finish(lease, &shared, source);
+                r
             }
         }
     }
@@ -188,16 +202,21 @@ impl Pool {
         if let Some(sql) = sql_of(&source) {
             self.refuse_session_state(sql)?;
         }
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .query_one(statement, params)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(sql_of(&source)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.query_one(statement, params).await;
+                self.observed_exclusive(source, started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
                 let (sql, shape) = self.plan(source).await?;
                 let typed = self.typed(&lease, &shape, params).await?;
-                self.timed(&lease, &shared, source, lease.query_typed_one(sql, &typed))
-                    .await
+                let r = self
+                    .timed(&lease, &shared, source, lease.query_typed_one(sql, &typed))
+                    .await;
+                self.finish(lease, &shared, source);
+                r
             }
         }
     }
@@ -218,16 +237,21 @@ impl Pool {
         if let Some(sql) = sql_of(&source) {
             self.refuse_session_state(sql)?;
         }
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .query_opt(statement, params)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(sql_of(&source)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.query_opt(statement, params).await;
+                self.observed_exclusive(source, started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
                 let (sql, shape) = self.plan(source).await?;
                 let typed = self.typed(&lease, &shape, params).await?;
-                self.timed(&lease, &shared, source, lease.query_typed_opt(sql, &typed))
-                    .await
+                let r = self
+                    .timed(&lease, &shared, source, lease.query_typed_opt(sql, &typed))
+                    .await;
+                self.finish(lease, &shared, source);
+                r
             }
         }
     }
@@ -244,16 +268,21 @@ impl Pool {
         if let Some(sql) = sql_of(&source) {
             self.refuse_session_state(sql)?;
         }
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .execute(statement, params)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(sql_of(&source)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.execute(statement, params).await;
+                self.observed_exclusive(source, started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
                 let (sql, shape) = self.plan(source).await?;
                 let typed = self.typed(&lease, &shape, params).await?;
-                self.timed(&lease, &shared, source, lease.execute_typed(sql, &typed))
-                    .await
+                let r = self
+                    .timed(&lease, &shared, source, lease.execute_typed(sql, &typed))
+                    .await;
+                self.finish(lease, &shared, source);
+                r
             }
         }
     }
@@ -269,19 +298,24 @@ impl Pool {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
         self.refuse_session_state(sql)?;
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .query_typed(sql, params)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(Some(sql)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.query_typed(sql, params).await;
+                self.observed_exclusive(Source::Sql(sql), started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
-                self.timed(
-                    &lease,
-                    &shared,
-                    Source::Sql(sql),
-                    lease.query_typed(sql, params),
-                )
-                .await
+                let r = self
+                    .timed(
+                        &lease,
+                        &shared,
+                        Source::Sql(sql),
+                        lease.query_typed(sql, params),
+                    )
+                    .await;
+                self.finish(lease, &shared, Source::Sql(sql));
+                r
             }
         }
     }
@@ -293,14 +327,19 @@ impl Pool {
     /// As [`Pool::query`].
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
         self.refuse_session_state(sql)?;
-        match self.route().await? {
-            Route::Exclusive(conn) => conn
-                .simple_query(sql)
-                .await
-                .map_err(|e| self.exclusive_error(e)),
+        match self.route(Some(sql)).await? {
+            Route::Exclusive(conn) => {
+                let started = std::time::Instant::now();
+                let r = conn.simple_query(sql).await;
+                self.observed_exclusive(Source::Sql(sql), started.elapsed());
+                r.map_err(|e| self.exclusive_error(e))
+            }
             Route::Shared(lease, shared) => {
-                self.timed(&lease, &shared, Source::Sql(sql), lease.simple_query(sql))
-                    .await
+                let r = self
+                    .timed(&lease, &shared, Source::Sql(sql), lease.simple_query(sql))
+                    .await;
+                self.finish(lease, &shared, Source::Sql(sql));
+                r
             }
         }
     }
@@ -312,6 +351,25 @@ impl Pool {
         params: &[&'p (dyn ToSql + Sync)],
     ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, Error> {
         Ok(self.inner.ctx.typed(lease, shape, params).await?)
+    }
+
+    /// A shared statement is done: its connection's count goes down, and how long it held
+    /// the connection's head teaches which statements are slow.
+    fn finish(&self, lease: Lease<PgMux>, shared: &Shared, source: Source<'_>) {
+        let held = lease.complete();
+        if let Some(sql) = sql_of(&source) {
+            shared.slow.observe(sql, held, shared.spill);
+        }
+    }
+
+    /// A statement ran on a checkout in `took`: a statement marked slow that ran fast is
+    /// cleared.
+    fn observed_exclusive(&self, source: Source<'_>, took: std::time::Duration) {
+        if let (Some(Some(shared)), Some(sql)) = (self.inner.shared_started(), sql_of(&source))
+            && shared.slow.is_slow(sql)
+        {
+            shared.slow.observe(sql, took, shared.spill);
+        }
     }
 
     /// Runs one statement on a shared connection, timed like every statement.

@@ -63,7 +63,9 @@ impl fmt::Debug for Inner {
 /// A checked-out connection: derefs to [`tokio_postgres::Client`]. Dropping it returns
 /// the connection to the pool.
 pub struct PooledConnection {
-    checkout: Checkout<Manager>,
+    /// `None` only once detached.
+    checkout: Option<Checkout<Manager>>,
+    after_release: Option<crate::hooks::AfterRelease>,
     ctx: Arc<QueryCtx>,
     /// The pool generation the connection belongs to (for a failover seen on it).
     generation: u64,
@@ -75,24 +77,53 @@ impl fmt::Debug for PooledConnection {
     }
 }
 
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let (Some(hook), Some(checkout)) = (&self.after_release, &mut self.checkout)
+            && !hook(checkout)
+        {
+            checkout
+                .tracked()
+                .retire(poolkit_core::metrics::CloseReason::Rejected);
+        }
+    }
+}
+
 impl Deref for PooledConnection {
     type Target = tokio_postgres::Client;
     fn deref(&self) -> &tokio_postgres::Client {
-        &self.checkout
+        self.co()
     }
 }
 
 impl DerefMut for PooledConnection {
     fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
-        &mut self.checkout
+        self.co_mut()
     }
 }
 
 crate::client::dialect!(PooledConnection);
 
 impl PooledConnection {
+    fn co(&self) -> &Checkout<Manager> {
+        self.checkout.as_ref().unwrap_or_else(|| detached())
+    }
+
+    fn co_mut(&mut self) -> &mut Checkout<Manager> {
+        self.checkout.as_mut().unwrap_or_else(|| detached())
+    }
+
     fn parts(&self) -> (&tokio_postgres::Client, bool, &QueryCtx) {
-        (&self.checkout, false, &self.ctx)
+        (self.co(), false, &self.ctx)
+    }
+
+    /// Takes the connection out of the pool (sqlx's `detach`, deadpool's `Object::take`):
+    /// the pool forgets it, frees its place (opening another when a caller needs one) and
+    /// counts it as `closed{reason="detached"}`. The client is yours; dropping it closes
+    /// the connection.
+    #[must_use]
+    pub fn detach(mut self) -> tokio_postgres::Client {
+        self.checkout.take().unwrap_or_else(|| detached()).detach()
     }
 
     /// Notes a statement's outcome: an error that says the server moved retires the pool.
@@ -110,7 +141,8 @@ impl PooledConnection {
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
         let ctx = &*self.ctx;
         let generation = self.generation;
-        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        let client: &mut tokio_postgres::Client =
+            self.checkout.as_mut().unwrap_or_else(|| detached());
         let begun = client.transaction().await;
         if let Err(e) = &begun {
             ctx.failover.seen(e, generation);
@@ -122,13 +154,14 @@ impl PooledConnection {
     pub fn build_transaction(&mut self) -> TransactionBuilder<'_> {
         let ctx = &*self.ctx;
         let generation = self.generation;
-        let client: &mut tokio_postgres::Client = &mut self.checkout;
+        let client: &mut tokio_postgres::Client =
+            self.checkout.as_mut().unwrap_or_else(|| detached());
         TransactionBuilder::new(client.build_transaction(), ctx, generation)
     }
 
     /// Closes this connection instead of returning it to the pool.
     pub fn retire(&mut self, reason: poolkit_core::metrics::CloseReason) {
-        self.checkout.tracked().retire(reason);
+        self.co_mut().tracked().retire(reason);
     }
 
     /// The pooler mode this connection's queries follow.
@@ -140,13 +173,13 @@ impl PooledConnection {
     /// How many times this connection has been checked out, this time included.
     #[must_use]
     pub fn uses(&mut self) -> u64 {
-        self.checkout.tracked().uses()
+        self.co_mut().tracked().uses()
     }
 
     /// How old the connection is.
     #[must_use]
     pub fn age(&mut self) -> Duration {
-        self.checkout.tracked().age()
+        self.co_mut().tracked().age()
     }
 }
 
@@ -363,6 +396,46 @@ impl Builder {
         &self.config
     }
 
+    /// Runs `hook` on every new connection before it joins the pool, e.g.
+    /// `|c| Box::pin(c.batch_execute("SET search_path TO app"))`; its error discards the
+    /// connection (see [`crate::AfterConnect`]).
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c tokio_postgres::Client,
+            )
+                -> poolkit_core::BoxFuture<'c, Result<(), tokio_postgres::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config.hooks.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` before a pooled connection is handed out; `false` closes it and the
+    /// caller gets another (see [`crate::BeforeAcquire`]).
+    pub fn before_acquire<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c tokio_postgres::Client) -> poolkit_core::BoxFuture<'c, bool>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config.hooks.before_acquire = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection comes back; `false` closes it instead of reusing it
+    /// (see [`crate::AfterRelease`]).
+    pub fn after_release<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&tokio_postgres::Client) -> bool + Send + Sync + 'static,
+    {
+        self.config.hooks.after_release = Some(Arc::new(hook));
+        self
+    }
+
     /// Validates the configuration, opens `min_idle` connections and registers the pool.
     ///
     /// # Errors
@@ -406,7 +479,8 @@ impl Pool {
             .with_session_attrs(config.target_session_attrs)
             .with_credentials(Arc::clone(&credentials))
             .with_resolver(config.resolver.clone())
-            .with_failover(Arc::clone(&failover));
+            .with_failover(Arc::clone(&failover))
+            .with_after_connect(config.hooks.after_connect.clone());
         if config.ssl_mode != SslMode::Disable {
             let root =
                 match &config.ssl_root_cert {
@@ -448,7 +522,7 @@ impl Pool {
             }
             None => None,
         };
-        let engine = Engine::build_capped(manager, config.pool.clone(), cap)
+        let engine = Engine::build_with(manager, config.pool.clone(), cap, crate::fail_fast::fatal)
             .await
             .map_err(|e| acquire_error(&config, e))?;
         let ctx = Arc::new(QueryCtx {
@@ -502,17 +576,46 @@ impl Pool {
     /// [`Error::Closed`] after [`Pool::close`].
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
-        // `get` is not `async fn` so that `#[track_caller]` reaches the caller's line for
-        // leak reports (`DATABASE_LEAK_THRESHOLD`).
-        let checkout = self.inner.engine.get();
+        self.get_timeout(self.inner.config.pool.acquire_timeout)
+    }
+
+    /// [`Pool::get`] waiting at most `timeout` instead of the acquire timeout
+    /// (`P_POOL_TIMEOUT`), for one call (deadpool's `timeout_get`).
+    ///
+    /// # Errors
+    /// As [`Pool::get`]; [`Error::Timeout`] after `timeout`.
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
+        // Not `async fn` so that `#[track_caller]` reaches the caller's line for leak
+        // reports (`DATABASE_LEAK_THRESHOLD`).
+        let caller = std::panic::Location::caller();
         async move {
-            match checkout.await {
-                Ok(checkout) => Ok(PooledConnection {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let mut checkout = self
+                    .inner
+                    .engine
+                    .get_with(left, caller)
+                    .await
+                    .map_err(|e| acquire_error(&self.inner.config, e))?;
+                if let Some(hook) = &self.inner.config.hooks.before_acquire
+                    && !hook(&checkout).await
+                {
+                    checkout
+                        .tracked()
+                        .retire(poolkit_core::metrics::CloseReason::Rejected);
+                    continue;
+                }
+                return Ok(PooledConnection {
                     generation: checkout.generation(),
-                    checkout,
+                    checkout: Some(checkout),
+                    after_release: self.inner.config.hooks.after_release.clone(),
                     ctx: Arc::clone(&self.inner.ctx),
-                }),
-                Err(e) => Err(acquire_error(&self.inner.config, e)),
+                });
             }
         }
     }
@@ -651,14 +754,31 @@ impl Inner {
             .is_some()
     }
 
-    /// The shared side, started on first use.
+    /// The shared side if it was started (`Some(None)`: off).
+    pub(crate) fn shared_started(&self) -> Option<&Option<Arc<crate::shared::Shared>>> {
+        self.shared.get()
+    }
+
+    /// The shared side, started on first use. `None` (statements check out) when shared
+    /// connections are off, when the fleet share is 0 (nothing may be opened yet), or after
+    /// the fleet closed the shared side (a share of 0 while it ran).
     pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        #[cfg(feature = "fleet")]
+        if self.shared.get().is_none() && self.fleet.as_ref().is_some_and(|f| f.status().share == 0)
+        {
+            return None;
+        }
         self.shared
             .get_or_init(|| {
+                #[cfg(feature = "fleet")]
+                let limit = self.fleet.as_ref().map(|f| f.status().share);
+                #[cfg(not(feature = "fleet"))]
+                let limit = None;
                 let shared = crate::shared::Shared::start(
                     self.engine.manager().clone(),
                     &self.config,
                     Arc::clone(self.engine.telemetry()),
+                    limit,
                 )?;
                 self.reserve_shared(shared.mux.target());
                 if shared.auto {
@@ -677,6 +797,7 @@ impl Inner {
                 Some(shared)
             })
             .as_ref()
+            .filter(|s| !s.mux.is_closed() || self.engine.is_closed())
     }
 
     /// The server moved: every shared connection is retired too (each reconnects).
@@ -687,25 +808,47 @@ impl Inner {
         }
     }
 
-    /// Shared connections the pool keeps now (they count against the ceiling and the
-    /// fleet share).
+    /// The shared connections now, for the fleet share (see `crate::fleet::Fit`): with
+    /// `Some(limit)`, first brought down to at most `limit` (the shared side is closed for
+    /// good at 0, and statements check out from then on).
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
-    pub(crate) fn shared_reserved(&self) -> u32 {
-        match self.shared.get() {
-            Some(Some(s)) => u32::try_from(s.mux.target()).unwrap_or(u32::MAX),
-            _ => 0,
+    pub(crate) fn fit_shared(&self, limit: Option<u32>) -> u32 {
+        let Some(Some(s)) = self.shared.get() else {
+            return 0;
+        };
+        if let Some(limit) = limit {
+            if limit == 0 && !s.mux.is_closed() {
+                tracing::warn!(pool = %self.config.pool.name, "fleet share 0: closing the shared connections; statements check out from now on");
+                s.mux.close();
+            } else if limit > 0 && s.mux.target() > limit as usize {
+                s.mux.set_sockets(limit as usize);
+            }
         }
+        let open = s.mux.open() + s.mux.connecting();
+        let held = if s.mux.is_closed() {
+            open
+        } else {
+            open.max(s.mux.target())
+        };
+        u32::try_from(held).unwrap_or(u32::MAX)
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
-    /// shared ones.
+    /// shared ones; with a fleet share below `n`, the shared ones come down to it first.
     fn reserve_shared(&self, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        #[cfg_attr(not(feature = "fleet"), allow(unused_mut))]
+        let mut n = u32::try_from(n).unwrap_or(u32::MAX);
         #[cfg(feature = "fleet")]
-        let base = self
-            .fleet
-            .as_ref()
-            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        let base = match self.fleet.as_ref() {
+            Some(f) => {
+                let share = f.status().share;
+                if self.shared.get().is_some() {
+                    n = self.fit_shared(Some(share));
+                }
+                share
+            }
+            None => self.config.pool.ceiling(),
+        };
         #[cfg(not(feature = "fleet"))]
         let base = self.config.pool.ceiling();
         self.engine.cap(Some(base.saturating_sub(n)));
@@ -792,6 +935,40 @@ fn acquire_error(config: &Config, e: AcquireError<ConnectError>) -> Error {
     }
 }
 
+impl Inner {
+    /// The most connections the server grants this pool: the lowest of the server's
+    /// `max_connections` less reserved (not behind a pooler, which multiplexes),
+    /// `P_MAX_CONNECTIONS`, and the fleet share.
+    fn server_cap(&self) -> Option<poolkit_core::advice::ServerCap> {
+        use poolkit_core::advice::ServerCap;
+        let mut caps = Vec::new();
+        if self.ctx.pooler.get() == Pooler::None
+            && let Some((max, reserved)) = self.engine.manager().server_limit()
+            && max > 0
+        {
+            caps.push(ServerCap::new(
+                max.saturating_sub(reserved),
+                format!("the server's max_connections {max} − {reserved} reserved"),
+            ));
+        }
+        if let Some(limit) = &self.config.max_connections {
+            caps.push(ServerCap::new(limit.value, limit.source.clone()));
+        }
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.fleet {
+            let status = fleet.status();
+            caps.push(ServerCap::new(
+                status.share,
+                format!(
+                    "this instance's fleet share ({}_FLEET_BUDGET {} over {} instances)",
+                    self.config.pool.prefix, status.budget, status.instances
+                ),
+            ));
+        }
+        ServerCap::lowest(caps)
+    }
+}
+
 impl Monitored for Inner {
     fn name(&self) -> &str {
         &self.config.pool.name
@@ -805,13 +982,10 @@ impl Monitored for Inner {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();
         stats.pooler = Some(self.ctx.pooler.get().as_str().to_owned());
-        // Shared connections: the sockets count as open connections, the statements in
-        // flight on them as used, callers waiting for room as pending (as Redis shared).
-        if let Some(Some(shared)) = self.shared.get() {
-            stats.open += shared.mux.open() as u64;
-            stats.used += shared.mux.in_flight() as u64;
-            stats.pending += shared.mux.pending() as u64;
-        }
+        // Shared connections count in the telemetry's gauges, which the multiplexed core
+        // answers for: the sockets as open connections, the statements in flight on them as
+        // used, callers waiting for room as pending (as Redis shared).
+        stats.server_cap = self.server_cap();
         stats
     }
 
@@ -865,4 +1039,9 @@ impl Monitored for Inner {
             Probe::Busy
         })
     }
+}
+
+#[allow(clippy::panic)]
+fn detached() -> ! {
+    panic!("poolkit: PooledConnection used after detach()")
 }

@@ -100,8 +100,66 @@ impl Multiplexer for PgMux {
     }
 }
 
+/// Statements seen to hold a shared connection's head longer than the spill bound, by SQL
+/// text: they then run on a shared connection only when one is idle, else on a checkout,
+/// so the fast statements pipelined behind them are not held up. Two slow runs in a row
+/// mark a statement; a fast run (shared or checked out) clears it.
+#[derive(Debug, Default)]
+pub(crate) struct SlowStatements {
+    any: std::sync::atomic::AtomicBool,
+    strikes: std::sync::RwLock<std::collections::HashMap<Box<str>, u8>>,
+}
+
+/// More distinct slow statements than this and the set starts over.
+const SLOW_LIMIT: usize = 1024;
+
+impl SlowStatements {
+    /// Whether `sql` is marked slow.
+    pub(crate) fn is_slow(&self, sql: &str) -> bool {
+        self.any.load(Relaxed)
+            && self
+                .strikes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(sql)
+                .is_some_and(|s| *s >= 2)
+    }
+
+    /// `sql` ran and held its connection for `took` (`bound`: the spill bound).
+    pub(crate) fn observe(&self, sql: &str, took: Duration, bound: Duration) {
+        if took > bound {
+            let mut map = self
+                .strikes
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.len() >= SLOW_LIMIT {
+                map.clear();
+            }
+            let s = map.entry(sql.into()).or_insert(0);
+            *s = s.saturating_add(1).min(2);
+            self.any.store(true, Relaxed);
+        } else if self.any.load(Relaxed) {
+            let known = self
+                .strikes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(sql);
+            if known {
+                let mut map = self
+                    .strikes
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                map.remove(sql);
+                self.any.store(!map.is_empty(), Relaxed);
+            }
+        }
+    }
+}
+
 /// The shared side of one pool.
 pub(crate) struct Shared {
+    /// Statements known to be slow.
+    pub(crate) slow: SlowStatements,
     pub(crate) mux: MuxPool<PgMux>,
     pub(crate) spill: Duration,
     /// Statements sent to an exclusive checkout because every shared connection stalled.
@@ -123,13 +181,17 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Starts the shared connections (they open in the background).
+    /// Starts the shared connections (they open in the background), at most `limit` (a
+    /// fleet share) of them.
     pub(crate) fn start(
         manager: Manager,
         config: &crate::Config,
         telemetry: Arc<poolkit_core::Telemetry>,
+        limit: Option<u32>,
     ) -> Option<Arc<Self>> {
         let (first, most) = config.shared.range(config.pool.ceiling())?;
+        let limit = limit.map_or(usize::MAX, |l| l as usize);
+        let first = first.min(limit).max(1);
         let mut mc = MuxConfig::new(&config.pool.name, first);
         mc.max_sockets = most.max(first);
         mc.connect_timeout = config
@@ -143,6 +205,7 @@ impl Shared {
             spill: config.shared_spill,
             spilled: AtomicU64::new(0),
             statements: AtomicU64::new(0),
+            slow: SlowStatements::default(),
             auto: config.shared == SharedConnections::Auto,
             most,
         }))
@@ -354,6 +417,25 @@ mod tests {
         ] {
             assert_eq!(shared_refusal(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn two_slow_runs_mark_a_statement_and_a_fast_one_clears_it() {
+        let slow = SlowStatements::default();
+        let bound = Duration::from_millis(5);
+        let long = Duration::from_millis(50);
+        slow.observe("SELECT pg_sleep(1)", long, bound);
+        assert!(
+            !slow.is_slow("SELECT pg_sleep(1)"),
+            "one slow run is not enough"
+        );
+        slow.observe("SELECT pg_sleep(1)", long, bound);
+        assert!(slow.is_slow("SELECT pg_sleep(1)"));
+        assert!(!slow.is_slow("SELECT 1"));
+        slow.observe("SELECT 1", Duration::from_micros(50), bound);
+        assert!(slow.is_slow("SELECT pg_sleep(1)"));
+        slow.observe("SELECT pg_sleep(1)", Duration::from_millis(1), bound);
+        assert!(!slow.is_slow("SELECT pg_sleep(1)"));
     }
 
     #[test]

@@ -274,6 +274,7 @@ impl Pool {
             match self.transaction_once(&opts, &mut f).await {
                 Err(e) if attempt < opts.retries && retryable(&e) => {
                     attempt += 1;
+                    self.telemetry().record_retry();
                     let base = Duration::from_millis(10) * 2u32.saturating_pow(attempt.min(8));
                     #[allow(clippy::cast_precision_loss)]
                     let unit =

@@ -51,9 +51,11 @@ async fn resize_under_load_follows_on_the_server() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // 3 of 3 busy and 197 waiting, but served far within the 10 s acquire timeout and
+    // none timed out: full, not critical (issue 22: utilization alone is not suffering).
     assert_eq!(
         pool.health().status.as_str(),
-        "critical",
+        "warning",
         "3 of 3 busy, 197 waiting"
     );
 

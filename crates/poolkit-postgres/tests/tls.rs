@@ -20,7 +20,8 @@ async fn pool(url: String, name: &str) -> Result<Pool, Error> {
         .url(url)
         .name(name)
         .min_idle(1)
-        .acquire_timeout(Duration::from_secs(2))
+        // Long: a certificate that does not verify must fail at once, not after this.
+        .acquire_timeout(Duration::from_secs(30))
         .build()
         .await
 }
@@ -89,6 +90,7 @@ async fn sslmodes_against_a_server_with_a_throwaway_ca() {
     .expect("verify-full with the right CA");
     assert!(uses_ssl(&p).await);
 
+    let started = std::time::Instant::now();
     let err = pool(
         server.url(
             "localhost",
@@ -103,7 +105,13 @@ async fn sslmodes_against_a_server_with_a_throwaway_ca() {
         err.is_connect() && msg.contains("TLS") && msg.contains("UnknownIssuer"),
         "{msg}"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
+    let started = std::time::Instant::now();
     let err = pool(
         server.url(
             "127.0.0.1",
@@ -117,6 +125,11 @@ async fn sslmodes_against_a_server_with_a_throwaway_ca() {
     assert!(
         err.is_connect() && msg.contains("not valid for name"),
         "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
 
     let p = pool(

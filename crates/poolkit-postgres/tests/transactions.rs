@@ -161,6 +161,10 @@ async fn serialization_failures_are_retried() {
         n, 2,
         "both increments landed: the loser was retried, not lost"
     );
+    assert!(
+        pool.telemetry().retries() >= 1,
+        "the retry is counted (poolkit_retries_total)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolkit_core::metrics::ErrorKind;
-use poolkit_core::{
-    Backend, BoxFuture, Gate, GateError, Health, Monitored, PingError, PoolStats, Telemetry,
-};
+use poolkit_core::mux::{MuxConfig, MuxError, MuxPool};
+use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
 use redis::FromRedisValue;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -17,6 +16,7 @@ use crate::commands::Timed;
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::error::Error;
 use crate::shared::is_broken;
+use crate::topology::ClusterMux;
 
 /// A pool over a Redis Cluster. Cheap to clone.
 ///
@@ -36,9 +36,10 @@ struct Inner {
     config: Config,
     topology: Arc<crate::topology::Topology>,
     telemetry: Arc<Telemetry>,
-    /// The in-flight cap (`P_MAX_IN_FLIGHT`), first come, first served.
-    gate: Gate,
-    queries: poolkit_core::QueryStats,
+    /// The cluster connection on the multiplexed core: the in-flight cap
+    /// (`P_MAX_IN_FLIGHT`, first come first served), its counts and its reconnects.
+    mux: MuxPool<ClusterMux>,
+    queries: Arc<poolkit_core::QueryStats>,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -102,50 +103,49 @@ impl ClusterPool {
         let mut pool_config = config.pool.clone();
         pool_config.max_size = Some(config.max_in_flight.max(pool_config.pool_size));
         pool_config.min_idle = 0;
-        let gate = Gate::new(config.max_in_flight as usize);
         let telemetry = Telemetry::new(pool_config);
-        let started = Instant::now();
-        let conn =
-            match tokio::time::timeout(config.pool.acquire_timeout, client.get_async_connection())
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    telemetry.error(ErrorKind::Connect);
-                    return Err(connect_err(e));
-                }
-                Err(_) => {
-                    telemetry.error(ErrorKind::Connect);
-                    return Err(Error::Timeout {
-                        pool: config.pool.name.clone(),
-                        waited: config.pool.acquire_timeout,
-                        size: config.pool.pool_size,
-                        what: "cluster connections",
-                        pending: 0,
-                        size_var: config.pool.ceiling_var(),
-                        timeout_var: config.timeout_var(),
-                    });
-                }
-            };
-        telemetry.opened(started.elapsed());
+        let mut mc = MuxConfig::new(&config.pool.name, 1);
+        mc.per_socket = config.max_in_flight as usize;
+        mc.max_in_flight = config.max_in_flight as usize;
+        mc.connect_timeout = connect_timeout;
+        let mux = MuxPool::start(ClusterMux { client }, mc, Some(Arc::clone(&telemetry)));
+        match mux.wait_ready(config.pool.acquire_timeout).await {
+            Ok(()) => {}
+            Err(MuxError::Connect(e)) => {
+                mux.close();
+                return Err(Error::Connect {
+                    pool: config.pool.name.clone(),
+                    target: config.target(),
+                    reason: e.to_string(),
+                    source: e,
+                });
+            }
+            Err(_) => {
+                mux.close();
+                return Err(Error::Timeout {
+                    pool: config.pool.name.clone(),
+                    waited: config.pool.acquire_timeout,
+                    size: config.pool.pool_size,
+                    what: "cluster connections",
+                    pending: 0,
+                    size_var: config.pool.ceiling_var(),
+                    timeout_var: config.timeout_var(),
+                });
+            }
+        }
         let queries = poolkit_core::QueryStats::new(
             &config.pool.name,
             Backend::Redis,
             config.pool.slow_query,
         );
-        let topology = crate::topology::Topology::new(
-            &config.pool.name,
-            client,
-            conn,
-            Arc::clone(&telemetry),
-            connect_timeout,
-        );
+        let topology =
+            crate::topology::Topology::new(&config.pool.name, mux.clone(), Arc::clone(&telemetry));
         topology.watch();
         let inner = Arc::new(Inner {
             config,
             topology,
             telemetry,
-            gate,
+            mux,
             queries,
         });
         let monitored: Arc<dyn Monitored> = inner.clone();
@@ -210,42 +210,29 @@ impl Inner {
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let asked = poolkit_core::QueryStart::now();
-        let (place, hit) = match self.gate.try_enter() {
-            Some(place) => (place, true),
-            None => {
-                let _pending = Pending::start(&self.telemetry);
-                match self.gate.enter(self.config.pool.acquire_timeout).await {
-                    Ok(place) => (place, false),
-                    Err(GateError::Closed) => {
-                        return Err(Error::Closed {
-                            pool: self.config.pool.name.clone(),
-                        });
-                    }
-                    Err(_) => {
-                        self.telemetry.timed_out(asked.elapsed());
-                        return Err(Error::Timeout {
-                            pool: self.config.pool.name.clone(),
-                            waited: asked.elapsed(),
-                            size: self.config.max_in_flight,
-                            what: "commands in flight",
-                            pending: self.telemetry.pending(),
-                            size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
-                            timeout_var: self.config.timeout_var(),
-                        });
-                    }
-                }
+        let lease = match self.mux.lease(self.config.pool.acquire_timeout).await {
+            Ok(lease) => lease,
+            Err(MuxError::Timeout {
+                waited, pending, ..
+            }) => {
+                return Err(Error::Timeout {
+                    pool: self.config.pool.name.clone(),
+                    waited,
+                    size: self.config.max_in_flight,
+                    what: "commands in flight",
+                    pending: pending as u64,
+                    size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
+                    timeout_var: self.config.timeout_var(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Closed {
+                    pool: self.config.pool.name.clone(),
+                });
             }
         };
-        self.telemetry.acquired(asked.elapsed(), hit);
-        // Counted in use until dropped, so a cancelled command gives its place and count back.
-        let started = self.queries.start();
-        let _in_flight = InFlight {
-            telemetry: &self.telemetry,
-            began: started,
-            _place: place,
-        };
-        let (conn, stalls) = self.topology.current_watched();
+        let stalls = self.topology.watched();
+        let conn = (*lease).clone();
         let result = tokio::select! {
             r = f(conn) => r,
             () = crate::topology::Topology::abandoned(stalls) => Err(redis::RedisError::from((
@@ -256,7 +243,7 @@ impl Inner {
         };
         self.topology.done();
         self.queries
-            .finish(what.operation(), started, || what.statement());
+            .record(what.operation(), lease.held_for(), || what.statement());
         if let Err(e) = &result {
             self.topology.failed(e);
             self.telemetry.error(if is_broken(e) {
@@ -268,35 +255,6 @@ impl Inner {
             });
         }
         result.map_err(Error::from)
-    }
-}
-
-/// A caller counted as pending while it waits for the in-flight cap.
-struct Pending<'a>(&'a Telemetry);
-
-impl<'a> Pending<'a> {
-    fn start(t: &'a Telemetry) -> Self {
-        t.wait_started();
-        Self(t)
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.0.wait_ended();
-    }
-}
-
-/// A command in flight: its place under the cap and its `used` count, given back on drop.
-struct InFlight<'a> {
-    telemetry: &'a Telemetry,
-    began: poolkit_core::QueryStart,
-    _place: poolkit_core::Place,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.telemetry.released(self.began.elapsed());
     }
 }
 

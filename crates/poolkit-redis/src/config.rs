@@ -127,12 +127,7 @@ pub const ENV_SUFFIXES: &[&str] = &[
 /// Redis pool does not read, and returns the messages (for `poolctl check`).
 #[must_use]
 pub fn unknown_vars(prefix: &str) -> Vec<String> {
-    let known: Vec<&str> = PoolConfig::ENV_SUFFIXES
-        .iter()
-        .chain(ENV_SUFFIXES)
-        .copied()
-        .collect();
-    poolkit_core::env::warn_unknown(prefix, &known, &[])
+    poolkit_core::env::unknown_adapter_vars(prefix, ENV_SUFFIXES)
 }
 
 /// Configuration of a Redis pool.

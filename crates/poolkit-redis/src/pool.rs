@@ -3,11 +3,11 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::mux::MuxError;
 use poolkit_core::{
     Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, QueryStats, Telemetry,
 };
@@ -21,10 +21,6 @@ use crate::error::Error;
 use crate::exclusive::Manager;
 use crate::failover::Failover;
 use crate::shared::{Shared, is_broken};
-
-/// The clock of the command path: `quanta` reads the time-stamp counter, several times
-/// cheaper than `clock_gettime` on virtual machines.
-type Clock = quanta::Instant;
 
 /// A Redis pool. Cheap to clone.
 ///
@@ -41,7 +37,7 @@ pub struct Pool {
 pub(crate) struct Inner {
     config: Config,
     pub(crate) db: i64,
-    queries: QueryStats,
+    queries: Arc<QueryStats>,
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
     exclusive: Arc<Exclusive>,
@@ -160,17 +156,27 @@ impl Pool {
         // `P_POOL_SIZE=auto` sizes the exclusive pool; shared connections stay at the floor.
         shared_pool.sizing = poolkit_core::Sizing::Fixed;
         let telemetry = Telemetry::new(shared_pool);
-        let shared = Shared::new(
+        let shared = Shared::start(
             Arc::clone(&connector),
             shared_cfg,
             config.pool.pool_size as usize,
             config.max_in_flight as usize,
+            connect_timeout,
             Arc::clone(&telemetry),
         );
-        match tokio::time::timeout(config.pool.acquire_timeout, shared.connect_all()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(connect_error(&config, e)),
+        match shared.mux.wait_ready(config.pool.acquire_timeout).await {
+            Ok(()) => {}
+            Err(MuxError::Connect(e)) => {
+                shared.close();
+                return Err(connect_error(&config, e));
+            }
+            Err(MuxError::Closed) => {
+                return Err(Error::Closed {
+                    pool: config.pool.name.clone(),
+                });
+            }
             Err(_) => {
+                shared.close();
                 return Err(Error::Timeout {
                     pool: config.pool.name.clone(),
                     waited: config.pool.acquire_timeout,
@@ -329,7 +335,7 @@ impl Pool {
     /// Background reconnects of shared connections so far.
     #[must_use]
     pub fn reconnects(&self) -> u64 {
-        self.inner.shared.reconnects()
+        self.inner.telemetry.reconnects()
     }
 
     /// The configuration.
@@ -402,43 +408,6 @@ fn acquire_error(config: &Config, e: AcquireError<redis::RedisError>) -> Error {
     }
 }
 
-/// Counts a caller as pending while it lives.
-struct PendingGuard<'a>(&'a Telemetry);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.wait_ended();
-    }
-}
-
-impl<'a> PendingGuard<'a> {
-    fn started(t: &'a Telemetry) -> Self {
-        t.wait_started();
-        Self(t)
-    }
-}
-
-/// A leased shared connection, released (and counted) on drop.
-struct LeaseGuard<'a> {
-    shared: &'a Arc<Shared>,
-    lease: crate::shared::Lease,
-    broken: bool,
-    telemetry: &'a Telemetry,
-    began: Clock,
-    /// When the reply came (read once, for query timing too); `None` if cancelled.
-    ended: Option<Clock>,
-    _place: poolkit_core::Place,
-}
-
-impl Drop for LeaseGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.release(&self.lease, self.broken);
-        let ended = self.ended.unwrap_or_else(Clock::now);
-        self.telemetry
-            .released(ended.saturating_duration_since(self.began));
-    }
-}
-
 impl Inner {
     pub(crate) async fn run<T, F, Fut>(&self, what: Timed<'_>, f: F) -> Result<T, Error>
     where
@@ -446,104 +415,64 @@ impl Inner {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let shared = &self.shared;
-        if shared.closed.load(Ordering::Acquire) {
+        if shared.is_closed() {
             return Err(Error::Closed {
                 pool: self.config.pool.name.clone(),
             });
         }
-        // Fast path: a place under the in-flight cap and a live socket, no waiting: one
-        // clock read before the command and one after.
-        let asked = Clock::now();
-        let mut waited = false;
-        let deadline = || tokio::time::Instant::now() + self.config.pool.acquire_timeout;
-        // Every step below is undone by a guard, so a caller that drops this future (a
-        // `timeout` around `query`, a `select!`) leaves no place, lease or count behind.
-        let place = match shared.gate.try_enter() {
-            Some(place) => place,
-            None => {
-                waited = true;
-                let _pending = PendingGuard::started(&self.telemetry);
-                match shared.gate.enter_until(deadline()).await {
-                    Ok(place) => place,
-                    Err(poolkit_core::GateError::Closed) => {
-                        return Err(Error::Closed {
-                            pool: self.config.pool.name.clone(),
-                        });
-                    }
-                    Err(_) => return Err(self.timed_out(asked)),
-                }
+        // The core routes the command to the least-loaded live socket under the in-flight
+        // cap, first come first served, and counts it; a caller that drops this future
+        // (a `timeout` around `query`, a `select!`) leaves no place or count behind.
+        let lease = match shared.mux.lease(self.config.pool.acquire_timeout).await {
+            Ok(lease) => lease,
+            Err(MuxError::Timeout {
+                waited,
+                pending,
+                connect,
+            }) => return Err(self.timed_out(waited, pending, connect)),
+            Err(_) => {
+                return Err(Error::Closed {
+                    pool: self.config.pool.name.clone(),
+                });
             }
         };
-        let lease = match shared.lease_now() {
-            Some(lease) => lease,
-            None => {
-                waited = true;
-                let _pending = PendingGuard::started(&self.telemetry);
-                match shared.lease(deadline()).await {
-                    Some(lease) => lease,
-                    None => {
-                        drop(place);
-                        return Err(self.timed_out(asked));
-                    }
-                }
-            }
-        };
-        let began = if waited { Clock::now() } else { asked };
-        self.telemetry
-            .acquired(began.saturating_duration_since(asked), !waited);
-        let mut held = LeaseGuard {
-            shared,
-            lease,
-            broken: false,
-            telemetry: &self.telemetry,
-            began,
-            ended: None,
-            _place: place,
-        };
-        let result = f(held.lease.conn.clone()).await;
-        // The same clock read ends the hold and times the command (no extra read).
-        let ended = Clock::now();
-        held.ended = Some(ended);
-        self.queries.record(
-            what.operation(),
-            ended.saturating_duration_since(began),
-            || what.statement(),
-        );
-        held.broken = result.as_ref().err().is_some_and(is_broken);
+        let result = f(lease.conn.clone()).await;
+        self.queries
+            .record(what.operation(), lease.held_for(), || what.statement());
         if let Err(e) = &result {
-            self.failover.shared_error(&held.lease, e);
+            let broken = shared.failed(&lease, e);
+            self.failover.shared_error(&lease, e);
+            if !broken {
+                self.telemetry.error(if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Request
+                });
+            }
         }
-        if let Err(e) = &result
-            && !held.broken
-        {
-            self.telemetry.error(if e.is_timeout() {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Request
-            });
-        }
-        drop(held);
+        drop(lease);
         result.map_err(Error::from)
     }
 
-    fn timed_out(&self, asked: Clock) -> Error {
-        let inner = self;
-        let waited = asked.elapsed();
-        let start = Instant::now()
-            .checked_sub(waited)
-            .unwrap_or_else(Instant::now);
-        inner.telemetry.timed_out(waited);
-        if let Some(e) = inner.shared.error_since(start) {
-            return connect_error(&inner.config, e);
+    /// A command found no room within the acquire timeout (the core counted it); the
+    /// connect error that explains it, if a connect failed meanwhile.
+    fn timed_out(
+        &self,
+        waited: Duration,
+        pending: usize,
+        connect: Option<Arc<redis::RedisError>>,
+    ) -> Error {
+        if let Some(e) = connect {
+            return connect_error(&self.config, e);
         }
         Error::Timeout {
-            pool: inner.config.pool.name.clone(),
+            pool: self.config.pool.name.clone(),
             waited,
-            size: inner.telemetry.config().ceiling(),
+            size: self.telemetry.config().ceiling(),
             what: "commands in flight",
-            pending: inner.telemetry.pending(),
-            size_var: format!("{}_MAX_IN_FLIGHT", inner.config.pool.prefix),
-            timeout_var: inner.config.timeout_var(),
+            pending: pending as u64,
+            size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
+            timeout_var: self.config.timeout_var(),
         }
     }
 
@@ -559,9 +488,11 @@ impl Inner {
 
     fn stats(&self) -> PoolStats {
         let mut s = self.telemetry.stats();
-        // Sockets, not in-flight commands, are the connections of shared mode.
-        s.open = self.shared.live() as u64;
-        s.idle = 0;
+        // Sockets, not in-flight commands, are the connections of shared mode (the
+        // core's gauges); idle is computed as the metrics exporter computes
+        // `poolkit_connections{state="idle"}` (open sockets less commands in flight), so
+        // `/pools` and Prometheus agree.
+        s.idle = s.open.saturating_sub(s.used);
         s.query = self.queries.timing();
         s
     }

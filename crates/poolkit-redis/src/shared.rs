@@ -1,316 +1,156 @@
-//! Shared mode: a few multiplexed connections that every caller uses at once,
-//! reconnected in the background with exponential backoff and jitter.
+//! Shared mode: a few multiplexed connections that every caller uses at once, on the
+//! multiplexed core ([`poolkit_core::mux`]): each command goes to the least-loaded live
+//! socket under the in-flight cap (first come, first served), sockets reconnect in the
+//! background with the shared back-off, a socket that shows itself dead is retired and
+//! drained, and the counts (open, in flight, waiting) are the core's. This file only says
+//! how a Redis socket is opened and when it is no longer the one to use.
 
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use poolkit_core::metrics::{CloseReason, ErrorKind};
-use poolkit_core::{Gate, Telemetry};
+use poolkit_core::Telemetry;
+use poolkit_core::metrics::CloseReason;
+use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Notify;
 
 use crate::connector::Connector;
 
-/// One multiplexed connection and its state.
-#[derive(Debug, Default)]
-struct Slot {
-    conn: RwLock<Option<MultiplexedConnection>>,
-    live: AtomicBool,
-    generation: AtomicU64,
-    in_flight: AtomicUsize,
-    reconnecting: AtomicBool,
-    ready: Notify,
-}
-
-/// The shared connections of one pool.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    slots: Vec<Slot>,
-    connector: Arc<Connector>,
-    connect_config: AsyncConnectionConfig,
-    telemetry: Arc<Telemetry>,
-    next: AtomicUsize,
-    reconnects: AtomicU64,
-    last_error: RwLock<Option<(Instant, Arc<redis::RedisError>)>>,
-    pub(crate) closed: AtomicBool,
-    /// The cap on commands in flight over all slots (`P_MAX_IN_FLIGHT`), first come,
-    /// first served.
-    pub(crate) gate: Gate,
-}
-
-/// A connection handed to one command, and the slot it came from.
-pub(crate) struct Lease {
+/// One shared socket: redis-rs's multiplexed connection (cheap to clone: a channel to its
+/// driver task), and the pool generation it was opened in.
+#[derive(Clone)]
+pub(crate) struct RedisSocket {
     pub(crate) conn: MultiplexedConnection,
-    slot: usize,
     generation: u64,
 }
 
+/// Opens shared sockets through the pool's connector (re-resolving the name or asking the
+/// Sentinels each time, with the credentials read at connect time).
+pub(crate) struct RedisMux {
+    connector: Arc<Connector>,
+    connect_config: AsyncConnectionConfig,
+    /// Bumped by [`Shared::reconnect_all`]: a socket of an older generation may lead to
+    /// the old server and takes no more commands.
+    generation: Arc<AtomicU64>,
+    /// Set when the pool closes: a connect under way gives up at once instead of running
+    /// to its timeout (a black-holed server holds no connects for a closed pool).
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Multiplexer for RedisMux {
+    type Socket = RedisSocket;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<Opened<RedisSocket>, redis::RedisError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut closing = self.closing.subscribe();
+        let conn = tokio::select! {
+            conn = self.connector.open(&self.connect_config) => conn?,
+            _ = closing.wait_for(|closed| *closed) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the pool closed while connecting",
+                )));
+            }
+        };
+        // redis-rs gives no signal when the connection's task ends; a command that finds
+        // it dead retires the socket (`Shared::failed`).
+        Ok(Opened::new(
+            RedisSocket { conn, generation },
+            std::future::pending::<()>(),
+        ))
+    }
+
+    fn usable(&self, socket: &RedisSocket) -> bool {
+        socket.generation == self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// A command's claim on a shared socket.
+pub(crate) type Lease = poolkit_core::mux::Lease<RedisMux>;
+
+/// The shared connections of one pool.
+pub(crate) struct Shared {
+    pub(crate) mux: MuxPool<RedisMux>,
+    generation: Arc<AtomicU64>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("mux", &self.mux)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(
+    /// Starts `size` shared sockets (they open in the background) under a cap of
+    /// `max_in_flight` commands; `telemetry` gets the events and reads its gauges here.
+    pub(crate) fn start(
         connector: Arc<Connector>,
         connect_config: AsyncConnectionConfig,
         size: usize,
         max_in_flight: usize,
+        connect_timeout: Duration,
         telemetry: Arc<Telemetry>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            slots: (0..size).map(|_| Slot::default()).collect(),
+        let generation = Arc::new(AtomicU64::new(0));
+        let name = telemetry.config().name.clone();
+        let mut config = MuxConfig::new(&name, size.max(1));
+        config.per_socket = max_in_flight;
+        config.max_in_flight = max_in_flight;
+        config.connect_timeout = connect_timeout;
+        let closing = Arc::new(tokio::sync::watch::Sender::new(false));
+        let mux = RedisMux {
             connector,
             connect_config,
-            telemetry,
-            next: AtomicUsize::new(0),
-            reconnects: AtomicU64::new(0),
-            last_error: RwLock::new(None),
-            closed: AtomicBool::new(false),
-            gate: Gate::new(max_in_flight),
+            generation: Arc::clone(&generation),
+            closing: Arc::clone(&closing),
+        };
+        Arc::new(Self {
+            mux: MuxPool::start(mux, config, Some(telemetry)),
+            generation,
+            closing,
         })
     }
 
-    /// Opens every slot's connection; the first failure is returned.
-    pub(crate) async fn connect_all(self: &Arc<Self>) -> Result<(), Arc<redis::RedisError>> {
-        for i in 0..self.slots.len() {
-            let conn = self.open().await?;
-            self.install(i, conn);
+    /// A command on `lease` failed with `e`: a socket that shows itself dead is retired
+    /// (its slot reconnects in the background). Returns whether it was.
+    pub(crate) fn failed(&self, lease: &Lease, e: &redis::RedisError) -> bool {
+        if is_broken(e) {
+            tracing::warn!(pool = %self.mux.config().name, "a shared Redis connection dropped; reconnecting");
+            self.mux.retire(lease, CloseReason::Broken);
+            return true;
         }
-        Ok(())
+        false
     }
 
-    async fn open(&self) -> Result<MultiplexedConnection, Arc<redis::RedisError>> {
-        let start = Instant::now();
-        match self.connector.open(&self.connect_config).await {
-            Ok(conn) => {
-                self.telemetry.opened(start.elapsed());
-                Ok(conn)
-            }
-            Err(e) => {
-                self.telemetry.error(ErrorKind::Connect);
-                let e = Arc::new(e);
-                *self
-                    .last_error
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((Instant::now(), Arc::clone(&e)));
-                Err(e)
-            }
-        }
-    }
-
-    fn install(&self, i: usize, conn: MultiplexedConnection) {
-        let slot = &self.slots[i];
-        *slot
-            .conn
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
-        slot.generation.fetch_add(1, Ordering::AcqRel);
-        slot.live.store(true, Ordering::Release);
-        slot.ready.notify_waiters();
-    }
-
-    /// Live sockets now.
-    pub(crate) fn live(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.live.load(Ordering::Acquire))
-            .count()
-    }
-
-    /// Background reconnects done so far.
-    pub(crate) fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// The last connect error if it happened at or after `since`.
-    pub(crate) fn error_since(&self, since: Instant) -> Option<Arc<redis::RedisError>> {
-        let last = self
-            .last_error
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.as_ref()
-            .filter(|(at, _)| *at >= since)
-            .map(|(_, e)| Arc::clone(e))
-    }
-
-    /// A live connection with the fewest commands in flight (round robin among equals),
-    /// without waiting; starts reconnects of dead slots it passes.
-    pub(crate) fn lease_now(self: &Arc<Self>) -> Option<Lease> {
-        let n = self.slots.len();
-        for _attempt in 0..2 {
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut best: Option<(usize, usize)> = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                let slot = &self.slots[i];
-                if !slot.live.load(Ordering::Acquire) {
-                    self.reconnect(i);
-                    continue;
-                }
-                let load = slot.in_flight.load(Ordering::Relaxed);
-                if best.is_none_or(|(_, b)| load < b) {
-                    best = Some((i, load));
-                }
-            }
-            let (i, _) = best?;
-            let slot = &self.slots[i];
-            let generation = slot.generation.load(Ordering::Acquire);
-            let conn = slot
-                .conn
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            if let Some(conn) = conn {
-                slot.in_flight.fetch_add(1, Ordering::Relaxed);
-                return Some(Lease {
-                    conn,
-                    slot: i,
-                    generation,
-                });
-            }
-        }
-        None
-    }
-
-    /// Like [`Shared::lease_now`], waiting for a reconnect until `deadline`.
-    pub(crate) async fn lease(self: &Arc<Self>, deadline: tokio::time::Instant) -> Option<Lease> {
-        loop {
-            // Registered before the check, so a reconnect in between is not missed.
-            let notified = self.slots[0].ready.notified();
-            if let Some(lease) = self.lease_now() {
-                return Some(lease);
-            }
-            if self.closed.load(Ordering::Acquire)
-                || tokio::time::timeout_at(deadline, notified).await.is_err()
-            {
-                return None;
-            }
-        }
-    }
-
-    /// A command on `lease` finished; `failed` tells whether it showed the connection dead.
-    pub(crate) fn release(self: &Arc<Self>, lease: &Lease, broken: bool) {
-        let slot = &self.slots[lease.slot];
-        slot.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if broken {
-            // Only the first caller to see this generation die closes it.
-            if slot
-                .generation
-                .compare_exchange(
-                    lease.generation,
-                    lease.generation + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-            {
-                slot.live.store(false, Ordering::Release);
-                let old = slot
-                    .conn
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                if old.is_some() {
-                    self.telemetry.error(ErrorKind::Broken);
-                    self.telemetry.closed(CloseReason::Broken);
-                    tracing::warn!(pool = %self.telemetry.config().name, "a shared Redis connection dropped; reconnecting");
-                }
-                self.reconnect(lease.slot);
-            }
-        }
-    }
-
-    /// Whether `lease` is on a slot's connection of now (not one retired since).
+    /// Whether `lease` is on a socket of the pool's generation now (not one opened before
+    /// the last [`Shared::reconnect_all`]).
     pub(crate) fn is_current(&self, lease: &Lease) -> bool {
-        self.slots[lease.slot].generation.load(Ordering::Acquire) == lease.generation
+        lease.generation == self.generation.load(Ordering::Acquire)
     }
 
-    /// Retires every slot's connection at once and reconnects each in the background
-    /// (re-resolving through the connector): the server moved. Commands in flight on the
-    /// old connections finish on them; new commands wait for a new one.
-    pub(crate) fn reconnect_all(self: &Arc<Self>) {
-        for (i, slot) in self.slots.iter().enumerate() {
-            slot.generation.fetch_add(1, Ordering::AcqRel);
-            slot.live.store(false, Ordering::Release);
-            let old = slot
-                .conn
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if old.is_some() {
-                self.telemetry.closed(CloseReason::ServerMoved);
-            }
-            self.reconnect(i);
-        }
+    /// Retires every socket at once and reconnects each in the background (re-resolving
+    /// through the connector): the server moved. Commands in flight on the old sockets
+    /// finish on them; a socket that was opening meanwhile is refused at its first lease.
+    pub(crate) fn reconnect_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.mux.retire_all(CloseReason::ServerMoved);
     }
 
-    /// Starts a background reconnect of slot `i` unless one is running.
-    fn reconnect(self: &Arc<Self>, i: usize) {
-        if self.closed.load(Ordering::Acquire)
-            || self.slots[i].reconnecting.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(25);
-            loop {
-                let Some(this) = weak.upgrade() else { return };
-                if this.closed.load(Ordering::Acquire) {
-                    this.slots[i].reconnecting.store(false, Ordering::Release);
-                    return;
-                }
-                match this.open().await {
-                    Ok(conn) => {
-                        this.install(i, conn);
-                        this.reconnects.fetch_add(1, Ordering::Relaxed);
-                        this.slots[i].reconnecting.store(false, Ordering::Release);
-                        // Waiters on any slot may go on.
-                        for s in &this.slots {
-                            s.ready.notify_waiters();
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(pool = %this.telemetry.config().name, error = %e, retry_in = ?delay, "Redis reconnect failed");
-                    }
-                }
-                drop(this);
-                tokio::time::sleep(jitter(delay)).await;
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-            }
-        });
-    }
-
-    /// Closes every connection.
+    /// Closes every socket (commands in flight finish first).
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.gate.close();
-        for slot in &self.slots {
-            slot.live.store(false, Ordering::Release);
-            if slot
-                .conn
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .is_some()
-            {
-                self.telemetry.closed(CloseReason::PoolClosed);
-            }
-            slot.ready.notify_waiters();
-        }
+        self.closing.send_replace(true);
+        self.mux.close();
     }
-}
 
-/// The longest pause between two reconnect attempts (before jitter): a server that comes
-/// back is seen within 0.75 s, at the cost of two attempts a second while it is down.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
-
-/// `d` plus up to 50 % random jitter, so many clients do not reconnect in lockstep.
-fn jitter(d: Duration) -> Duration {
-    #[allow(clippy::cast_precision_loss)]
-    let unit = (RandomState::new().hash_one(0u8) >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(1.0 + 0.5 * unit)
+    /// Whether the pool was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.mux.is_closed()
+    }
 }
 
 /// Whether an error shows that the connection itself is gone (not just a bad command).

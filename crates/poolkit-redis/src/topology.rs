@@ -2,35 +2,50 @@
 //! changed under it. redis-rs follows MOVED and refreshes its slot map on READONLY, but
 //! after a `CLUSTER FAILOVER` its connection often stalls: no command on any slot completes,
 //! for good (measured: 30 s and counting; redis-rs #2085, #1005). Two things make the pool
-//! open a new cluster connection (a fresh slot map from the seeds) in the background and
-//! swap it in: a command that fails with a timeout, a dropped connection, READONLY,
-//! MASTERDOWN or CLUSTERDOWN; and a stall, no command completing for [`STALL`] while some
-//! are in flight. Commands in flight finish (or time out) on the old one. At most one
-//! rebuild a second.
+//! retire the cluster connection on the multiplexed core, whose slot opens a new one (a
+//! fresh slot map from the seeds) in the background: a command that fails with a timeout, a
+//! dropped connection, READONLY, MASTERDOWN or CLUSTERDOWN; and a stall, no command
+//! completing for [`STALL`] while some are in flight. Commands in flight finish (or time
+//! out) on the old one; after a stall they are told to give up. At most one rebuild a
+//! second.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use poolkit_core::Telemetry;
 use poolkit_core::metrics::{CloseReason, ErrorKind as Kind};
+use poolkit_core::mux::{Multiplexer, MuxPool, Opened};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// Opens the cluster connection from the seeds (each open reads the slot map afresh).
+pub(crate) struct ClusterMux {
+    pub(crate) client: ClusterClient,
+}
+
+impl Multiplexer for ClusterMux {
+    type Socket = ClusterConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Opened<ClusterConnection>, RedisError> {
+        let conn = self.client.get_async_connection().await?;
+        // The connection ends when retired (a rebuild) or with the pool.
+        Ok(Opened::new(conn, std::future::pending::<()>()))
+    }
+}
 
 /// The least time between two rebuilds.
 const SPACING: Duration = Duration::from_secs(1);
 /// No command completing for this long while some are in flight is a stall.
 pub(crate) const STALL: Duration = Duration::from_millis(500);
 
-/// The cluster connection in use, and how to make a new one.
+/// When the cluster connection must be rebuilt, and the commands a stall abandons.
 pub(crate) struct Topology {
     pool: String,
-    client: ClusterClient,
-    conn: RwLock<ClusterConnection>,
+    mux: MuxPool<ClusterMux>,
     telemetry: Arc<Telemetry>,
-    connect_timeout: Duration,
-    rebuilding: AtomicBool,
     last: Mutex<Option<Instant>>,
     rebuilds: std::sync::atomic::AtomicU64,
     /// Milliseconds since `epoch` when a command last completed.
@@ -64,18 +79,13 @@ pub(crate) fn stale(e: &RedisError) -> bool {
 impl Topology {
     pub(crate) fn new(
         pool: &str,
-        client: ClusterClient,
-        conn: ClusterConnection,
+        mux: MuxPool<ClusterMux>,
         telemetry: Arc<Telemetry>,
-        connect_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool: pool.to_owned(),
-            client,
-            conn: RwLock::new(conn),
+            mux,
             telemetry,
-            connect_timeout,
-            rebuilding: AtomicBool::new(false),
             last: Mutex::new(None),
             rebuilds: std::sync::atomic::AtomicU64::new(0),
             done_at: std::sync::atomic::AtomicU64::new(0),
@@ -84,11 +94,10 @@ impl Topology {
         })
     }
 
-    /// The connection to send a command on now, and a receiver that changes when that
-    /// connection is found stalled and replaced (see [`Topology::abandoned`]).
-    pub(crate) fn current_watched(&self) -> (ClusterConnection, tokio::sync::watch::Receiver<u64>) {
-        let rx = self.stalls.subscribe();
-        (self.current(), rx)
+    /// A receiver that changes when the connection a command is about to be sent on is
+    /// found stalled and replaced (see [`Topology::abandoned`]).
+    pub(crate) fn watched(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stalls.subscribe()
     }
 
     /// Resolves when the connection a command was sent on (with `rx` from
@@ -118,7 +127,7 @@ impl Topology {
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
-                let in_flight = this.telemetry.used();
+                let in_flight = this.mux.in_flight();
                 let quiet = this
                     .now_ms()
                     .saturating_sub(this.done_at.load(Ordering::Relaxed));
@@ -135,14 +144,6 @@ impl Topology {
         });
     }
 
-    /// The connection to send a command on now.
-    fn current(&self) -> ClusterConnection {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Rebuilds done so far.
     pub(crate) fn rebuilds(&self) -> u64 {
         self.rebuilds.load(Ordering::Relaxed)
@@ -156,46 +157,23 @@ impl Topology {
         }
     }
 
-    /// Opens a new cluster connection in the background and swaps it in; when `stalled`,
-    /// the commands still waiting on the old one are told to give up.
-    fn rebuild(self: &Arc<Self>, why: &str, stalled: bool) {
+    /// Retires the cluster connection (its slot opens a new one from the seeds in the
+    /// background); when `stalled`, the commands still waiting on the old one are told to
+    /// give up.
+    fn rebuild(&self, why: &str, stalled: bool) {
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < SPACING)
-                || self.rebuilding.swap(true, Ordering::AcqRel)
-            {
+            if last.is_some_and(|at| at.elapsed() < SPACING) {
                 return;
             }
             *last = Some(Instant::now());
         }
         tracing::warn!(pool = %self.pool, "{why}: the cluster's shape may have changed; opening a new cluster connection from the seeds");
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let Some(this) = weak.upgrade() else { return };
-            let started = Instant::now();
-            match tokio::time::timeout(this.connect_timeout, this.client.get_async_connection())
-                .await
-            {
-                Ok(Ok(conn)) => {
-                    *this.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
-                    if stalled {
-                        this.stalls.send_modify(|n| *n += 1);
-                    }
-                    this.telemetry.closed(CloseReason::ServerMoved);
-                    this.telemetry.opened(started.elapsed());
-                    this.telemetry.error(Kind::ServerMoved);
-                    this.rebuilds.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Err(e)) => {
-                    this.telemetry.error(Kind::Connect);
-                    tracing::warn!(pool = %this.pool, error = %e, "could not open a new cluster connection; keeping the old one");
-                }
-                Err(_) => {
-                    this.telemetry.error(Kind::Connect);
-                    tracing::warn!(pool = %this.pool, "no seed answered within the connect timeout; keeping the old cluster connection");
-                }
-            }
-            this.rebuilding.store(false, Ordering::Release);
-        });
+        self.mux.retire_all(CloseReason::ServerMoved);
+        if stalled {
+            self.stalls.send_modify(|n| *n += 1);
+        }
+        self.telemetry.error(Kind::ServerMoved);
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -45,6 +45,9 @@ async fn commands_round_trip_and_stats_add_up() {
         (0, 0, 2, 0),
         "{s:?}"
     );
+    // `/pools` shows what Prometheus shows: 2 sockets, nothing in flight, so 2 idle
+    // (poolkit_connections{state="idle"} is open less in flight too).
+    assert_eq!(s.idle, 2, "{s:?}");
     assert_eq!(s.backend, "redis");
     assert!(pool.ping().await.expect("ping") < Duration::from_secs(1));
     let names: Vec<String> = poolkit_core::pools()

@@ -93,7 +93,6 @@ impl<M: Manager> Shared<M> {
                     self.telemetry.max_size().min(cap),
                 )
             };
-            self.telemetry.set_target(max_size);
             s.resize(pool_size, max_size)
         });
         for conn in surplus {

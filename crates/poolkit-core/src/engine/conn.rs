@@ -48,6 +48,11 @@ impl<C> Tracked<C> {
         self.generation
     }
 
+    /// The connection itself, for one taken out of the pool.
+    pub(crate) fn into_inner(self) -> C {
+        self.conn
+    }
+
     /// How old the connection is.
     #[must_use]
     pub fn age(&self) -> Duration {

@@ -1,87 +1,14 @@
-//! What runs beside the callers: connects (each a task of its own, retried with backoff
-//! and jitter while someone needs them), and the upkeep task (idle timeout, lifetime,
-//! min idle, leak reports).
+//! The upkeep task: one per pool, beside the callers (idle timeout, lifetime, min idle,
+//! leak reports).
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::conn::{Clock, Tracked};
-use super::{Conn, Manager, Shared};
-use crate::engine_state::{Put, Surplus};
+use super::conn::Clock;
+use super::{Manager, Shared};
 use crate::metrics::{CloseReason, ErrorKind};
 
 impl<M: Manager> Shared<M> {
-    /// Starts `n` reserved connects, each as its own task: a caller that stops waiting
-    /// cancels nothing, and the new connection goes to whoever waits longest.
-    pub(crate) fn spawn_connects(self: &Arc<Self>, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.lock().unreserve(n);
-            return;
-        };
-        for _ in 0..n {
-            rt.spawn(Arc::clone(self).connect());
-        }
-    }
-
-    async fn connect(self: Arc<Self>) {
-        let mut backoff = crate::backoff::Backoff::new();
-        loop {
-            let start = Clock::now();
-            let generation = self.generation.load(Relaxed);
-            let outcome =
-                tokio::time::timeout(self.config.acquire_timeout, self.manager.connect()).await;
-            match outcome {
-                Ok(Ok(conn)) if generation == self.generation.load(Relaxed) => {
-                    self.telemetry.record_created(start.elapsed());
-                    self.connected(Tracked::new(conn, self.config.max_lifetime, generation));
-                    return;
-                }
-                Ok(Ok(conn)) => {
-                    // The pool retired every connection while this one was opening (the
-                    // server moved): it may lead to the old server, so open another.
-                    self.telemetry.record_created(start.elapsed());
-                    self.telemetry.record_closed(CloseReason::ServerMoved);
-                    drop(conn);
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    self.telemetry.error(ErrorKind::Connect);
-                    tracing::warn!(pool = %self.config.name, error = %e, "connect failed");
-                    *self
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) =
-                        Some((Clock::now(), Arc::new(e)));
-                }
-                Err(_) => {
-                    self.telemetry.error(ErrorKind::Connect);
-                    tracing::warn!(pool = %self.config.name, took = ?start.elapsed(), "connect timed out");
-                }
-            }
-            let retry = self.with(|s| s.connect_failed(self.config.min_idle));
-            if !retry {
-                return;
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-    }
-
-    fn connected(self: &Arc<Self>, conn: Conn<M>) {
-        let (put, surplus) = self.with(|s| s.connected(conn));
-        if let Put::Close { conn, connects } = put {
-            let reason = match surplus {
-                Some(Surplus::Closed) => CloseReason::PoolClosed,
-                _ => CloseReason::Overflow,
-            };
-            self.close_conn(conn, reason);
-            self.spawn_connects(connects);
-        }
-    }
-
     /// One round of upkeep. Returns `false` once the pool is closed and empty.
     fn tick(self: &Arc<Self>) -> bool {
         let now = Clock::now();

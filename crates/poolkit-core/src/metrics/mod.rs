@@ -2,9 +2,10 @@
 //!
 //! poolkit only emits through the `metrics` facade; installing a recorder (Prometheus or
 //! any other) is the application's or `poolkit-monitor`'s job. Pools count in their own
-//! atomics ([`crate::Telemetry`]); [`publish_all`] sends those counts to the recorder, once a
-//! second in the background and whenever an exporter renders, so the checkout path costs
-//! the same with or without a recorder.
+//! atomics ([`crate::Telemetry`], [`crate::QueryStats`], …); [`publish_all`] sends those
+//! counts to the recorder, once a second in the background and whenever an exporter
+//! renders, so the checkout path costs the same with or without a recorder. Anything else
+//! that counts for the facade does the same: it implements [`Publish`] and [`join`]s.
 
 pub mod names;
 
@@ -15,7 +16,7 @@ use metrics::{
     Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
 };
 
-use crate::Telemetry;
+use crate::histogram::LatencyHistogram;
 
 /// Connection state label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +86,11 @@ label_enum!(
         /// failover: PostgreSQL SQLSTATE 25006 / 57P01–03 or a standby, Redis READONLY /
         /// MASTERDOWN / LOADING): every connection of the pool is retired at once.
         ServerMoved => "server_moved",
+        /// Taken out of the pool by its user (`detach()`): the pool forgot it and opens
+        /// another when needed.
+        Detached => "detached",
+        /// A user hook (`before_acquire`, `after_release`) said not to reuse it.
+        Rejected => "rejected",
     }
 );
 
@@ -99,7 +105,9 @@ label_enum!(
         HealthCheck => "health_check",
         /// A request or query failed on a healthy connection.
         Request => "request",
-        /// A request ran past its deadline.
+        /// A caller ran out of time: an acquire that gave up after the acquire timeout
+        /// (also counted in `poolkit_pool_timeouts_total`), or a request or statement
+        /// past its deadline.
         Timeout => "timeout",
         /// A connection was held longer than `P_LEAK_THRESHOLD`.
         Leak => "leak",
@@ -174,6 +182,16 @@ pub fn describe() {
         Unit::Count,
         "HTTP requests by connection (new or reused)."
     );
+    describe_counter!(
+        RETRIES_TOTAL,
+        Unit::Count,
+        "Requests or statements sent again after a failure that allowed it."
+    );
+    describe_counter!(
+        RECONNECTS_TOTAL,
+        Unit::Count,
+        "Connections opened again in the background after they dropped or were retired."
+    );
     describe_histogram!(
         QUERY_DURATION_SECONDS,
         Unit::Seconds,
@@ -224,6 +242,10 @@ pub struct PoolMetrics {
     pub requests_new: Counter,
     /// `poolkit_requests_total{connection="reused"}`
     pub requests_reused: Counter,
+    /// `poolkit_retries_total`
+    pub retries: Counter,
+    /// `poolkit_reconnects_total`
+    pub reconnects: Counter,
 }
 
 impl PoolMetrics {
@@ -272,19 +294,52 @@ impl PoolMetrics {
                 .collect(),
             requests_new: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "new")),
             requests_reused: metrics::counter!(REQUESTS_TOTAL, &with(LABEL_CONNECTION, "reused")),
+            retries: metrics::counter!(RETRIES_TOTAL, &base),
+            reconnects: metrics::counter!(RECONNECTS_TOTAL, &base),
         }
     }
 }
 
-/// Every live pool's telemetry, for [`publish_all`].
-static LIVE: Mutex<Vec<Weak<Telemetry>>> = Mutex::new(Vec::new());
+/// What sends its own counts to the `metrics` facade when asked (a scrape, or the
+/// background publisher), instead of on every event: a pool's [`crate::Telemetry`], its
+/// [`crate::QueryStats`], an adapter's monitor.
+pub trait Publish: Send + Sync {
+    /// Sends the counts as they are now, and histogram samples recorded since last time.
+    fn publish(&self);
+}
+
+/// The histogram samples already sent to the facade, so each publish sends only the new
+/// ones (each bucket's count since the last publish, at the bucket's middle).
+#[derive(Debug, Default)]
+pub struct HistogramFeed {
+    seen: Mutex<Vec<u64>>,
+}
+
+impl HistogramFeed {
+    /// Sends the samples `hist` recorded since the last call to `handle`.
+    pub fn feed(&self, hist: &LatencyHistogram, handle: &Histogram) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let buckets = hist.buckets();
+        seen.resize(buckets.len(), 0);
+        for ((value, count), before) in buckets.into_iter().zip(seen.iter_mut()) {
+            if count > *before {
+                let new = usize::try_from(count - *before).unwrap_or(usize::MAX);
+                handle.record_many(value, new);
+                *before = count;
+            }
+        }
+    }
+}
+
+/// Everything live that publishes, for [`publish_all`].
+static LIVE: Mutex<Vec<Weak<dyn Publish>>> = Mutex::new(Vec::new());
 
 /// How often the background publisher sends every pool's numbers to the facade.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Adds a pool's telemetry to the published set (and starts the background publisher
-/// the first time).
-pub(crate) fn join(t: Weak<Telemetry>) {
+/// Adds `t` to the published set (and starts the background publisher the first time);
+/// it leaves the set when dropped.
+pub fn join(t: Weak<dyn Publish>) {
     static PUBLISHER: Once = Once::new();
     let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
     live.retain(|w| w.strong_count() > 0);
@@ -310,7 +365,7 @@ pub(crate) fn join(t: Weak<Telemetry>) {
 /// recorder. The checkout path never touches the facade; this runs once a second in the
 /// background, and exporters call it before they render (so a scrape is exact).
 pub fn publish_all() {
-    let live: Vec<Arc<Telemetry>> = LIVE
+    let live: Vec<Arc<dyn Publish>> = LIVE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()

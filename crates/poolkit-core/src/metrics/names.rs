@@ -31,6 +31,13 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "poolkit_connections_closed_total";
 pub const CONNECTION_ERRORS_TOTAL: &str = "poolkit_connection_errors_total";
 /// Counter: HTTP requests, by `connection` (`new` | `reused`).
 pub const REQUESTS_TOTAL: &str = "poolkit_requests_total";
+/// Counter: requests or statements sent again after a failure that allowed it (an HTTP
+/// request retried on a fresh connection, a transaction retried after a serialization
+/// failure).
+pub const RETRIES_TOTAL: &str = "poolkit_retries_total";
+/// Counter: connections opened again in the background after they dropped or were retired
+/// (Redis shared sockets, the Redis Cluster connection).
+pub const RECONNECTS_TOTAL: &str = "poolkit_reconnects_total";
 /// Histogram: seconds a query (SQL statement or Redis command) took, by `operation`.
 /// OpenTelemetry: `db.client.operation.duration`.
 pub const QUERY_DURATION_SECONDS: &str = "poolkit_query_duration_seconds";
@@ -38,7 +45,7 @@ pub const QUERY_DURATION_SECONDS: &str = "poolkit_query_duration_seconds";
 pub const SLOW_QUERIES_TOTAL: &str = "poolkit_slow_queries_total";
 
 /// Every metric name, for exporters and schema tests.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     CONNECTIONS,
     CONNECTIONS_MAX,
     CONNECTIONS_TARGET,
@@ -54,6 +61,8 @@ pub const ALL: [&str; 17] = [
     CONNECTIONS_CLOSED_TOTAL,
     CONNECTION_ERRORS_TOTAL,
     REQUESTS_TOTAL,
+    RETRIES_TOTAL,
+    RECONNECTS_TOTAL,
     QUERY_DURATION_SECONDS,
     SLOW_QUERIES_TOTAL,
 ];

@@ -77,6 +77,9 @@ pub(crate) async fn drive<M: Multiplexer>(inner: Arc<Inner<M>>, i: usize) {
         backoff.reset();
         if reopen {
             inner.reconnects.fetch_add(1, Relaxed);
+            if let Some(t) = &inner.telemetry {
+                t.record_reconnect();
+            }
         }
         reopen = true;
         let id = inner.next_id.fetch_add(1, Relaxed);

@@ -256,6 +256,19 @@ pub struct MuxPool<M: Multiplexer> {
 /// Closes the pool when the last [`MuxPool`] goes (the slot tasks hold `Inner` only).
 struct Owner<M: Multiplexer>(Arc<Inner<M>>);
 
+/// The telemetry's gauges, read from the table when stats or a scrape asks: sockets open
+/// (live and draining), requests in flight, callers waiting for room.
+impl<M: Multiplexer> crate::GaugeSource for Inner<M> {
+    fn gauges(&self) -> crate::Gauges {
+        let open = self.table.live() + self.table.counts.draining.load(Relaxed);
+        crate::Gauges::new(
+            open as u64,
+            self.table.gate.in_use() as u64,
+            self.table.gate.pending() as u64,
+        )
+    }
+}
+
 impl<M: Multiplexer> Drop for Owner<M> {
     fn drop(&mut self) {
         self.0.close();
@@ -289,6 +302,8 @@ impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
 pub struct Lease<M: Multiplexer> {
     entry: crate::sync::Arc<Entry<M::Socket>>,
     started: Clock,
+    /// Set by [`Lease::complete`], so the drop does not count the request twice.
+    completed: bool,
     telemetry: Option<Arc<Telemetry>>,
     epoch: Clock,
     _place: Place,
@@ -312,6 +327,28 @@ impl<M: Multiplexer> Lease<M> {
     pub fn held_for(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Ends the request (as dropping the lease does) and returns how long it held the
+    /// head of its socket: the time since the socket's previous completion, or since
+    /// this request started on an idle socket. On a socket that answers in order (a
+    /// pipelined PostgreSQL connection) that is the request's own service time, without
+    /// the wait behind the ones before it.
+    pub fn complete(mut self) -> Duration {
+        self.completed = true;
+        Duration::from_nanos(self.finish())
+    }
+
+    fn finish(&self) -> u64 {
+        let now = Clock::now();
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        // The socket's count first, so the waiter the place goes to finds room.
+        let gap = self.entry.done(nanos);
+        if let Some(t) = &self.telemetry {
+            t.record_release(now.saturating_duration_since(self.started));
+        }
+        gap
+    }
 }
 
 impl<M: Multiplexer> Deref for Lease<M> {
@@ -331,13 +368,8 @@ impl<M: Multiplexer> fmt::Debug for Lease<M> {
 
 impl<M: Multiplexer> Drop for Lease<M> {
     fn drop(&mut self) {
-        let now = Clock::now();
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        // The socket's count first, so the waiter the place goes to finds room.
-        self.entry.done(nanos);
-        if let Some(t) = &self.telemetry {
-            t.record_release(now.saturating_duration_since(self.started));
+        if !self.completed {
+            self.finish();
         }
     }
 }
@@ -380,6 +412,10 @@ impl<M: Multiplexer> MuxPool<M> {
             config,
             telemetry,
         });
+        if let Some(t) = &inner.telemetry {
+            let source: Arc<dyn crate::GaugeSource> = inner.clone();
+            t.read_gauges_from(Arc::downgrade(&source));
+        }
         for i in 0..max_sockets {
             tokio::spawn(driver::drive(Arc::clone(&inner), i));
         }
@@ -411,6 +447,10 @@ impl<M: Multiplexer> MuxPool<M> {
         let mut rx = self.inner.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Seen before the checks: a socket installed (or a connect failing) after
+            // them marks `rx` changed, so the wait below ends at once instead of missing
+            // it and running to the deadline.
+            rx.mark_unchanged();
             if self.inner.closed.load(Acquire) {
                 return Err(MuxError::Closed);
             }
@@ -420,7 +460,6 @@ impl<M: Multiplexer> MuxPool<M> {
             if let Some(e) = self.inner.error_since(asked) {
                 return Err(MuxError::Connect(e));
             }
-            rx.mark_unchanged();
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_err()
@@ -435,6 +474,16 @@ impl<M: Multiplexer> MuxPool<M> {
     }
 
     fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
+        self.claim_below(place, asked, hit, usize::MAX)
+    }
+
+    fn claim_below(
+        &self,
+        place: Place,
+        asked: Clock,
+        hit: bool,
+        limit: usize,
+    ) -> Result<Lease<M>, Place> {
         let inner = &*self.inner;
         loop {
             let now = Clock::now();
@@ -444,7 +493,7 @@ impl<M: Multiplexer> MuxPool<M> {
                 .config
                 .stall
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            let Some(entry) = inner.table.pick(next_start(), nanos, stall) else {
+            let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, limit) else {
                 return Err(place);
             };
             if !inner.mux.usable(&entry.socket) {
@@ -458,6 +507,7 @@ impl<M: Multiplexer> MuxPool<M> {
             return Ok(Lease {
                 entry,
                 started: now,
+                completed: false,
                 telemetry: inner.telemetry.clone(),
                 epoch: inner.epoch,
                 _place: place,
@@ -471,6 +521,15 @@ impl<M: Multiplexer> MuxPool<M> {
         let asked = Clock::now();
         let place = self.inner.table.gate.try_enter()?;
         self.claim(place, asked, true).ok()
+    }
+
+    /// A request slot now on a socket with nothing in flight, if there is one (for a
+    /// request known to be slow: it holds up nobody there).
+    #[must_use]
+    pub fn try_lease_idle(&self) -> Option<Lease<M>> {
+        let asked = Clock::now();
+        let place = self.inner.table.gate.try_enter()?;
+        self.claim_below(place, asked, true, 1).ok()
     }
 
     /// Claims one request on the least-loaded live socket, waiting first come first

@@ -85,11 +85,14 @@ impl<S> Entry<S> {
                 || self.last_gap.load(Relaxed) > bound)
     }
 
-    /// One request finished at `now`.
-    pub(crate) fn done(&self, now: u64) {
+    /// One request finished at `now`; returns the time since the socket's previous
+    /// progress (on a socket that answers in order: how long this request held the head).
+    pub(crate) fn done(&self, now: u64) -> u64 {
         let before = self.progress.swap(now, Relaxed);
-        self.last_gap.store(now.saturating_sub(before), Relaxed);
+        let gap = now.saturating_sub(before);
+        self.last_gap.store(gap, Relaxed);
         self.in_flight.fetch_sub(1, AcqRel);
+        gap
     }
 
     /// Marks the entry retired; `true` the first time.
@@ -192,7 +195,21 @@ impl<S> Table<S> {
     /// preferring sockets that are not stalled (`stall`: the bound in nanoseconds).
     /// Ties go to the first from `start`, so callers spread over equal sockets. `None`
     /// when no socket has room.
+    #[cfg_attr(not(poolkit_loom), allow(dead_code))]
     pub(crate) fn pick(&self, start: usize, now: u64, stall: Option<u64>) -> Option<Arc<Entry<S>>> {
+        self.pick_below(start, now, stall, self.per_socket)
+    }
+
+    /// As [`Table::pick`], on a socket with fewer than `limit` requests in flight (at
+    /// most the per-socket cap).
+    pub(crate) fn pick_below(
+        &self,
+        start: usize,
+        now: u64,
+        stall: Option<u64>,
+        limit: usize,
+    ) -> Option<Arc<Entry<S>>> {
+        let limit = limit.min(self.per_socket);
         let live = self.read();
         let n = live.len();
         if n == 0 {
@@ -205,7 +222,7 @@ impl<S> Table<S> {
                 let i = (start + k) % n;
                 let e = &live[i];
                 let load = e.in_flight.load(Relaxed);
-                if load >= self.per_socket {
+                if load >= limit {
                     continue;
                 }
                 let rank = u8::from(stall.is_some_and(|b| e.stalled(now, b)));

@@ -2,6 +2,10 @@
 //! operation (`poolkit_query_duration_seconds{operation}`), a slow-query counter and log
 //! (`P_SLOW_QUERY`), and the in-process average and p95 that stats and health report.
 //!
+//! Nothing here writes to the `metrics` facade per query: each operation counts in its own
+//! lock-free histogram, and [`Publish`] sends the new samples when a scrape asks (or once a
+//! second in the background), as a pool's [`crate::Telemetry`] does.
+//!
 //! The operation label is the statement's first keyword (`select`) or the Redis command
 //! (`get`), lower case, taken from a closed list; anything else is `other`. Statement text
 //! never becomes a label, and parameters are never logged.
@@ -9,15 +13,15 @@
 mod operation;
 mod performance;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 
 use crate::Backend;
 use crate::histogram::LatencyHistogram;
-use crate::metrics::names;
+use crate::metrics::{HistogramFeed, Publish, names};
 
 pub use operation::Operation;
 pub use performance::{QueryPerformance, SLOW_RATIO_ALERT};
@@ -57,6 +61,16 @@ impl QueryTiming {
     }
 }
 
+/// One operation's counts, and its facade handles (written only by [`Publish`]).
+#[derive(Debug)]
+struct OpTiming {
+    latency: LatencyHistogram,
+    slow: AtomicU64,
+    histogram: Histogram,
+    slow_counter: Counter,
+    fed: HistogramFeed,
+}
+
 /// The query timing of one pool: held by the pool, shared by its connections.
 #[derive(Debug)]
 pub struct QueryStats {
@@ -66,26 +80,28 @@ pub struct QueryStats {
     latency: LatencyHistogram,
     total_nanos: AtomicU64,
     slow_count: AtomicU64,
-    handles: Box<[OnceLock<(Histogram, Counter)>]>,
+    ops: Box<[OnceLock<OpTiming>]>,
 }
 
 impl QueryStats {
-    /// Timing for the pool `pool`, logging statements slower than `slow`.
+    /// Timing for the pool `pool`, logging statements slower than `slow`. It joins the
+    /// set that [`crate::metrics::publish_all`] publishes.
     #[must_use]
-    pub fn new(pool: &str, backend: Backend, slow: Option<Duration>) -> Self {
-        let stats = Self {
+    pub fn new(pool: &str, backend: Backend, slow: Option<Duration>) -> Arc<Self> {
+        let stats = Arc::new(Self {
             pool: pool.to_owned(),
             backend,
             slow,
             latency: LatencyHistogram::default(),
             total_nanos: AtomicU64::new(0),
             slow_count: AtomicU64::new(0),
-            handles: (0..Operation::all().len())
+            ops: (0..Operation::all().len())
                 .map(|_| OnceLock::new())
                 .collect(),
-        };
+        });
         // Register `other` at once, so both names are exported from the pool's start.
-        stats.handles(Operation::OTHER);
+        stats.op(Operation::OTHER);
+        crate::metrics::join(Arc::downgrade(&stats) as Weak<dyn Publish>);
         stats
     }
 
@@ -95,17 +111,20 @@ impl QueryStats {
         QueryStart::now()
     }
 
-    fn handles(&self, op: Operation) -> &(Histogram, Counter) {
-        self.handles[op.index()].get_or_init(|| {
+    fn op(&self, op: Operation) -> &OpTiming {
+        self.ops[op.index()].get_or_init(|| {
             let labels = [
                 (names::LABEL_POOL, self.pool.clone()),
                 (names::LABEL_BACKEND, self.backend.as_str().to_owned()),
                 (names::LABEL_OPERATION, op.as_str().to_owned()),
             ];
-            (
-                metrics::histogram!(names::QUERY_DURATION_SECONDS, &labels),
-                metrics::counter!(names::SLOW_QUERIES_TOTAL, &labels),
-            )
+            OpTiming {
+                latency: LatencyHistogram::default(),
+                slow: AtomicU64::new(0),
+                histogram: metrics::histogram!(names::QUERY_DURATION_SECONDS, &labels),
+                slow_counter: metrics::counter!(names::SLOW_QUERIES_TOTAL, &labels),
+                fed: HistogramFeed::default(),
+            }
         })
     }
 
@@ -117,15 +136,15 @@ impl QueryStats {
 
     /// Records a query that took `elapsed` (for callers with their own clock).
     pub fn record(&self, op: Operation, elapsed: Duration, statement: impl FnOnce() -> String) {
-        let (histogram, slow_counter) = self.handles(op);
-        histogram.record(elapsed);
+        let timing = self.op(op);
+        timing.latency.record(elapsed);
         self.latency.record(elapsed);
         self.total_nanos.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         if self.slow.is_some_and(|t| elapsed >= t) {
-            slow_counter.increment(1);
+            timing.slow.fetch_add(1, Ordering::Relaxed);
             self.slow_count.fetch_add(1, Ordering::Relaxed);
             let mut text = statement();
             if text.len() > 2000 {
@@ -164,6 +183,17 @@ impl QueryStats {
             p95: self.latency.quantile(0.95),
             slow: self.slow_count.load(Ordering::Relaxed),
             slow_threshold: self.slow.map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
+impl Publish for QueryStats {
+    fn publish(&self) {
+        for timing in self.ops.iter().filter_map(OnceLock::get) {
+            timing.fed.feed(&timing.latency, &timing.histogram);
+            timing
+                .slow_counter
+                .absolute(timing.slow.load(Ordering::Relaxed));
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The engine's state and every change to it, kept behind one lock and free of I/O, clocks
-//! and tasks, so the loom tests can drive exactly this code. The engine (`engine.rs`) does
+//! and tasks, so the loom tests can drive exactly this code. The rest of `engine/` does
 //! the waiting, connecting and closing around it.
 //!
 //! Invariants (checked by `check` in debug builds and by the model tests):
@@ -23,10 +23,13 @@ pub(crate) enum Handed<C> {
 pub(crate) enum Take<C> {
     /// An idle connection, now counted as used.
     Idle(C),
-    /// Queued: wait on the ticket; start `connects` new connections first.
+    /// Queued: wait on the ticket; start `connects` new connections first, and when
+    /// `wake`, cut one connect's back-off short (every connect under way is sleeping
+    /// between attempts, so none would be tried for this caller).
     Wait {
         ticket: Ticket<Handed<C>>,
         connects: u32,
+        wake: bool,
     },
     /// The pool is closed.
     Closed,
@@ -61,6 +64,8 @@ pub(crate) struct State<C> {
     pub(crate) open: u32,
     /// Connects started and not yet finished.
     pub(crate) connecting: u32,
+    /// Of `connecting`, those sleeping in back-off after a failed attempt.
+    pub(crate) backing_off: u32,
     /// Checked out.
     pub(crate) used: u32,
     pub(crate) pool_size: u32,
@@ -75,6 +80,7 @@ impl<C> State<C> {
             waiters: WaitQueue::default(),
             open: 0,
             connecting: 0,
+            backing_off: 0,
             used: 0,
             pool_size,
             max_size,
@@ -117,9 +123,17 @@ impl<C> State<C> {
             return Take::Idle(conn);
         }
         let ticket = self.waiters.push();
+        let connects = self.reserve_wanted();
+        // A connect in back-off is no attempt for this caller: wake one when the others
+        // under way cannot serve every waiter.
+        let trying = self.connecting - self.backing_off;
+        let wake = connects == 0
+            && self.backing_off > 0
+            && u32::try_from(self.waiters.len()).unwrap_or(u32::MAX) > trying;
         Take::Wait {
             ticket,
-            connects: self.reserve_wanted(),
+            connects,
+            wake,
         }
     }
 
@@ -179,14 +193,20 @@ impl<C> State<C> {
 
     /// A connect failed; `true` when it should be retried (someone still waits for it, or
     /// the pool is below `floor`, its minimum of idle connections), in which case it stays
-    /// reserved.
+    /// reserved and counts as backing off until [`State::retrying`].
     pub(crate) fn connect_failed(&mut self, floor: u32) -> bool {
         self.connecting -= 1;
         if self.wanted() > 0 || (!self.closed && self.open + self.connecting < floor) {
             self.connecting += 1;
+            self.backing_off += 1;
             return true;
         }
         false
+    }
+
+    /// A connect's back-off is over (slept out, or woken for a caller).
+    pub(crate) fn retrying(&mut self) {
+        self.backing_off -= 1;
     }
 
     /// Gives back `n` reserved connects that were never started.
@@ -238,10 +258,40 @@ impl<C> State<C> {
     /// Checks the invariants (debug builds and tests).
     pub(crate) fn check(&self) {
         debug_assert!(self.idle.is_empty() || self.waiters.is_empty());
+        debug_assert!(self.backing_off <= self.connecting);
         debug_assert_eq!(
             self.open as usize,
             self.idle.len() + self.used as usize,
             "open = idle + used"
         );
+    }
+}
+
+#[cfg(all(test, not(poolkit_loom)))]
+mod tests {
+    use super::*;
+
+    fn waits(s: &mut State<u32>) -> (u32, bool) {
+        match s.take() {
+            Take::Wait { connects, wake, .. } => (connects, wake),
+            _ => unreachable!("nothing idle"),
+        }
+    }
+
+    #[test]
+    fn a_caller_wakes_a_connect_in_back_off_only_when_no_attempt_serves_it() {
+        let mut s: State<u32> = State::new(1, 1);
+        // The first caller reserves the only connect; nothing sleeps yet.
+        assert_eq!(waits(&mut s), (1, false));
+        // It fails and backs off (a caller still waits, so it is retried).
+        assert!(s.connect_failed(0));
+        assert_eq!((s.connecting, s.backing_off), (1, 1));
+        // A second caller: no room for another connect, and the one under way sleeps:
+        // it is woken for this caller.
+        assert_eq!(waits(&mut s), (0, true));
+        // Awake and trying: a third caller wakes nothing.
+        s.retrying();
+        assert_eq!(waits(&mut s), (0, false));
+        s.check();
     }
 }
