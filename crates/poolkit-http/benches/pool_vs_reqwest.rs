@@ -1,8 +1,9 @@
 //! poolkit-http vs a plain `reqwest::Client` in one run: 1000 concurrent GETs per round
-//! against a local hyper server, over HTTP/1.1 and h2c. Prints throughput, latency
-//! p50/p95/p99 and connections the server accepted, side by side.
+//! against a local hyper server, over HTTP/1.1, h2c and HTTP/2 over TLS (ALPN). Prints
+//! throughput, latency p50/p95/p99 and connections the server accepted, side by side.
 //!
-//! Run: `cargo bench -p poolkit-http --bench pool_vs_reqwest`
+//! Run: `cargo bench -p poolkit-http --bench pool_vs_reqwest` (an argument `h1`, `h2c`
+//! or `tls` runs that scenario only; `POOLKIT_BENCH_POOL` sets the pool size, default 20).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,7 +17,11 @@ use poolkit_http::{HttpVersion, Pool};
 const CONCURRENCY: usize = 1000;
 const ROUNDS: usize = 5;
 const TRIALS: usize = 3;
-const POOL_SIZE: u32 = 20;
+fn pool_size() -> u32 {
+    poolkit_core::env::process_lookup("POOLKIT_BENCH_POOL")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 
 #[derive(Clone, Copy)]
 enum Client<'a> {
@@ -109,7 +114,7 @@ async fn scenario(title: &str, mode: Mode) {
         let url = format!("{}/", server.url());
         let other = serve(Opts::new(mode)).await;
         let other_url = format!("{}/", other.url());
-        let mut config = common::config(&format!("bench_{trial}"), &server, POOL_SIZE);
+        let mut config = common::config(&format!("bench_{trial}"), &server, pool_size());
         if mode == Mode::H2c {
             config.http_version = HttpVersion::Http2;
         }
@@ -118,11 +123,15 @@ async fn scenario(title: &str, mode: Mode) {
         if mode == Mode::H2c {
             builder = builder.http2_prior_knowledge();
         }
+        if let Some(der) = &other.cert_der {
+            let cert = reqwest::Certificate::from_der(der).expect("test certificate");
+            builder = builder.add_root_certificate(cert);
+        }
         let plain = builder.build().expect("reqwest client");
         let a = rounds(Client::Poolkit(&pool), &url, &server).await;
         let b = rounds(Client::Reqwest(&plain), &other_url, &other).await;
         row(
-            &format!("trial {trial} poolkit-http (pool {POOL_SIZE})"),
+            &format!("trial {trial} poolkit-http (pool {})", pool_size()),
             &a,
         );
         let s = pool.stats();
@@ -150,8 +159,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     runtime.block_on(async {
-        scenario("HTTP/1.1", Mode::Http1).await;
-        scenario("HTTP/2 (h2c, prior knowledge)", Mode::H2c).await;
+        if run("h1") {
+            scenario("HTTP/1.1", Mode::Http1).await;
+        }
+        if run("h2c") {
+            scenario("HTTP/2 (h2c, prior knowledge)", Mode::H2c).await;
+        }
+        if run("tls") {
+            scenario("HTTP/2 over TLS (ALPN)", Mode::Tls).await;
+        }
     });
 }

@@ -41,11 +41,16 @@ impl HttpVersion {
 /// connection before the server does.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// The default of [`Config::http2_max_streams`]: 256 requests in flight on an HTTP/2
+/// connection, above the limit most servers announce (nginx 128, hyper 200, Go 250), so
+/// by default the server's limit is the one that applies.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 256;
+
 /// The HTTP pool's configuration: the shared [`PoolConfig`] plus the HTTP knobs.
 ///
 /// In the shared part, `pool_size` (`P_POOL_SIZE`, default 10) caps connections **per
-/// host** over HTTP/1.1 and concurrent requests (streams) per host over HTTP/2;
-/// `max_size` (`P_POOL_MAXSIZE`) raises that ceiling for bursts, and connections above
+/// host** over HTTP/1.1 (HTTP/2 uses one connection per host carrying up to
+/// `http2_max_streams` requests at once); `max_size` (`P_POOL_MAXSIZE`) raises that ceiling for bursts, and connections above
 /// `pool_size` close when returned with nobody waiting; `acquire_timeout`
 /// (`P_POOL_TIMEOUT`, default 30 s) bounds the queue wait; `idle_timeout`
 /// (`P_IDLE_TIMEOUT`, default [`DEFAULT_IDLE_TIMEOUT`]) closes idle keep-alives;
@@ -71,6 +76,11 @@ pub struct Config {
     /// Interval of HTTP/2 keep-alive pings on open connections; `None` sends none.
     /// Default: none. Env: `P_HTTP2_KEEPALIVE` (`0` disables).
     pub http2_keepalive: Option<Duration>,
+    /// Requests in flight on one HTTP/2 connection (one connection per origin); more
+    /// wait in the origin's FIFO queue. The server's own `SETTINGS_MAX_CONCURRENT_STREAMS`
+    /// still applies below it. Default: [`DEFAULT_HTTP2_MAX_STREAMS`].
+    /// Env: `P_HTTP2_MAX_STREAMS`.
+    pub http2_max_streams: u32,
     /// TCP keep-alive idle time; `None` disables it. Default: 60 s.
     /// Env: `P_TCP_KEEPALIVE` (`0` disables).
     pub tcp_keepalive: Option<Duration>,
@@ -100,6 +110,7 @@ impl fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("http_version", &self.http_version)
             .field("http2_keepalive", &self.http2_keepalive)
+            .field("http2_max_streams", &self.http2_max_streams)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field(
                 "base_url",
@@ -122,6 +133,7 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "CONNECT_TIMEOUT",
     "HTTP_VERSION",
     "HTTP2_KEEPALIVE",
+    "HTTP2_MAX_STREAMS",
     "TCP_KEEPALIVE",
     "SERVICE_ROLE_KEY",
     "KEY",
@@ -171,6 +183,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             http_version: HttpVersion::Auto,
             http2_keepalive: None,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             tcp_keepalive: Some(Duration::from_secs(60)),
             base_url: None,
             root_certificates: Vec::new(),
@@ -239,6 +252,9 @@ impl Config {
         }
         if let Some(k) = optional("HTTP2_KEEPALIVE")? {
             c.http2_keepalive = k;
+        }
+        if let Some((var, value)) = env.var("HTTP2_MAX_STREAMS") {
+            c.http2_max_streams = parse_u32(&var, &value, 1, 1 << 20)?;
         }
         if let Some(k) = optional("TCP_KEEPALIVE")? {
             c.tcp_keepalive = k;

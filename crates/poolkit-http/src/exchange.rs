@@ -1,22 +1,23 @@
-//! The checkout path: queue at the origin's FIFO gate, lease a connection (idle, shared
-//! HTTP/2 or new), send, read the whole response, give the connection back; retry (up to 3 times)
-//! when a reused keep-alive connection turns out closed.
+//! The request path: an HTTP/1.1 connection from the origin's engine, or a stream on the
+//! shared HTTP/2 connection behind the origin's FIFO gate; send, read the whole response
+//! (when small), give the connection back; retry (up to 3 times) when a reused keep-alive
+//! connection turns out closed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2;
-use poolkit_core::Telemetry;
+use poolkit_core::engine::{AcquireError, Checkout};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::mux::{Lease as MuxLease, MuxError};
 
-use crate::connect::{Body, Sender};
 use crate::failure::{Described, Failure, interrupted, is_broken, is_refused};
-use crate::host::{Host, IdleH1, Life, Proto, SharedH2};
+use crate::h1::{self, H1Engine};
+use crate::h2::{Connected, H2Mux, H2Pool};
+use crate::host::{Host, Proto};
 use crate::pool::Shared;
 use crate::response::Streaming;
 use crate::url::Origin;
@@ -37,53 +38,64 @@ pub(crate) struct Prepared {
 }
 
 enum Conn {
-    H1(IdleH1),
-    /// A stream on a shared connection: its request sender until the request is handed
-    /// over, then `None` (see [`send`] for why it is not kept).
-    H2(Option<http2::SendRequest<Body>>, Arc<Life>),
+    /// An HTTP/1.1 connection checked out of the origin's engine.
+    H1(Checkout<h1::Manager>),
+    /// One request's place on the origin's HTTP/2 connection (see [`send`] for why the
+    /// connection's sender is not kept with it).
+    H2(MuxLease<H2Mux>),
 }
 
-/// A connection (or a stream on one) held for one exchange.
+/// A connection (or a request's place on a shared one) held for one exchange.
 pub(crate) struct Lease {
     conn: Option<Conn>,
     new: bool,
 }
 
-impl Lease {
-    /// The connection this lease uses.
-    fn life(&self) -> Option<Arc<Life>> {
-        match self.conn.as_ref()? {
-            Conn::H1(c) => Some(c.life.clone()),
-            Conn::H2(_, life) => Some(life.clone()),
-        }
-    }
-
-    /// The exchange completed: an HTTP/1.1 connection goes back to the idle list.
-    pub(crate) fn finish(mut self, shared: &Shared, host: &Host) {
-        if let Some(conn) = self.conn.take() {
-            match conn {
-                Conn::H1(c) => {
-                    c.life.end();
-                    host.put_idle(c, &shared.limits, shared.is_closed());
-                }
-                Conn::H2(_, life) => life.end(),
-            }
-        }
-    }
+/// The connection an attempt used, so that a retry avoids it and the ones older.
+enum Used {
+    /// When the HTTP/1.1 connection was opened.
+    H1(Option<Instant>),
+    /// The HTTP/2 socket's id (a reopened socket gets a larger one), and whether it had
+    /// carried other requests.
+    H2(u64, bool),
 }
 
 impl Lease {
+    fn h1(mut c: Checkout<h1::Manager>) -> Self {
+        Self {
+            new: c.tracked().uses() == 1,
+            conn: Some(Conn::H1(c)),
+        }
+    }
+
+    fn h2(l: MuxLease<H2Mux>) -> Self {
+        Self {
+            new: l.first_use(),
+            conn: Some(Conn::H2(l)),
+        }
+    }
+
+    /// The connection this lease uses.
+    fn used(&mut self) -> Used {
+        match self.conn.as_mut() {
+            Some(Conn::H1(c)) => Used::H1(Instant::now().checked_sub(c.tracked().age())),
+            Some(Conn::H2(l)) => Used::H2(l.socket_id(), l.uses() > 1),
+            None => Used::H1(None),
+        }
+    }
+
+    /// The exchange completed: an HTTP/1.1 connection goes back to its engine, which keeps
+    /// or closes it; an HTTP/2 request gives its place back.
+    pub(crate) fn finish(mut self, host: &Host) {
+        host.touch();
+        self.conn = None;
+    }
+
     /// Ends the exchange without giving the connection back: an HTTP/1.1 connection is in
-    /// an unknown state and is closed; an HTTP/2 stream just ends.
+    /// an unknown state and is closed (its socket at once); an HTTP/2 request just ends.
     fn discard(&mut self) {
-        match self.conn.take() {
-            Some(Conn::H1(c)) => {
-                c.life.end();
-                c.life.close(CloseReason::Broken);
-                c.life.abort();
-            }
-            Some(Conn::H2(_, life)) => life.end(),
-            None => {}
+        if let Some(Conn::H1(mut c)) = self.conn.take() {
+            c.tracked().retire(CloseReason::Broken);
         }
     }
 }
@@ -92,32 +104,6 @@ impl Drop for Lease {
     /// Dropped mid-exchange (error, timeout, cancellation): see [`Lease::discard`].
     fn drop(&mut self) {
         self.discard();
-    }
-}
-
-/// Counts a caller as pending at its origin for as long as it lives.
-struct Waiting<'a>(&'a Host);
-
-impl<'a> Waiting<'a> {
-    fn new(host: &'a Host) -> Self {
-        host.waiting.fetch_add(1, Relaxed);
-        Self(host)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Records a request's hold time (from its place to its body read) when it ends; the
-/// request counts as `used` through its place under the origin's gate.
-pub(crate) struct InUse(Arc<Telemetry>, Instant);
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.0.record_release(self.1.elapsed());
     }
 }
 
@@ -164,45 +150,71 @@ async fn run(
     req: &Prepared,
     deadline_body: Option<tokio::time::Instant>,
 ) -> Result<Response, Error> {
-    let telemetry = &*shared.telemetry;
-    let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + shared.config.pool.acquire_timeout;
-    let waiting = Waiting::new(host);
-    let timed_out = || {
-        telemetry.timed_out(start.elapsed());
-        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
-        shared.timeout_error(&host.origin, start.elapsed())
-    };
-    // Fast paths first: no timer when a permit and a connection are free at once.
-    let permit = match host.gate.try_enter() {
+    let proto = match host.proto() {
         Some(p) => p,
-        None => match host.gate.enter_until(deadline).await {
-            Ok(p) => p,
-            Err(poolkit_core::GateError::Closed) => {
-                return Err(Error::Closed {
-                    pool: shared.config.pool.name.clone(),
-                });
+        None => probe(shared, host).await?,
+    };
+    let lease = match (proto, &host.h1, host.h2.get()) {
+        (Proto::H1, Some(engine), _) => checkout(shared, host, engine, None).await?,
+        (Proto::H2, _, Some(pool)) => stream(shared, host, pool, None).await?,
+        _ => {
+            return Err(Error::Closed {
+                pool: shared.config.pool.name.clone(),
+            });
+        }
+    };
+    exchange(shared, host, req, lease, deadline_body).await
+}
+
+/// Learns what an origin speaks (TLS with `P_HTTP_VERSION=auto`): one connect, whose
+/// connection goes to the HTTP/1.1 engine or starts the HTTP/2 pool. Callers arriving
+/// meanwhile wait for it.
+async fn probe(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Proto, Error> {
+    let _one = host.probe.lock().await;
+    if let Some(p) = host.proto() {
+        return Ok(p);
+    }
+    let mux = shared.h2_mux(&host.origin);
+    let connected = mux.open().await.map_err(|f| {
+        shared.count_error(ErrorKind::Connect);
+        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, error = %f, "connect failed");
+        connect_error(shared, host, f.0)
+    })?;
+    // Counted created by the engine or the HTTP/2 pool, which takes it over.
+    let proto = match connected {
+        Connected::H1(conn) => {
+            if let Some(engine) = &host.h1 {
+                engine.manager().stash(conn);
             }
-            Err(_) => return Err(timed_out()),
-        },
+            Proto::H1
+        }
+        Connected::H2(opened) => {
+            mux.stash(opened);
+            let _ = host.h2.set(shared.h2_pool(mux));
+            Proto::H2
+        }
     };
-    let mut lease = match ready_lease(shared, host) {
-        Some(lease) => lease,
-        None => match tokio::time::timeout_at(deadline, lease(shared, host, None)).await {
-            Ok(lease) => lease?,
-            Err(_) => return Err(timed_out()),
-        },
-    };
-    drop(waiting);
-    telemetry.record_acquire(start.elapsed(), !lease.new);
-    let in_use = InUse(Arc::clone(&shared.telemetry), Instant::now());
+    let _ = host.proto.set(proto);
+    Ok(proto)
+}
+
+/// Sends the request on `lease`, and again on a newer connection when the server did not
+/// process it (or an idempotent one was cut off with its connection).
+async fn exchange(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    req: &Prepared,
+    mut lease: Lease,
+    deadline_body: Option<tokio::time::Instant>,
+) -> Result<Response, Error> {
+    let telemetry = &*shared.telemetry;
     let mut retries = 0;
     loop {
         telemetry.request(lease.new);
-        let used = lease.life();
+        let used = lease.used();
         // Over HTTP/2 the request that opened a connection shares it with others: when
         // the connection breaks, that is not this request's doing either.
-        let reused = !lease.new || used.as_ref().is_some_and(|l| l.uses() > 1);
+        let reused = !lease.new || matches!(used, Used::H2(_, true));
         let failure = match send(shared, host, lease, req).await {
             Ok(Head::Full(parts, body, new)) => {
                 return Ok(Response::full(
@@ -215,16 +227,14 @@ async fn run(
                 ));
             }
             Ok(Head::Stream(parts, body, lease)) => {
-                // The connection, its gate place and the in-use count stay with the body
-                // until it is read to the end (or dropped).
+                // The connection (HTTP/2: the request's place) stays with the body until
+                // it is read to the end (or dropped).
                 let new = lease.new;
                 let streaming = Streaming {
                     body,
                     lease: Some(lease),
                     shared: Arc::clone(shared),
                     host: Arc::clone(host),
-                    _permit: permit,
-                    _in_use: in_use,
                     deadline: deadline_body,
                     timeout: req.timeout,
                 };
@@ -246,7 +256,15 @@ async fn run(
                 shared.count_error(ErrorKind::Broken);
                 tracing::info!(pool = %shared.config.pool.name, origin = %host.origin, error = %e,
                     "the server closed the connection or refused the request before processing it; retrying on a newer connection");
-                lease = self::lease(shared, host, Some(used)).await?;
+                lease = match (used, &host.h1, host.h2.get()) {
+                    (Used::H1(born), Some(engine), _) => {
+                        checkout(shared, host, engine, Some(born)).await?
+                    }
+                    (Used::H2(id, _), _, Some(pool)) => {
+                        stream(shared, host, pool, Some(id)).await?
+                    }
+                    _ => return Err(e),
+                };
             }
             Failure::Broken(e) if !req.idempotent => {
                 shared.count_error(ErrorKind::Broken);
@@ -266,149 +284,151 @@ async fn run(
     }
 }
 
+/// An HTTP/1.1 connection from the origin's engine (FIFO, one acquire timeout). A retry
+/// passes when the failed connection was opened (`Some(None)` when unknown), and gets a
+/// connection opened after it: older idle ones may have been closed by the server too
+/// (its keep-alive timeout), so they are closed instead of tried.
+///
+/// A connect that fails while nothing is open at this origin fails the callers waiting
+/// at once, with the server's reason, instead of letting them wait out `P_POOL_TIMEOUT`
+/// while the engine retries: nothing will come back to them.
+async fn checkout(
+    shared: &Shared,
+    host: &Host,
+    engine: &H1Engine,
+    avoid: Option<Option<Instant>>,
+) -> Result<Lease, Error> {
+    loop {
+        let mut failed = engine.manager().failed.subscribe();
+        failed.mark_unchanged();
+        let got = {
+            let get = engine.get();
+            let mut get = std::pin::pin!(get);
+            loop {
+                tokio::select! {
+                    biased;
+                    got = &mut get => break got,
+                    changed = failed.changed() => {
+                        if changed.is_err() {
+                            break get.await;
+                        }
+                        let failure = failed.borrow_and_update().clone();
+                        if let Some(f) = failure
+                            && engine.counts().open == 0
+                        {
+                            return Err(connect_error(shared, host, Box::new(f)));
+                        }
+                    }
+                }
+            }
+        };
+        let mut c = got.map_err(|e| match e {
+            AcquireError::Timeout { waited, .. } => {
+                tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
+                shared.timeout_error(&host.origin, waited)
+            }
+            AcquireError::Connect(f) => connect_error(shared, host, Box::new(f)),
+            _ => Error::Closed {
+                pool: shared.config.pool.name.clone(),
+            },
+        })?;
+        if let Some(failed_born) = avoid
+            && c.tracked().uses() > 1
+        {
+            let born = Instant::now().checked_sub(c.tracked().age());
+            let older = match (born, failed_born) {
+                (Some(b), Some(f)) => b <= f,
+                _ => true,
+            };
+            if older {
+                c.tracked().retire(CloseReason::Invalid);
+                continue;
+            }
+        }
+        return Ok(Lease::h1(c));
+    }
+}
+
+fn connect_error(shared: &Shared, host: &Host, source: crate::error::BoxError) -> Error {
+    Error::Connect {
+        pool: shared.config.pool.name.clone(),
+        origin: host.origin.to_string(),
+        source,
+    }
+}
+
 /// How many times a request the server did not process (or an idempotent one cut off with
 /// its connection) is sent again, each time on a connection opened after the failed one.
 /// One is not enough: behind nginx's `keepalive_requests`, a busy client's retry can land
 /// on a connection that is itself past its last stream, and gets a second GOAWAY.
 const MAX_RETRIES: u32 = 3;
 
-/// An idle HTTP/1.1 connection or a stream on the shared HTTP/2 one, when one is free now.
-fn ready_lease(shared: &Shared, host: &Host) -> Option<Lease> {
-    let conn = match host.proto()? {
-        Proto::H1 => {
-            let c = host.take_idle(&shared.limits)?;
-            c.life.begin();
-            Conn::H1(c)
-        }
-        Proto::H2 => {
-            let c = host.shared_h2(&shared.limits)?;
-            Conn::H2(Some(c.sender), c.life)
-        }
-    };
-    Some(Lease {
-        conn: Some(conn),
-        new: false,
-    })
-}
-
-/// A connection for one exchange: an idle HTTP/1.1 one, the shared HTTP/2 one, or a new
-/// one. A retry passes the connection that failed as `avoid` (`Some(None)` when unknown):
-/// over HTTP/1.1 it then always opens a new connection; over HTTP/2 it takes the shared
-/// connection only if that was opened after the failed one. The caller holds a place in
-/// the origin's gate.
-async fn lease(
-    shared: &Arc<Shared>,
-    host: &Arc<Host>,
-    avoid: Option<Option<Arc<Life>>>,
+/// A request's place on the origin's HTTP/2 connection (the multiplexed core: FIFO, one
+/// acquire timeout, connects in the background). A retry passes the id of the socket that
+/// failed it and gets a socket opened after it: the failed one (or an older one) is
+/// retired, since it may be about to go away too (nginx sends GOAWAY after
+/// `keepalive_requests`). A connect failing while no connection is open fails the
+/// caller at once with the server's reason.
+async fn stream(
+    shared: &Shared,
+    host: &Host,
+    pool: &H2Pool,
+    avoid: Option<u64>,
 ) -> Result<Lease, Error> {
-    let fresh = avoid.is_some();
-    let avoid = avoid.flatten();
-    // A retry takes only a connection opened after the one that failed it: an older one
-    // may be about to go away too (nginx sends GOAWAY after `keepalive_requests`).
-    let usable = |c: &SharedH2| avoid.as_ref().is_none_or(|a| c.life.younger_than(a));
+    let started = tokio::time::Instant::now();
+    let deadline = started + shared.config.pool.acquire_timeout;
     loop {
-        if host.proto() == Some(Proto::H1) {
-            if !fresh && let Some(c) = host.take_idle(&shared.limits) {
-                c.life.begin();
-                return Ok(Lease {
-                    conn: Some(Conn::H1(c)),
-                    new: false,
-                });
+        let lease = match pool.try_lease() {
+            Some(l) => l,
+            None => {
+                // While no connection is open, a connect failure ends the wait at once
+                // (`wait_ready`); the lease itself is what the caller waits for.
+                let ready = pool.wait_ready(deadline.saturating_duration_since(started));
+                let leased = tokio::select! {
+                    biased;
+                    leased = pool.lease_until(deadline) => leased,
+                    Err(e @ MuxError::Connect(_)) = ready, if pool.open() == 0 => Err(e),
+                };
+                leased.map_err(|e| mux_error(shared, host, e, started))?
             }
-            return connect(shared, host).await;
+        };
+        if let Some(failed) = avoid
+            && lease.socket_id() <= failed
+        {
+            pool.retire(&lease, CloseReason::Broken);
+            drop(lease);
+            tokio::task::yield_now().await;
+            continue;
         }
-        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-            return Ok(Lease {
-                conn: Some(Conn::H2(Some(c.sender), c.life)),
-                new: false,
-            });
-        }
-        let _connecting = host.h2_connect.lock().await;
-        if host.proto() == Some(Proto::H1) {
-            continue; // learned while waiting for the lock
-        }
-        if let Some(c) = host.shared_h2_if(&shared.limits, usable) {
-            return Ok(Lease {
-                conn: Some(Conn::H2(Some(c.sender), c.life)),
-                new: false,
-            });
-        }
-        let lease = connect(shared, host).await?;
-        if let Some(Conn::H2(Some(sender), life)) = &lease.conn {
-            let old = host
-                .h2
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .replace(SharedH2 {
-                    sender: sender.clone(),
-                    life: life.clone(),
-                });
-            if let Some(old) = old {
-                old.life.close(CloseReason::Broken);
-            }
-        }
-        return Ok(lease);
+        return Ok(Lease::h2(lease));
     }
 }
 
-/// Opens a new connection under `P_CONNECT_TIMEOUT`.
-async fn connect(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Error> {
-    let life = Arc::new(Life::new(shared.telemetry.clone(), host.open.clone()));
-    let on_close = {
-        let life = life.clone();
-        let host = Arc::downgrade(host);
-        move || {
-            // No sender of a dead connection may stay in the pool: see `send`.
-            if let Some(host) = host.upgrade() {
-                host.forget_h2(&life);
-            }
-            life.task_ended();
+fn mux_error(
+    shared: &Shared,
+    host: &Host,
+    e: MuxError<h1::ConnectFailed>,
+    started: tokio::time::Instant,
+) -> Error {
+    match e {
+        MuxError::Connect(f) => connect_error(shared, host, Box::new(f)),
+        MuxError::Timeout { .. } => {
+            tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
+            shared.timeout_error(&host.origin, started.elapsed())
         }
-    };
-    let start = Instant::now();
-    let limit = shared.config.connect_timeout;
-    let failed = |source: crate::error::BoxError| {
-        shared.count_error(ErrorKind::Connect);
-        tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, error = %source, "connect failed");
-        Error::Connect {
+        _ => Error::Closed {
             pool: shared.config.pool.name.clone(),
-            origin: host.origin.to_string(),
-            source,
-        }
-    };
-    let sender =
-        match tokio::time::timeout(limit, shared.connector.connect(&host.origin, on_close)).await {
-            Ok(Ok((sender, task))) => {
-                life.set_task(task);
-                sender
-            }
-            Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => {
-                return Err(failed(
-                    format!(
-                        "no connection within {limit:?} (raise {})",
-                        shared.config.connect_timeout_var()
-                    )
-                    .into(),
-                ));
-            }
-        };
-    life.mark_open(start.elapsed());
-    life.begin();
-    let conn = match sender {
-        Sender::H1(sender) => {
-            host.learn(Proto::H1);
-            Conn::H1(IdleH1 { sender, life })
-        }
-        Sender::H2(sender) => {
-            host.learn(Proto::H2);
-            Conn::H2(Some(sender), life)
-        }
-    };
-    Ok(Lease {
-        conn: Some(conn),
-        new: true,
-    })
+        },
+    }
+}
+
+/// The HTTP/2 connection ended before the request could be queued on it.
+fn closed_error(shared: &Shared, host: &Host) -> Error {
+    Error::Backend {
+        pool: shared.config.pool.name.clone(),
+        origin: host.origin.to_string(),
+        source: "the HTTP/2 connection closed before the request was sent".into(),
+    }
 }
 
 pub(crate) fn backend(shared: &Shared, host: &Host, e: hyper::Error) -> Error {
@@ -479,21 +499,21 @@ async fn send(
             if let Err(e) = c.sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
             }
-            let life = Arc::clone(&c.life);
+            let ended = Arc::clone(&c.ended);
             let pending = c.sender.try_send_request(request);
             let mut pending = std::pin::pin!(pending);
             tokio::select! {
                 biased;
                 sent = &mut pending => sent,
-                () = life.ended() => {
+                () = ended.wait() => {
                     lease.discard();
                     pending.await
                 }
             }
         }
-        Some(Conn::H2(sender, _)) => {
-            let Some(mut sender) = sender.take() else {
-                unreachable!("a lease sends its request once")
+        Some(Conn::H2(l)) => {
+            let Some(mut sender) = l.sender() else {
+                return Err(Failure::NotSent(closed_error(shared, host)));
             };
             if let Err(e) = sender.ready().await {
                 return Err(Failure::NotSent(backend(shared, host, e)));
@@ -539,6 +559,6 @@ async fn send(
         .map_err(|e| Failure::Other(backend(shared, host, e)))?
         .to_bytes();
     let new = lease.new;
-    lease.finish(shared, host);
+    lease.finish(host);
     Ok(Head::Full(parts, body, new))
 }

@@ -8,6 +8,8 @@ mod exchange;
 mod failure;
 #[doc(hidden)]
 pub mod fuzzing;
+mod h1;
+mod h2;
 mod host;
 pub mod pinecone;
 mod pool;
@@ -21,7 +23,8 @@ pub mod supabase;
 mod url;
 
 pub use config::{
-    Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, ENV_SUFFIXES, HttpVersion, unknown_vars,
+    Config, DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, ENV_SUFFIXES,
+    HttpVersion, unknown_vars,
 };
 pub use connect::Resolve;
 pub use error::{BoxError, Error};

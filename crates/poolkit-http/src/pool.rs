@@ -2,19 +2,23 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use poolkit_core::metrics::{CloseReason, ErrorKind};
+use poolkit_core::engine::Engine;
+use poolkit_core::metrics::ErrorKind;
+use poolkit_core::mux::{MuxConfig, MuxPool};
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Telemetry,
+    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Sizing, Telemetry,
 };
 
 use crate::config::{Config, HttpVersion};
 use crate::connect::{Connector, Resolve, Resolver};
-use crate::host::{Host, Limits, Proto};
+use crate::h1;
+use crate::h2::{H2Mux, H2Pool};
+use crate::host::{Host, Proto};
 use crate::request::{IntoUrl, RequestBuilder};
 use crate::url::Origin;
 use crate::{Error, Response};
@@ -35,15 +39,17 @@ impl fmt::Debug for Pool {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) limits: Limits,
     pub(crate) telemetry: Arc<Telemetry>,
-    pub(crate) connector: Connector,
+    pub(crate) connector: Arc<Connector>,
     pub(crate) headers: HeaderMap,
     hosts: Mutex<HashMap<Origin, Arc<Host>>>,
     /// Per-origin (steady size, ceiling), set at build and by [`Pool::resize`].
     sizes: Mutex<(u32, u32)>,
     closed: AtomicBool,
-    reaper_started: AtomicBool,
+    sweeper_started: AtomicBool,
+    /// Connection tasks that ended (the server closed the connection, it broke, or the
+    /// pool closed it).
+    pub(crate) tasks_ended: Arc<AtomicU64>,
     me: Weak<Shared>,
 }
 
@@ -128,28 +134,19 @@ impl Builder {
         }
         let connector = Connector::new(&self.config, self.resolver)
             .map_err(|reason| Error::InvalidRequest { pool: name, reason })?;
-        let c = &self.config;
-        let limits = Limits {
-            max_keepalive: c.max_keepalive as usize,
-            idle_timeout: c.pool.idle_timeout,
-            max_lifetime: c.pool.max_lifetime,
-            max_uses: c.pool.max_uses,
-        };
-        let telemetry = Telemetry::new(c.pool.clone());
+        let telemetry = Telemetry::new(self.config.pool.clone());
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             telemetry,
-            limits,
-            connector,
+            connector: Arc::new(connector),
             headers: self.headers,
             hosts: Mutex::new(HashMap::new()),
             sizes: Mutex::new((self.config.pool.pool_size, self.config.pool.ceiling())),
             closed: AtomicBool::new(false),
-            reaper_started: AtomicBool::new(false),
+            sweeper_started: AtomicBool::new(false),
+            tasks_ended: Arc::new(AtomicU64::new(0)),
             config: self.config,
         });
-        let source: Arc<dyn poolkit_core::GaugeSource> = shared.clone();
-        shared.telemetry.read_gauges_from(Arc::downgrade(&source));
         let monitored: Arc<dyn Monitored> = shared.clone();
         poolkit_core::register(&monitored);
         Ok(Pool { shared })
@@ -229,7 +226,7 @@ impl Pool {
     /// A snapshot: open sockets, requests in flight (`used`), waiters, new vs reused.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        self.shared.telemetry.stats()
+        self.shared.snapshot()
     }
 
     /// Health from the snapshot.
@@ -260,9 +257,11 @@ impl Pool {
             .sizes
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = (pool_size, ceiling);
+        let steady = self.shared.steady(pool_size);
         for host in hosts.values_mut() {
-            host.pool_size.store(u64::from(pool_size), Relaxed);
-            host.gate.set_limit(ceiling as usize);
+            if let Some(engine) = &host.h1 {
+                engine.resize(steady, Some(ceiling))?;
+            }
         }
         self.shared.count_origins(hosts.len());
         drop(hosts);
@@ -276,6 +275,14 @@ impl Pool {
         self.shared.origins()
     }
 
+    /// Connection tasks that have ended so far (the server closed the connection, it
+    /// broke, or the pool closed it): for tests that must wait for one.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn tasks_ended(&self) -> u64 {
+        self.shared.tasks_ended.load(Relaxed)
+    }
+
     /// Retries so far: requests sent again because their connection turned out closed or the server refused them unprocessed.
     #[must_use]
     pub fn retries(&self) -> u64 {
@@ -287,7 +294,12 @@ impl Pool {
     pub fn close(&self) {
         self.shared.closed.store(true, Relaxed);
         for host in self.shared.hosts() {
-            host.sweep(&self.shared.limits, Some(CloseReason::PoolClosed));
+            if let Some(engine) = &host.h1 {
+                engine.close();
+            }
+            if let Some(pool) = host.h2.get() {
+                pool.close();
+            }
         }
     }
 
@@ -314,7 +326,7 @@ impl Shared {
 
     /// The sub-pool for `origin`, made on first use.
     pub(crate) fn host(self: &Arc<Self>, origin: &Origin) -> Arc<Host> {
-        self.start_reaper();
+        self.start_sweeper();
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = hosts.get(origin) {
             return h.clone();
@@ -325,7 +337,24 @@ impl Shared {
             (HttpVersion::Auto, true) => None,
         };
         let (pool_size, ceiling) = self.sizes();
-        let host = Arc::new(Host::new(origin.clone(), pool_size, ceiling, proto));
+        let h1 = (proto != Some(Proto::H2)).then(|| {
+            let manager = h1::Manager::new(
+                Arc::clone(&self.connector),
+                origin.clone(),
+                self.config.connect_timeout,
+                self.config.connect_timeout_var(),
+                Arc::clone(&self.tasks_ended),
+            );
+            let mut config = self.config.pool.clone();
+            config.sizing = Sizing::Fixed;
+            config.pool_size = self.steady(pool_size);
+            config.max_size = Some(ceiling);
+            Engine::with_telemetry(manager, config, Arc::clone(&self.telemetry))
+        });
+        let host = Arc::new(Host::new(origin.clone(), h1, proto));
+        if proto == Some(Proto::H2) {
+            let _ = host.h2.set(self.h2_pool(self.h2_mux(origin)));
+        }
         hosts.insert(origin.clone(), host.clone());
         self.count_origins(hosts.len());
         host
@@ -340,18 +369,27 @@ impl Shared {
             .set_sizes(pool_size.saturating_mul(n), ceiling.saturating_mul(n));
     }
 
+    /// The HTTP/1.1 engine's steady size for a pool size: connections above it close when
+    /// returned with nobody waiting, so at most `P_MAX_KEEPALIVE` stay idle (at least 1).
+    fn steady(&self, pool_size: u32) -> u32 {
+        pool_size.min(self.config.max_keepalive).max(1)
+    }
+
     /// The per-origin steady size and ceiling now (they change with [`Pool::resize`]).
     fn sizes(&self) -> (u32, u32) {
         let s = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
         *s
     }
 
-    /// Forgets origins with nothing open, in use or waiting, so the map stays bounded by
-    /// the origins in use.
+    /// Forgets origins with nothing open, in use or waiting and no caller holding them, so
+    /// the map stays bounded by the origins in use.
     fn forget_unused(&self) {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         let before = hosts.len();
-        hosts.retain(|_, h| !h.is_unused());
+        // A host a caller holds (it took it under this lock) is about to be used: kept,
+        // or its engine would close under the caller and the next request open anew.
+        let idle_timeout = self.config.pool.idle_timeout;
+        hosts.retain(|_, h| Arc::strong_count(h) > 1 || !h.is_unused(idle_timeout));
         if hosts.len() != before {
             self.count_origins(hosts.len());
         }
@@ -359,19 +397,19 @@ impl Shared {
 
     /// Per-origin figures: (origin, in use, open, waiting, utilization of its ceiling).
     pub(crate) fn origins(&self) -> Vec<OriginStats> {
-        let ceiling = f64::from(self.sizes().1.max(1));
+        let h1_ceiling = self.sizes().1;
         let mut all: Vec<OriginStats> = self
             .hosts()
             .iter()
             .map(|h| {
-                let used = h.gate.in_use() as u64;
+                let (used, open, pending) = h.counts();
                 #[allow(clippy::cast_precision_loss)]
                 OriginStats {
                     origin: h.origin.to_string(),
                     used,
-                    open: h.open.load(Relaxed),
-                    pending: h.waiting.load(Relaxed),
-                    utilization: used as f64 / ceiling,
+                    open,
+                    pending,
+                    utilization: used as f64 / h.ceiling(h1_ceiling).max(1) as f64,
                 }
             })
             .collect();
@@ -379,13 +417,16 @@ impl Shared {
         all
     }
 
-    /// Starts the task that closes idle connections (once, inside the runtime).
-    fn start_reaper(self: &Arc<Self>) {
-        if self.reaper_started.swap(true, Relaxed) {
+    /// Starts the task that forgets unused origins (once, inside the runtime): an HTTP/2
+    /// origin's connection closes with it after `P_IDLE_TIMEOUT`. HTTP/1.1 connections are
+    /// kept up by their engines, HTTP/2 connections by the multiplexed core.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.swap(true, Relaxed) {
             return;
         }
         let every = self
-            .limits
+            .config
+            .pool
             .idle_timeout
             .map_or(Duration::from_secs(1), |d| d / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -396,13 +437,40 @@ impl Shared {
             loop {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                let all = shared.is_closed().then_some(CloseReason::PoolClosed);
-                for host in shared.hosts() {
-                    host.sweep(&shared.limits, all);
-                }
                 shared.forget_unused();
             }
         });
+    }
+
+    /// An origin's HTTP/2 connector for the multiplexed core.
+    pub(crate) fn h2_mux(&self, origin: &Origin) -> H2Mux {
+        H2Mux::new(
+            Arc::clone(&self.connector),
+            origin.clone(),
+            self.config.connect_timeout,
+            self.config.connect_timeout_var(),
+            Arc::clone(&self.tasks_ended),
+        )
+    }
+
+    /// Starts an origin's HTTP/2 pool: one connection carrying up to
+    /// `P_HTTP2_MAX_STREAMS` requests, rotated after `P_MAX_LIFETIME` (with jitter).
+    pub(crate) fn h2_pool(&self, mux: H2Mux) -> H2Pool {
+        let streams = self.config.http2_max_streams as usize;
+        let mut config = MuxConfig::new(&self.config.pool.name, 1);
+        config.per_socket = streams;
+        config.max_in_flight = streams;
+        config.connect_timeout = self.config.connect_timeout;
+        config.max_lifetime = self.config.pool.max_lifetime;
+        MuxPool::start(mux, config, Some(Arc::clone(&self.telemetry)))
+    }
+
+    /// The telemetry's snapshot. Its gauges are read from their owners, the origins'
+    /// HTTP/1.1 engines and HTTP/2 pools, each registered with the pool's telemetry as it
+    /// starts ([`Engine::with_telemetry`], [`MuxPool::start`]): the same sums a scrape
+    /// publishes, each connection counted once.
+    fn snapshot(&self) -> PoolStats {
+        self.telemetry.stats()
     }
 
     pub(crate) fn count_error(&self, kind: ErrorKind) {
@@ -419,19 +487,6 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        for host in self
-            .hosts
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            host.sweep(&self.limits, Some(CloseReason::PoolClosed));
-        }
-    }
-}
-
 impl Monitored for Shared {
     fn name(&self) -> &str {
         &self.config.pool.name
@@ -442,13 +497,13 @@ impl Monitored for Shared {
     }
 
     fn stats(&self) -> PoolStats {
-        self.telemetry.stats()
+        self.snapshot()
     }
 
     /// Health of the busiest origin: each origin has its own ceiling, so that is where a
     /// pool runs out first.
     fn health(&self) -> Health {
-        let mut stats = self.telemetry.stats();
+        let mut stats = self.snapshot();
         if let Some(busiest) = self
             .origins()
             .into_iter()
@@ -495,19 +550,4 @@ pub struct OriginStats {
     pub pending: u64,
     /// `used` over the per-origin ceiling, 0 to 1.
     pub utilization: f64,
-}
-
-/// Open connections, requests in flight (places held under each origin's gate) and callers
-/// waiting, summed over the origins.
-impl poolkit_core::GaugeSource for Shared {
-    fn gauges(&self) -> poolkit_core::Gauges {
-        let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut open, mut used, mut pending) = (0, 0, 0);
-        for h in hosts.values() {
-            open += h.open.load(Relaxed);
-            used += h.gate.in_use() as u64;
-            pending += h.waiting.load(Relaxed);
-        }
-        poolkit_core::Gauges::new(open, used, pending)
-    }
 }

@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::exchange::{InUse, Lease, backend, request_timeout};
+use crate::exchange::{Lease, backend, request_timeout};
 use crate::host::Host;
 use crate::pool::Shared;
 
@@ -27,8 +27,6 @@ pub(crate) struct Streaming {
     pub(crate) lease: Option<Lease>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) host: Arc<Host>,
-    pub(crate) _permit: poolkit_core::Place,
-    pub(crate) _in_use: InUse,
     pub(crate) deadline: Option<tokio::time::Instant>,
     pub(crate) timeout: Option<Duration>,
 }
@@ -54,7 +52,7 @@ impl Streaming {
             match frame {
                 None => {
                     if let Some(lease) = self.lease.take() {
-                        lease.finish(&self.shared, &self.host);
+                        lease.finish(&self.host);
                     }
                     return Ok(None);
                 }

@@ -84,13 +84,17 @@ async fn h2c_thousand_requests_share_one_connection() {
     let server = serve(opts).await;
     let mut config = common::config("cap_h2c", &server, 20);
     config.http_version = HttpVersion::Http2;
+    config.http2_max_streams = 20;
     let pool = Pool::new(config).unwrap();
     let (new, max_open, versions) = burst(&pool, 1000).await;
     assert_eq!(versions, vec![http::Version::HTTP_2]);
     assert_eq!(server.seen.accepted.load(SeqCst), 1);
     assert_eq!((new, max_open), (1, 1));
     let streams = server.seen.max_in_flight.load(SeqCst);
-    assert!(streams <= 20, "{streams} concurrent streams, cap is 20");
+    assert!(
+        streams <= 20,
+        "{streams} concurrent streams, P_HTTP2_MAX_STREAMS is 20"
+    );
     assert!(streams > 1, "requests were multiplexed ({streams})");
     let s = pool.stats();
     assert_eq!((s.requests_new, s.requests_reused, s.created), (1, 999, 1));

@@ -38,7 +38,10 @@ async fn server_closing_idle_connections_after_one_second_fails_no_get() {
     let s = pool.stats();
     // Each retry (a keep-alive race lost to the server's close) is one more request.
     assert_eq!(s.requests_new + s.requests_reused, 28 + pool.retries());
-    assert_eq!(s.errors_by("broken"), pool.retries(), "{s:?}");
+    // Every retry counts a broken connection; so does every idle connection the engine
+    // found closed by the server and discarded before use (no request lost on it).
+    assert!(s.errors_by("broken") >= pool.retries(), "{s:?}");
+    assert_eq!(s.errors_by("broken"), s.closed_by("broken"), "{s:?}");
     assert!(
         s.requests_new > 4,
         "the server's closes forced new connections: {s:?}"
@@ -218,4 +221,49 @@ async fn closed_pool_and_unreachable_server_give_named_errors() {
         "{health:?}"
     );
     assert!(health.message.contains("cannot connect"), "{health:?}");
+}
+
+/// Resolves every name to one address after a pause: a slow connect.
+struct SlowResolver(std::net::SocketAddr, Duration);
+
+impl poolkit_http::Resolve for SlowResolver {
+    fn resolve(
+        &self,
+        _host: &str,
+        _port: u16,
+    ) -> poolkit_core::BoxFuture<'static, std::io::Result<Vec<std::net::SocketAddr>>> {
+        let (addr, pause) = (self.0, self.1);
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            Ok(vec![addr])
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_connect_outlives_the_caller_who_gave_up_and_serves_the_next() {
+    let server = serve(Opts::new(Mode::Http1)).await;
+    let mut config = common::config("outlive", &server, 2);
+    config.base_url = Some(format!("http://slow.test:{}", server.addr.port()));
+    let pool = Pool::builder()
+        .config(config)
+        .resolver(SlowResolver(server.addr, Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    // The caller gives up long before the connect can finish.
+    let gave_up = pool
+        .get("/")
+        .timeout(Some(Duration::from_millis(50)))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The connect went on without it: the connection is open and waits idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = pool.stats();
+    assert_eq!((s.open, s.created), (1, 1), "{s:?}");
+    // The next caller gets it (its first request) instead of opening another.
+    let r = pool.get("/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(pool.stats().created, 1);
+    assert_eq!(server.seen.accepted.load(SeqCst), 1);
 }

@@ -38,7 +38,7 @@ pub use bb8::ManageConnection;
 pub use checkout::Checkout;
 pub use conn::{LIFETIME_JITTER, Tracked};
 pub use fail_fast::Classify;
-pub use pool::Engine;
+pub use pool::{Counts, Engine};
 
 use conn::Clock;
 use fail_fast::FailFast;
@@ -97,6 +97,9 @@ pub(crate) struct Shared<M: Manager> {
     /// Cuts a connect's back-off short when a caller arrives and every connect under way
     /// is sleeping (see `Take::Wait`).
     retry_now: tokio::sync::Notify,
+    /// The telemetry is shared with other engines (see [`Engine::with_telemetry`]): the
+    /// gauges carry no target of this engine's own, so the sum stays the configured one.
+    shares_telemetry: bool,
 }
 
 impl<M: Manager> Shared<M> {
@@ -149,11 +152,15 @@ impl<M: Manager> Shared<M> {
 impl<M: Manager> GaugeSource for Shared<M> {
     fn gauges(&self) -> Gauges {
         let s = self.lock();
-        Gauges::new(
+        let gauges = Gauges::new(
             u64::from(s.open),
             u64::from(s.used),
             u64::try_from(s.waiters.len()).unwrap_or(u64::MAX),
-        )
-        .with_target(s.max_size)
+        );
+        if self.shares_telemetry {
+            gauges
+        } else {
+            gauges.with_target(s.max_size)
+        }
     }
 }

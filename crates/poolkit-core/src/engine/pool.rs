@@ -16,6 +16,20 @@ use crate::metrics::CloseReason;
 use crate::sync::Mutex;
 use crate::{ConfigError, GaugeSource, PoolConfig, Sizing, Telemetry};
 
+/// One engine's counts at one moment (see [`Engine::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Connections open (idle or in use).
+    pub open: u32,
+    /// Connects under way.
+    pub connecting: u32,
+    /// Connections checked out.
+    pub used: u32,
+    /// Callers waiting.
+    pub pending: u32,
+}
+
 /// A pool of connections made by `M`. Cheap to clone; the pool closes when the last
 /// clone is dropped (connections in use are closed as they come back).
 pub struct Engine<M: Manager> {
@@ -113,6 +127,7 @@ impl<M: Manager> Engine<M> {
             cap: AtomicU32::new(cap),
             generation: AtomicU64::new(0),
             retry_now: tokio::sync::Notify::new(),
+            shares_telemetry: false,
             telemetry,
             config,
         });
@@ -149,6 +164,40 @@ impl<M: Manager> Engine<M> {
         }
         shared.fail_fast.worked();
         Ok(engine)
+    }
+
+    /// A pool that shares `telemetry` with other engines: one pool made of several
+    /// engines (an HTTP pool has one engine per origin) publishes one set of numbers.
+    /// The engine registers itself as one of the telemetry's gauge sources
+    /// ([`Telemetry::read_gauges_from`]), so the gauges read at stats or scrape time are
+    /// the sums over the engines alive; sizes stay the caller's to set
+    /// ([`Telemetry::set_sizes`]). Opens nothing before it returns: `min_idle`
+    /// connections are opened by the upkeep task. Must run inside a tokio runtime.
+    /// Fixed-size only: `config.sizing` is not looked at, and no connect error fails fast.
+    #[must_use]
+    pub fn with_telemetry(manager: M, config: PoolConfig, telemetry: Arc<Telemetry>) -> Self {
+        let shared = Arc::new(Shared {
+            manager,
+            state: Mutex::new(State::new(config.pool_size, config.ceiling())),
+            last_error: StdMutex::new(None),
+            fail_fast: super::fail_fast::FailFast::new(),
+            classify: super::fail_fast::never,
+            leaks: config.leak_threshold.map(Leaks::new),
+            auto_target: AtomicU32::new(config.pool_size),
+            cap: AtomicU32::new(u32::MAX),
+            generation: AtomicU64::new(0),
+            retry_now: tokio::sync::Notify::new(),
+            shares_telemetry: true,
+            telemetry,
+            config,
+        });
+        shared
+            .telemetry
+            .read_gauges_from(Arc::downgrade(&shared) as Weak<dyn GaugeSource>);
+        upkeep::start(&shared);
+        Self {
+            handle: Arc::new(Handle(shared)),
+        }
     }
 
     /// The pool's telemetry (stats, config).
@@ -294,6 +343,19 @@ impl<M: Manager> Engine<M> {
     pub fn cap_value(&self) -> Option<u32> {
         let cap = self.shared().cap.load(Relaxed);
         (cap != u32::MAX).then_some(cap)
+    }
+
+    /// This engine's own counts now, read under its lock (for a pool made of several
+    /// engines that share one `Telemetry`, such as an HTTP pool's origins).
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        let s = self.shared().lock();
+        Counts {
+            open: s.open,
+            connecting: s.connecting,
+            used: s.used,
+            pending: u32::try_from(s.waiters.len()).unwrap_or(u32::MAX),
+        }
     }
 
     /// Connections open or being opened now (what a fleet share must cover).

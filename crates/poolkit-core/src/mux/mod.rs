@@ -476,6 +476,10 @@ impl<M: Multiplexer> MuxPool<M> {
         let mut rx = self.inner.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Seen before the checks: a socket installed (or a connect failing) after
+            // them marks `rx` changed, so the wait below ends at once instead of missing
+            // it and running to the deadline.
+            rx.mark_unchanged();
             if self.inner.closed.load(Acquire) {
                 return Err(MuxError::Closed);
             }
@@ -485,7 +489,6 @@ impl<M: Multiplexer> MuxPool<M> {
             if let Some(e) = self.inner.error_since(asked) {
                 return Err(MuxError::Connect(e));
             }
-            rx.mark_unchanged();
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_err()
