@@ -41,10 +41,12 @@ impl HttpVersion {
 /// connection before the server does.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// The default of [`Config::http2_max_streams`]: 256 requests in flight on an HTTP/2
-/// connection, above the limit most servers announce (nginx 128, hyper 200, Go 250), so
-/// by default the server's limit is the one that applies.
-pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 256;
+/// The default of [`Config::http2_max_streams`]: no cap of poolkit's own (the largest value
+/// `P_HTTP2_MAX_STREAMS` accepts), so the server's `SETTINGS_MAX_CONCURRENT_STREAMS` is the
+/// limit that applies (nginx 128, hyper 200, Go 250), as with a plain reqwest client;
+/// requests beyond it wait in hyper's queue. A cap of 256 queued a burst of 1000 GETs in
+/// poolkit's FIFO while the server would have taken them (docs/benchmarks.md, HTTP).
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 1 << 20;
 
 /// The HTTP pool's configuration: the shared [`PoolConfig`] plus the HTTP knobs.
 ///
@@ -77,8 +79,9 @@ pub struct Config {
     /// Default: none. Env: `P_HTTP2_KEEPALIVE` (`0` disables).
     pub http2_keepalive: Option<Duration>,
     /// Requests in flight on one HTTP/2 connection (one connection per origin); more
-    /// wait in the origin's FIFO queue. The server's own `SETTINGS_MAX_CONCURRENT_STREAMS`
-    /// still applies below it. Default: [`DEFAULT_HTTP2_MAX_STREAMS`].
+    /// wait in the origin's FIFO queue (under `P_POOL_TIMEOUT`). The server's own
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` still applies below it. Default:
+    /// [`DEFAULT_HTTP2_MAX_STREAMS`], no cap of poolkit's own.
     /// Env: `P_HTTP2_MAX_STREAMS`.
     pub http2_max_streams: u32,
     /// TCP keep-alive idle time; `None` disables it. Default: 60 s.

@@ -281,7 +281,7 @@ impl<M: Manager> Checkout<M> {
     }
 
     /// The pool generation this connection belongs to (pass it to
-    /// [`Engine::retire_all`] when the connection shows the server moved).
+    /// [`Engine::retire_all`](super::Engine::retire_all) when the connection shows the server moved).
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.conn.as_ref().map_or(0, |c| c.generation)
