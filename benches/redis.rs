@@ -3,7 +3,8 @@
 //! `cargo bench --bench redis --features redis` (env: `REDIS_URL`, `BENCH_SECONDS` per round,
 //! default 3). `GET` of one key from 50 and 1000 concurrent tasks; three interleaved rounds
 //! per client, the median shown. bb8-redis has 20 connections and a 5 s acquire timeout;
-//! poolkit uses its defaults (2 shared connections).
+//! poolkit reads its configuration as a service does (`Config::from_env("REDIS")`: its
+//! defaults unless `REDIS_POOL_SIZE`, the shared sockets, or `REDIS_MAX_IN_FLIGHT` are set).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,8 +159,10 @@ async fn main() {
     let secs: u64 = process_lookup("BENCH_SECONDS")
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let mut config = Config::new(url.clone());
+    let mut config = Config::from_env("REDIS").expect("REDIS_* configuration");
     config.pool.name = "bench_redis".into();
+    let sockets = config.pool.pool_size;
+    let in_flight = config.max_in_flight;
     let poolkit = Pool::new(config).await.expect("poolkit pool");
     poolkit
         .query::<()>(redis::cmd("SET").arg(KEY).arg("value"))
@@ -175,20 +178,20 @@ async fn main() {
         .build(bb8_redis::RedisConnectionManager::new(url.as_str()).expect("bb8-redis"))
         .await
         .expect("bb8");
-    let targets: Vec<(&str, Arc<dyn Target>)> = vec![
+    let targets: Vec<(String, Arc<dyn Target>)> = vec![
         (
-            "poolkit shared (2 connections)",
+            format!("poolkit shared ({sockets} connections, at most {in_flight} in flight)"),
             Arc::new(Poolkit(poolkit.clone())),
         ),
         (
-            "poolkit shared, redis-rs calls (ConnectionLike)",
+            "poolkit shared, redis-rs calls (ConnectionLike)".into(),
             Arc::new(PoolkitCommands(poolkit)),
         ),
         (
-            "redis-rs ConnectionManager (1 connection)",
+            "redis-rs ConnectionManager (1 connection)".into(),
             Arc::new(Manager(manager)),
         ),
-        ("bb8-redis (20 connections)", Arc::new(Bb8(bb8))),
+        ("bb8-redis (20 connections)".into(), Arc::new(Bb8(bb8))),
     ];
     println!(
         "Redis GET, {secs} s rounds, 3 interleaved rounds per client, median round, {} cores\n",

@@ -57,6 +57,26 @@ async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
 
     replica.down();
     let started = Instant::now();
+    // The read pool holds one idle connection to the replica. The shutdown ends it with
+    // FATAL 57P01, which its task reads asynchronously: a read that checks it out before
+    // the task has run finds the socket gone (seen once in a loaded run). That one read
+    // fails with a typed error; the pool then knows the connection is broken.
+    {
+        let conn = pool
+            .read()
+            .await
+            .expect("a connection (the replica's or the primary's)");
+        match conn
+            .query_one("SELECT current_setting('port')::int4", &[])
+            .await
+        {
+            Ok(row) => assert_eq!(row.get::<_, i32>(0), primary_port, "reads fall back"),
+            Err(e) => assert!(
+                e.is_closed() || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+                "a connection the shutdown closed, typed: {e:?}"
+            ),
+        }
+    }
     for _ in 0..5 {
         assert_eq!(
             server_port(&pool, true).await,
