@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! // before                                              // after
-//! let client = reqwest::Client::new();                   let client = Pool::from_env("API")?;
+//! let client = reqwest::Client::new();                   let client = Pool::new(Config::from_env("API")?)?;
 //! ```
 //!
 //! And for an SDK that takes a `reqwest::Client`: `poolkit::http::reqwest_client("API")`

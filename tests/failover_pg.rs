@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, HBA_TRUST, MARKER, port_free_on_two};
+use poolkit::core::PoolError;
 use poolkit::postgres::{Config, Error, Pool};
 
 const TASKS: usize = 1000;
@@ -51,8 +52,8 @@ struct Tally {
 fn kind(e: &Error) -> &'static str {
     match e {
         Error::PrimaryMoved { .. } => "primary_moved",
-        Error::Connect { .. } => "connect",
-        Error::Timeout { .. } => "timeout",
+        Error::Pool(PoolError::Connect { .. }) => "connect",
+        Error::Pool(PoolError::Timeout { .. }) => "timeout",
         // Cut off with its connection (the socket closed mid-statement): typed as a
         // closed connection by tokio-postgres.
         Error::Backend(b) if b.is_closed() => "connection_closed",

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{RedisNode, RedisSentinel, port_free_on_two};
+use poolkit::core::PoolError;
 use poolkit::redis::{Config, Error, Pool, redis};
 
 const TASKS: u64 = 1000;
@@ -45,8 +46,8 @@ struct Tally {
 fn kind(e: &Error) -> &'static str {
     match e {
         Error::PrimaryMoved { .. } => "primary_moved",
-        Error::Connect { .. } => "connect",
-        Error::Timeout { .. } => "timeout",
+        Error::Pool(PoolError::Connect { .. }) => "connect",
+        Error::Pool(PoolError::Timeout { .. }) => "timeout",
         // The connection dropped under the command (the server closed it).
         Error::Backend(b) if b.is_connection_dropped() || b.is_io_error() => "connection_dropped",
         _ => "untyped",

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Rng;
+use poolkit::core::PoolError;
 use poolkit::http::{Config, Error, Pool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -179,7 +180,10 @@ async fn reset_mid_response_and_stall_give_typed_errors() {
     for t in tasks {
         let e = t.await.expect("task").expect_err("stalled");
         assert!(
-            matches!(e, Error::RequestTimeout { .. } | Error::Timeout { .. }),
+            matches!(
+                e,
+                Error::Pool(PoolError::Deadline { .. }) | Error::Pool(PoolError::Timeout { .. })
+            ),
             "typed: {e:?}"
         );
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::PrivatePg;
+use poolkit::core::PoolError;
 use poolkit::postgres::{Error, Pool};
 
 const TASKS: usize = 1000;
@@ -37,8 +38,8 @@ struct Attempt {
 
 fn classify(e: &Error) -> Outcome {
     match e {
-        Error::Timeout { .. } => Outcome::Timeout,
-        Error::Connect { .. } => Outcome::Connect,
+        Error::Pool(PoolError::Timeout { .. }) => Outcome::Timeout,
+        Error::Pool(PoolError::Connect { .. }) => Outcome::Connect,
         // A statement cut off by the shutdown: the server's 57P01 (typed as the server
         // moving away), or the socket closing.
         Error::Backend(_) | Error::PrimaryMoved { .. } => Outcome::Backend,

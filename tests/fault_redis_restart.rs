@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::PrivateRedis;
+use poolkit::core::PoolError;
 use poolkit::redis::{Config, Error, Pool, redis};
 
 const TASKS: u64 = 1000;
@@ -37,8 +38,8 @@ struct Tally {
 impl Tally {
     fn error(&self, e: &Error, took: Duration) {
         let counter = match e {
-            Error::Timeout { .. } => &self.timeout,
-            Error::Connect { .. } => &self.connect,
+            Error::Pool(PoolError::Timeout { .. }) => &self.timeout,
+            Error::Pool(PoolError::Connect { .. }) => &self.connect,
             Error::Backend(_) => &self.backend,
             _ => &self.untyped,
         };

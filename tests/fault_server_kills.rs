@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{PrivatePgBouncer, database_url, pg_unreachable};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use poolkit::core::PoolError;
 use poolkit::postgres::{Error, Pool, PooledConnection};
 
 /// The `metrics` recorder of this test binary, installed before any pool is built.
@@ -251,7 +252,10 @@ async fn pgbouncer_restart() {
     let took = start.elapsed();
     let e = down.expect_err("nothing to talk to");
     assert!(
-        matches!(e, Error::Connect { .. } | Error::Timeout { .. }),
+        matches!(
+            e,
+            Error::Pool(PoolError::Connect { .. }) | Error::Pool(PoolError::Timeout { .. })
+        ),
         "typed: {e:?}"
     );
     assert!(took <= Duration::from_millis(1300), "{took:?}");

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{PrivatePg, database_url};
+use poolkit::core::PoolError;
 use poolkit::postgres::{Error, Pool, Pooler, SharedConnections, tokio_postgres};
 
 fn app(test: &str) -> String {
@@ -437,8 +438,8 @@ async fn a_server_restart_with_statements_in_flight() {
                     Err(
                         Error::ConnectionLost { .. }
                         | Error::PrimaryMoved { .. }
-                        | Error::Connect { .. }
-                        | Error::Timeout { .. },
+                        | Error::Pool(PoolError::Connect { .. })
+                        | Error::Pool(PoolError::Timeout { .. }),
                     ) => tokio::time::sleep(Duration::from_millis(10)).await,
                     Err(e) => {
                         eprintln!("untyped: {e}");

@@ -234,7 +234,7 @@ async fn check_postgres(
     }
     report
         .warnings
-        .extend(poolkit_postgres::unknown_vars(prefix));
+        .extend(<poolkit_postgres::Config as poolkit_core::FromEnv>::unknown_vars(prefix));
     report.warnings.extend(config.notes.iter().cloned());
     report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
@@ -334,7 +334,9 @@ async fn check_redis(
         unreachable: false,
         ok: false,
     };
-    report.warnings.extend(poolkit_redis::unknown_vars(prefix));
+    report
+        .warnings
+        .extend(<poolkit_redis::Config as poolkit_core::FromEnv>::unknown_vars(prefix));
     report.warnings.extend(config.pool.contradictions());
     let mut probe = config.clone();
     probe.pool.acquire_timeout = probe.pool.acquire_timeout.min(PROBE_TIMEOUT);

@@ -344,7 +344,7 @@ pub(crate) async fn check_http(
         http: None,
         connect: None,
         fleet: None,
-        warnings: poolkit_http::unknown_vars(prefix),
+        warnings: <poolkit_http::Config as poolkit_core::FromEnv>::unknown_vars(prefix),
         failures: Vec::new(),
         unreachable: false,
         ok: false,

@@ -433,11 +433,22 @@ fn reqwest_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// The kind of a pool failure, the same for every adapter.
+fn pool_kind(e: &poolkit_core::PoolError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_closed() {
+        "closed"
+    } else {
+        "other"
+    }
+}
+
 fn pg_kind(e: &poolkit_postgres::Error) -> &'static str {
     match e {
-        poolkit_postgres::Error::Timeout { .. } => "timeout",
-        poolkit_postgres::Error::Connect { .. } => "connect",
-        poolkit_postgres::Error::Closed { .. } => "closed",
+        poolkit_postgres::Error::Pool(p) => pool_kind(p),
         poolkit_postgres::Error::Backend(_) => "query",
         _ => "other",
     }
@@ -445,9 +456,7 @@ fn pg_kind(e: &poolkit_postgres::Error) -> &'static str {
 
 fn redis_kind(e: &poolkit_redis::Error) -> &'static str {
     match e {
-        poolkit_redis::Error::Timeout { .. } => "timeout",
-        poolkit_redis::Error::Connect { .. } => "connect",
-        poolkit_redis::Error::Closed { .. } => "closed",
+        poolkit_redis::Error::Pool(p) => pool_kind(p),
         poolkit_redis::Error::Backend(_) => "command",
         _ => "other",
     }

@@ -121,6 +121,47 @@ pub fn unknown_adapter_vars(prefix: &str, suffixes: &[&str]) -> Vec<String> {
     warn_unknown(prefix, &known, &[])
 }
 
+/// The one way every adapter's `Config` reads the environment: the same
+/// `Config::from_env(prefix)` for PostgreSQL, Redis and HTTP (each adapter's inherent
+/// `Config::from_env` is this one), the same unknown-variable check, and the prefix
+/// `Pool::from_env()` reads.
+pub trait FromEnv: Sized {
+    /// The prefix `Pool::from_env()` reads (`DATABASE`, `REDIS`, `HTTP`).
+    const DEFAULT_PREFIX: &'static str;
+    /// The variable suffixes the adapter reads under its prefix besides the common knobs
+    /// ([`crate::PoolConfig::ENV_SUFFIXES`]); any other `PREFIX_*` variable is warned about.
+    const ENV_SUFFIXES: &'static [&'static str];
+
+    /// Reads the configuration under `prefix` through `lookup` (tests pass a map; nothing
+    /// touches the process environment).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable that is missing, malformed or contradicts
+    /// another.
+    fn from_vars(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError>;
+
+    /// Reads the configuration under `prefix` from the process environment, after warning
+    /// once about each `PREFIX_*` variable the adapter does not read.
+    ///
+    /// # Errors
+    /// As [`FromEnv::from_vars`].
+    fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        let _ = Self::unknown_vars(prefix);
+        Self::from_vars(prefix, &process_lookup)
+    }
+
+    /// Warns (once each) about the `PREFIX_*` variables in the process environment that
+    /// the adapter does not read, and returns the messages (for `poolctl check`): the one
+    /// check, [`unknown_adapter_vars`], with the adapter's suffixes.
+    #[must_use]
+    fn unknown_vars(prefix: &str) -> Vec<String> {
+        unknown_adapter_vars(prefix, Self::ENV_SUFFIXES)
+    }
+}
+
 /// Warns (once per variable name per process) about the process environment's variables
 /// under `PREFIX_` that poolkit does not read, and returns every such message (including
 /// ones already warned about), for `poolctl check` to show.

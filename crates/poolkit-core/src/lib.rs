@@ -39,14 +39,17 @@ mod loom_tests;
 pub use autosize::Sizing;
 pub use config::{Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 pub use credentials::{Credentials, PasswordProvider, PasswordSource, Token};
-pub use error::ConfigError;
+pub use env::FromEnv;
+pub use error::{AdapterError, ConfigError, PoolError};
 pub use gate::{Gate, GateError, Place};
 pub use health::{
     Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
     size_advice, under_pressure,
 };
 pub use histogram::LatencyHistogram;
-pub use monitored::{BoxFuture, Monitored, PingError, Probe, check, pool, pools, register};
+pub use monitored::{
+    BoxFuture, Monitored, MonitoredPool, PING_LIMIT, PingError, Probe, check, pool, pools, register,
+};
 pub use query::{Operation, QueryPerformance, QueryStart, QueryStats, QueryTiming};
 pub use resolve::Resolve;
 pub use secret::{Secret, redact_url};

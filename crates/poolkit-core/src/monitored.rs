@@ -86,6 +86,108 @@ pub trait Monitored: Send + Sync + fmt::Debug {
     }
 }
 
+/// How long a monitoring ping may take before it counts as failed.
+pub const PING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What differs between pools, for the one [`Monitored`] implementation: every type that
+/// implements `MonitoredPool` is `Monitored` (PostgreSQL, Redis shared, Redis exclusive,
+/// Redis cluster, HTTP, and the reqwest client's monitor).
+///
+/// The shared implementation names the pool from [`MonitoredPool::pool_config`], judges
+/// health with its thresholds, bounds every ping by [`PING_LIMIT`], and probes without
+/// queueing: [`MonitoredPool::ping_idle`] when it has an idle connection, else a ping only
+/// when nobody waits and there is room, else [`Probe::Busy`].
+pub trait MonitoredPool: Send + Sync + fmt::Debug {
+    /// What the ping sends, for the message when it gets no answer (`SELECT 1`, `PING`).
+    const PING: &'static str;
+
+    /// The pool's common configuration: its name and health thresholds.
+    fn pool_config(&self) -> &crate::PoolConfig;
+    /// The backend kind.
+    fn backend(&self) -> Backend;
+    /// A snapshot of the pool.
+    fn stats(&self) -> PoolStats;
+    /// The snapshot health is judged from; the default is [`MonitoredPool::stats`] (an
+    /// HTTP pool answers with its busiest origin, where it runs out first).
+    fn health_stats(&self) -> PoolStats {
+        self.stats()
+    }
+    /// Adds what the counters do not show (a rotating password that fails, a failover)
+    /// to the health judged from `stats`.
+    fn add_alerts(&self, stats: &PoolStats, health: &mut Health) {
+        let _ = (stats, health);
+    }
+    /// Checks that the backend answers, the way a caller would reach it; the error is the
+    /// message (never a secret).
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Pings an idle connection taken without queueing, or `None` when none is idle (the
+    /// default: the pool cannot take one without queueing).
+    fn ping_idle(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        None
+    }
+}
+
+impl<T: MonitoredPool> Monitored for T {
+    fn name(&self) -> &str {
+        &self.pool_config().name
+    }
+
+    fn backend(&self) -> Backend {
+        MonitoredPool::backend(self)
+    }
+
+    fn stats(&self) -> PoolStats {
+        MonitoredPool::stats(self)
+    }
+
+    fn health(&self) -> Health {
+        let stats = self.health_stats();
+        let mut h = Health::assess(&stats, &self.pool_config().thresholds);
+        self.add_alerts(&stats, &mut h);
+        h
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+        Box::pin(async move { limited::<T>(self.name(), self.ping_backend()).await })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            if let Some(ping) = self.ping_idle() {
+                return match limited::<T>(self.name(), ping).await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(e),
+                };
+            }
+            let s = MonitoredPool::stats(self);
+            let room = s.idle > 0 || s.open < u64::from(s.max_size);
+            if s.pending == 0 && room {
+                match Monitored::ping(self).await {
+                    Ok(()) => Probe::Alive,
+                    Err(e) => Probe::Failed(e),
+                }
+            } else {
+                Probe::Busy
+            }
+        })
+    }
+}
+
+/// A ping bounded by [`PING_LIMIT`], its failure as a [`PingError`].
+async fn limited<T: MonitoredPool>(
+    pool: &str,
+    ping: BoxFuture<'_, Result<(), String>>,
+) -> Result<(), PingError> {
+    match tokio::time::timeout(PING_LIMIT, ping).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(PingError::new(pool, message)),
+        Err(_) => Err(PingError::new(
+            pool,
+            format!("no answer to {} within {PING_LIMIT:?}", T::PING),
+        )),
+    }
+}
+
 /// Health with a live ping: `Down` when the ping fails, else [`Monitored::health`].
 pub async fn check(pool: &dyn Monitored) -> Health {
     match pool.ping().await {

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use poolkit_core::env::{Env, parse_duration, parse_u32, process_lookup};
+use poolkit_core::FromEnv;
+use poolkit_core::env::{Env, parse_duration, parse_u32};
 use poolkit_core::{Backend, ConfigError, Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 
 /// Which HTTP version the pool speaks.
@@ -144,11 +145,21 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "HOST",
 ];
 
-/// Warns (once each) about the variables under `PREFIX_` in the process environment that an
-/// HTTP pool does not read, and returns the messages (for `poolctl check`).
-#[must_use]
-pub fn unknown_vars(prefix: &str) -> Vec<String> {
-    poolkit_core::env::unknown_adapter_vars(prefix, ENV_SUFFIXES)
+/// The prefix [`crate::Pool::from_env`] reads: `HTTP_URL`, `HTTP_POOL_SIZE`, …
+pub const DEFAULT_PREFIX: &str = "HTTP";
+
+/// Reads `PREFIX_*` over [`Config::new`]'s defaults, the pool named after the prefix in
+/// lower case (`SUPABASE` → `supabase`).
+impl FromEnv for Config {
+    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
+    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
+
+    fn from_vars(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, Self::new(&prefix.to_ascii_lowercase()), lookup)
+    }
 }
 
 impl Config {
@@ -195,14 +206,16 @@ impl Config {
         }
     }
 
-    /// Reads `PREFIX_*` from the process environment over `defaults`
-    /// (see [`Config::from_lookup`]).
+    /// Reads `PREFIX_*` from the process environment over [`Config::new`]'s defaults (the
+    /// pool named after the prefix in lower case), warning once about `PREFIX_*`
+    /// variables it does not read ([`FromEnv::from_env`], the same in every adapter). For
+    /// other defaults (a preset's), use [`Config::from_lookup`] with
+    /// [`poolkit_core::env::process_lookup`].
     ///
     /// # Errors
     /// As [`Config::from_lookup`].
-    pub fn from_env(prefix: &str, defaults: Self) -> Result<Self, ConfigError> {
-        let _ = unknown_vars(prefix);
-        Self::from_lookup(prefix, defaults, &process_lookup)
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads the shared variables (see [`PoolConfig::from_lookup`]) and `P_MAX_KEEPALIVE`,
@@ -300,16 +313,17 @@ impl Config {
         Ok(())
     }
 
-    /// The variable that sets the whole-request timeout (`SUPABASE_TIMEOUT`).
+    /// The variable that sets the acquire (queue) timeout (`SUPABASE_POOL_TIMEOUT`), as in
+    /// every adapter's `Config::timeout_var`.
     #[must_use]
     pub fn timeout_var(&self) -> String {
-        format!("{}_TIMEOUT", self.pool.prefix)
+        self.pool.var(Knob::AcquireTimeout)
     }
 
-    /// The variable that sets the queue timeout (`SUPABASE_POOL_TIMEOUT`).
+    /// The variable that sets the whole-request deadline (`SUPABASE_TIMEOUT`).
     #[must_use]
-    pub fn pool_timeout_var(&self) -> String {
-        self.pool.var(Knob::AcquireTimeout)
+    pub fn request_timeout_var(&self) -> String {
+        format!("{}_TIMEOUT", self.pool.prefix)
     }
 
     /// The variable that sets the connect timeout (`SUPABASE_CONNECT_TIMEOUT`).

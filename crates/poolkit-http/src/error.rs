@@ -1,8 +1,6 @@
 //! The HTTP pool's error type.
 
-use std::time::Duration;
-
-use poolkit_core::ConfigError;
+use poolkit_core::{ConfigError, PoolError};
 use thiserror::Error;
 
 /// A boxed error source (I/O, TLS or HTTP protocol errors).
@@ -16,52 +14,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No connection (HTTP/1.1) or stream (HTTP/2) became free within `P_POOL_TIMEOUT`.
-    #[error(
-        "{pool}: no connection to {origin} became free within {waited:?}: all are busy; raise {var} or the pool size"
-    )]
-    Timeout {
-        /// The pool's name.
-        pool: String,
-        /// The origin the caller queued for.
-        origin: String,
-        /// How long the caller waited.
-        waited: Duration,
-        /// The variable that sets the limit (`SUPABASE_POOL_TIMEOUT`).
-        var: String,
-    },
-    /// The whole request took longer than `P_TIMEOUT`.
-    #[error(
-        "{pool}: request to {origin} did not complete within {after:?} (raise {var} if the server is just slow)"
-    )]
-    RequestTimeout {
-        /// The pool's name.
-        pool: String,
-        /// The origin.
-        origin: String,
-        /// The deadline that passed.
-        after: Duration,
-        /// The variable that sets the limit (`SUPABASE_TIMEOUT`).
-        var: String,
-    },
-    /// The pool was closed with [`crate::Pool::close`].
-    #[error("{pool}: the pool is closed")]
-    Closed {
-        /// The pool's name.
-        pool: String,
-    },
-    /// Opening a connection (TCP, TLS, HTTP/2 handshake) failed or took longer than
-    /// `P_CONNECT_TIMEOUT`.
-    #[error("{pool}: cannot connect to {origin}: {source}")]
-    Connect {
-        /// The pool's name.
-        pool: String,
-        /// The origin.
-        origin: String,
-        /// What failed.
-        #[source]
-        source: BoxError,
-    },
+    /// A failure of the pool itself, the same shape in every adapter: no connection
+    /// (HTTP/1.1) or stream (HTTP/2) free within `P_POOL_TIMEOUT` ([`PoolError::Timeout`]),
+    /// the whole request past `P_TIMEOUT` ([`PoolError::Deadline`]), a closed pool, or a
+    /// failed connect (TCP, TLS, HTTP/2 handshake, `P_CONNECT_TIMEOUT`). See [`PoolError`]
+    /// for what [`Error::is_timeout`] and [`Error::timeout_var`] mean.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     /// The connection failed while the request was under way.
     #[error("{pool}: request to {origin} failed: {source}")]
     Backend {
@@ -145,25 +104,9 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
+poolkit_core::adapter_error!(Error);
+
 impl Error {
-    /// Whether this is a timeout: the queue (`P_POOL_TIMEOUT`) or the request (`P_TIMEOUT`).
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. } | Self::RequestTimeout { .. })
-    }
-
-    /// Whether the caller gave up waiting in the queue (`P_POOL_TIMEOUT`).
-    #[must_use]
-    pub fn is_pool_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. })
-    }
-
-    /// Whether opening a connection failed.
-    #[must_use]
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. })
-    }
-
     /// Whether a non-idempotent request was cut off in flight ([`Error::Interrupted`]).
     #[must_use]
     pub fn is_interrupted(&self) -> bool {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use poolkit_core::PoolError;
 use poolkit_core::engine::{AcquireError, Checkout};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::mux::{Lease as MuxLease, MuxError};
@@ -111,7 +112,7 @@ impl Drop for Lease {
 pub(crate) async fn execute(shared: &Arc<Shared>, req: Prepared) -> Result<Response, Error> {
     let pool = &shared.config.pool.name;
     if shared.is_closed() {
-        return Err(Error::Closed { pool: pool.clone() });
+        return Err(PoolError::closed(pool).into());
     }
     let origin = Origin::of(&req.uri).map_err(|reason| Error::InvalidRequest {
         pool: pool.clone(),
@@ -136,12 +137,13 @@ pub(crate) fn request_timeout(shared: &Shared, origin: &Origin, after: Duration)
     let pool = &shared.config.pool.name;
     shared.count_error(ErrorKind::Timeout);
     tracing::warn!(pool = %pool, origin = %origin, ?after, "request timed out");
-    Error::RequestTimeout {
+    PoolError::Deadline {
         pool: pool.clone(),
-        origin: origin.to_string(),
+        what: format!("the request to {origin}"),
         after,
-        var: shared.config.timeout_var(),
+        var: Some(shared.config.request_timeout_var()),
     }
+    .into()
 }
 
 async fn run(
@@ -158,9 +160,7 @@ async fn run(
         (Proto::H1, Some(engine), _) => checkout(shared, host, engine, None).await?,
         (Proto::H2, _, Some(pool)) => stream(shared, host, pool, None).await?,
         _ => {
-            return Err(Error::Closed {
-                pool: shared.config.pool.name.clone(),
-            });
+            return Err(PoolError::closed(&shared.config.pool.name).into());
         }
     };
     exchange(shared, host, req, lease, deadline_body).await
@@ -328,9 +328,7 @@ async fn checkout(
                 shared.timeout_error(&host.origin, waited)
             }
             AcquireError::Connect(f) => connect_error(shared, host, Box::new(f)),
-            _ => Error::Closed {
-                pool: shared.config.pool.name.clone(),
-            },
+            _ => PoolError::closed(&shared.config.pool.name).into(),
         })?;
         if let Some(failed_born) = avoid
             && c.tracked().uses() > 1
@@ -350,11 +348,14 @@ async fn checkout(
 }
 
 fn connect_error(shared: &Shared, host: &Host, source: crate::error::BoxError) -> Error {
-    Error::Connect {
+    PoolError::Connect {
         pool: shared.config.pool.name.clone(),
-        origin: host.origin.to_string(),
-        source,
+        backend: "HTTP server",
+        target: host.origin.to_string(),
+        reason: source.to_string(),
+        source: source.into(),
     }
+    .into()
 }
 
 /// How many times a request the server did not process (or an idempotent one cut off with
@@ -416,9 +417,7 @@ fn mux_error(
             tracing::warn!(pool = %shared.config.pool.name, origin = %host.origin, "pool timeout");
             shared.timeout_error(&host.origin, started.elapsed())
         }
-        _ => Error::Closed {
-            pool: shared.config.pool.name.clone(),
-        },
+        _ => PoolError::closed(&shared.config.pool.name).into(),
     }
 }
 

@@ -23,8 +23,8 @@ pub mod supabase;
 mod url;
 
 pub use config::{
-    Config, DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, ENV_SUFFIXES,
-    HttpVersion, unknown_vars,
+    Config, DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_PREFIX,
+    ENV_SUFFIXES, HttpVersion,
 };
 pub use connect::Resolve;
 pub use error::{BoxError, Error};
@@ -33,7 +33,7 @@ pub use request::{IntoUrl, RequestBuilder, Token};
 pub use response::Response;
 
 pub use http;
-pub use poolkit_core::{Secret, Telemetry};
+pub use poolkit_core::{FromEnv, PoolError, Secret, Telemetry};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest;

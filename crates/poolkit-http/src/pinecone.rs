@@ -118,7 +118,7 @@ impl Client {
     /// # Errors
     /// [`Error::Config`] naming the variable that is missing or invalid.
     pub fn from_env() -> Result<Self, Error> {
-        let _ = crate::config::unknown_vars(PREFIX);
+        let _ = <Config as poolkit_core::FromEnv>::unknown_vars(PREFIX);
         Self::from_lookup(&process_lookup)
     }
 

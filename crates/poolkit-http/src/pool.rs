@@ -11,7 +11,8 @@ use poolkit_core::engine::Engine;
 use poolkit_core::metrics::ErrorKind;
 use poolkit_core::mux::{MuxConfig, MuxPool};
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Secret, Sizing, Telemetry,
+    Backend, BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, Secret, Sizing,
+    Telemetry,
 };
 
 use crate::config::{Config, HttpVersion};
@@ -172,13 +173,15 @@ impl Pool {
         Self::builder().config(config).build()
     }
 
-    /// A pool configured from `PREFIX_*` variables (see [`Config::from_lookup`]).
+    /// A pool configured from `HTTP_URL` and the `HTTP_*` variables, as every adapter's
+    /// `Pool::from_env()` reads its default prefix; for another prefix,
+    /// `Pool::new(Config::from_env("BILLING")?)`. Unlike PostgreSQL and Redis, building
+    /// opens no connection, so this is not `async`.
     ///
     /// # Errors
     /// [`Error::Config`] naming the variable for a bad value.
-    pub fn from_env(prefix: &str) -> Result<Self, Error> {
-        let name = prefix.to_ascii_lowercase();
-        Self::new(Config::from_env(prefix, Config::new(&name))?)
+    pub fn from_env() -> Result<Self, Error> {
+        Self::new(Config::from_env(crate::config::DEFAULT_PREFIX)?)
     }
 
     /// A request with `method` to `url` (absolute, or relative to the base URL).
@@ -290,7 +293,7 @@ impl Pool {
     }
 
     /// Closes the pool: idle connections close now, busy ones when their request ends,
-    /// and new requests fail with [`Error::Closed`].
+    /// and new requests fail with [`PoolError::Closed`](crate::PoolError::Closed).
     pub fn close(&self) {
         self.shared.closed.store(true, Relaxed);
         for host in self.shared.hosts() {
@@ -478,18 +481,21 @@ impl Shared {
     }
 
     pub(crate) fn timeout_error(&self, origin: &Origin, waited: Duration) -> Error {
-        Error::Timeout {
-            pool: self.config.pool.name.clone(),
-            origin: origin.to_string(),
+        PoolError::timeout(
+            &self.config.pool,
             waited,
-            var: self.config.pool_timeout_var(),
-        }
+            self.telemetry.pending(),
+            format!("connection to {origin}"),
+        )
+        .into()
     }
 }
 
-impl Monitored for Shared {
-    fn name(&self) -> &str {
-        &self.config.pool.name
+impl MonitoredPool for Shared {
+    const PING: &'static str = "GET on the base URL";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        &self.config.pool
     }
 
     fn backend(&self) -> Backend {
@@ -500,9 +506,9 @@ impl Monitored for Shared {
         self.snapshot()
     }
 
-    /// Health of the busiest origin: each origin has its own ceiling, so that is where a
-    /// pool runs out first.
-    fn health(&self) -> Health {
+    /// The busiest origin: each origin has its own ceiling, so that is where a pool runs
+    /// out first.
+    fn health_stats(&self) -> PoolStats {
         let mut stats = self.snapshot();
         if let Some(busiest) = self
             .origins()
@@ -514,11 +520,11 @@ impl Monitored for Shared {
             stats.pending = busiest.pending;
             stats.utilization = busiest.utilization;
         }
-        Health::assess(&stats, &self.config.pool.thresholds)
+        stats
     }
 
     /// Sends `GET` to the base URL: any HTTP answer (even 404) means reachable.
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let Some(base) = self.config.base_url.clone() else {
                 return Ok(());
@@ -529,8 +535,8 @@ impl Monitored for Shared {
                     .send()
                     .await
                     .map(|_: Response| ())
-                    .map_err(|e| PingError::new(&self.config.pool.name, e.to_string())),
-                None => Err(PingError::new(&self.config.pool.name, "the pool is gone")),
+                    .map_err(|e| e.to_string()),
+                None => Err("the pool is gone".to_owned()),
             }
         })
     }

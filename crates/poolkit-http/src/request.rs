@@ -193,8 +193,8 @@ impl RequestBuilder {
     /// [`Response::bytes_stream`]). Redirects are followed up to `P_MAX_REDIRECTS`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] after `P_POOL_TIMEOUT` in the queue, [`Error::RequestTimeout`]
-    /// after `P_TIMEOUT`, [`Error::Connect`], [`Error::Backend`], [`Error::Closed`] and
+    /// [`PoolError::Timeout`](crate::PoolError::Timeout) after `P_POOL_TIMEOUT` in the queue, [`PoolError::Deadline`](crate::PoolError::Deadline)
+    /// after `P_TIMEOUT`, [`PoolError::Connect`](crate::PoolError::Connect), [`Error::Backend`], [`PoolError::Closed`](crate::PoolError::Closed) and
     /// [`Error::InvalidRequest`]. A non-2xx status is not an error here: see
     /// [`Response::error_for_status`].
     pub async fn send(self) -> Result<Response, Error> {

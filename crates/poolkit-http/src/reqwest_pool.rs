@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use poolkit_core::metrics::{HistogramFeed, Publish, names};
-use poolkit_core::{Backend, BoxFuture, Health, LatencyHistogram, Monitored, PingError, PoolStats};
+use poolkit_core::{Backend, BoxFuture, LatencyHistogram, Monitored, MonitoredPool, PoolStats};
 
 use crate::{Config, Error, HttpVersion};
 
@@ -30,8 +30,7 @@ use crate::{Config, Error, HttpVersion};
 /// [`Error::Config`] naming the variable for a bad value; [`Error::InvalidRequest`] when
 /// reqwest refuses the configuration.
 pub fn reqwest_client(prefix: &str) -> Result<reqwest::Client, Error> {
-    let name = prefix.to_ascii_lowercase();
-    reqwest_client_with(&Config::from_env(prefix, Config::new(&name))?)
+    reqwest_client_with(&Config::from_env(prefix)?)
 }
 
 /// Like [`reqwest_client`], from a [`Config`] built in code.
@@ -119,9 +118,11 @@ impl Publish for ReqwestMonitor {
     }
 }
 
-impl Monitored for ReqwestMonitor {
-    fn name(&self) -> &str {
-        &self.config.pool.name
+impl MonitoredPool for ReqwestMonitor {
+    const PING: &'static str = "nothing";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        &self.config.pool
     }
 
     fn backend(&self) -> Backend {
@@ -142,12 +143,8 @@ impl Monitored for ReqwestMonitor {
         s
     }
 
-    fn health(&self) -> Health {
-        Health::assess(&self.stats(), &self.config.pool.thresholds)
-    }
-
     /// No ping: the client is the SDK's, and its base URL is not known here.
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
 }

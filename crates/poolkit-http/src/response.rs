@@ -201,7 +201,7 @@ impl Response {
     /// The next piece of the body, `None` at its end (reqwest's `chunk`).
     ///
     /// # Errors
-    /// [`Error::Backend`] when the connection fails mid-body, [`Error::RequestTimeout`]
+    /// [`Error::Backend`] when the connection fails mid-body, [`PoolError::Deadline`](crate::PoolError::Deadline)
     /// after `P_TIMEOUT`.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         match &mut self.body {

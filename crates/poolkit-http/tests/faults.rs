@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{Mode, Opts, Raw, serve, serve_raw};
+use poolkit_http::PoolError;
 use poolkit_http::{Error, Pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +95,10 @@ async fn stalled_server_gives_the_request_timeout_error() {
     let started = std::time::Instant::now();
     let e = pool.get("/").send().await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Pool(PoolError::Deadline { .. })),
+        "{e:?}"
+    );
     assert!(e.is_timeout() && !e.is_pool_timeout());
     assert!(e.to_string().contains("STALL_TIMEOUT"), "{e}");
     assert!(
@@ -192,7 +196,7 @@ async fn closed_pool_and_unreachable_server_give_named_errors() {
     pool.close();
     assert!(matches!(
         pool.get("/").send().await,
-        Err(Error::Closed { .. })
+        Err(Error::Pool(PoolError::Closed { .. }))
     ));
     assert_eq!(pool.stats().open, 0);
     assert_eq!(pool.stats().closed_by("pool_closed"), 1);

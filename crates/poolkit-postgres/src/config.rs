@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use poolkit_core::FromEnv;
 use poolkit_core::env::{Env, parse_duration, process_lookup};
 use poolkit_core::{
     Backend, ConfigError, Knob, PasswordSource, PoolConfig, Resolve, Secret, redact_url,
@@ -205,16 +206,16 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "SHARED_SPILL",
 ];
 
-/// Warns once about variables under `PREFIX_` that a PostgreSQL pool does not read.
-fn warn_unknown(prefix: &str) {
-    let _ = unknown_vars(prefix);
-}
+impl FromEnv for Config {
+    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
+    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
 
-/// Warns (once each) about the variables under `PREFIX_` in the process environment that a
-/// PostgreSQL pool does not read, and returns the messages (for `poolctl check`).
-#[must_use]
-pub fn unknown_vars(prefix: &str) -> Vec<String> {
-    poolkit_core::env::unknown_adapter_vars(prefix, ENV_SUFFIXES)
+    fn from_vars(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, lookup)
+    }
 }
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
@@ -384,17 +385,18 @@ impl Config {
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env_for(prefix: &str, purpose: Use) -> Result<Self, ConfigError> {
-        warn_unknown(prefix);
+        let _ = <Self as FromEnv>::unknown_vars(prefix);
         Self::from_lookup_for(prefix, purpose, &process_lookup)
     }
 
-    /// Reads `PREFIX_URL` and the pool knobs from the process environment.
+    /// Reads `PREFIX_URL` and the pool knobs from the process environment, warning once
+    /// about `PREFIX_*` variables it does not read ([`FromEnv::from_env`], the same in
+    /// every adapter).
     ///
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        warn_unknown(prefix);
-        Self::from_lookup(prefix, &process_lookup)
+        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads, under `prefix` (usually `DATABASE`): `P_URL` (required), `P_APPLICATION_NAME`,

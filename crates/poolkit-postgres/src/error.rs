@@ -1,9 +1,8 @@
 //! The PostgreSQL pool's error.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use poolkit_core::ConfigError;
+use poolkit_core::{ConfigError, PoolError};
 use thiserror::Error;
 
 use crate::connect::ConnectError;
@@ -15,52 +14,12 @@ use crate::connect::ConnectError;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The pool is exhausted: no connection came free within the acquire timeout.
-    #[error(
-        "pool `{pool}` exhausted: no connection within {waited:.1?} (pool size {size}, {pending} other callers waiting); raise {size_var} or {timeout_var}, or hold connections for less time"
-    )]
-    Timeout {
-        /// The pool's name.
-        pool: String,
-        /// How long the caller waited.
-        waited: Duration,
-        /// The pool's ceiling.
-        size: u32,
-        /// Callers still waiting when this one gave up.
-        pending: u64,
-        /// The variable that raises the ceiling (`MAX_POOL_SIZE`, `DATABASE_POOL_SIZE`).
-        size_var: String,
-        /// The variable that sets the acquire timeout.
-        timeout_var: String,
-    },
-    /// A transaction ran past its deadline: it was rolled back and its connection closed.
-    #[error("pool `{pool}`: transaction ran past its {after:.1?} deadline and was rolled back")]
-    Deadline {
-        /// The pool's name.
-        pool: String,
-        /// The deadline.
-        after: Duration,
-    },
-    /// The pool was closed.
-    #[error("pool `{pool}` is closed")]
-    Closed {
-        /// The pool's name.
-        pool: String,
-    },
-    /// Connecting to the server failed; `reason` is the server's (or the network's) answer.
-    #[error("pool `{pool}`: cannot connect to PostgreSQL at {target}: {reason}")]
-    Connect {
-        /// The pool's name.
-        pool: String,
-        /// `host:port` (never the password).
-        target: String,
-        /// The full error chain, as text.
-        reason: String,
-        /// What failed: the driver's error, no host of the kind `target_session_attrs`
-        /// asks for, or the connect timeout.
-        #[source]
-        source: Arc<ConnectError>,
-    },
+    /// A failure of the pool itself, the same shape in every adapter: the acquire timeout,
+    /// a transaction's deadline (rolled back, its connection closed), a closed pool, or a
+    /// failed connect (its `source` is a [`ConnectError`]). See [`PoolError`] for what
+    /// [`Error::is_timeout`] and [`Error::timeout_var`] mean.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     /// The server stopped being the one the pool wants (a failover): it turned read-only
     /// (SQLSTATE 25006: a standby, or a demoted primary), or it ended the session because it
     /// shuts down or crashed (57P01, 57P02, 57P03). The pool retired every connection to it
@@ -131,24 +90,14 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
-impl Error {
-    /// Whether this is the pool-exhausted timeout.
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. })
-    }
+poolkit_core::adapter_error!(Error);
 
+impl Error {
     /// Whether a statement was refused from the shared connections because it leaves
     /// session state behind: see [`Error::SessionState`].
     #[must_use]
     pub fn is_session_state(&self) -> bool {
         matches!(self, Self::SessionState { .. })
-    }
-
-    /// Whether connecting failed.
-    #[must_use]
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. })
     }
 
     /// Whether the server moved (a failover): see [`Error::PrimaryMoved`].
@@ -170,7 +119,10 @@ impl Error {
             Self::Backend(e)
             | Self::PrimaryMoved { source: e, .. }
             | Self::ConnectionLost { source: e, .. } => e.code(),
-            Self::Connect { source, .. } | Self::Credentials { source, .. } => source.code(),
+            Self::Pool(PoolError::Connect { source, .. }) => source
+                .downcast_ref::<ConnectError>()
+                .and_then(ConnectError::code),
+            Self::Credentials { source, .. } => source.code(),
             _ => None,
         }
     }

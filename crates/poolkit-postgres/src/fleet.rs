@@ -440,7 +440,7 @@ impl FleetMember {
 /// for `P_FLEET_BUDGET=server`, over one connection of its own) and takes a first share.
 ///
 /// # Errors
-/// [`Error::Connect`] when the server cannot be asked; [`Error::Config`] naming
+/// [`PoolError::Connect`] when the server cannot be asked; [`Error::Config`] naming
 /// `P_FLEET_REDIS_URL` when Redis cannot be reached (a pool does not start without knowing
 /// its share).
 pub(crate) async fn join(

@@ -28,7 +28,7 @@ mod transaction;
 pub use budget::{Budget, ServerUse, plan};
 pub use config::{
     Config, DEFAULT_PREFIX, DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, ENV_SUFFIXES,
-    TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, Use, default_pool_config, unknown_vars,
+    TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, Use, default_pool_config,
 };
 pub use connect::{ConnectError, SessionAttrs};
 pub use error::{Error, chain};
@@ -40,6 +40,7 @@ pub use hooks::{AfterConnect, AfterRelease, BeforeAcquire, Hooks};
 pub use manager::Manager;
 pub use pool::{Builder, Pool, PooledConnection, SharedStatus};
 pub use pooler::{Pooler, session_state};
+pub use poolkit_core::PoolError;
 pub use prisma::{Limit, SUPAVISOR_POOL_SIZE_VAR};
 pub use replicas::REPLICA_RETRY_AFTER;
 pub use shared::{SharedConnections, shared_refusal};
@@ -49,4 +50,5 @@ pub use transaction::{Transaction, TransactionBuilder, TxOptions};
 
 pub use bb8;
 pub use poolkit_core as core;
+pub use poolkit_core::FromEnv;
 pub use tokio_postgres;

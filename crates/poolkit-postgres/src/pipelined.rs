@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use poolkit_core::PoolError;
 use poolkit_core::metrics::CloseReason;
 use poolkit_core::mux::{Lease, MuxError};
 use tokio_postgres::types::{ToSql, Type};
@@ -88,20 +89,17 @@ impl Pool {
         // No room, or the shared connections are (re)opening: wait in line for them.
         match shared.mux.lease(self.config().pool.acquire_timeout).await {
             Ok(lease) => Ok(Route::Shared(lease, Arc::clone(shared))),
-            Err(MuxError::Closed) => Err(Error::Closed {
-                pool: self.config().pool.name.clone(),
-            }),
+            Err(MuxError::Closed) => Err(PoolError::closed(&self.config().pool.name).into()),
             Err(MuxError::Timeout {
                 connect: Some(e), ..
             }) => Err(crate::pool::connect_error(self.config(), e)),
-            Err(_) => Err(Error::Timeout {
-                pool: self.config().pool.name.clone(),
-                waited: self.config().pool.acquire_timeout,
-                size: self.config().pool.ceiling(),
-                pending: shared.mux.pending() as u64,
-                size_var: self.config().ceiling_var(),
-                timeout_var: self.config().timeout_var(),
-            }),
+            Err(_) => Err(PoolError::timeout(
+                &self.config().pool,
+                self.config().pool.acquire_timeout,
+                shared.mux.pending() as u64,
+                "connection",
+            )
+            .into()),
         }
     }
 
@@ -192,7 +190,7 @@ impl Pool {
     /// # Errors
     /// [`Error::SessionState`] for a statement that would leave session state on a shared
     /// connection (use [`Pool::get`]); [`Error::ConnectionLost`] when the shared
-    /// connection broke with it in flight; [`Error::Timeout`]; the server's error
+    /// connection broke with it in flight; [`PoolError::Timeout`]; the server's error
     /// ([`Error::Backend`], [`Error::PrimaryMoved`]).
     pub async fn query<T>(&self, statement: &T, params: Params<'_>) -> Result<Vec<Row>, Error>
     where

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolkit_core::engine::{AcquireError, Checkout, Engine};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, Telemetry};
+use poolkit_core::{
+    Backend, BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, Telemetry,
+};
 
 use crate::client::QueryCtx;
 use crate::config::{Config, DEFAULT_PREFIX};
@@ -439,8 +441,8 @@ impl Builder {
     /// Validates the configuration, opens `min_idle` connections and registers the pool.
     ///
     /// # Errors
-    /// [`Error::Config`] for invalid settings; [`Error::Connect`] (with the server's
-    /// reason) or [`Error::Timeout`] when the warm-up connections cannot be opened
+    /// [`Error::Config`] for invalid settings; [`PoolError::Connect`] (with the server's
+    /// reason) or [`PoolError::Timeout`] when the warm-up connections cannot be opened
     /// within the acquire timeout.
     pub async fn build(self) -> Result<Pool, Error> {
         Pool::new(self.config).await
@@ -571,9 +573,9 @@ impl Pool {
     /// Takes a connection, waiting first come, first served.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when none came free within the acquire timeout;
-    /// [`Error::Connect`] when the wait ended because the server could not be reached;
-    /// [`Error::Closed`] after [`Pool::close`].
+    /// [`PoolError::Timeout`] when none came free within the acquire timeout;
+    /// [`PoolError::Connect`] when the wait ended because the server could not be reached;
+    /// [`PoolError::Closed`] after [`Pool::close`].
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection, Error>> + Send + '_ {
         self.get_timeout(self.inner.config.pool.acquire_timeout)
@@ -583,7 +585,7 @@ impl Pool {
     /// (`P_POOL_TIMEOUT`), for one call (deadpool's `timeout_get`).
     ///
     /// # Errors
-    /// As [`Pool::get`]; [`Error::Timeout`] after `timeout`.
+    /// As [`Pool::get`]; [`PoolError::Timeout`] after `timeout`.
     #[track_caller]
     pub fn get_timeout(
         &self,
@@ -668,7 +670,7 @@ impl Pool {
         self.inner.engine.telemetry()
     }
 
-    /// Stops handing out connections: waiting and later callers get [`Error::Closed`] at
+    /// Stops handing out connections: waiting and later callers get [`PoolError::Closed`] at
     /// once; connections in use stay usable and are closed when returned.
     pub fn close(&self) {
         if let Some(Some(shared)) = self.inner.shared.get() {
@@ -894,7 +896,7 @@ fn connect_reason(config: &Config, e: &ConnectError) -> String {
 }
 
 /// The error for a failed connect: [`Error::Credentials`] when the password's rotating
-/// source failed or the server refused it, else [`Error::Connect`].
+/// source failed or the server refused it, else [`PoolError::Connect`].
 pub(crate) fn connect_error(config: &Config, source: Arc<ConnectError>) -> Error {
     let pool = config.pool.name.clone();
     let credentials = match &*source {
@@ -910,28 +912,25 @@ pub(crate) fn connect_error(config: &Config, source: Arc<ConnectError>) -> Error
             reason,
             source,
         },
-        None => Error::Connect {
+        None => PoolError::Connect {
             pool,
+            backend: "PostgreSQL",
             target: config.target(),
             reason: connect_reason(config, &source),
             source,
-        },
+        }
+        .into(),
     }
 }
 
 fn acquire_error(config: &Config, e: AcquireError<ConnectError>) -> Error {
     let pool = config.pool.name.clone();
     match e {
-        AcquireError::Timeout { waited, pending } => Error::Timeout {
-            pool,
-            waited,
-            size: config.pool.ceiling(),
-            pending,
-            size_var: config.ceiling_var(),
-            timeout_var: config.timeout_var(),
-        },
+        AcquireError::Timeout { waited, pending } => {
+            PoolError::timeout(&config.pool, waited, pending, "connection").into()
+        }
         AcquireError::Connect(source) => connect_error(config, source),
-        _ => Error::Closed { pool },
+        _ => PoolError::closed(&pool).into(),
     }
 }
 
@@ -969,9 +968,11 @@ impl Inner {
     }
 }
 
-impl Monitored for Inner {
-    fn name(&self) -> &str {
-        &self.config.pool.name
+impl MonitoredPool for Inner {
+    const PING: &'static str = "SELECT 1";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        &self.config.pool
     }
 
     fn backend(&self) -> Backend {
@@ -989,9 +990,7 @@ impl Monitored for Inner {
         stats
     }
 
-    fn health(&self) -> Health {
-        let stats = self.stats();
-        let mut h = Health::assess(&stats, &self.config.pool.thresholds);
+    fn add_alerts(&self, stats: &PoolStats, h: &mut Health) {
         if let Some(alert) = self.credentials.alert(&self.config.pool.name, stats.open) {
             h.add_alert(alert, poolkit_core::HealthStatus::Warning, false);
         }
@@ -1000,44 +999,23 @@ impl Monitored for Inner {
         }
         #[cfg(feature = "fleet")]
         if let Some(fleet) = &self.fleet {
-            crate::fleet::add_health(&mut h, &fleet.status(), &self.config);
+            crate::fleet::add_health(h, &fleet.status(), &self.config);
         }
-        h
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
-        Box::pin(async move {
-            Inner::ping(self)
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { Inner::ping(self).await.map_err(|e| e.to_string()) })
+    }
+
+    /// `SELECT 1` on an idle connection taken with the engine's `try_get` (never queued).
+    fn ping_idle(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        let conn = self.engine.try_get()?;
+        Some(Box::pin(async move {
+            conn.simple_query("SELECT 1")
                 .await
-                .map_err(|e| PingError::new(&self.config.pool.name, e.to_string()))
-        })
-    }
-
-    /// `SELECT 1` on an idle connection taken with the engine's `try_get` (never queued);
-    /// with none idle, a ping only when nobody waits and there is room to open one, else
-    /// `Busy`.
-    fn probe(&self) -> BoxFuture<'_, Probe> {
-        Box::pin(async move {
-            let name = &self.config.pool.name;
-            if let Some(conn) = self.engine.try_get() {
-                let ping = conn.simple_query("SELECT 1");
-                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
-                    Ok(Ok(_)) => Probe::Alive,
-                    Ok(Err(e)) => Probe::Failed(PingError::new(name, e.to_string())),
-                    Err(_) => {
-                        Probe::Failed(PingError::new(name, "no answer to SELECT 1 within 5 s"))
-                    }
-                };
-            }
-            let s = self.stats();
-            if s.pending == 0 && s.open < u64::from(s.max_size) {
-                return match Inner::ping(self).await {
-                    Ok(()) => Probe::Alive,
-                    Err(e) => Probe::Failed(PingError::new(name, e.to_string())),
-                };
-            }
-            Probe::Busy
-        })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
+use poolkit_core::PoolError;
 use poolkit_core::metrics::CloseReason;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
@@ -262,8 +263,8 @@ impl Pool {
     /// database).
     ///
     /// # Errors
-    /// [`Error::Timeout`] when no connection came within `opts.wait`;
-    /// [`Error::Deadline`] when the transaction ran past `opts.timeout` (rolled back, its
+    /// [`PoolError::Timeout`] when no connection came within `opts.wait`;
+    /// [`PoolError::Deadline`] when the transaction ran past `opts.timeout` (rolled back, its
     /// connection closed); the error `f` returned; or a commit error.
     pub async fn transaction<T, F>(&self, opts: TxOptions, mut f: F) -> Result<T, Error>
     where
@@ -296,14 +297,16 @@ impl Pool {
             Ok(conn) => conn?,
             Err(_) => {
                 let s = self.stats();
-                return Err(Error::Timeout {
+                return Err(PoolError::Timeout {
                     pool: s.name,
                     waited: opts.wait,
                     size: s.max_size,
-                    pending: s.pending,
+                    what: "connection".into(),
+                    pending: u32::try_from(s.pending).unwrap_or(u32::MAX),
                     size_var: s.ceiling_var,
                     timeout_var: "the transaction's wait".into(),
-                });
+                }
+                .into());
             }
         };
         let deadline = opts.timeout;
@@ -346,10 +349,13 @@ impl Pool {
                 result
             }
             // The transaction future was dropped mid-way: the guard closes the connection.
-            Err(_) => Err(Error::Deadline {
+            Err(_) => Err(PoolError::Deadline {
                 pool,
+                what: "the transaction (rolled back)".into(),
                 after: deadline,
-            }),
+                var: None,
+            }
+            .into()),
         }
     }
 }

@@ -50,9 +50,9 @@ async fn commit_on_ok_rollback_on_err_panic_and_deadline() {
         .transaction(TxOptions::default(), async |tx| {
             tx.execute("INSERT INTO poolkit_tx VALUES (2, 2)", &[])
                 .await?;
-            Err::<(), _>(Error::Closed {
-                pool: "business rule said no".into(),
-            })
+            Err::<(), _>(Error::from(poolkit_postgres::PoolError::closed(
+                "business rule said no",
+            )))
         })
         .await
         .expect_err("rolled back");
@@ -86,7 +86,14 @@ async fn commit_on_ok_rollback_on_err_panic_and_deadline() {
         )
         .await
         .expect_err("past the deadline");
-    assert!(matches!(err, Error::Deadline { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Pool(poolkit_postgres::PoolError::Deadline { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.is_timeout() && !err.is_pool_timeout(), "{err}");
     assert_eq!(
         count(&pool, "poolkit_tx").await,
         1,

@@ -67,7 +67,13 @@ async fn connect_error_carries_the_servers_reason() {
         .await
         .expect_err("database does not exist");
     let msg = err.to_string();
-    assert!(matches!(err, Error::Connect { .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::Pool(poolkit_postgres::PoolError::Connect { .. })
+        ),
+        "{msg}"
+    );
     assert!(
         msg.contains("poolkit_no_such_database") && msg.contains("does not exist"),
         "{msg}"

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use poolkit_core::metrics::ErrorKind;
 use poolkit_core::mux::{MuxConfig, MuxError, MuxPool};
-use poolkit_core::{Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Telemetry};
+use poolkit_core::{
+    Backend, BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, Telemetry,
+};
 use redis::FromRedisValue;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -70,7 +72,7 @@ impl ClusterPool {
     /// the pool.
     ///
     /// # Errors
-    /// [`Error::Config`] when no seed nodes are configured; [`Error::Connect`] when no seed
+    /// [`Error::Config`] when no seed nodes are configured; [`PoolError::Connect`] when no seed
     /// answers within the acquire timeout.
     pub async fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
@@ -84,12 +86,7 @@ impl ClusterPool {
             .connect_timeout
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(5)));
         let nodes: Vec<&str> = config.cluster_nodes.iter().map(|n| n.expose()).collect();
-        let connect_err = |e: redis::RedisError| Error::Connect {
-            pool: config.pool.name.clone(),
-            target: config.target(),
-            reason: e.to_string(),
-            source: Arc::new(e),
-        };
+        let connect_err = |e: redis::RedisError| crate::pool::connect_error(&config, Arc::new(e));
         let client = ClusterClient::builder(nodes)
             .connection_timeout(connect_timeout)
             .response_timeout(config.command_timeout)
@@ -113,24 +110,17 @@ impl ClusterPool {
             Ok(()) => {}
             Err(MuxError::Connect(e)) => {
                 mux.close();
-                return Err(Error::Connect {
-                    pool: config.pool.name.clone(),
-                    target: config.target(),
-                    reason: e.to_string(),
-                    source: e,
-                });
+                return Err(crate::pool::connect_error(&config, e));
             }
             Err(_) => {
                 mux.close();
-                return Err(Error::Timeout {
-                    pool: config.pool.name.clone(),
-                    waited: config.pool.acquire_timeout,
-                    size: config.pool.pool_size,
-                    what: "cluster connections",
-                    pending: 0,
-                    size_var: config.pool.ceiling_var(),
-                    timeout_var: config.timeout_var(),
-                });
+                return Err(PoolError::timeout(
+                    &config.pool,
+                    config.pool.acquire_timeout,
+                    0,
+                    "cluster connection",
+                )
+                .into());
             }
         }
         let queries = poolkit_core::QueryStats::new(
@@ -215,20 +205,15 @@ impl Inner {
             Err(MuxError::Timeout {
                 waited, pending, ..
             }) => {
-                return Err(Error::Timeout {
-                    pool: self.config.pool.name.clone(),
+                return Err(crate::pool::in_flight_timeout(
+                    &self.config,
+                    self.config.max_in_flight,
                     waited,
-                    size: self.config.max_in_flight,
-                    what: "commands in flight",
-                    pending: pending as u64,
-                    size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
-                    timeout_var: self.config.timeout_var(),
-                });
+                    pending,
+                ));
             }
             Err(_) => {
-                return Err(Error::Closed {
-                    pool: self.config.pool.name.clone(),
-                });
+                return Err(PoolError::closed(&self.config.pool.name).into());
             }
         };
         let stalls = self.topology.watched();
@@ -258,9 +243,11 @@ impl Inner {
     }
 }
 
-impl Monitored for Inner {
-    fn name(&self) -> &str {
-        &self.config.pool.name
+impl MonitoredPool for Inner {
+    const PING: &'static str = "PING";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        &self.config.pool
     }
     fn backend(&self) -> Backend {
         Backend::Redis
@@ -268,24 +255,12 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         Inner::stats(self)
     }
-    fn health(&self) -> Health {
-        Health::assess(&Inner::stats(self), &self.config.pool.thresholds)
-    }
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            match tokio::time::timeout(
-                Duration::from_secs(5),
-                self.query::<String>(&redis::cmd("PING")),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(PingError::new(&self.config.pool.name, e.to_string())),
-                Err(_) => Err(PingError::new(
-                    &self.config.pool.name,
-                    "no PING reply within 5 s",
-                )),
-            }
+            self.query::<String>(&redis::cmd("PING"))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }

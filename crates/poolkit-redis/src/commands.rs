@@ -93,7 +93,7 @@ impl redis::aio::ConnectionLike for Pool {
 pub(crate) fn into_redis(e: Error) -> redis::RedisError {
     match e {
         Error::Backend(e) => e,
-        Error::Closed { .. } => {
+        Error::Pool(poolkit_core::PoolError::Closed { .. }) => {
             redis::RedisError::from((redis::ErrorKind::Client, "pool closed", e.to_string()))
         }
         other => redis::RedisError::from((redis::ErrorKind::Io, "pool error", other.to_string())),

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolkit_core::env::{Env, parse_u32, process_lookup};
+use poolkit_core::FromEnv;
+use poolkit_core::env::{Env, parse_u32};
 use poolkit_core::{
     Backend, ConfigError, Knob, PasswordSource, PoolConfig, Resolve, Secret, redact_url,
 };
@@ -123,11 +124,16 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "TCP_USER_TIMEOUT",
 ];
 
-/// Warns (once each) about the variables under `PREFIX_` in the process environment that a
-/// Redis pool does not read, and returns the messages (for `poolctl check`).
-#[must_use]
-pub fn unknown_vars(prefix: &str) -> Vec<String> {
-    poolkit_core::env::unknown_adapter_vars(prefix, ENV_SUFFIXES)
+impl FromEnv for Config {
+    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
+    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
+
+    fn from_vars(
+        prefix: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, lookup)
+    }
 }
 
 /// Configuration of a Redis pool.
@@ -239,13 +245,14 @@ impl Config {
         Ok(c)
     }
 
-    /// Reads the configuration under `prefix` from the process environment.
+    /// Reads the configuration under `prefix` from the process environment, warning once
+    /// about `PREFIX_*` variables it does not read ([`FromEnv::from_env`], the same in
+    /// every adapter).
     ///
     /// # Errors
     /// As [`Config::from_lookup`].
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        let _ = unknown_vars(prefix);
-        Self::from_lookup(prefix, &process_lookup)
+        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads, under `prefix` (usually `REDIS`): `P_URL` (or `P_HOST` / `P_PORT` /

@@ -1,9 +1,8 @@
 //! The Redis pool's error.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use poolkit_core::ConfigError;
+use poolkit_core::{ConfigError, PoolError};
 use thiserror::Error;
 
 /// Everything that can go wrong getting or using a pooled Redis connection. No message
@@ -11,45 +10,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No connection (shared slot or exclusive checkout) within the acquire timeout.
-    #[error(
-        "pool `{pool}` exhausted: no connection within {waited:.1?} ({size} {what}, {pending} other callers waiting); raise {size_var} or {timeout_var}"
-    )]
-    Timeout {
-        /// The pool's name.
-        pool: String,
-        /// How long the caller waited.
-        waited: Duration,
-        /// The ceiling that was reached.
-        size: u32,
-        /// What the ceiling counts ("commands in flight" or "exclusive connections").
-        what: &'static str,
-        /// Callers still waiting.
-        pending: u64,
-        /// The variable that raises the ceiling.
-        size_var: String,
-        /// The variable that sets the acquire timeout.
-        timeout_var: String,
-    },
-    /// The pool was closed.
-    #[error("pool `{pool}` is closed")]
-    Closed {
-        /// The pool's name.
-        pool: String,
-    },
-    /// Connecting failed; `reason` is the server's or the network's answer.
-    #[error("pool `{pool}`: cannot connect to Redis at {target}: {reason}")]
-    Connect {
-        /// The pool's name.
-        pool: String,
-        /// `host:port` (never the password).
-        target: String,
-        /// The driver's message.
-        reason: String,
-        /// The driver's error.
-        #[source]
-        source: Arc<redis::RedisError>,
-    },
+    /// A failure of the pool itself, the same shape in every adapter: the acquire timeout
+    /// (no shared slot or exclusive connection in time), a closed pool, or a failed
+    /// connect (its `source` is a `redis::RedisError`). See [`PoolError`] for what
+    /// [`Error::is_timeout`] and [`Error::timeout_var`] mean.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     /// The server stopped being the master (a failover): it answered READONLY,
     /// MASTERDOWN, LOADING or UNBLOCKED. The pool retired every shared and exclusive
     /// connection at once and reconnects (resolving the name again, or asking the
@@ -91,19 +57,9 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
+poolkit_core::adapter_error!(Error);
+
 impl Error {
-    /// Whether this is the pool-exhausted timeout.
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. })
-    }
-
-    /// Whether connecting failed.
-    #[must_use]
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. })
-    }
-
     /// Whether the server moved (a failover): see [`Error::PrimaryMoved`].
     #[must_use]
     pub fn is_primary_moved(&self) -> bool {

@@ -22,11 +22,12 @@ pub use cluster::ClusterPool;
 pub use config::{
     Config, DEFAULT_PREFIX, DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, ENV_SUFFIXES,
     SentinelConfig, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, default_pool_config,
-    unknown_vars,
 };
 pub use error::Error;
 pub use exclusive::Manager;
 pub use pool::{Pool, PooledConnection};
+pub use poolkit_core::PoolError;
 
 pub use poolkit_core as core;
+pub use poolkit_core::FromEnv;
 pub use redis;

@@ -9,7 +9,8 @@ use poolkit_core::engine::{AcquireError, Checkout, Engine};
 use poolkit_core::metrics::{CloseReason, ErrorKind};
 use poolkit_core::mux::MuxError;
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, PingError, PoolStats, Probe, QueryStats, Telemetry,
+    Backend, BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, QueryStats,
+    Telemetry,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue};
@@ -131,7 +132,7 @@ impl Pool {
     /// when Redis cannot be reached) and registers both parts.
     ///
     /// # Errors
-    /// [`Error::Config`], or [`Error::Connect`] with the server's reason.
+    /// [`Error::Config`], or [`PoolError::Connect`] with the server's reason.
     pub async fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
         if !config.cluster_nodes.is_empty() {
@@ -171,21 +172,17 @@ impl Pool {
                 return Err(connect_error(&config, e));
             }
             Err(MuxError::Closed) => {
-                return Err(Error::Closed {
-                    pool: config.pool.name.clone(),
-                });
+                return Err(PoolError::closed(&config.pool.name).into());
             }
             Err(_) => {
                 shared.close();
-                return Err(Error::Timeout {
-                    pool: config.pool.name.clone(),
-                    waited: config.pool.acquire_timeout,
-                    size: config.pool.pool_size,
-                    what: "connections",
-                    pending: 0,
-                    size_var: config.pool.ceiling_var(),
-                    timeout_var: config.timeout_var(),
-                });
+                return Err(PoolError::timeout(
+                    &config.pool,
+                    config.pool.acquire_timeout,
+                    0,
+                    "connection",
+                )
+                .into());
             }
         }
 
@@ -234,8 +231,8 @@ impl Pool {
     /// Runs one command over a shared connection and converts its reply.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when no shared connection is live (or the in-flight cap stays
-    /// full) within the acquire timeout; [`Error::Connect`] when that wait ended because
+    /// [`PoolError::Timeout`] when no shared connection is live (or the in-flight cap stays
+    /// full) within the acquire timeout; [`PoolError::Connect`] when that wait ended because
     /// reconnecting failed; [`Error::Backend`] when the command failed.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         self.inner
@@ -261,8 +258,8 @@ impl Pool {
     /// anything that changes connection state. Served first come, first served.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when none came free within the acquire timeout;
-    /// [`Error::Connect`]; [`Error::Closed`].
+    /// [`PoolError::Timeout`] when none came free within the acquire timeout;
+    /// [`PoolError::Connect`]; [`PoolError::Closed`].
     pub async fn exclusive(&self) -> Result<PooledConnection, Error> {
         match self.inner.exclusive.engine.get().await {
             Ok(checkout) => Ok(PooledConnection {
@@ -297,7 +294,7 @@ impl Pool {
     /// A dedicated pub/sub connection (not pooled: it lives as long as the subscription).
     ///
     /// # Errors
-    /// [`Error::Connect`] when Redis cannot be reached.
+    /// [`PoolError::Connect`] when Redis cannot be reached.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, Error> {
         let client = self.inner.config.client()?;
         client
@@ -354,14 +351,14 @@ impl Pool {
         Ok(self.inner.exclusive.engine.resize(pool_size, max_size)?)
     }
 
-    /// Closes the pool: new commands and checkouts fail at once with [`Error::Closed`].
+    /// Closes the pool: new commands and checkouts fail at once with [`PoolError::Closed`].
     pub fn close(&self) {
         self.inner.shared.close();
         self.inner.exclusive.engine.close();
     }
 }
 
-fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
+pub(crate) fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
     if config.password.rotates() && is_refused_login(&source) {
         return Error::Credentials {
             pool: config.pool.name.clone(),
@@ -382,29 +379,47 @@ fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
             config.pool.prefix
         );
     }
-    Error::Connect {
+    PoolError::Connect {
         pool: config.pool.name.clone(),
+        backend: "Redis",
         target: config.target(),
         reason,
         source,
     }
+    .into()
+}
+
+/// A command found no room among the `size` commands in flight (`P_MAX_IN_FLIGHT`) within
+/// the acquire timeout.
+pub(crate) fn in_flight_timeout(
+    config: &Config,
+    size: u32,
+    waited: Duration,
+    pending: usize,
+) -> Error {
+    PoolError::Timeout {
+        pool: config.pool.name.clone(),
+        waited,
+        size,
+        what: "room among the commands in flight".into(),
+        pending: u32::try_from(pending).unwrap_or(u32::MAX),
+        size_var: format!("{}_MAX_IN_FLIGHT", config.pool.prefix),
+        timeout_var: config.timeout_var(),
+    }
+    .into()
 }
 
 fn acquire_error(config: &Config, e: AcquireError<redis::RedisError>) -> Error {
     match e {
-        AcquireError::Timeout { waited, pending } => Error::Timeout {
-            pool: format!("{}_exclusive", config.pool.name),
-            waited,
-            size: config.pool.ceiling(),
-            what: "exclusive connections",
-            pending,
-            size_var: config.pool.ceiling_var(),
-            timeout_var: config.timeout_var(),
-        },
+        AcquireError::Timeout { waited, pending } => {
+            let mut e = PoolError::timeout(&config.pool, waited, pending, "exclusive connection");
+            if let PoolError::Timeout { pool, .. } = &mut e {
+                pool.push_str("_exclusive");
+            }
+            e.into()
+        }
         AcquireError::Connect(source) => connect_error(config, source),
-        _ => Error::Closed {
-            pool: config.pool.name.clone(),
-        },
+        _ => PoolError::closed(&config.pool.name).into(),
     }
 }
 
@@ -416,9 +431,7 @@ impl Inner {
     {
         let shared = &self.shared;
         if shared.is_closed() {
-            return Err(Error::Closed {
-                pool: self.config.pool.name.clone(),
-            });
+            return Err(PoolError::closed(&self.config.pool.name).into());
         }
         // The core routes the command to the least-loaded live socket under the in-flight
         // cap, first come first served, and counts it; a caller that drops this future
@@ -431,9 +444,7 @@ impl Inner {
                 connect,
             }) => return Err(self.timed_out(waited, pending, connect)),
             Err(_) => {
-                return Err(Error::Closed {
-                    pool: self.config.pool.name.clone(),
-                });
+                return Err(PoolError::closed(&self.config.pool.name).into());
             }
         };
         let result = f(lease.conn.clone()).await;
@@ -465,15 +476,12 @@ impl Inner {
         if let Some(e) = connect {
             return connect_error(&self.config, e);
         }
-        Error::Timeout {
-            pool: self.config.pool.name.clone(),
+        in_flight_timeout(
+            &self.config,
+            self.telemetry.config().ceiling(),
             waited,
-            size: self.telemetry.config().ceiling(),
-            what: "commands in flight",
-            pending: pending as u64,
-            size_var: format!("{}_MAX_IN_FLIGHT", self.config.pool.prefix),
-            timeout_var: self.config.timeout_var(),
-        }
+            pending,
+        )
     }
 
     async fn ping(&self) -> Result<Duration, Error> {
@@ -498,9 +506,11 @@ impl Inner {
     }
 }
 
-impl Monitored for Inner {
-    fn name(&self) -> &str {
-        &self.config.pool.name
+impl MonitoredPool for Inner {
+    const PING: &'static str = "PING";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        &self.config.pool
     }
     fn backend(&self) -> Backend {
         Backend::Redis
@@ -508,9 +518,7 @@ impl Monitored for Inner {
     fn stats(&self) -> PoolStats {
         Inner::stats(self)
     }
-    fn health(&self) -> Health {
-        let stats = Inner::stats(self);
-        let mut h = Health::assess(&stats, &self.config.pool.thresholds);
+    fn add_alerts(&self, stats: &PoolStats, h: &mut Health) {
         let open = stats.open + self.exclusive.engine.telemetry().open();
         if let Some(alert) = self
             .connector
@@ -522,26 +530,22 @@ impl Monitored for Inner {
         if let Some(alert) = self.failover.alert() {
             h.alerts.push(alert);
         }
-        h
     }
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let r = tokio::time::timeout(Duration::from_secs(5), Inner::ping(self)).await;
-            match r {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(PingError::new(&self.config.pool.name, e.to_string())),
-                Err(_) => Err(PingError::new(
-                    &self.config.pool.name,
-                    "no PING reply within 5 s",
-                )),
-            }
+            Inner::ping(self)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }
 
-impl Monitored for Exclusive {
-    fn name(&self) -> &str {
-        &self.engine.telemetry().config().name
+impl MonitoredPool for Exclusive {
+    const PING: &'static str = "PING";
+
+    fn pool_config(&self) -> &poolkit_core::PoolConfig {
+        self.engine.telemetry().config()
     }
     fn backend(&self) -> Backend {
         Backend::Redis
@@ -549,47 +553,26 @@ impl Monitored for Exclusive {
     fn stats(&self) -> PoolStats {
         self.engine.telemetry().stats()
     }
-    fn health(&self) -> Health {
-        Health::assess(
-            &self.engine.telemetry().stats(),
-            &self.config.pool.thresholds,
-        )
-    }
-    fn ping(&self) -> BoxFuture<'_, Result<(), PingError>> {
+    fn ping_backend(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let name = self.engine.telemetry().config().name.clone();
-            let mut conn =
-                self.engine.get().await.map_err(|e| {
-                    PingError::new(&name, acquire_error(&self.config, e).to_string())
-                })?;
-            redis::cmd("PING")
-                .query_async::<()>(&mut *conn)
+            let mut conn = self
+                .engine
+                .get()
                 .await
-                .map_err(|e| PingError::new(&name, e.to_string()))
+                .map_err(|e| acquire_error(&self.config, e).to_string())?;
+            ping(&mut conn).await
         })
     }
-    /// `PING` on an idle connection taken with the engine's `try_get` (never queued); with
-    /// none idle, a ping only when nobody waits and there is room to open one, else `Busy`.
-    fn probe(&self) -> BoxFuture<'_, Probe> {
-        Box::pin(async move {
-            let name = self.engine.telemetry().config().name.clone();
-            if let Some(mut conn) = self.engine.try_get() {
-                let cmd = redis::cmd("PING");
-                let ping = cmd.query_async::<()>(&mut *conn);
-                return match tokio::time::timeout(Duration::from_secs(5), ping).await {
-                    Ok(Ok(())) => Probe::Alive,
-                    Ok(Err(e)) => Probe::Failed(PingError::new(&name, e.to_string())),
-                    Err(_) => Probe::Failed(PingError::new(&name, "no PING reply within 5 s")),
-                };
-            }
-            let s = self.stats();
-            if s.pending == 0 && s.open < u64::from(s.max_size) {
-                return match self.ping().await {
-                    Ok(()) => Probe::Alive,
-                    Err(e) => Probe::Failed(e),
-                };
-            }
-            Probe::Busy
-        })
+    /// `PING` on an idle connection taken with the engine's `try_get` (never queued).
+    fn ping_idle(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        let mut conn = self.engine.try_get()?;
+        Some(Box::pin(async move { ping(&mut conn).await }))
     }
+}
+
+async fn ping(conn: &mut MultiplexedConnection) -> Result<(), String> {
+    redis::cmd("PING")
+        .query_async::<()>(conn)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use poolkit_redis::PoolError;
 use poolkit_redis::{ClusterPool, Config, Error, redis};
 
 const TASKS: u64 = 200;
@@ -132,7 +133,7 @@ async fn writes_follow_a_demoted_master() {
                                 e,
                                 Error::PrimaryMoved { .. }
                                     | Error::Backend(_)
-                                    | Error::Timeout { .. }
+                                    | Error::Pool(PoolError::Timeout { .. })
                             );
                             failed
                                 .lock()
