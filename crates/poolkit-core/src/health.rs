@@ -271,8 +271,9 @@ fn title(name: &str) -> String {
         .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
-/// A wait at the 95th percentile this share of the acquire timeout or more is a long wait.
-const LONG_WAIT: f64 = 0.5;
+/// A wait at the 95th percentile this share of the acquire timeout or more is a long wait
+/// (see [`under_pressure`]; the Prometheus rules use the same share of the default timeout).
+pub const LONG_WAIT: f64 = 0.5;
 
 /// Whether callers suffer: acquires timed out, the pool is starved, or the 95th
 /// percentile wait reaches half the acquire timeout. Utilization alone is not suffering: a

@@ -43,8 +43,8 @@ pub use env::FromEnv;
 pub use error::{AdapterError, ConfigError, PoolError};
 pub use gate::{Gate, GateError, Place};
 pub use health::{
-    Alert, Health, HealthStatus, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS, Thresholds,
-    size_advice, under_pressure,
+    Alert, Health, HealthStatus, LONG_WAIT, Severity, THRESHOLD_SUFFIXES, THRESHOLD_VARS,
+    Thresholds, size_advice, under_pressure,
 };
 pub use histogram::LatencyHistogram;
 pub use monitored::{

@@ -10,11 +10,14 @@ const TEMPLATE: &str = r#"# Prometheus alerting rules for poolkit pools. Load wi
 # GET /alerts.yml with the thresholds it was configured with (POOLKIT_HEALTH_WARNING, ...).
 # Every rule is per pool (labels `pool`, `backend`); the annotations name the variable to change
 # (for a pool named `supabase`, `SUPABASE_POOL_SIZE` and `SUPABASE_POOL_TIMEOUT`).
+# As in /health, utilization alone is never critical: a full pool whose callers get a
+# connection quickly is doing its job. Critical needs callers that suffer: acquire timeouts,
+# or a p95 wait of {long_wait} s or more (half the default acquire timeout).
 groups:
   - name: poolkit
     rules:
       - alert: PoolkitPoolUtilizationHigh
-        expr: max by (pool, backend) (poolkit_utilization_ratio) >= {warning} < {critical}
+        expr: max by (pool, backend) (poolkit_utilization_ratio) >= {warning}
         for: 5m
         labels:
           severity: warning
@@ -27,29 +30,36 @@ groups:
             server has room for it.
 
       - alert: PoolkitPoolUtilizationCritical
-        expr: max by (pool, backend) (poolkit_utilization_ratio) >= {critical}
+        expr: >-
+          max by (pool, backend) (poolkit_utilization_ratio) >= {critical}
+          and (
+            sum by (pool, backend) (rate(poolkit_acquire_timeouts_total[5m])) > 0
+            or histogram_quantile(0.95, sum by (pool, backend, le) (rate(poolkit_acquire_wait_seconds_bucket[5m]))) >= {long_wait}
+          )
         for: 2m
         labels:
           severity: critical
         annotations:
-          summary: "{{ $labels.pool }} pool utilization critical: {{ $value | humanizePercentage }}"
+          summary: "{{ $labels.pool }} pool utilization critical: {{ $value | humanizePercentage }}, and callers time out or wait long"
           description: >-
             The {{ $labels.pool }} pool ({{ $labels.backend }}) has used {critical_pct}% or more of its
-            connections for 2 minutes. Raise {{ $labels.pool | toUpper }}_POOL_SIZE (or
-            {{ $labels.pool | toUpper }}_POOL_MAXSIZE when set) or shorten the time each caller
-            holds a connection.
+            connections for 2 minutes while callers time out or wait {long_wait} s or more at p95.
+            Raise {{ $labels.pool | toUpper }}_POOL_SIZE (or {{ $labels.pool | toUpper }}_POOL_MAXSIZE
+            when set) within the server's max_connections, or shorten the time each caller holds
+            a connection.
 
       - alert: PoolkitPoolSaturated
         expr: max by (pool, backend) (poolkit_utilization_ratio) >= 1 and max by (pool, backend) (poolkit_pending_requests) > 0
         for: 2m
         labels:
-          severity: critical
+          severity: warning
         annotations:
           summary: "{{ $labels.pool }} pool is full and callers are waiting"
           description: >-
             Every connection of the {{ $labels.pool }} pool is in use and callers queue for one.
-            Raise {{ $labels.pool | toUpper }}_POOL_SIZE or shorten the time each caller holds a
-            connection.
+            That is fine while they get one quickly (PoolkitPoolUtilizationCritical fires when
+            they time out or wait long); otherwise raise {{ $labels.pool | toUpper }}_POOL_SIZE
+            or shorten the time each caller holds a connection.
 
       - alert: PoolkitConnectionErrors
         expr: sum by (pool, backend) (rate(poolkit_connection_errors_total{kind=~"connect|broken|health_check"}[5m])) > 0
@@ -89,6 +99,12 @@ groups:
             Consider increasing {{ $labels.pool | toUpper }}_POOL_SIZE.
 "#;
 
+/// A long wait in seconds: [`poolkit_core::LONG_WAIT`] of the default acquire timeout.
+fn long_wait_secs() -> f64 {
+    let default = poolkit_core::PoolConfig::new("", poolkit_core::Backend::Postgres);
+    default.acquire_timeout.as_secs_f64() * poolkit_core::LONG_WAIT
+}
+
 fn figure(ratio: f64) -> String {
     let v = (ratio * 10_000.0).round() / 10_000.0;
     format!("{v}")
@@ -101,8 +117,9 @@ fn percent(ratio: f64) -> String {
 
 /// The Prometheus alerting rules for `thresholds`: utilization at or above
 /// `thresholds.warning` fires `PoolkitPoolUtilizationHigh` (severity `warning`), at or above
-/// `thresholds.critical` `PoolkitPoolUtilizationCritical` (`critical`), the same levels at
-/// which [`Health`](poolkit_core::Health) raises its alerts. `docs/alerts.yml` is this with
+/// `thresholds.critical` `PoolkitPoolUtilizationCritical` (`critical`) only while callers
+/// time out or wait long, as [`Health`](poolkit_core::Health) judges
+/// ([`poolkit_core::under_pressure`]): utilization alone is never critical. `docs/alerts.yml` is this with
 /// the default thresholds; a monitor serves it at `GET /alerts.yml` with its own.
 #[must_use]
 pub fn alert_rules(thresholds: &Thresholds) -> String {
@@ -112,6 +129,7 @@ pub fn alert_rules(thresholds: &Thresholds) -> String {
         .replace("{critical_pct}", &percent(thresholds.critical))
         .replace("{warning}", &figure(thresholds.warning))
         .replace("{critical}", &figure(thresholds.critical))
+        .replace("{long_wait}", &figure(long_wait_secs()))
 }
 
 #[cfg(test)]
@@ -130,9 +148,11 @@ mod tests {
             docs == generated,
             "docs/alerts.yml is out of date: regenerate it with POOLKIT_BLESS=1 cargo test -p poolkit-monitor --lib rules"
         );
-        assert!(generated.contains("(poolkit_utilization_ratio) >= 0.7 < 0.9"));
-        assert!(generated.contains("(poolkit_utilization_ratio) >= 0.9\n"));
+        assert!(generated.contains("(poolkit_utilization_ratio) >= 0.7\n"));
+        assert!(generated.contains("(poolkit_utilization_ratio) >= 0.9\n          and ("));
+        assert!(generated.contains(">= 15\n"), "a long wait is half of 30 s");
         let custom = alert_rules(&Thresholds::new(0.6, 0.8, 0.95));
-        assert!(custom.contains(">= 0.8 < 0.95") && custom.contains("used 80% or more"));
+        assert!(custom.contains(">= 0.8\n") && custom.contains("used 80% or more"));
+        assert!(custom.contains(">= 0.95\n          and ("));
     }
 }
