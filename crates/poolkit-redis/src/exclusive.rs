@@ -33,6 +33,11 @@ impl Manager {
     pub(crate) fn with_connector(connector: Arc<Connector>, config: AsyncConnectionConfig) -> Self {
         Self { connector, config }
     }
+
+    /// Whether the password can change while the pool runs (a file, a token provider).
+    pub(crate) fn rotates(&self) -> bool {
+        self.connector.credentials().source().rotates()
+    }
 }
 
 impl bb8::ManageConnection for Manager {

@@ -9,6 +9,7 @@ mod config;
 mod connector;
 mod error;
 mod exclusive;
+mod fail_fast;
 mod failover;
 mod pool;
 mod sentinel_watch;

@@ -191,9 +191,11 @@ impl Pool {
             .set_response_timeout(None);
         let mut exclusive_pool = config.pool.clone();
         exclusive_pool.name = format!("{}_exclusive", config.pool.name);
-        let engine = Engine::build(
+        let engine = Engine::build_with(
             Manager::with_connector(Arc::clone(&connector), exclusive_cfg),
             exclusive_pool,
+            None,
+            crate::fail_fast::fatal,
         )
         .await
         .map_err(|e| acquire_error(&config, e))?;
@@ -369,7 +371,14 @@ pub(crate) fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> 
         };
     }
     let mut reason = source.to_string();
-    if source.is_timeout() {
+    if is_refused_login(&source) {
+        // redis-rs reports WRONGPASS / NOAUTH as "Password authentication failed": say what
+        // the server means and which variables hold the login.
+        let p = &config.pool.prefix;
+        reason = format!(
+            "{reason}: Redis refused the login (WRONGPASS: a wrong password, or a user that does not exist or is disabled; NOAUTH: no password given); check the user and password in {p}_URL (or {p}_USERNAME and {p}_PASSWORD)"
+        );
+    } else if source.is_timeout() {
         // A server that accepts TCP and never answers: say which limit ran out.
         let limit = config
             .connect_timeout
