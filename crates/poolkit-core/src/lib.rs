@@ -4,6 +4,7 @@
 pub mod advice;
 pub mod autosize;
 pub mod backoff;
+mod builder;
 mod config;
 pub mod credentials;
 pub mod env;

@@ -76,6 +76,26 @@ pub struct Builder {
 }
 
 impl Builder {
+    poolkit_core::pool_setters!(config.pool);
+
+    /// The base URL relative request paths resolve against (`P_URL`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.base_url = Some(url.into());
+        self
+    }
+
+    /// TCP keep-alive idle time (`None` disables). Env: `P_TCP_KEEPALIVE`.
+    pub fn tcp_keepalive(mut self, d: Option<Duration>) -> Self {
+        self.config.tcp_keepalive = d;
+        self
+    }
+
+    /// The configuration as built so far.
+    #[must_use]
+    pub fn current(&self) -> &Config {
+        &self.config
+    }
+
     /// Resolves host names with `resolver` instead of the system resolver, for every new
     /// connection (see [`Resolve`]). A closure `Fn(&str, u16) -> io::Result<Vec<SocketAddr>>`
     /// is a resolver.
@@ -84,7 +104,8 @@ impl Builder {
         self
     }
 
-    /// Uses `config` (replacing the one set so far).
+    /// Starts over from `config` (such as `Config::from_env("SUPABASE")?`): setters called
+    /// afterwards win over it, the same order as in every adapter's builder.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self

@@ -193,6 +193,9 @@ pub struct Builder {
 }
 
 impl Builder {
+    poolkit_core::pool_setters!(config.pool);
+    poolkit_core::connect_setters!(config);
+
     /// The connection URL (also sets the pooler mode it implies: see [`Config::pooler`]).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.url = url.into().into();
@@ -227,94 +230,9 @@ impl Builder {
         self
     }
 
-    /// The pool's name (metric label, env prefix in lower case).
-    pub fn name(mut self, name: &str) -> Self {
-        self.config.pool.name = name.to_ascii_lowercase();
-        self.config.pool.prefix = name.to_ascii_uppercase();
-        self
-    }
-
-    /// Steady pool size (also the ceiling unless [`Builder::max_size`] is set).
-    pub fn pool_size(mut self, n: u32) -> Self {
-        self.config.pool.sizing = poolkit_core::Sizing::Fixed;
-        self.config.pool.pool_size = n;
-        self
-    }
-
-    /// Sizes the pool by itself (`P_POOL_SIZE=auto`): from the floor ([`Builder::min_idle`],
-    /// at least 1) up to `max_size` at most, growing while callers queue and more
-    /// connections raise throughput, backing off when they do not or when the server's
-    /// response time rises, shrinking when idle (see `poolkit_core::autosize`).
-    pub fn pool_size_auto(mut self, max_size: u32) -> Self {
-        self.config.pool.sizing = poolkit_core::Sizing::Auto;
-        self.config.pool.pool_size = 1;
-        self.config.pool.max_size = Some(max_size);
-        self
-    }
-
-    /// With [`Builder::pool_size_auto`], the least time between two size changes.
-    pub fn auto_interval(mut self, every: Duration) -> Self {
-        self.config.pool.auto_interval = every;
-        self
-    }
-
-    /// Burst ceiling above the pool size.
-    pub fn max_size(mut self, n: u32) -> Self {
-        self.config.pool.max_size = Some(n);
-        self
-    }
-
-    /// Connections opened at build and kept warm.
-    pub fn min_idle(mut self, n: u32) -> Self {
-        self.config.pool.min_idle = n;
-        self
-    }
-
-    /// How long [`Pool::get`] waits in total.
-    pub fn acquire_timeout(mut self, d: Duration) -> Self {
-        self.config.pool.acquire_timeout = d;
-        self
-    }
-
-    /// Recycle connections after this age (`None`: never).
-    pub fn max_lifetime(mut self, d: Option<Duration>) -> Self {
-        self.config.pool.max_lifetime = d;
-        self
-    }
-
-    /// Close idle connections above `min_idle` after this long (`None`: never).
-    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
-        self.config.pool.idle_timeout = d;
-        self
-    }
-
-    /// Validate at checkout only connections idle at least this long (`ZERO`: always).
-    pub fn ping_if_idle(mut self, d: Duration) -> Self {
-        self.config.pool.ping_if_idle = d;
-        self
-    }
-
-    /// Close a connection after this many checkouts.
-    pub fn max_uses(mut self, n: Option<u64>) -> Self {
-        self.config.pool.max_uses = n;
-        self
-    }
-
     /// `application_name` sent to the server.
     pub fn application_name(mut self, name: &str) -> Self {
         self.config.application_name = name.to_owned();
-        self
-    }
-
-    /// Warn with the caller's location when a connection is held longer than this.
-    pub fn leak_threshold(mut self, d: Option<Duration>) -> Self {
-        self.config.pool.leak_threshold = d;
-        self
-    }
-
-    /// Log and count statements slower than this (`None`: off). Env: `P_SLOW_QUERY`.
-    pub fn slow_query(mut self, d: Option<Duration>) -> Self {
-        self.config.pool.slow_query = d;
         self
     }
 
@@ -338,28 +256,6 @@ impl Builder {
         self
     }
 
-    /// Reads the password from `path` at every new connection (a Kubernetes or Docker
-    /// secret mount), as `P_PASSWORD_FILE` does.
-    pub fn password_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.config.password = poolkit_core::PasswordSource::File {
-            path: path.into(),
-            var: format!("{}_PASSWORD_FILE", self.config.pool.prefix),
-        };
-        self
-    }
-
-    /// Asks `provider` for the password of every new connection, again only once its last
-    /// token is no longer fresh (RDS IAM tokens last 15 minutes; Azure AD tokens about an
-    /// hour). `name` is how errors and health name it ("the RDS IAM token").
-    pub fn password_provider(
-        mut self,
-        name: &str,
-        provider: impl poolkit_core::PasswordProvider,
-    ) -> Self {
-        self.config.password = poolkit_core::PasswordSource::provider(name, provider);
-        self
-    }
-
     /// libpq's `target_session_attrs` (overrides the URL's): which kind of server the URL's
     /// hosts are tried for.
     pub fn target_session_attrs(mut self, attrs: crate::SessionAttrs) -> Self {
@@ -367,34 +263,16 @@ impl Builder {
         self
     }
 
-    /// Resolves host names for every new connection with `resolver` (a service-discovery
-    /// client, an override in tests) instead of the system resolver.
-    pub fn resolver(mut self, resolver: impl poolkit_core::Resolve) -> Self {
-        self.config.resolver = Some(Arc::new(resolver));
-        self
-    }
-
-    /// The checkout ping's bound (`P_PING_TIMEOUT`).
-    pub fn ping_timeout(mut self, d: Duration) -> Self {
-        self.config.pool.ping_timeout = Some(d);
-        self
-    }
-
-    /// TCP keep-alive idle time (`P_TCP_KEEPALIVE`; `None` disables).
-    pub fn tcp_keepalive(mut self, d: Option<Duration>) -> Self {
-        self.config.tcp_keepalive = d;
-        self
-    }
-
-    /// `TCP_USER_TIMEOUT` (`P_TCP_USER_TIMEOUT`; `None` disables).
-    pub fn tcp_user_timeout(mut self, d: Option<Duration>) -> Self {
-        self.config.tcp_user_timeout = d;
+    /// Starts over from `config` (such as `Config::from_env("DATABASE")?`): setters called
+    /// afterwards win over it, the same order as in every adapter's builder.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
         self
     }
 
     /// The configuration as built so far.
     #[must_use]
-    pub fn config(&self) -> &Config {
+    pub fn current(&self) -> &Config {
         &self.config
     }
 

@@ -179,6 +179,8 @@ pub struct Config {
     /// Resolves host names for every new connection instead of the system resolver.
     /// Default: none.
     pub resolver: Option<Arc<dyn Resolve>>,
+    /// Hooks around a connection's life (see [`crate::Hooks`]). Default: none.
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl fmt::Debug for Config {
@@ -201,6 +203,7 @@ impl fmt::Debug for Config {
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("resolver", &self.resolver.as_ref().map(|_| "custom"))
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -231,6 +234,7 @@ impl Config {
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
             resolver: None,
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 

@@ -38,6 +38,8 @@ pub(crate) struct Connector {
     resolver: Option<Arc<dyn Resolve>>,
     /// Bounds a Sentinel lookup (the connect itself has its own timeout).
     lookup_timeout: Duration,
+    /// Runs on every new connection before it serves.
+    after_connect: Option<crate::hooks::AfterConnect>,
 }
 
 impl fmt::Debug for Connector {
@@ -98,6 +100,7 @@ impl Connector {
             credentials: Arc::new(Credentials::new(PasswordSource::Url)),
             resolver: None,
             lookup_timeout: Duration::from_secs(5),
+            after_connect: None,
         }
     }
 
@@ -142,6 +145,7 @@ impl Connector {
             credentials,
             resolver: config.resolver.clone(),
             lookup_timeout,
+            after_connect: config.hooks.after_connect.clone(),
         })
     }
 
@@ -204,7 +208,7 @@ impl Connector {
             Some(r) => config.clone().set_dns_resolver(Dns(Arc::clone(r))),
             None => config.clone(),
         };
-        let opened = client
+        let mut opened = client
             .get_multiplexed_async_connection_with_config(&config)
             .await;
         match &opened {
@@ -213,6 +217,9 @@ impl Connector {
                 self.credentials.refused(e.to_string());
             }
             Err(_) => {}
+        }
+        if let (Ok(conn), Some(hook)) = (&mut opened, &self.after_connect) {
+            hook(conn).await?;
         }
         opened
     }

@@ -11,6 +11,7 @@ mod error;
 mod exclusive;
 mod fail_fast;
 mod failover;
+mod hooks;
 mod pool;
 mod sentinel_watch;
 mod shared;
@@ -26,7 +27,8 @@ pub use config::{
 };
 pub use error::Error;
 pub use exclusive::Manager;
-pub use pool::{Pool, PooledConnection};
+pub use hooks::{AfterConnect, AfterRelease, BeforeAcquire, Hooks};
+pub use pool::{Builder, Pool, PooledConnection};
 pub use poolkit_core::PoolError;
 
 pub use poolkit_core as core;

@@ -85,6 +85,18 @@ pub struct PooledConnection {
     telemetry: Arc<Telemetry>,
     broken: bool,
     failover: Arc<Failover>,
+    after_release: Option<crate::hooks::AfterRelease>,
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let Some(hook) = &self.after_release
+            && !self.broken
+            && !hook(&self.checkout)
+        {
+            self.checkout.tracked().retire(CloseReason::Rejected);
+        }
+    }
 }
 
 impl PooledConnection {
@@ -119,7 +131,137 @@ impl DerefMut for PooledConnection {
     }
 }
 
+/// Builds a [`Pool`] in code, with the same setters as the PostgreSQL and HTTP builders
+/// (the common knobs, the connect settings, the hooks) and the same precedence: it starts
+/// from the defaults and never reads the environment; [`Builder::config`] starts it from
+/// `Config::from_env("REDIS")?` instead, and setters called afterwards win.
+///
+/// ```rust,no_run
+/// # async fn run() -> Result<(), poolkit_redis::Error> {
+/// use poolkit_redis::redis;
+/// let pool = poolkit_redis::Pool::builder()
+///     .config(poolkit_redis::Config::from_env("REDIS")?)
+///     .pool_size(4)
+///     .after_connect(|c| {
+///         let setname = redis::cmd("CLIENT").arg("SETNAME").arg("api").clone();
+///         Box::pin(async move { setname.query_async(c).await })
+///     })
+///     .before_acquire(|c| {
+///         Box::pin(async move { redis::cmd("PING").query_async::<()>(c).await.is_ok() })
+///     })
+///     .after_release(|_| true)
+///     .build()
+///     .await?;
+/// let conn = pool.exclusive_timeout(std::time::Duration::from_millis(200)).await?;
+/// # drop(conn); Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+    /// Whether `max_in_flight` was set (else it follows the pool size, 256 a connection).
+    in_flight_set: bool,
+}
+
+impl Builder {
+    poolkit_core::pool_setters!(config.pool);
+    poolkit_core::connect_setters!(config);
+
+    /// The server's URL (`redis://`, `rediss://`, `redis+sentinel://`, `unix://`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into().into();
+        self
+    }
+
+    /// Shared mode: most commands in flight over all connections before callers queue.
+    /// Env: `P_MAX_IN_FLIGHT`.
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.config.max_in_flight = n;
+        self.in_flight_set = true;
+        self
+    }
+
+    /// Shared mode: how long a command may take. Env: `P_TIMEOUT`.
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.config.command_timeout = d;
+        self
+    }
+
+    /// How long opening one connection may take. Env: `P_CONNECT_TIMEOUT`.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = Some(d);
+        self
+    }
+
+    /// Starts over from `config` (such as `Config::from_env("REDIS")?`): setters called
+    /// afterwards win over it, the same order as in every adapter's builder.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self.in_flight_set = true;
+        self
+    }
+
+    /// The configuration as built so far.
+    #[must_use]
+    pub fn current(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs `hook` on every new connection, shared and exclusive, before it serves, e.g.
+    /// `|c| Box::pin(redis::cmd("CLIENT").arg("SETNAME").arg("api").query_async(c))`; its
+    /// error discards the connection (see [`crate::AfterConnect`]).
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut MultiplexedConnection) -> BoxFuture<'c, redis::RedisResult<()>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config.hooks.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` before an exclusive connection is handed out; `false` closes it and the
+    /// caller gets another (see [`crate::BeforeAcquire`]).
+    pub fn before_acquire<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut MultiplexedConnection) -> BoxFuture<'c, bool> + Send + Sync + 'static,
+    {
+        self.config.hooks.before_acquire = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` when an exclusive connection comes back; `false` closes it instead of
+    /// reusing it (see [`crate::AfterRelease`]).
+    pub fn after_release<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&MultiplexedConnection) -> bool + Send + Sync + 'static,
+    {
+        self.config.hooks.after_release = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the pool (see [`Pool::new`]).
+    ///
+    /// # Errors
+    /// As [`Pool::new`].
+    pub async fn build(mut self) -> Result<Pool, Error> {
+        if !self.in_flight_set {
+            self.config.max_in_flight = self.config.pool.pool_size.max(1) * 256;
+        }
+        Pool::new(self.config).await
+    }
+}
+
 impl Pool {
+    /// A builder with Redis defaults (`redis://127.0.0.1:6379`, pool `redis`).
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::new("redis://127.0.0.1:6379"),
+            in_flight_set: false,
+        }
+    }
+
     /// A pool configured from `REDIS_URL` (or `REDIS_HOST` …) and the `REDIS_*` knobs.
     ///
     /// # Errors
@@ -263,14 +405,38 @@ impl Pool {
     /// [`PoolError::Timeout`] when none came free within the acquire timeout;
     /// [`PoolError::Connect`]; [`PoolError::Closed`].
     pub async fn exclusive(&self) -> Result<PooledConnection, Error> {
-        match self.inner.exclusive.engine.get().await {
-            Ok(checkout) => Ok(PooledConnection {
+        self.exclusive_timeout(self.inner.config.pool.acquire_timeout)
+            .await
+    }
+
+    /// [`Pool::exclusive`] waiting at most `timeout` instead of the acquire timeout (as
+    /// the PostgreSQL pool's `get_timeout`).
+    ///
+    /// # Errors
+    /// As [`Pool::exclusive`], [`PoolError::Timeout`] after `timeout`.
+    pub async fn exclusive_timeout(&self, timeout: Duration) -> Result<PooledConnection, Error> {
+        let engine = &self.inner.exclusive.engine;
+        let hooks = &self.inner.config.hooks;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut checkout = engine
+                .get_timeout(left)
+                .await
+                .map_err(|e| acquire_error(&self.inner.config, e))?;
+            if let Some(hook) = &hooks.before_acquire
+                && !hook(&mut checkout).await
+            {
+                checkout.tracked().retire(CloseReason::Rejected);
+                continue;
+            }
+            return Ok(PooledConnection {
                 checkout,
-                telemetry: Arc::clone(self.inner.exclusive.engine.telemetry()),
+                telemetry: Arc::clone(engine.telemetry()),
                 broken: false,
                 failover: Arc::clone(&self.inner.failover),
-            }),
-            Err(e) => Err(acquire_error(&self.inner.config, e)),
+                after_release: hooks.after_release.clone(),
+            });
         }
     }
 
