@@ -11,6 +11,7 @@ pub mod env;
 mod error;
 mod health;
 mod histogram;
+pub mod hooks;
 pub mod metrics;
 mod monitored;
 pub mod query;

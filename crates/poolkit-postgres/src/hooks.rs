@@ -1,44 +1,20 @@
-//! Hooks around a connection's life, as sqlx's `PoolOptions` and deadpool's `Hook`s
-//! offer: `after_connect` (set up a new connection), `before_acquire` (check one before it
-//! is handed out) and `after_release` (decide whether one returned is reused).
+//! Hooks around a connection's life ([`poolkit_core::hooks`], the same in every database
+//! adapter), for a `tokio_postgres::Client`.
 
-use std::fmt;
-use std::sync::Arc;
-
-use poolkit_core::BoxFuture;
 use tokio_postgres::Client;
 
 /// Runs on every new connection before it joins the pool (`SET search_path`, registering
 /// types). An error discards the connection: the connect counts as failed, with this
 /// error as its reason.
-pub type AfterConnect =
-    Arc<dyn Fn(&Client) -> BoxFuture<'_, Result<(), tokio_postgres::Error>> + Send + Sync>;
+pub type AfterConnect = poolkit_core::hooks::AfterConnect<Client, tokio_postgres::Error>;
 
 /// Runs before a pooled connection is handed out; `false` closes it
 /// (`closed{reason="rejected"}`) and the caller gets another, within its acquire timeout.
-pub type BeforeAcquire = Arc<dyn Fn(&Client) -> BoxFuture<'_, bool> + Send + Sync>;
+pub type BeforeAcquire = poolkit_core::hooks::BeforeAcquire<Client>;
 
 /// Runs when a connection comes back; `false` closes it instead of reusing it
 /// (`closed{reason="rejected"}`). Called from `Drop`, so it cannot wait.
-pub type AfterRelease = Arc<dyn Fn(&Client) -> bool + Send + Sync>;
+pub type AfterRelease = poolkit_core::hooks::AfterRelease<Client>;
 
 /// The hooks of one pool (each optional).
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// See [`AfterConnect`].
-    pub after_connect: Option<AfterConnect>,
-    /// See [`BeforeAcquire`].
-    pub before_acquire: Option<BeforeAcquire>,
-    /// See [`AfterRelease`].
-    pub after_release: Option<AfterRelease>,
-}
-
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("after_connect", &self.after_connect.is_some())
-            .field("before_acquire", &self.before_acquire.is_some())
-            .field("after_release", &self.after_release.is_some())
-            .finish()
-    }
-}
+pub type Hooks = poolkit_core::hooks::Hooks<Client, tokio_postgres::Error>;

@@ -221,11 +221,11 @@ impl Manager {
                         None => Ok(attempt.await),
                     };
                     match outcome {
-                        Ok(Ok(opened)) => {
+                        Ok(Ok(mut opened)) => {
                             self.credentials.accepted();
                             self.learn_limit(&opened.0).await;
                             if let Some(hook) = &self.after_connect {
-                                hook(&opened.0).await.map_err(ConnectError::Driver)?;
+                                hook(&mut opened.0).await.map_err(ConnectError::Driver)?;
                             }
                             return Ok(opened);
                         }

@@ -195,6 +195,7 @@ pub struct Builder {
 impl Builder {
     poolkit_core::pool_setters!(config.pool);
     poolkit_core::connect_setters!(config);
+    poolkit_core::hook_setters!(config.hooks, tokio_postgres::Client, tokio_postgres::Error);
 
     /// The connection URL (also sets the pooler mode it implies: see [`Config::pooler`]).
     pub fn url(mut self, url: impl Into<String>) -> Self {
@@ -274,46 +275,6 @@ impl Builder {
     #[must_use]
     pub fn current(&self) -> &Config {
         &self.config
-    }
-
-    /// Runs `hook` on every new connection before it joins the pool, e.g.
-    /// `|c| Box::pin(c.batch_execute("SET search_path TO app"))`; its error discards the
-    /// connection (see [`crate::AfterConnect`]).
-    pub fn after_connect<F>(mut self, hook: F) -> Self
-    where
-        F: for<'c> Fn(
-                &'c tokio_postgres::Client,
-            )
-                -> poolkit_core::BoxFuture<'c, Result<(), tokio_postgres::Error>>
-            + Send
-            + Sync
-            + 'static,
-    {
-        self.config.hooks.after_connect = Some(Arc::new(hook));
-        self
-    }
-
-    /// Runs `hook` before a pooled connection is handed out; `false` closes it and the
-    /// caller gets another (see [`crate::BeforeAcquire`]).
-    pub fn before_acquire<F>(mut self, hook: F) -> Self
-    where
-        F: for<'c> Fn(&'c tokio_postgres::Client) -> poolkit_core::BoxFuture<'c, bool>
-            + Send
-            + Sync
-            + 'static,
-    {
-        self.config.hooks.before_acquire = Some(Arc::new(hook));
-        self
-    }
-
-    /// Runs `hook` when a connection comes back; `false` closes it instead of reusing it
-    /// (see [`crate::AfterRelease`]).
-    pub fn after_release<F>(mut self, hook: F) -> Self
-    where
-        F: Fn(&tokio_postgres::Client) -> bool + Send + Sync + 'static,
-    {
-        self.config.hooks.after_release = Some(Arc::new(hook));
-        self
     }
 
     /// Validates the configuration, opens `min_idle` connections and registers the pool.
@@ -483,7 +444,7 @@ impl Pool {
                     .await
                     .map_err(|e| acquire_error(&self.inner.config, e))?;
                 if let Some(hook) = &self.inner.config.hooks.before_acquire
-                    && !hook(&checkout).await
+                    && !hook(&mut checkout).await
                 {
                     checkout
                         .tracked()

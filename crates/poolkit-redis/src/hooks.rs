@@ -1,46 +1,22 @@
-//! Hooks around a connection's life, the same three as the PostgreSQL pool's (sqlx's
-//! `PoolOptions`, deadpool's `Hook`s): `after_connect` (set up a new connection),
-//! `before_acquire` (check an exclusive connection before it is handed out) and
-//! `after_release` (decide whether one returned is reused).
+//! Hooks around a connection's life ([`poolkit_core::hooks`], the same three as the
+//! PostgreSQL pool's), for a `MultiplexedConnection`. `after_connect` runs on shared and
+//! exclusive connections; `before_acquire` and `after_release` on exclusive checkouts.
 
-use std::fmt;
-use std::sync::Arc;
-
-use poolkit_core::BoxFuture;
+use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 
 /// Runs on every new connection, shared and exclusive, before it serves (`CLIENT SETNAME`,
-/// `CLIENT TRACKING`, a `SELECT`). An error discards the connection: the connect counts as
-/// failed, with this error as its reason.
-pub type AfterConnect =
-    Arc<dyn Fn(&mut MultiplexedConnection) -> BoxFuture<'_, redis::RedisResult<()>> + Send + Sync>;
+/// `CLIENT TRACKING`). An error discards the connection: the connect counts as failed,
+/// with this error as its reason.
+pub type AfterConnect = poolkit_core::hooks::AfterConnect<MultiplexedConnection, RedisError>;
 
 /// Runs before an exclusive connection is handed out; `false` closes it
 /// (`closed{reason="rejected"}`) and the caller gets another, within its acquire timeout.
-pub type BeforeAcquire =
-    Arc<dyn Fn(&mut MultiplexedConnection) -> BoxFuture<'_, bool> + Send + Sync>;
+pub type BeforeAcquire = poolkit_core::hooks::BeforeAcquire<MultiplexedConnection>;
 
 /// Runs when an exclusive connection comes back; `false` closes it instead of reusing it
 /// (`closed{reason="rejected"}`). Called from `Drop`, so it cannot wait.
-pub type AfterRelease = Arc<dyn Fn(&MultiplexedConnection) -> bool + Send + Sync>;
+pub type AfterRelease = poolkit_core::hooks::AfterRelease<MultiplexedConnection>;
 
 /// The hooks of one pool (each optional).
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// See [`AfterConnect`].
-    pub after_connect: Option<AfterConnect>,
-    /// See [`BeforeAcquire`].
-    pub before_acquire: Option<BeforeAcquire>,
-    /// See [`AfterRelease`].
-    pub after_release: Option<AfterRelease>,
-}
-
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("after_connect", &self.after_connect.is_some())
-            .field("before_acquire", &self.before_acquire.is_some())
-            .field("after_release", &self.after_release.is_some())
-            .finish()
-    }
-}
+pub type Hooks = poolkit_core::hooks::Hooks<MultiplexedConnection, RedisError>;

@@ -166,6 +166,7 @@ pub struct Builder {
 impl Builder {
     poolkit_core::pool_setters!(config.pool);
     poolkit_core::connect_setters!(config);
+    poolkit_core::hook_setters!(config.hooks, MultiplexedConnection, redis::RedisError);
 
     /// The server's URL (`redis://`, `rediss://`, `redis+sentinel://`, `unix://`).
     pub fn url(mut self, url: impl Into<String>) -> Self {
@@ -205,40 +206,6 @@ impl Builder {
     #[must_use]
     pub fn current(&self) -> &Config {
         &self.config
-    }
-
-    /// Runs `hook` on every new connection, shared and exclusive, before it serves, e.g.
-    /// `|c| Box::pin(redis::cmd("CLIENT").arg("SETNAME").arg("api").query_async(c))`; its
-    /// error discards the connection (see [`crate::AfterConnect`]).
-    pub fn after_connect<F>(mut self, hook: F) -> Self
-    where
-        F: for<'c> Fn(&'c mut MultiplexedConnection) -> BoxFuture<'c, redis::RedisResult<()>>
-            + Send
-            + Sync
-            + 'static,
-    {
-        self.config.hooks.after_connect = Some(Arc::new(hook));
-        self
-    }
-
-    /// Runs `hook` before an exclusive connection is handed out; `false` closes it and the
-    /// caller gets another (see [`crate::BeforeAcquire`]).
-    pub fn before_acquire<F>(mut self, hook: F) -> Self
-    where
-        F: for<'c> Fn(&'c mut MultiplexedConnection) -> BoxFuture<'c, bool> + Send + Sync + 'static,
-    {
-        self.config.hooks.before_acquire = Some(Arc::new(hook));
-        self
-    }
-
-    /// Runs `hook` when an exclusive connection comes back; `false` closes it instead of
-    /// reusing it (see [`crate::AfterRelease`]).
-    pub fn after_release<F>(mut self, hook: F) -> Self
-    where
-        F: Fn(&MultiplexedConnection) -> bool + Send + Sync + 'static,
-    {
-        self.config.hooks.after_release = Some(Arc::new(hook));
-        self
     }
 
     /// Builds the pool (see [`Pool::new`]).
