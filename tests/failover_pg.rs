@@ -51,7 +51,7 @@ struct Tally {
 /// The error's variant; `untyped` for anything a caller could not act on.
 fn kind(e: &Error) -> &'static str {
     match e {
-        Error::PrimaryMoved { .. } => "primary_moved",
+        Error::Pool(PoolError::PrimaryMoved { .. }) => "primary_moved",
         Error::Pool(PoolError::Connect { .. }) => "connect",
         Error::Pool(PoolError::Timeout { .. }) => "timeout",
         // Cut off with its connection (the socket closed mid-statement): typed as a

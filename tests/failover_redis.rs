@@ -45,7 +45,7 @@ struct Tally {
 
 fn kind(e: &Error) -> &'static str {
     match e {
-        Error::PrimaryMoved { .. } => "primary_moved",
+        Error::Pool(PoolError::PrimaryMoved { .. }) => "primary_moved",
         Error::Pool(PoolError::Connect { .. }) => "connect",
         Error::Pool(PoolError::Timeout { .. }) => "timeout",
         // The connection dropped under the command (the server closed it).

@@ -42,7 +42,7 @@ fn classify(e: &Error) -> Outcome {
         Error::Pool(PoolError::Connect { .. }) => Outcome::Connect,
         // A statement cut off by the shutdown: the server's 57P01 (typed as the server
         // moving away), or the socket closing.
-        Error::Backend(_) | Error::PrimaryMoved { .. } => Outcome::Backend,
+        Error::Backend(_) | Error::Pool(PoolError::PrimaryMoved { .. }) => Outcome::Backend,
         _ => Outcome::Other,
     }
 }

@@ -85,7 +85,7 @@ async fn round(pool: &Pool, n: u32) -> (Vec<i32>, u32) {
                 // The session's FATAL 57P01 when it was read, else the closed socket.
                 assert!(
                     matches!(&e, Error::Backend(_))
-                        || matches!(&e, Error::PrimaryMoved { code, .. } if code == "57P01"),
+                        || matches!(&e, Error::Pool(PoolError::PrimaryMoved { code: Some(code), .. }) if code == "57P01"),
                     "typed: {e:?}"
                 );
             }

@@ -382,7 +382,10 @@ async fn a_broken_shared_connection_fails_only_its_statements() {
             }
             Err(e) => {
                 assert!(
-                    matches!(e, Error::ConnectionLost { .. } | Error::PrimaryMoved { .. }),
+                    matches!(
+                        e,
+                        Error::ConnectionLost { .. } | Error::Pool(PoolError::PrimaryMoved { .. })
+                    ),
                     "typed: {e}"
                 );
                 failed += 1;
@@ -437,7 +440,7 @@ async fn a_server_restart_with_statements_in_flight() {
                     }
                     Err(
                         Error::ConnectionLost { .. }
-                        | Error::PrimaryMoved { .. }
+                        | Error::Pool(PoolError::PrimaryMoved { .. })
                         | Error::Pool(PoolError::Connect { .. })
                         | Error::Pool(PoolError::Timeout { .. }),
                     ) => tokio::time::sleep(Duration::from_millis(10)).await,

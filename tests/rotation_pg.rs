@@ -6,7 +6,7 @@
 //!   statements; the refused logins show in health while they last; afterwards every
 //!   connection logged in with the new secret.
 //! - `a_wrong_new_password`: the file swapped to a wrong password: health degrades and names
-//!   the file, a caller that needs a new connection gets `Error::Credentials` naming the
+//!   the file, a caller that needs a new connection gets `PoolError::Credentials` naming the
 //!   file, and the connections already open keep serving.
 //!
 //! The secret never appears in an error, a `Debug`, a log line (TRACE) or health.
@@ -279,7 +279,7 @@ async fn a_wrong_new_password() {
         c.simple_query("SELECT 1").await.expect("serves");
     }
     println!(
-        "FIGURES rotation_pg wrong password: Error::Credentials after {waited:.0?}: {msg}; health {} with: {}; 2 old connections served 2 + 20 statements",
+        "FIGURES rotation_pg wrong password: PoolError::Credentials after {waited:.0?}: {msg}; health {} with: {}; 2 old connections served 2 + 20 statements",
         h.status, alert.message
     );
     for shown in [

@@ -1,6 +1,6 @@
 //! Rotating the Redis password with `REDIS_PASSWORD_FILE`: the server's `requirepass`
 //! changed and the file swapped; connections re-opened after it log in with the new one.
-//! A wrong new password: a caller that needs a new connection gets `Error::Credentials`
+//! A wrong new password: a caller that needs a new connection gets `PoolError::Credentials`
 //! naming the file, health says so, and the connection already open keeps serving.
 #![cfg(feature = "redis")]
 

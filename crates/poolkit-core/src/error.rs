@@ -142,6 +142,47 @@ pub enum PoolError {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// A new connection could not log in with the secret from a rotating source (a
+    /// password file, a token provider): the secret could not be read, or the server
+    /// refused it. Connections opened earlier keep serving until their lifetime.
+    #[error(
+        "pool `{pool}`: cannot log in at {target} with the password from {source_name}: {reason}"
+    )]
+    Credentials {
+        /// The pool's name.
+        pool: String,
+        /// `host:port` (never the password).
+        target: String,
+        /// Where the secret came from (`DATABASE_PASSWORD_FILE=/run/secrets/db`).
+        source_name: String,
+        /// The server's (or the file's, or the provider's) answer.
+        reason: String,
+        /// What failed (the driver's error).
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The server stopped being the one the pool wants (a failover): it turned read-only
+    /// or answered that it is no longer the primary (PostgreSQL SQLSTATE 25006, Redis
+    /// `READONLY`), or it ended the session because it shuts down or crashed (PostgreSQL
+    /// 57P01, 57P02, 57P03; Redis `MASTERDOWN`, `LOADING`, `UNBLOCKED`). The pool retired
+    /// every connection to it at once and reconnects (resolving the name again, asking the
+    /// Sentinels, trying the URL's hosts in order); the statement was not retried, so it
+    /// ran at most once.
+    #[error(
+        "the primary moved: {reason}{}; the pool retired every connection to that server and reconnects; the {what} was not retried",
+        code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+    )]
+    PrimaryMoved {
+        /// The SQLSTATE (`25006`, `57P01`, …); `None` for Redis.
+        code: Option<String>,
+        /// What the server's answer says about it.
+        reason: &'static str,
+        /// What was not retried: `statement`, `command`.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 fn hint(var: Option<&str>) -> String {
@@ -203,6 +244,18 @@ impl PoolError {
         matches!(self, Self::Closed { .. })
     }
 
+    /// Whether a rotating secret failed: see [`PoolError::Credentials`].
+    #[must_use]
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, Self::Credentials { .. })
+    }
+
+    /// Whether the server moved (a failover): see [`PoolError::PrimaryMoved`].
+    #[must_use]
+    pub fn is_primary_moved(&self) -> bool {
+        matches!(self, Self::PrimaryMoved { .. })
+    }
+
     /// The variable that sets the limit that passed, for a timeout: the acquire timeout's
     /// (`DATABASE_POOL_TIMEOUT`) or the deadline's (`SUPABASE_TIMEOUT`). `None` for other
     /// errors and for a deadline the caller set in code.
@@ -212,17 +265,6 @@ impl PoolError {
             Self::Timeout { timeout_var, .. } => Some(timeout_var),
             Self::Deadline { var, .. } => var.as_deref(),
             _ => None,
-        }
-    }
-
-    /// The pool's name.
-    #[must_use]
-    pub fn pool(&self) -> &str {
-        match self {
-            Self::Timeout { pool, .. }
-            | Self::Deadline { pool, .. }
-            | Self::Closed { pool }
-            | Self::Connect { pool, .. } => pool,
         }
     }
 }
@@ -257,6 +299,16 @@ pub trait AdapterError {
     /// As [`PoolError::timeout_var`]: the variable that sets the limit that passed.
     fn timeout_var(&self) -> Option<&str> {
         self.pool_error().and_then(PoolError::timeout_var)
+    }
+
+    /// As [`PoolError::is_credentials`]: a rotating secret failed.
+    fn is_credentials(&self) -> bool {
+        self.pool_error().is_some_and(PoolError::is_credentials)
+    }
+
+    /// As [`PoolError::is_primary_moved`]: the server moved (a failover).
+    fn is_primary_moved(&self) -> bool {
+        self.pool_error().is_some_and(PoolError::is_primary_moved)
     }
 }
 
@@ -305,6 +357,20 @@ macro_rules! adapter_error {
             #[must_use]
             pub fn is_closed(&self) -> bool {
                 $crate::AdapterError::is_closed(self)
+            }
+
+            /// Whether a rotating secret failed
+            /// ([`poolkit_core::PoolError::Credentials`]).
+            #[must_use]
+            pub fn is_credentials(&self) -> bool {
+                $crate::AdapterError::is_credentials(self)
+            }
+
+            /// Whether the server moved, a failover
+            /// ([`poolkit_core::PoolError::PrimaryMoved`]).
+            #[must_use]
+            pub fn is_primary_moved(&self) -> bool {
+                $crate::AdapterError::is_primary_moved(self)
             }
 
             /// The variable that sets the limit that passed, for a timeout

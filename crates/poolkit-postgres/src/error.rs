@@ -15,48 +15,14 @@ use crate::connect::ConnectError;
 #[non_exhaustive]
 pub enum Error {
     /// A failure of the pool itself, the same shape in every adapter: the acquire timeout,
-    /// a transaction's deadline (rolled back, its connection closed), a closed pool, or a
-    /// failed connect (its `source` is a [`ConnectError`]). See [`PoolError`] for what
-    /// [`Error::is_timeout`] and [`Error::timeout_var`] mean.
+    /// a transaction's deadline (rolled back, its connection closed), a closed pool, a
+    /// failed connect or a rotating password refused (their `source` is a
+    /// [`ConnectError`]), or a failover (SQLSTATE 25006, 57P01, 57P02, 57P03: every
+    /// connection retired, the statement not retried; its `source` is the
+    /// `tokio_postgres::Error`). See [`PoolError`] for what [`Error::is_timeout`] and
+    /// [`Error::timeout_var`] mean.
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// The server stopped being the one the pool wants (a failover): it turned read-only
-    /// (SQLSTATE 25006: a standby, or a demoted primary), or it ended the session because it
-    /// shuts down or crashed (57P01, 57P02, 57P03). The pool retired every connection to it
-    /// at once and reconnects (resolving the name again, trying the URL's hosts in order);
-    /// the statement was not retried, so it ran at most once: 25006 means it did not run,
-    /// 57P0x that it was cut off and its transaction rolled back.
-    #[error(
-        "the primary moved: {reason} (SQLSTATE {code}); the pool retired every connection to that server and reconnects; the statement was not retried"
-    )]
-    PrimaryMoved {
-        /// The SQLSTATE (`25006`, `57P01`, …).
-        code: String,
-        /// What it says about the server.
-        reason: &'static str,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    /// A new connection could not log in with the secret from a rotating source (a
-    /// password file, a token provider): the secret could not be read, or the server
-    /// refused it. Connections opened earlier keep serving until their lifetime.
-    #[error(
-        "pool `{pool}`: cannot log in to PostgreSQL at {target} with the password from {source_name}: {reason}"
-    )]
-    Credentials {
-        /// The pool's name.
-        pool: String,
-        /// `host:port` (never the password).
-        target: String,
-        /// Where the secret came from (`DATABASE_PASSWORD_FILE=/run/secrets/db`).
-        source_name: String,
-        /// The server's (or the file's, or the provider's) answer.
-        reason: String,
-        /// What failed.
-        #[source]
-        source: Arc<ConnectError>,
-    },
     /// A statement sent through the pool's shared connections
     /// ([`crate::Pool::query`] and its siblings) would leave session state behind on a
     /// connection other callers share (`SET`, `LISTEN`, `PREPARE`, `BEGIN`, `DECLARE`, a
@@ -100,47 +66,38 @@ impl Error {
         matches!(self, Self::SessionState { .. })
     }
 
-    /// Whether the server moved (a failover): see [`Error::PrimaryMoved`].
-    #[must_use]
-    pub fn is_primary_moved(&self) -> bool {
-        matches!(self, Self::PrimaryMoved { .. })
-    }
-
-    /// Whether a rotating secret failed: see [`Error::Credentials`].
-    #[must_use]
-    pub fn is_credentials(&self) -> bool {
-        matches!(self, Self::Credentials { .. })
-    }
-
     /// The SQLSTATE code of a server error, if this is one.
     #[must_use]
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Self::Backend(e)
-            | Self::PrimaryMoved { source: e, .. }
-            | Self::ConnectionLost { source: e, .. } => e.code(),
-            Self::Pool(PoolError::Connect { source, .. }) => source
+            Self::Backend(e) | Self::ConnectionLost { source: e, .. } => e.code(),
+            Self::Pool(
+                PoolError::Connect { source, .. } | PoolError::Credentials { source, .. },
+            ) => source
                 .downcast_ref::<ConnectError>()
                 .and_then(ConnectError::code),
-            Self::Credentials { source, .. } => source.code(),
+            Self::Pool(PoolError::PrimaryMoved { source, .. }) => source
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code),
             _ => None,
         }
     }
 }
 
-/// A statement's error: [`Error::PrimaryMoved`] when its SQLSTATE says the server moved,
-/// else [`Error::Backend`].
+/// A statement's error: [`PoolError::PrimaryMoved`] when its SQLSTATE says the server
+/// moved, else [`Error::Backend`].
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         match e
             .code()
             .and_then(|c| crate::failover::moved_reason(c).map(|r| (c.code().to_owned(), r)))
         {
-            Some((code, reason)) => Self::PrimaryMoved {
-                code,
+            Some((code, reason)) => Self::Pool(PoolError::PrimaryMoved {
+                code: Some(code),
                 reason,
-                source: e,
-            },
+                what: "statement",
+                source: Arc::new(e),
+            }),
             None => Self::Backend(e),
         }
     }

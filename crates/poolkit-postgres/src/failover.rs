@@ -4,7 +4,7 @@
 //! finds a standby where a write pool wants a primary, retires every connection of the pool
 //! at once (idle ones now, busy ones when returned, connects under way redone); new
 //! connections resolve the name again and go through `target_session_attrs`. Nothing is
-//! retried: the caller gets [`crate::Error::PrimaryMoved`].
+//! retried: the caller gets [`crate::PoolError::PrimaryMoved`].
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};

@@ -191,7 +191,7 @@ impl Pool {
     /// [`Error::SessionState`] for a statement that would leave session state on a shared
     /// connection (use [`Pool::get`]); [`Error::ConnectionLost`] when the shared
     /// connection broke with it in flight; [`PoolError::Timeout`]; the server's error
-    /// ([`Error::Backend`], [`Error::PrimaryMoved`]).
+    /// ([`Error::Backend`], [`PoolError::PrimaryMoved`](poolkit_core::PoolError::PrimaryMoved)).
     pub async fn query<T>(&self, statement: &T, params: Params<'_>) -> Result<Vec<Row>, Error>
     where
         T: ?Sized + ToStatement,

@@ -734,7 +734,7 @@ fn connect_reason(config: &Config, e: &ConnectError) -> String {
     )
 }
 
-/// The error for a failed connect: [`Error::Credentials`] when the password's rotating
+/// The error for a failed connect: [`PoolError::Credentials`] when the password's rotating
 /// source failed or the server refused it, else [`PoolError::Connect`].
 pub(crate) fn connect_error(config: &Config, source: Arc<ConnectError>) -> Error {
     let pool = config.pool.name.clone();
@@ -744,13 +744,14 @@ pub(crate) fn connect_error(config: &Config, source: Arc<ConnectError>) -> Error
         _ => None,
     };
     match credentials {
-        Some(reason) => Error::Credentials {
+        Some(reason) => PoolError::Credentials {
             pool,
             target: config.target(),
             source_name: config.password.describe(),
             reason,
             source,
-        },
+        }
+        .into(),
         None => PoolError::Connect {
             pool,
             backend: "PostgreSQL",

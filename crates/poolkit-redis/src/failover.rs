@@ -3,7 +3,7 @@
 //! server or a new replica loading its data) or UNBLOCKED (a master turned replica released
 //! its BLPOP waiters) retires every shared and exclusive connection at once; new ones open
 //! through the connector, which resolves the name again or asks the Sentinels for the
-//! master. Nothing is retried: the caller gets `Error::PrimaryMoved`.
+//! master. Nothing is retried: the caller gets `PoolError::PrimaryMoved`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -495,13 +495,14 @@ impl Pool {
 
 pub(crate) fn connect_error(config: &Config, source: Arc<redis::RedisError>) -> Error {
     if config.password.rotates() && is_refused_login(&source) {
-        return Error::Credentials {
+        return PoolError::Credentials {
             pool: config.pool.name.clone(),
             target: config.target(),
             source_name: config.password.describe(),
             reason: source.to_string(),
             source,
-        };
+        }
+        .into();
     }
     let mut reason = source.to_string();
     if is_refused_login(&source) {

@@ -131,7 +131,7 @@ async fn writes_follow_a_demoted_master() {
                         Err(e) => {
                             let typed = matches!(
                                 e,
-                                Error::PrimaryMoved { .. }
+                                Error::Pool(PoolError::PrimaryMoved { .. })
                                     | Error::Backend(_)
                                     | Error::Pool(PoolError::Timeout { .. })
                             );
