@@ -19,6 +19,7 @@ mod resolve;
 mod secret;
 mod starvation;
 mod stats;
+pub mod tcp;
 mod telemetry;
 
 #[cfg(feature = "bb8")]

@@ -103,8 +103,10 @@ pub trait MonitoredPool: Send + Sync + fmt::Debug {
 
     /// The pool's common configuration: its name and health thresholds.
     fn pool_config(&self) -> &crate::PoolConfig;
-    /// The backend kind.
-    fn backend(&self) -> Backend;
+    /// The backend kind; the default is the configuration's.
+    fn backend(&self) -> Backend {
+        self.pool_config().backend
+    }
     /// A snapshot of the pool.
     fn stats(&self) -> PoolStats;
     /// The snapshot health is judged from; the default is [`MonitoredPool::stats`] (an

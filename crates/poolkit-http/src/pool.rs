@@ -11,8 +11,7 @@ use poolkit_core::engine::Engine;
 use poolkit_core::metrics::ErrorKind;
 use poolkit_core::mux::{MuxConfig, MuxPool};
 use poolkit_core::{
-    Backend, BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, Secret, Sizing,
-    Telemetry,
+    BoxFuture, Health, Monitored, MonitoredPool, PoolError, PoolStats, Secret, Sizing, Telemetry,
 };
 
 use crate::config::{Config, HttpVersion};
@@ -517,10 +516,6 @@ impl MonitoredPool for Shared {
 
     fn pool_config(&self) -> &poolkit_core::PoolConfig {
         &self.config.pool
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Http
     }
 
     fn stats(&self) -> PoolStats {

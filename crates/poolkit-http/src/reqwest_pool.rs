@@ -125,10 +125,6 @@ impl MonitoredPool for ReqwestMonitor {
         &self.config.pool
     }
 
-    fn backend(&self) -> Backend {
-        Backend::Http
-    }
-
     fn stats(&self) -> PoolStats {
         let mut s = PoolStats::default();
         s.name = self.config.pool.name.clone();

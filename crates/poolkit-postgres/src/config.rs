@@ -19,14 +19,9 @@ use crate::tls::SslMode;
 /// The default env prefix: `DATABASE` (so `DATABASE_URL`, `DATABASE_POOL_SIZE`, …).
 pub const DEFAULT_PREFIX: &str = "DATABASE";
 
-/// Idle time before the first TCP keep-alive probe ([`Config::tcp_keepalive`]).
-pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-/// `TCP_USER_TIMEOUT` ([`Config::tcp_user_timeout`]).
-pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time between TCP keep-alive probes.
-pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Unanswered keep-alive probes before the socket is closed.
-pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+pub use poolkit_core::tcp::{
+    DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
+};
 
 /// The ports of transaction-mode poolers: Supavisor's 6543 and PgBouncer's 6432.
 pub(crate) const POOLER_PORTS: [u16; 2] = [6543, 6432];

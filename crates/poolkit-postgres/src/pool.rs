@@ -815,10 +815,6 @@ impl MonitoredPool for Inner {
         &self.config.pool
     }
 
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
     fn stats(&self) -> PoolStats {
         let mut stats = self.engine.telemetry().stats();
         stats.query = self.ctx.queries.timing();

@@ -249,9 +249,6 @@ impl MonitoredPool for Inner {
     fn pool_config(&self) -> &poolkit_core::PoolConfig {
         &self.config.pool
     }
-    fn backend(&self) -> Backend {
-        Backend::Redis
-    }
     fn stats(&self) -> PoolStats {
         Inner::stats(self)
     }

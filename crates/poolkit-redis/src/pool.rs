@@ -655,9 +655,6 @@ impl MonitoredPool for Inner {
     fn pool_config(&self) -> &poolkit_core::PoolConfig {
         &self.config.pool
     }
-    fn backend(&self) -> Backend {
-        Backend::Redis
-    }
     fn stats(&self) -> PoolStats {
         Inner::stats(self)
     }
@@ -689,9 +686,6 @@ impl MonitoredPool for Exclusive {
 
     fn pool_config(&self) -> &poolkit_core::PoolConfig {
         self.engine.telemetry().config()
-    }
-    fn backend(&self) -> Backend {
-        Backend::Redis
     }
     fn stats(&self) -> PoolStats {
         self.engine.telemetry().stats()
