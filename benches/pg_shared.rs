@@ -108,7 +108,7 @@ impl Target for Shared {
         })
     }
     fn shared(&self) -> Option<usize> {
-        self.0.shared_connections().map(|s| s.target)
+        self.0.shared_connections().map(|s| s.size)
     }
 }
 

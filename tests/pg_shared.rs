@@ -557,7 +557,7 @@ async fn auto_sizes_within_its_range_and_slow_statements_spill() {
     }
     let s = pool.shared_connections().unwrap();
     assert!(
-        (1..=5).contains(&s.target),
+        (1..=5).contains(&s.size),
         "auto stays within 1..=ceiling/4: {s:?}"
     );
     assert!(

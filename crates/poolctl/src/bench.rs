@@ -428,7 +428,7 @@ pub(crate) async fn run(
         client: target.client(),
         pool_size,
         auto_sized: stats.auto_sized,
-        target: stats.target,
+        target: stats.open_limit,
         concurrency,
         seconds,
         ok,

@@ -453,8 +453,8 @@ impl Health {
         );
         if stats.auto_sized {
             message.push_str(&format!(
-                "; auto-sized: target {} of ceiling {}",
-                stats.target, stats.max_size
+                "; auto-sized: open limit {} of ceiling {}",
+                stats.open_limit, stats.max_size
             ));
         }
         Self {

@@ -86,9 +86,10 @@ pub struct PoolStats {
     pub max_size: u32,
     /// The steady size (`P_POOL_SIZE`).
     pub pool_size: u32,
-    /// The most connections the pool opens now: for `P_POOL_SIZE=auto` the sizing
-    /// controller's target (between `min_idle` and `max_size`), else the ceiling.
-    pub target: u32,
+    /// The open limit: the most connections the pool opens now. For `P_POOL_SIZE=auto`
+    /// the auto-sizer's choice (between `min_idle` and `max_size`), else the ceiling.
+    /// (In poolkit "target" means only where a pool connects, `host:port`.)
+    pub open_limit: u32,
     /// Whether the pool sizes itself (`P_POOL_SIZE=auto`).
     pub auto_sized: bool,
     /// Connections kept warm.

@@ -30,27 +30,27 @@ pub struct Gauges {
     pub used: u64,
     /// Callers waiting.
     pub pending: u64,
-    /// The most connections the owner opens now (its ceiling after an auto-sizing target or
-    /// a fleet cap), when it sets one; else the configured ceiling is the target.
-    pub target: Option<u32>,
+    /// The open limit: the most connections the owner opens now (its ceiling after the
+    /// auto-sizer's choice or a fleet cap), when it sets one; else the configured ceiling.
+    pub open_limit: Option<u32>,
 }
 
 impl Gauges {
-    /// Gauges with no target of their own.
+    /// Gauges with no open limit of their own.
     #[must_use]
     pub fn new(open: u64, used: u64, pending: u64) -> Self {
         Self {
             open,
             used,
             pending,
-            target: None,
+            open_limit: None,
         }
     }
 
-    /// These gauges with the owner's target.
+    /// These gauges with the owner's open limit.
     #[must_use]
-    pub fn with_target(mut self, target: u32) -> Self {
-        self.target = Some(target);
+    pub fn with_open_limit(mut self, limit: u32) -> Self {
+        self.open_limit = Some(limit);
         self
     }
 
@@ -59,7 +59,7 @@ impl Gauges {
             open: self.open + other.open,
             used: self.used + other.used,
             pending: self.pending + other.pending,
-            target: match (self.target, other.target) {
+            open_limit: match (self.open_limit, other.open_limit) {
                 (Some(a), Some(b)) => Some(a.saturating_add(b)),
                 (a, b) => a.or(b),
             },
@@ -174,7 +174,7 @@ impl Telemetry {
     /// target, or a ceiling cut by a fleet share), else the ceiling.
     #[must_use]
     pub fn target(&self) -> u32 {
-        self.gauges().target.unwrap_or_else(|| self.max_size())
+        self.gauges().open_limit.unwrap_or_else(|| self.max_size())
     }
 
     /// Whether the pool sizes itself (`P_POOL_SIZE=auto`).
@@ -325,8 +325,8 @@ impl Telemetry {
                 .set(used as f64 / f64::from(self.max_size().max(1)));
         }
         m.max.set(f64::from(self.max_size()));
-        m.target
-            .set(f64::from(g.target.unwrap_or_else(|| self.max_size())));
+        m.open_limit
+            .set(f64::from(g.open_limit.unwrap_or_else(|| self.max_size())));
         m.min_idle.set(f64::from(self.config.min_idle));
         m.acquires.absolute(self.acquires());
         m.timeouts.absolute(self.timeouts.load(Relaxed));
@@ -383,7 +383,7 @@ impl Telemetry {
             backend: self.config.backend.as_str().to_owned(),
             max_size: ceiling,
             pool_size: self.pool_size(),
-            target: g.target.unwrap_or(ceiling),
+            open_limit: g.open_limit.unwrap_or(ceiling),
             auto_sized: self.auto_sized(),
             min_idle: self.config.min_idle,
             open,

@@ -545,7 +545,7 @@ impl Pool {
             .await
     }
 
-    /// The shared connections now: `(live, in flight, target)`; `None` when statements
+    /// The shared connections now: live, in flight, how many the pool keeps; `None` when statements
     /// on the pool check out (`P_SHARED_CONNECTIONS=0`) or none ran yet.
     #[must_use]
     pub fn shared_connections(&self) -> Option<SharedStatus> {
@@ -553,7 +553,7 @@ impl Pool {
         Some(SharedStatus {
             open: shared.mux.open(),
             live: shared.mux.sockets(),
-            target: shared.mux.target(),
+            size: shared.mux.target(),
             in_flight: shared.mux.in_flight(),
             pending: shared.mux.pending(),
             statements: shared.statements.load(std::sync::atomic::Ordering::Relaxed),
@@ -571,8 +571,8 @@ pub struct SharedStatus {
     pub open: usize,
     /// Connections taking statements.
     pub live: usize,
-    /// How many the pool keeps (fixed, or the `auto` controller's choice).
-    pub target: usize,
+    /// How many the pool keeps (fixed, or the auto-sizer's choice).
+    pub size: usize,
     /// Statements in flight on them.
     pub in_flight: usize,
     /// Callers waiting for room.

@@ -53,7 +53,7 @@ async fn load(pool: &Pool, tasks: usize, sql: &'static str, run: Duration) -> (u
     let end = Instant::now() + run;
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        targets.push(pool.stats().target);
+        targets.push(pool.stats().open_limit);
     }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -74,7 +74,7 @@ async fn step_load_grows_stops_where_throughput_flattens_and_returns_to_the_floo
     let s = pool.stats();
     assert!(s.auto_sized);
     assert_eq!(
-        (s.target, s.max_size, s.open),
+        (s.open_limit, s.max_size, s.open),
         (FLOOR, CEILING, u64::from(FLOOR))
     );
     let mut all = Vec::new();
@@ -94,7 +94,7 @@ async fn step_load_grows_stops_where_throughput_flattens_and_returns_to_the_floo
     );
     let health = pool.health();
     assert!(
-        health.message.contains("auto-sized: target"),
+        health.message.contains("auto-sized: open limit"),
         "{}",
         health.message
     );
@@ -102,13 +102,13 @@ async fn step_load_grows_stops_where_throughput_flattens_and_returns_to_the_floo
     let idle_from = Instant::now();
     loop {
         let s = pool.stats();
-        if s.target == FLOOR && s.open <= u64::from(FLOOR) {
+        if s.open_limit == FLOOR && s.open <= u64::from(FLOOR) {
             break;
         }
         assert!(
             idle_from.elapsed() < Duration::from_secs(2),
             "not back at the floor after 2 s idle: target {} open {}",
-            s.target,
+            s.open_limit,
             s.open
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -135,7 +135,7 @@ async fn slow_queries_grow_it_towards_the_ceiling() {
     // A lowered ceiling cuts the target at once.
     pool.resize(1, Some(5)).expect("resize");
     let s = pool.stats();
-    assert_eq!((s.max_size, s.target), (5, 5));
+    assert_eq!((s.max_size, s.open_limit), (5, 5));
     assert!(
         s.open <= 5,
         "idle connections above the new ceiling closed: {}",

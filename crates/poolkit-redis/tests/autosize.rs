@@ -23,7 +23,7 @@ async fn exclusive_pool_grows_under_blocking_commands_and_returns_to_the_floor()
     let pool = Pool::new(config).await.expect("build");
     let s = pool.exclusive_stats();
     assert!(s.auto_sized);
-    assert_eq!((s.target, s.max_size), (1, 12));
+    assert_eq!((s.open_limit, s.max_size), (1, 12));
     assert!(
         !pool.stats().auto_sized,
         "shared connections are not auto-sized"
@@ -58,7 +58,7 @@ async fn exclusive_pool_grows_under_blocking_commands_and_returns_to_the_floor()
     let mut peak = 0;
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        peak = peak.max(pool.exclusive_stats().target);
+        peak = peak.max(pool.exclusive_stats().open_limit);
     }
     stop.store(true, Ordering::Relaxed);
     for u in users {
@@ -72,7 +72,7 @@ async fn exclusive_pool_grows_under_blocking_commands_and_returns_to_the_floor()
     let idle_from = Instant::now();
     loop {
         let s = pool.exclusive_stats();
-        if s.target == 1 && s.open <= 1 {
+        if s.open_limit == 1 && s.open <= 1 {
             break;
         }
         assert!(

@@ -141,7 +141,7 @@ pub(super) fn start<M: Manager>(shared: &Arc<Shared<M>>) {
                     hold_ms = sample.hold_secs * 1e3,
                     unloaded_hold_ms = controller.unloaded_hold().unwrap_or(0.0) * 1e3,
                     reason = %change.reason,
-                    "pool target changed"
+                    "pool open limit changed"
                 );
             }
         }

@@ -160,7 +160,7 @@ impl<M: Manager> GaugeSource for Shared<M> {
         if self.shares_telemetry {
             gauges
         } else {
-            gauges.with_target(s.max_size)
+            gauges.with_open_limit(s.max_size)
         }
     }
 }

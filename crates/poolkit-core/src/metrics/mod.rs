@@ -130,9 +130,9 @@ pub fn describe() {
     );
     describe_gauge!(CONNECTIONS_MAX, Unit::Count, "The pool's ceiling.");
     describe_gauge!(
-        CONNECTIONS_TARGET,
+        CONNECTIONS_OPEN_LIMIT,
         Unit::Count,
-        "The most connections the pool opens now: the auto-sizing target (P_POOL_SIZE=auto), else the ceiling."
+        "The open limit: the most connections the pool opens now, the auto-sizer's choice (P_POOL_SIZE=auto), else the ceiling."
     );
     describe_gauge!(CONNECTIONS_MIN_IDLE, Unit::Count, "Connections kept warm.");
     describe_gauge!(
@@ -214,8 +214,8 @@ pub struct PoolMetrics {
     pub used: Gauge,
     /// `poolkit_connections_max`
     pub max: Gauge,
-    /// `poolkit_connections_target`
-    pub target: Gauge,
+    /// `poolkit_connections_open_limit`
+    pub open_limit: Gauge,
     /// `poolkit_connections_min_idle`
     pub min_idle: Gauge,
     /// `poolkit_pending_requests`
@@ -272,7 +272,7 @@ impl PoolMetrics {
             idle: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Idle.as_str())),
             used: metrics::gauge!(CONNECTIONS, &with(LABEL_STATE, ConnState::Used.as_str())),
             max: metrics::gauge!(CONNECTIONS_MAX, &base),
-            target: metrics::gauge!(CONNECTIONS_TARGET, &base),
+            open_limit: metrics::gauge!(CONNECTIONS_OPEN_LIMIT, &base),
             min_idle: metrics::gauge!(CONNECTIONS_MIN_IDLE, &base),
             pending: metrics::gauge!(PENDING_REQUESTS, &base),
             utilization: metrics::gauge!(UTILIZATION_RATIO, &base),

@@ -5,8 +5,9 @@
 pub const CONNECTIONS: &str = "poolkit_connections";
 /// Gauge: the configured ceiling.
 pub const CONNECTIONS_MAX: &str = "poolkit_connections_max";
-/// Gauge: the most connections the pool opens now (the auto-sizing target, or the ceiling).
-pub const CONNECTIONS_TARGET: &str = "poolkit_connections_target";
+/// Gauge: the open limit, the most connections the pool opens now (the auto-sizer's
+/// choice, or the ceiling).
+pub const CONNECTIONS_OPEN_LIMIT: &str = "poolkit_connections_open_limit";
 /// Gauge: the configured minimum of idle connections.
 pub const CONNECTIONS_MIN_IDLE: &str = "poolkit_connections_min_idle";
 /// Gauge: callers waiting for a connection.
@@ -48,7 +49,7 @@ pub const SLOW_QUERIES_TOTAL: &str = "poolkit_slow_queries_total";
 pub const ALL: [&str; 19] = [
     CONNECTIONS,
     CONNECTIONS_MAX,
-    CONNECTIONS_TARGET,
+    CONNECTIONS_OPEN_LIMIT,
     CONNECTIONS_MIN_IDLE,
     PENDING_REQUESTS,
     UTILIZATION_RATIO,
