@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::autosize::{DEFAULT_AUTO_INTERVAL, Sizing};
-use crate::env::{Env, process_lookup};
+use crate::env::Env;
 use crate::health::Thresholds;
 use crate::{Backend, ConfigError};
 
@@ -68,7 +68,8 @@ impl Knob {
 /// The knobs every pool shares.
 ///
 /// Build it in code (`PoolConfig::new("database", Backend::Postgres)` then set fields) or
-/// from the environment with [`PoolConfig::from_env`]. Call [`PoolConfig::validate`] after
+/// through a lookup with [`PoolConfig::from_lookup`] (the adapters' `Config::from_env(prefix)`
+/// reads it from the process environment, see [`crate::FromEnv`]). Call [`PoolConfig::validate`] after
 /// editing fields by hand; the pool builders do.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -239,15 +240,6 @@ impl PoolConfig {
             sources: BTreeMap::new(),
             shadowed: Vec::new(),
         }
-    }
-
-    /// Reads `PREFIX_*` from the process environment over `defaults` (see
-    /// [`PoolConfig::from_lookup`]).
-    ///
-    /// # Errors
-    /// As [`PoolConfig::from_lookup`].
-    pub fn from_env(prefix: &str, defaults: Self) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, defaults, &process_lookup)
     }
 
     /// Reads `PREFIX_POOL_SIZE`, `PREFIX_POOL_MAXSIZE`, `PREFIX_POOL_MIN_IDLE`,
