@@ -262,40 +262,9 @@ impl MonitoredPool for Inner {
     }
 }
 
-/// The cluster as a redis-rs connection: `AsyncCommands` and pipelines run on it, under
-/// the same in-flight cap, timed. Clone the pool for a `mut` handle.
-impl redis::aio::ConnectionLike for ClusterPool {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        Box::pin(async move {
-            self.inner
-                .run(Timed::Cmd(cmd), |mut conn| async move {
-                    conn.req_packed_command(cmd).await
-                })
-                .await
-                .map_err(crate::commands::into_redis)
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(async move {
-            self.inner
-                .run(Timed::Pipe(pipeline), |mut conn| async move {
-                    conn.req_packed_commands(pipeline, offset, count).await
-                })
-                .await
-                .map_err(crate::commands::into_redis)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
-}
+crate::commands::shared_connection_like!(
+    /// The cluster as a redis-rs connection: `AsyncCommands` and pipelines run on it, under
+    /// the same in-flight cap, timed. Clone the pool for a `mut` handle.
+    ClusterPool,
+    |_pool| 0
+);

@@ -46,49 +46,67 @@ impl Timed<'_> {
     }
 }
 
-/// The shared path as a redis-rs connection: `AsyncCommands` (`get`, `set`, …),
-/// `Cmd::query_async` and pipelines run on the pool as they would on a
-/// `MultiplexedConnection` or `ConnectionManager`, under the same in-flight cap, with the
-/// same broken-connection detection and cancel-safety as [`Pool::query`]. Clone the pool
-/// for a `mut` handle: `let mut con = pool.clone(); con.set("k", 1).await?`.
-///
-/// Pool errors (timeout, closed) arrive as `RedisError`s whose detail is the poolkit
-/// message; use [`Pool::query`] for the typed [`Error`].
-impl redis::aio::ConnectionLike for Pool {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        Box::pin(async move {
-            self.inner
-                .run(Timed::Cmd(cmd), |mut conn| async move {
-                    conn.req_packed_command(cmd).await
+/// `redis::aio::ConnectionLike` for a pool whose commands run over shared connections
+/// through `self.inner.run` (timed, under the in-flight cap): [`Pool`] and
+/// [`crate::ClusterPool`], one implementation. `$db` is the pool's database number.
+macro_rules! shared_connection_like {
+    ($(#[$doc:meta])* $pool:ty, |$this:ident| $db:expr) => {
+        $(#[$doc])*
+        impl redis::aio::ConnectionLike for $pool {
+            fn req_packed_command<'a>(
+                &'a mut self,
+                cmd: &'a redis::Cmd,
+            ) -> redis::RedisFuture<'a, redis::Value> {
+                Box::pin(async move {
+                    self.inner
+                        .run($crate::commands::Timed::Cmd(cmd), |mut conn| async move {
+                            conn.req_packed_command(cmd).await
+                        })
+                        .await
+                        .map_err($crate::commands::into_redis)
                 })
-                .await
-                .map_err(into_redis)
-        })
-    }
+            }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(async move {
-            self.inner
-                .run(Timed::Pipe(pipeline), |mut conn| async move {
-                    conn.req_packed_commands(pipeline, offset, count).await
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a redis::Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+                Box::pin(async move {
+                    self.inner
+                        .run(
+                            $crate::commands::Timed::Pipe(pipeline),
+                            |mut conn| async move {
+                                conn.req_packed_commands(pipeline, offset, count).await
+                            },
+                        )
+                        .await
+                        .map_err($crate::commands::into_redis)
                 })
-                .await
-                .map_err(into_redis)
-        })
-    }
+            }
 
-    fn get_db(&self) -> i64 {
-        self.inner.db
-    }
+            fn get_db(&self) -> i64 {
+                let $this = self;
+                $db
+            }
+        }
+    };
 }
+pub(crate) use shared_connection_like;
+
+shared_connection_like!(
+    /// The shared path as a redis-rs connection: `AsyncCommands` (`get`, `set`, …),
+    /// `Cmd::query_async` and pipelines run on the pool as they would on a
+    /// `MultiplexedConnection` or `ConnectionManager`, under the same in-flight cap, with the
+    /// same broken-connection detection and cancel-safety as [`Pool::query`]. Clone the pool
+    /// for a `mut` handle: `let mut con = pool.clone(); con.set("k", 1).await?`.
+    ///
+    /// Pool errors (timeout, closed) arrive as `RedisError`s whose detail is the poolkit
+    /// message; use [`Pool::query`] for the typed [`Error`].
+    Pool,
+    |pool| pool.inner.db
+);
 
 pub(crate) fn into_redis(e: Error) -> redis::RedisError {
     match e {
