@@ -162,6 +162,41 @@ pub trait FromEnv: Sized {
     }
 }
 
+/// Implements [`FromEnv`] for an adapter's `Config` and gives it the inherent
+/// `Config::from_env(prefix)` (so callers need no import): `$read` reads the configuration
+/// under a prefix through a lookup.
+///
+/// `from_env!(Config, DEFAULT_PREFIX, ENV_SUFFIXES, |prefix, lookup| Config::from_lookup(prefix, lookup))`
+#[macro_export]
+macro_rules! from_env {
+    ($config:ty, $prefix:expr, $suffixes:expr, |$p:ident, $l:ident| $read:expr) => {
+        impl $crate::FromEnv for $config {
+            const DEFAULT_PREFIX: &'static str = $prefix;
+            const ENV_SUFFIXES: &'static [&'static str] = $suffixes;
+
+            fn from_vars(
+                $p: &str,
+                $l: &dyn Fn(&str) -> Option<String>,
+            ) -> Result<Self, $crate::ConfigError> {
+                $read
+            }
+        }
+
+        impl $config {
+            /// Reads the configuration under `prefix` from the process environment,
+            /// warning once about `PREFIX_*` variables the adapter does not read: the same
+            /// in every adapter ([`poolkit_core::FromEnv::from_env`]).
+            ///
+            /// # Errors
+            /// [`poolkit_core::ConfigError`] naming the variable that is missing, malformed
+            /// or contradicts another.
+            pub fn from_env(prefix: &str) -> Result<Self, $crate::ConfigError> {
+                <Self as $crate::FromEnv>::from_env(prefix)
+            }
+        }
+    };
+}
+
 /// Warns (once per variable name per process) about the process environment's variables
 /// under `PREFIX_` that poolkit does not read, and returns every such message (including
 /// ones already warned about), for `poolctl check` to show.

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use poolkit_core::FromEnv;
 use poolkit_core::env::{Env, parse_duration, parse_u32};
 use poolkit_core::{Backend, ConfigError, Knob, MAX_POOL_SIZE_LIMIT, PoolConfig};
 
@@ -148,19 +147,9 @@ pub const ENV_SUFFIXES: &[&str] = &[
 /// The prefix [`crate::Pool::from_env`] reads: `HTTP_URL`, `HTTP_POOL_SIZE`, …
 pub const DEFAULT_PREFIX: &str = "HTTP";
 
-/// Reads `PREFIX_*` over [`Config::new`]'s defaults, the pool named after the prefix in
-/// lower case (`SUPABASE` → `supabase`).
-impl FromEnv for Config {
-    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
-    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
-
-    fn from_vars(
-        prefix: &str,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, Self::new(&prefix.to_ascii_lowercase()), lookup)
-    }
-}
+poolkit_core::from_env!(Config, DEFAULT_PREFIX, ENV_SUFFIXES, |prefix, lookup| {
+    Config::from_lookup(prefix, Config::new(&prefix.to_ascii_lowercase()), lookup)
+});
 
 impl Config {
     /// Settings that are valid one by one but contradict each other (logged as warnings
@@ -204,18 +193,6 @@ impl Config {
             max_body: Some(DEFAULT_MAX_BODY),
             max_redirects: 10,
         }
-    }
-
-    /// Reads `PREFIX_*` from the process environment over [`Config::new`]'s defaults (the
-    /// pool named after the prefix in lower case), warning once about `PREFIX_*`
-    /// variables it does not read ([`FromEnv::from_env`], the same in every adapter). For
-    /// other defaults (a preset's), use [`Config::from_lookup`] with
-    /// [`poolkit_core::env::process_lookup`].
-    ///
-    /// # Errors
-    /// As [`Config::from_lookup`].
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads the shared variables (see [`PoolConfig::from_lookup`]) and `P_MAX_KEEPALIVE`,

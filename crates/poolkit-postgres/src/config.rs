@@ -201,17 +201,9 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "SHARED_SPILL",
 ];
 
-impl FromEnv for Config {
-    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
-    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
-
-    fn from_vars(
-        prefix: &str,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, lookup)
-    }
-}
+poolkit_core::from_env!(Config, DEFAULT_PREFIX, ENV_SUFFIXES, |prefix, lookup| {
+    Config::from_lookup(prefix, lookup)
+});
 
 /// What a connection is for, choosing among `P_URL_TRANSACTION`, `P_URL_SESSION` and
 /// `P_URL_DIRECT` (Supabase's three URLs), each falling back to `P_URL`.
@@ -382,16 +374,6 @@ impl Config {
     pub fn from_env_for(prefix: &str, purpose: Use) -> Result<Self, ConfigError> {
         let _ = <Self as FromEnv>::unknown_vars(prefix);
         Self::from_lookup_for(prefix, purpose, &process_lookup)
-    }
-
-    /// Reads `PREFIX_URL` and the pool knobs from the process environment, warning once
-    /// about `PREFIX_*` variables it does not read ([`FromEnv::from_env`], the same in
-    /// every adapter).
-    ///
-    /// # Errors
-    /// As [`Config::from_lookup`].
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads, under `prefix` (usually `DATABASE`): `P_URL` (required), `P_APPLICATION_NAME`,

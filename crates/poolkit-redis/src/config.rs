@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolkit_core::FromEnv;
 use poolkit_core::env::{Env, parse_u32};
 use poolkit_core::{
     Backend, ConfigError, Knob, PasswordSource, PoolConfig, Resolve, Secret, redact_url,
@@ -119,17 +118,9 @@ pub const ENV_SUFFIXES: &[&str] = &[
     "TCP_USER_TIMEOUT",
 ];
 
-impl FromEnv for Config {
-    const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
-    const ENV_SUFFIXES: &'static [&'static str] = ENV_SUFFIXES;
-
-    fn from_vars(
-        prefix: &str,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, lookup)
-    }
-}
+poolkit_core::from_env!(Config, DEFAULT_PREFIX, ENV_SUFFIXES, |prefix, lookup| {
+    Config::from_lookup(prefix, lookup)
+});
 
 /// Configuration of a Redis pool.
 ///
@@ -242,16 +233,6 @@ impl Config {
         let mut c = Self::new(node_url);
         c.sentinel = Some(sentinel);
         Ok(c)
-    }
-
-    /// Reads the configuration under `prefix` from the process environment, warning once
-    /// about `PREFIX_*` variables it does not read ([`FromEnv::from_env`], the same in
-    /// every adapter).
-    ///
-    /// # Errors
-    /// As [`Config::from_lookup`].
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        <Self as FromEnv>::from_env(prefix)
     }
 
     /// Reads, under `prefix` (usually `REDIS`): `P_URL` (or `P_HOST` / `P_PORT` /
