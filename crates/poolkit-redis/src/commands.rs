@@ -93,6 +93,7 @@ macro_rules! shared_connection_like {
         }
     };
 }
+#[cfg(feature = "cluster")]
 pub(crate) use shared_connection_like;
 
 shared_connection_like!(
