@@ -204,3 +204,21 @@ async fn callers_served_during_an_outage_do_not_cut_the_back_off_short() {
     println!("{tries} attempts in 1 s");
     assert!(tries < 200, "{tries} connect attempts in 1 s");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_idle_connection_whose_socket_closed_is_not_counted_open_past_one_upkeep_round() {
+    let pool = Engine::build(Flaky::default(), config(Duration::from_secs(4)))
+        .await
+        .expect("build");
+    let m = pool.manager();
+    assert_eq!(pool.counts().open, 1);
+    // The server ends idle connection 0's session; nobody checks a connection out.
+    m.broken_below.store(1, Relaxed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = pool.telemetry().stats();
+    assert_eq!(s.closed_by("broken"), 1, "{s:?}");
+    assert_eq!(m.pings.load(Relaxed), 0, "found without a ping");
+    // min_idle opens a new one in its place.
+    assert_eq!(pool.counts().open, 1);
+    assert_eq!(*pool.get().await.expect("the new connection"), 1);
+}
