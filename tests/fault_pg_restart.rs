@@ -47,13 +47,17 @@ fn classify(e: &Error) -> Outcome {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_under_load() {
-    let pg = Arc::new(
+async fn private_cluster() -> Arc<PrivatePg> {
+    Arc::new(
         tokio::task::spawn_blocking(PrivatePg::start)
             .await
             .expect("start a private PostgreSQL cluster"),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_under_load() {
+    let pg = private_cluster().await;
     let pool = Pool::builder()
         .url(pg.url())
         .name("fault_restart")
@@ -289,11 +293,7 @@ async fn restart_under_load() {
 /// round (a second), not at the next checkout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_to_a_stopped_server_stop_counting_as_open() {
-    let pg = Arc::new(
-        tokio::task::spawn_blocking(PrivatePg::start)
-            .await
-            .expect("start a private PostgreSQL cluster"),
-    );
+    let pg = private_cluster().await;
     let pool = Pool::builder()
         .url(pg.url())
         .name("fault_idle_stop")

@@ -98,6 +98,19 @@ async fn a_broken_idle_connection_is_discarded_without_a_ping() {
     assert_eq!(s.errors_by("health_check"), 0, "{s:?}");
 }
 
+/// The server goes away: the pool retires its connections and keeps reconnecting for
+/// min_idle, backing off after each refusal; after the eighth refusal the server is back.
+async fn away_then_back(pool: &Engine<Flaky>) {
+    let m = pool.manager();
+    m.down.store(true, Relaxed);
+    assert!(pool.retire_all(pool.generation()));
+    let seen = m.connects.load(Relaxed);
+    while m.connects.load(Relaxed) < seen + 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    m.down.store(false, Relaxed);
+}
+
 // Paused time: back-off sleeps pass in an instant and the timings are exact.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_caller_after_the_server_is_back_gets_a_connect_within_its_acquire_timeout() {
@@ -105,18 +118,9 @@ async fn a_caller_after_the_server_is_back_gets_a_connect_within_its_acquire_tim
     let pool = Engine::build(Flaky::default(), config(acquire_timeout))
         .await
         .expect("build");
-    let m = pool.manager();
-    // The server goes away: the pool retires its connection and keeps reconnecting for
-    // min_idle, backing off after each refusal.
-    m.down.store(true, Relaxed);
-    assert!(pool.retire_all(pool.generation()));
-    let seen = m.connects.load(Relaxed);
-    while m.connects.load(Relaxed) < seen + 8 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
     // The server is back just after a refusal, so the reconnect has its whole back-off
     // ahead of it (capped at half the acquire timeout); a caller arrives.
-    m.down.store(false, Relaxed);
+    away_then_back(&pool).await;
     let start = tokio::time::Instant::now();
     let conn = pool
         .get()
@@ -131,13 +135,7 @@ async fn a_caller_after_the_server_is_back_gets_a_connect_within_its_acquire_tim
 
     // Again, with a caller whose own timeout (20 ms) is shorter than the back-off ahead:
     // its arrival cuts the back-off short.
-    m.down.store(true, Relaxed);
-    assert!(pool.retire_all(pool.generation()));
-    let seen = m.connects.load(Relaxed);
-    while m.connects.load(Relaxed) < seen + 8 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    m.down.store(false, Relaxed);
+    away_then_back(&pool).await;
     let start = tokio::time::Instant::now();
     let conn = pool
         .get_timeout(Duration::from_millis(20))
