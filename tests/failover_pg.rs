@@ -250,7 +250,9 @@ async fn promote_replica_multi_host_url() {
     let _turn = TURN.lock().await;
     let (primary, replica) = tokio::task::spawn_blocking(|| {
         let primary = Cluster::primary("127.0.0.1", None, Some(HBA_TRUST));
-        primary.sql("CREATE TABLE t (id bigint NOT NULL, task int NOT NULL)");
+        primary.sql(
+            "CREATE TABLE t (id bigint NOT NULL, task int NOT NULL); CREATE INDEX ON t (task)",
+        );
         let replica = Cluster::replica_of(&primary, "127.0.0.1", None);
         (primary, replica)
     })
@@ -316,7 +318,9 @@ async fn promote_replica_name_moves() {
     let port = port_free_on_two();
     let (primary, replica) = tokio::task::spawn_blocking(move || {
         let primary = Cluster::primary("127.0.0.1", Some(port), Some(HBA_TRUST));
-        primary.sql("CREATE TABLE t (id bigint NOT NULL, task int NOT NULL)");
+        primary.sql(
+            "CREATE TABLE t (id bigint NOT NULL, task int NOT NULL); CREATE INDEX ON t (task)",
+        );
         let replica = Cluster::replica_of(&primary, "127.0.0.2", Some(port));
         (primary, replica)
     })

@@ -1,7 +1,8 @@
 //! PostgreSQL restart under load: 1000 tasks share a pool of 20 on a private cluster that
 //! stops for 3 s and starts again. Every failure must be a typed error within the acquire
 //! timeout, the pool must serve again within 2 s of the server's return, open connections
-//! must never pass the ceiling, and the stats must add up afterwards.
+//! must never pass the ceiling, and the stats must add up afterwards. An idle pool whose
+//! server stops stops counting the dead connections as open within an upkeep round.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -47,13 +48,17 @@ fn classify(e: &Error) -> Outcome {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_under_load() {
-    let pg = Arc::new(
+async fn private_cluster() -> Arc<PrivatePg> {
+    Arc::new(
         tokio::task::spawn_blocking(PrivatePg::start)
             .await
             .expect("start a private PostgreSQL cluster"),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_under_load() {
+    let pg = private_cluster().await;
     let pool = Pool::builder()
         .url(pg.url())
         .name("fault_restart")
@@ -282,4 +287,54 @@ async fn restart_under_load() {
         s.errors,
         s.timeouts,
     );
+}
+
+/// An idle pool whose server crashes (`pg_ctl -m immediate`: no 57P01, the sockets just
+/// close): `/pools` and the gauges stop counting the dead connections within an upkeep
+/// round (a second), not at the next checkout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_a_stopped_server_stop_counting_as_open() {
+    let pg = private_cluster().await;
+    let pool = Pool::builder()
+        .url(pg.url())
+        .name("fault_idle_stop")
+        .pool_size(4)
+        .min_idle(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .build()
+        .await
+        .expect("pool on the private cluster");
+    assert_eq!(pool.stats().open, 4);
+    let down = pg.clone();
+    tokio::task::spawn_blocking(move || down.crash())
+        .await
+        .unwrap();
+    let stopped = Instant::now();
+    while pool.stats().open > 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "still {} open {:?} after the server stopped: {:?}",
+            pool.stats().open,
+            stopped.elapsed(),
+            pool.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = pool.stats();
+    println!(
+        "FIGURES fault_idle_stop: 4 idle connections counted open for {:?} after the server stopped; closed as broken {}",
+        stopped.elapsed(),
+        s.closed_by("broken")
+    );
+    assert_eq!(s.closed_by("broken"), 4, "{s:?}");
+    let up = pg.clone();
+    tokio::task::spawn_blocking(move || up.up()).await.unwrap();
+    let back = Instant::now();
+    loop {
+        if pool.simple_query("SELECT 1").await.is_ok() {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(3), "not serving again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -168,10 +168,21 @@ impl PrivatePg {
 
     /// Stops the server (`fast`: sessions are terminated) and waits until it has exited.
     pub fn down(&self) {
+        self.stop("fast");
+    }
+
+    /// Stops the server as a crash does (`immediate`: sessions get no goodbye, their
+    /// sockets just close) and waits until it has exited.
+    #[allow(dead_code)] // not every test binary crashes its server
+    pub fn crash(&self) {
+        self.stop("immediate");
+    }
+
+    fn stop(&self, mode: &str) {
         let mut cmd = as_postgres(&self.bin.join("pg_ctl"));
         cmd.arg("-D")
             .arg(self.dir.0.join("data"))
-            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+            .args(["-m", mode, "-w", "-t", "30", "stop"]);
         run_ok(cmd, "pg_ctl stop");
     }
 

@@ -237,12 +237,17 @@ impl Credentials {
         }
     }
 
-    /// A login with the current secret was refused with `reason` (the server's words):
-    /// kept for health until a login succeeds. A provider's cached token is dropped, so
-    /// the next connect asks for a new one.
-    pub fn refused(&self, reason: String) {
+    /// A login with `used` (what [`Credentials::password`] gave that connect) was refused
+    /// with `reason` (the server's words): kept for health until a login succeeds. When
+    /// `used` is the provider's cached token, the token is dropped, so the next connect
+    /// asks for a new one; a token fetched since then is kept (the connects that were
+    /// refused together ask the provider once, not once each).
+    pub fn refused(&self, reason: String, used: Option<&Secret>) {
         if let PasswordSource::Provider { .. } = self.source
             && let Ok(mut cache) = self.cache.try_lock()
+            && cache
+                .as_ref()
+                .is_some_and(|(token, _)| Some(&token.secret) == used)
         {
             *cache = None;
         }
@@ -332,7 +337,10 @@ mod tests {
             "tok1",
             "expired"
         );
-        c.refused("password authentication failed".into());
+        // Two connects with tok1 are refused together: the first refusal drops tok1, the
+        // next connect fetches tok2, and the second refusal (of tok1) keeps tok2.
+        let tok1 = Secret::new("tok1");
+        c.refused("password authentication failed".into(), Some(&tok1));
         let alert = c.alert("db", 3).expect("an alert");
         assert!(
             alert.message.contains("the test provider") && alert.message.contains("3 connections"),
@@ -344,6 +352,13 @@ mod tests {
             "tok2",
             "a refusal drops the token"
         );
+        c.refused("password authentication failed".into(), Some(&tok1));
+        assert_eq!(
+            c.password().await.unwrap().unwrap().expose(),
+            "tok2",
+            "a refusal of an older token keeps the new one"
+        );
+        assert_eq!(calls.load(SeqCst), 3);
         c.accepted();
         assert!(c.alert("db", 3).is_none());
         let failing = Credentials::new(PasswordSource::provider("iam", || async {

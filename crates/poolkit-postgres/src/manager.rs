@@ -243,7 +243,7 @@ impl Manager {
                             tried.push((ep.label(), role.describe().to_owned()));
                         }
                         Ok(Err(Refused::Driver(e))) => {
-                            self.driver_failed(&e, generation);
+                            self.driver_failed(&e, generation, password.as_ref());
                             tried.push((ep.label(), chain(&e)));
                             last = Some(e);
                         }
@@ -299,10 +299,15 @@ impl Manager {
 
     /// Notes what a failed connect says: a refused login (kept for health when the secret
     /// rotates), or a server that does not take connections now (the server moved).
-    fn driver_failed(&self, e: &tokio_postgres::Error, generation: u64) {
+    fn driver_failed(
+        &self,
+        e: &tokio_postgres::Error,
+        generation: u64,
+        password: Option<&poolkit_core::Secret>,
+    ) {
         let Some(code) = e.code() else { return };
         if crate::connect::is_auth_code(code) && self.credentials.source().rotates() {
-            self.credentials.refused(chain(e));
+            self.credentials.refused(chain(e), password);
         }
         if *code == SqlState::CANNOT_CONNECT_NOW {
             let why = crate::failover::moved_reason(code).unwrap_or_default();

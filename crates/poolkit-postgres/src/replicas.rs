@@ -42,8 +42,11 @@ impl Replicas {
         })
     }
 
-    /// A connection from the first replica (round robin) that is up and answers.
-    pub(crate) async fn get(&self) -> Option<PooledConnection> {
+    /// A connection from the first replica (round robin) that is up and answers; `None`
+    /// when every replica is down. A replica whose pool is exhausted (its acquire timeout
+    /// passed while its connections were open and busy) is up: its timeout is the
+    /// caller's error, and the load is not moved onto the primary.
+    pub(crate) async fn get(&self) -> Option<Result<PooledConnection, Error>> {
         let n = self.pools.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -54,7 +57,10 @@ impl Replicas {
             match self.pools[i].get().await {
                 Ok(conn) => {
                     self.down_until[i].store(0, Ordering::Relaxed);
-                    return Some(conn);
+                    return Some(Ok(conn));
+                }
+                Err(e @ Error::Timeout { .. }) if self.pools[i].stats().open > 0 => {
+                    return Some(Err(e));
                 }
                 Err(e) => {
                     let until = self.now_ms()
@@ -73,17 +79,20 @@ impl Pool {
     /// one is configured and up; from the primary otherwise. While every replica is down,
     /// reads go to the primary with a warning and
     /// `poolkit_connection_errors_total{kind="fallback"}` on the primary; a replica that
-    /// failed is tried again after [`REPLICA_RETRY_AFTER`].
+    /// failed is tried again after [`REPLICA_RETRY_AFTER`]. A replica that is up but
+    /// exhausted is not down: the read fails with its pool's timeout rather than moving
+    /// the surge onto the primary.
     ///
     /// # Errors
-    /// As [`Pool::get`] on the primary.
+    /// As [`Pool::get`] on the primary; [`Error::Timeout`] of the replica's pool when it
+    /// is exhausted.
     pub async fn read(&self) -> Result<PooledConnection, Error> {
         let replicas = self.replicas();
         if replicas.pools.is_empty() {
             return self.get().await;
         }
         if let Some(conn) = replicas.get().await {
-            return Ok(conn);
+            return conn;
         }
         self.telemetry().error(ErrorKind::Fallback);
         tracing::warn!(pool = %self.config().pool.name, var = %replicas.var, "every read replica is down; reading from the primary");

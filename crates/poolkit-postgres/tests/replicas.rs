@@ -1,4 +1,5 @@
-//! Read replicas: routing, fallback to the primary while every replica is down, return.
+//! Read replicas: routing, fallback to the primary while every replica is down, return;
+//! a replica that is up but exhausted fails the read with its own timeout (no fallback).
 
 mod common;
 
@@ -103,6 +104,58 @@ async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
     tokio::time::timeout(Duration::from_secs(10), back)
         .await
         .expect("reads return to the replica once it is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_replica_is_not_down_and_its_surge_stays_off_the_primary() {
+    let replica = PrivateCluster::start("replica_busy", "", |_| {});
+    let primary_url = format!(
+        "{}?sslmode=disable",
+        database_url().split('?').next().unwrap_or_default()
+    );
+    let replica_url = replica.url("127.0.0.1", "sslmode=disable");
+    let lookup = |k: &str| match k {
+        "DATABASE_URL" => Some(primary_url.clone()),
+        "DATABASE_READ_URL" => Some(replica_url.clone()),
+        "DATABASE_POOL_SIZE" => Some("2".into()),
+        "DATABASE_POOL_TIMEOUT" => Some("300ms".into()),
+        _ => None,
+    };
+    let mut config = Config::from_lookup("DATABASE", &lookup).expect("config");
+    config.pool.name = "t_replicas_busy".into();
+    let pool = Pool::new(config).await.expect("build");
+    // Both of the replica pool's connections are held (a surge of slow reads).
+    let held = (
+        pool.read().await.expect("one"),
+        pool.read().await.expect("two"),
+    );
+    let started = Instant::now();
+    let e = match pool.read().await {
+        Ok(_) => panic!("a third read while the replica pool is exhausted got a connection"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(e, poolkit_postgres::Error::Timeout { .. })
+            && e.to_string().contains("t_replicas_busy_read0"),
+        "the replica pool's own timeout: {e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        pool.stats().errors_by("fallback"),
+        0,
+        "an exhausted replica is not down"
+    );
+    drop(held);
+    let replica_port = i32::from(replica.port);
+    assert_eq!(
+        server_port(&pool, true).await,
+        replica_port,
+        "the replica serves the next read"
+    );
 }
 
 #[test]

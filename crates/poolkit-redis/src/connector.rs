@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolkit_core::{Credentials, PasswordSource, Resolve};
+use poolkit_core::{Credentials, PasswordSource, Resolve, Secret};
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::{TcpSettings, socket2};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
@@ -154,19 +154,12 @@ impl Connector {
         &self.credentials
     }
 
-    /// A client for the server to use now, with the current password.
-    async fn client(&self) -> RedisResult<Client> {
-        let password = self.credentials.password().await.map_err(|e| {
-            RedisError::from((
-                ErrorKind::AuthenticationFailed,
-                "cannot read the password",
-                e.to_string(),
-            ))
-        })?;
+    /// A client for the server to use now, with `password` (the current one).
+    async fn client(&self, password: Option<&Secret>) -> RedisResult<Client> {
         match &self.target {
             Target::Fixed(client) => Ok(client.clone()),
             Target::Rotating(config) => config
-                .client_with_password(password.as_ref().map(|p| p.expose()))
+                .client_with_password(password.map(Secret::expose))
                 .map_err(config_error),
             Target::Sentinel {
                 sentinel,
@@ -175,7 +168,7 @@ impl Connector {
             } => {
                 let info = config.connection_info().map_err(config_error)?;
                 let mut node = info.redis_settings().clone();
-                if let Some(pw) = &password {
+                if let Some(pw) = password {
                     node = node.set_password(pw.expose());
                 }
                 let node = SentinelNodeConnectionInfo::default()
@@ -203,7 +196,14 @@ impl Connector {
         &self,
         config: &AsyncConnectionConfig,
     ) -> RedisResult<MultiplexedConnection> {
-        let client = self.client().await?;
+        let password = self.credentials.password().await.map_err(|e| {
+            RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "cannot read the password",
+                e.to_string(),
+            ))
+        })?;
+        let client = self.client(password.as_ref()).await?;
         let config = match &self.resolver {
             Some(r) => config.clone().set_dns_resolver(Dns(Arc::clone(r))),
             None => config.clone(),
@@ -214,7 +214,7 @@ impl Connector {
         match &opened {
             Ok(_) => self.credentials.accepted(),
             Err(e) if is_refused_login(e) && self.credentials.source().rotates() => {
-                self.credentials.refused(e.to_string());
+                self.credentials.refused(e.to_string(), password.as_ref());
             }
             Err(_) => {}
         }

@@ -106,7 +106,10 @@ impl<M: Manager> Shared<M> {
                 } => {
                     self.spawn_connects(connects);
                     if wake {
-                        self.retry_now.notify_one();
+                        // Every connect under way sleeps: an attempt must start within the
+                        // first half of this caller's wait.
+                        self.retries
+                            .wake_unless_due_by(tokio::time::Instant::now() + timeout / 2);
                     }
                     let mut waiting = Waiting {
                         shared: self,

@@ -3,7 +3,10 @@
 //! whoever waits longest.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::conn::{Clock, Tracked};
 use super::{Conn, Manager, Shared};
@@ -74,11 +77,7 @@ impl<M: Manager> Shared<M> {
             if !retry {
                 return;
             }
-            // Sleeps out the back-off, unless a caller arrives that no attempt under way
-            // would serve. (A wake that finds nobody asleep leaves a permit: some later
-            // back-off is skipped once, which costs one early attempt, nothing more.)
-            let delay = backoff.next_delay();
-            let _ = tokio::time::timeout(delay, self.retry_now.notified()).await;
+            self.retries.sleep(backoff.next_delay()).await;
             self.with(|s| s.retrying());
         }
     }
@@ -93,5 +92,54 @@ impl<M: Manager> Shared<M> {
             self.close_conn(conn, reason);
             self.spawn_connects(connects);
         }
+    }
+}
+
+/// The connects sleeping out a back-off, and how a waiting caller cuts one short.
+///
+/// A caller who waits while every connect under way is backing off wakes one only when
+/// none would otherwise be tried within the first half of its wait (a per-call timeout
+/// shorter than the back-off). Callers with the pool's own acquire timeout never need to:
+/// the back-off is capped at half of it. So a busy pool facing a server that refuses
+/// connects (a rotated password, `max_connections` reached, a restart) retries at the
+/// back-off's pace, not at the pace its callers arrive.
+#[derive(Debug, Default)]
+pub(crate) struct Retries {
+    now: tokio::sync::Notify,
+    /// When each sleeping connect's back-off ends.
+    sleeping: StdMutex<Vec<Instant>>,
+}
+
+impl Retries {
+    /// Sleeps `delay`, or less if a caller needs an attempt sooner. (A wake that finds
+    /// nobody asleep leaves a permit: some later back-off is skipped once, which costs one
+    /// early attempt, nothing more.)
+    async fn sleep(&self, delay: Duration) {
+        struct Awake<'a>(&'a Retries, Instant);
+        impl Drop for Awake<'_> {
+            fn drop(&mut self) {
+                let mut sleeping = self.0.sleeping();
+                if let Some(i) = sleeping.iter().position(|at| *at == self.1) {
+                    sleeping.swap_remove(i);
+                }
+            }
+        }
+        let until = Instant::now() + delay;
+        self.sleeping().push(until);
+        let _awake = Awake(self, until);
+        let _ = tokio::time::timeout_at(until, self.now.notified()).await;
+    }
+
+    /// A caller waits and every connect under way is backing off: wakes one unless one is
+    /// due to try by `by`.
+    pub(crate) fn wake_unless_due_by(&self, by: Instant) {
+        let due = self.sleeping().iter().min().is_some_and(|at| *at <= by);
+        if !due {
+            self.now.notify_one();
+        }
+    }
+
+    fn sleeping(&self) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+        self.sleeping.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -94,9 +94,9 @@ pub(crate) struct Shared<M: Manager> {
     /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed
     /// instead of handed out or kept.
     generation: AtomicU64,
-    /// Cuts a connect's back-off short when a caller arrives and every connect under way
-    /// is sleeping (see `Take::Wait`).
-    retry_now: tokio::sync::Notify,
+    /// The connects sleeping in back-off; a caller who would see no attempt in time cuts
+    /// one short (see `Take::Wait`).
+    retries: connect::Retries,
     /// The telemetry is shared with other engines (see [`Engine::with_telemetry`]): the
     /// gauges carry no target of this engine's own, so the sum stays the configured one.
     shares_telemetry: bool,

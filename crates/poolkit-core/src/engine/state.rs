@@ -23,9 +23,9 @@ pub(crate) enum Handed<C> {
 pub(crate) enum Take<C> {
     /// An idle connection, now counted as used.
     Idle(C),
-    /// Queued: wait on the ticket; start `connects` new connections first, and when
-    /// `wake`, cut one connect's back-off short (every connect under way is sleeping
-    /// between attempts, so none would be tried for this caller).
+    /// Queued: wait on the ticket; start `connects` new connections first. `wake`: every
+    /// connect under way is sleeping between attempts, so none may be tried for this
+    /// caller in time; the caller cuts one back-off short unless one ends soon enough.
     Wait {
         ticket: Ticket<Handed<C>>,
         connects: u32,

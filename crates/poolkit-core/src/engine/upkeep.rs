@@ -1,5 +1,5 @@
-//! The upkeep task: one per pool, beside the callers (idle timeout, lifetime, min idle,
-//! leak reports).
+//! The upkeep task: one per pool, beside the callers (idle connections whose socket
+//! closed, idle timeout, lifetime, min idle, leak reports).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,8 +23,12 @@ impl<M: Manager> Shared<M> {
             // Oldest-returned first: the bottom of the idle stack.
             while i < s.idle.len() {
                 let open_after = s.open - u32::try_from(retired.len()).unwrap_or(u32::MAX);
-                let c = &s.idle[i];
-                let reason = if c.expired(now) {
+                let c = &mut s.idle[i];
+                // A socket that closed while idle (the server stopped or ended the session)
+                // is counted open no longer than one round.
+                let reason = if self.manager.has_broken(c.inner_mut()) {
+                    Some(CloseReason::Broken)
+                } else if c.expired(now) {
                     Some(CloseReason::MaxLifetime)
                 } else if open_after > min_idle
                     && idle_timeout.is_some_and(|it| c.idle_since(now) >= it)
@@ -44,6 +48,9 @@ impl<M: Manager> Shared<M> {
             (retired, connects)
         });
         for (conn, reason) in retired {
+            if reason == CloseReason::Broken {
+                self.telemetry.error(ErrorKind::Broken);
+            }
             self.close_conn(conn, reason);
         }
         self.spawn_connects(connects);
