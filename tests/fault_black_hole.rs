@@ -278,7 +278,7 @@ async fn http_black_hole() {
         pool.close();
         let pool_max = sampler.await.unwrap();
         println!(
-            "FIGURES black hole http {version:?}: 60 requests, all RequestTimeout at 500ms (slowest {slowest:?}); {} connects accepted so far, pool open at most {pool_max}, hole open after each round at most {settled_open}",
+            "FIGURES black hole http {version:?}: 60 requests, all PoolError::Deadline at 500ms (slowest {slowest:?}); {} connects accepted so far, pool open at most {pool_max}, hole open after each round at most {settled_open}",
             hole.accepted.load(SeqCst),
         );
         // Waiters that get a place in the last milliseconds before their deadline still

@@ -8,7 +8,7 @@
 //! not ready), and that request, with everything queued behind it, is answered only when
 //! the channel itself is freed: when the last sender is dropped. The pool used to keep a
 //! sender for as long as the request waited, so the request waited out the whole
-//! `P_TIMEOUT` (10 s in the fault suite: "3994 ok of 4000", a POST `RequestTimeout`).
+//! `P_TIMEOUT` (10 s in the fault suite: "3994 ok of 4000", a POST `PoolError::Deadline`).
 //!
 //! The window is a few instructions wide; in the fault suite (`h2_faults`) it opened in
 //! about one run in 20, when the OS preempted a sending thread inside it. Here an allocation hook holds

@@ -59,7 +59,7 @@ impl Replicas {
                     self.down_until[i].store(0, Ordering::Relaxed);
                     return Some(Ok(conn));
                 }
-                Err(e @ Error::Timeout { .. }) if self.pools[i].stats().open > 0 => {
+                Err(e) if e.is_pool_timeout() && self.pools[i].stats().open > 0 => {
                     return Some(Err(e));
                 }
                 Err(e) => {
@@ -84,7 +84,7 @@ impl Pool {
     /// the surge onto the primary.
     ///
     /// # Errors
-    /// As [`Pool::get`] on the primary; [`Error::Timeout`] of the replica's pool when it
+    /// As [`Pool::get`] on the primary; [`PoolError::Timeout`](poolkit_core::PoolError::Timeout) of the replica's pool when it
     /// is exhausted.
     pub async fn read(&self) -> Result<PooledConnection, Error> {
         let replicas = self.replicas();

@@ -135,8 +135,7 @@ async fn an_exhausted_replica_is_not_down_and_its_surge_stays_off_the_primary() 
         Err(e) => e,
     };
     assert!(
-        matches!(e, poolkit_postgres::Error::Timeout { .. })
-            && e.to_string().contains("t_replicas_busy_read0"),
+        e.is_pool_timeout() && e.to_string().contains("t_replicas_busy_read0"),
         "the replica pool's own timeout: {e}"
     );
     assert!(
