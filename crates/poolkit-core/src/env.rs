@@ -118,8 +118,12 @@ pub fn unknown_adapter_vars(prefix: &str, suffixes: &[&str]) -> Vec<String> {
         .chain(suffixes)
         .copied()
         .collect();
-    warn_unknown(prefix, &known, &[])
+    warn_unknown(prefix, &known, OTHER_TOOLS)
 }
+
+/// Variables of other tools that share an adapter's prefix (`HTTP_PROXY`, read by curl,
+/// reqwest and most HTTP clients, under the HTTP pool's `HTTP_`): never called unknown.
+pub const OTHER_TOOLS: &[&str] = &["HTTP_PROXY"];
 
 /// The one way every adapter's `Config` reads the environment: the same
 /// `Config::from_env(prefix)` for PostgreSQL, Redis and HTTP (each adapter's inherent
@@ -489,6 +493,13 @@ mod tests {
                 .starts_with("DATABASE_SOMETHING_ELSE is not a poolkit variable and is ignored"),
             "{}",
             found[1].1
+        );
+        let http: Vec<String> = vec!["HTTP_PROXY".into(), "HTTP_POOL_SZIE".into()];
+        let found = unknown_vars("HTTP", &["POOL_SIZE"], OTHER_TOOLS, &http);
+        assert_eq!(
+            found.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["HTTP_POOL_SZIE"],
+            "a proxy setting under HTTP_ is not poolkit's to warn about"
         );
         assert_eq!(edit_distance("POOL_SZIE", "POOL_SIZE"), 1);
         assert_eq!(
