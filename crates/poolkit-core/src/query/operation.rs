@@ -158,8 +158,25 @@ const NAMES: &[&str] = &[
     "other",
 ];
 
-/// [`NAMES`] sorted, with their indexes, for [`Operation::lookup`].
-static SORTED: OnceLock<Vec<(&'static [u8], u8)>> = OnceLock::new();
+/// [`NAMES`] as [`key`]s, sorted, with their indexes, for [`Operation::lookup`].
+static SORTED: OnceLock<Vec<(u128, u8)>> = OnceLock::new();
+
+/// A word of at most 16 letters as one number (its lower-case bytes, zero-padded), so a
+/// lookup compares integers instead of byte strings; `None` for anything else (no label
+/// holds a digit, a symbol or more than 16 letters).
+fn key(word: &[u8]) -> Option<u128> {
+    if word.is_empty() || word.len() > 16 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (d, s) in bytes.iter_mut().zip(word) {
+        if !s.is_ascii_alphabetic() {
+            return None;
+        }
+        *d = s.to_ascii_lowercase();
+    }
+    Some(u128::from_be_bytes(bytes))
+}
 
 /// What a query did, as a label value from a closed set: the first SQL keyword or the
 /// Redis command, lower case; `other` for anything not in the set.
@@ -173,26 +190,22 @@ impl Operation {
     pub const PIPELINE: Self = Self(index_of("pipeline"));
 
     fn lookup(word: &[u8]) -> Self {
-        if word.is_empty() || word.len() > 16 {
+        let Some(k) = key(word) else {
             return Self::OTHER;
-        }
-        let mut lower = [0u8; 16];
-        for (d, s) in lower.iter_mut().zip(word) {
-            *d = s.to_ascii_lowercase();
-        }
-        let lower = &lower[..word.len()];
-        // Binary search over the names sorted once: about 8 comparisons per query.
+        };
+        // Binary search over integers: about 6 comparisons, no string compare per query
+        // (this runs on every Redis command and every SQL statement).
         let sorted = SORTED.get_or_init(|| {
-            let mut v: Vec<(&'static [u8], u8)> = NAMES
+            let mut v: Vec<(u128, u8)> = NAMES
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| u8::try_from(i).ok().map(|i| (n.as_bytes(), i)))
+                .filter_map(|(i, n)| Some((key(n.as_bytes())?, u8::try_from(i).ok()?)))
                 .collect();
             v.sort_unstable();
             v
         });
         sorted
-            .binary_search_by(|(n, _)| (*n).cmp(lower))
+            .binary_search_by(|(n, _)| n.cmp(&k))
             .map_or(Self::OTHER, |at| Self(sorted[at].1))
     }
 
@@ -261,4 +274,21 @@ const fn index_of(name: &str) -> u8 {
         i += 1;
     }
     panic!("operation name missing from NAMES");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_is_found_by_its_own_name_in_any_case() {
+        for (i, name) in NAMES.iter().enumerate() {
+            assert_eq!(Operation::lookup(name.as_bytes()).index(), i, "{name}");
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(Operation::lookup(upper.as_bytes()).index(), i, "{upper}");
+        }
+        for word in [&b"get\0"[..], b"ge", b"gets", b"g3t", b"", b"abcdefghijklmnopq"] {
+            assert_eq!(Operation::lookup(word), Operation::OTHER, "{word:?}");
+        }
+    }
 }
