@@ -213,7 +213,10 @@ async fn main() {
     ];
     let targets: Vec<(String, Arc<dyn Target>)> = targets
         .into_iter()
-        .filter(|(key, _, _)| only.as_deref().is_none_or(|o| o == *key))
+        .filter(|(key, _, _)| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|o| o.trim() == *key))
+        })
         .map(|(_, name, t)| (name, t))
         .collect();
     assert!(

@@ -6,7 +6,8 @@
 //! handle and a future that completes when the socket stops taking new requests (it died,
 //! or the server said GOAWAY). [`MuxPool`] does the rest, once for every backend:
 //!
-//! - **routing**: [`MuxPool::lease`] claims one request on the least-loaded live socket;
+//! - **routing**: [`MuxPool::lease`] claims one request on the least-loaded live socket
+//!   (or the first with room, [`Routing::FirstWithRoom`]);
 //!   requests in flight are capped per socket and per pool by a [`Gate`](crate::Gate)
 //!   whose limit is `per_socket × live sockets` (at most `max_in_flight`), so callers that
 //!   find no room, or no socket at all, wait first come first served, and a socket that
@@ -159,6 +160,25 @@ pub struct MuxConfig {
     pub stall: Option<Duration>,
     /// What the telemetry's `used` gauge counts (requests, or sockets carrying any).
     pub used_gauge: UsedGauge,
+    /// Which socket a request goes to.
+    pub routing: Routing,
+}
+
+/// Which live socket a [`MuxPool`] gives a request to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Routing {
+    /// The socket with the fewest requests in flight: the load spreads evenly (HTTP/2,
+    /// PostgreSQL pipelining, where one slow request holds up those behind it).
+    #[default]
+    LeastLoaded,
+    /// The first socket with room under `per_socket`, in the order they came up; the next
+    /// takes only what the first has no room for, and every request while the first is
+    /// away. For a pipelining protocol whose cost is per write and per read (Redis): one
+    /// socket carrying 50 requests writes them in one batch, two sockets carrying 25 each
+    /// write two, so at low concurrency the requests stay on one socket, and the others
+    /// are open and ready when it drops or the load grows past `per_socket`.
+    FirstWithRoom,
 }
 
 /// What a [`MuxPool`] reports as `used` to its telemetry (and so to stats, `/pools` and
@@ -190,6 +210,7 @@ impl MuxConfig {
             max_lifetime: None,
             stall: None,
             used_gauge: UsedGauge::Requests,
+            routing: Routing::LeastLoaded,
         }
     }
 }
@@ -217,11 +238,24 @@ pub enum MuxError<E> {
     Closed,
 }
 
+/// What the routing table holds for one socket: the backend's handle and the telemetry
+/// a lease reports to when it ends, so a lease holds one `Arc` (its socket's), not two.
+pub(crate) struct Held<S> {
+    socket: S,
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+impl<S> Held<S> {
+    pub(crate) fn new(socket: S, telemetry: Option<Arc<Telemetry>>) -> Self {
+        Self { socket, telemetry }
+    }
+}
+
 /// What the pool's handles, leases' owners and slot tasks share.
 pub(crate) struct Inner<M: Multiplexer> {
     mux: M,
     config: MuxConfig,
-    table: Table<M::Socket>,
+    table: Table<Held<M::Socket>>,
     telemetry: Option<Arc<Telemetry>>,
     slots: Vec<driver::SlotCtl>,
     target: AtomicUsize,
@@ -322,11 +356,11 @@ impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
 /// One request's claim on a socket: derefs to the socket's handle. Dropping it says the
 /// request is done (its gate place goes to the oldest waiter).
 pub struct Lease<M: Multiplexer> {
-    entry: crate::sync::Arc<Entry<M::Socket>>,
+    entry: crate::sync::Arc<Entry<Held<M::Socket>>>,
     started: Clock,
-    /// Set by [`Lease::complete`], so the drop does not count the request twice.
+    /// Set by [`Lease::complete`] or [`Lease::end`], so the drop does not count the
+    /// request twice.
     completed: bool,
-    telemetry: Option<Arc<Telemetry>>,
     epoch: Clock,
     _place: Place,
 }
@@ -364,26 +398,37 @@ impl<M: Multiplexer> Lease<M> {
     /// the wait behind the ones before it.
     pub fn complete(mut self) -> Duration {
         self.completed = true;
-        Duration::from_nanos(self.finish())
+        Duration::from_nanos(self.finish().0)
     }
 
-    fn finish(&self) -> u64 {
+    /// Ends the request (as dropping the lease does) and returns how long it held its
+    /// place, read from the same clock reading the drop takes (one fewer than
+    /// [`Lease::held_for`] before the drop).
+    pub fn end(mut self) -> Duration {
+        self.completed = true;
+        self.finish().1
+    }
+
+    /// Counts the request done: returns the time at its socket's head (see
+    /// [`Lease::complete`]) and the time it held its place.
+    fn finish(&self) -> (u64, Duration) {
         let now = Clock::now();
         let nanos =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         // The socket's count first, so the waiter the place goes to finds room.
         let gap = self.entry.done(nanos);
-        if let Some(t) = &self.telemetry {
-            t.record_release(now.saturating_duration_since(self.started));
+        let held = now.saturating_duration_since(self.started);
+        if let Some(t) = &self.entry.socket.telemetry {
+            t.record_release(held);
         }
-        gap
+        (gap, held)
     }
 }
 
 impl<M: Multiplexer> Deref for Lease<M> {
     type Target = M::Socket;
     fn deref(&self) -> &M::Socket {
-        &self.entry.socket
+        &self.entry.socket.socket
     }
 }
 
@@ -425,8 +470,13 @@ impl<M: Multiplexer> MuxPool<M> {
     #[must_use]
     pub fn start(mux: M, config: MuxConfig, telemetry: Option<Arc<Telemetry>>) -> Self {
         let max_sockets = config.max_sockets.max(config.sockets).max(1);
+        let table = Table::new(config.per_socket, config.max_in_flight);
+        let table = match config.routing {
+            Routing::LeastLoaded => table,
+            Routing::FirstWithRoom => table.fill_first(),
+        };
         let inner = Arc::new(Inner {
-            table: Table::new(config.per_socket, config.max_in_flight),
+            table,
             slots: (0..max_sockets)
                 .map(|_| driver::SlotCtl::default())
                 .collect(),
@@ -514,8 +564,9 @@ impl<M: Multiplexer> MuxPool<M> {
         limit: usize,
     ) -> Result<Lease<M>, Place> {
         let inner = &*self.inner;
+        // A caller served at once was asked a moment ago: that reading serves as now.
+        let mut now = if hit { asked } else { Clock::now() };
         loop {
-            let now = Clock::now();
             let nanos = u64::try_from(now.saturating_duration_since(inner.epoch).as_nanos())
                 .unwrap_or(u64::MAX);
             let stall = inner
@@ -525,9 +576,10 @@ impl<M: Multiplexer> MuxPool<M> {
             let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, limit) else {
                 return Err(place);
             };
-            if !inner.mux.usable(&entry.socket) {
+            if !inner.mux.usable(&entry.socket.socket) {
                 entry.done(nanos);
                 self.retire_socket(entry.id, CloseReason::Broken);
+                now = Clock::now();
                 continue;
             }
             if let Some(t) = &inner.telemetry {
@@ -537,7 +589,6 @@ impl<M: Multiplexer> MuxPool<M> {
                 entry,
                 started: now,
                 completed: false,
-                telemetry: inner.telemetry.clone(),
                 epoch: inner.epoch,
                 _place: place,
             });
