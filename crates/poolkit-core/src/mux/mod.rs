@@ -448,6 +448,31 @@ impl<M: Multiplexer> Drop for Lease<M> {
     }
 }
 
+/// Looks at the pool until `look` gives an answer, again after each change `rx` announces
+/// (a socket installed, a connect failed); `None` at `deadline`.
+///
+/// The change is marked seen *before* each look: one that lands after the look and before
+/// the wait is still unseen, so the wait ends at once. Marked after the look, it would be
+/// taken as seen and the caller would sleep to its deadline beside an open socket (the
+/// race `wait_ready` had; `tests::a_change_right_after_a_look_ends_the_wait`).
+async fn look_until<T>(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        rx.mark_unchanged();
+        if let Some(answer) = look() {
+            return Some(answer);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            // The sender lives in the pool's `Inner`, which outlives every caller.
+            Ok(Err(_)) | Err(_) => return None,
+        }
+    }
+}
+
 thread_local! {
     /// Where this thread starts its scan of the sockets, so equal sockets share the load
     /// without a shared counter.
@@ -525,31 +550,25 @@ impl<M: Multiplexer> MuxPool<M> {
         let asked = Clock::now();
         let mut rx = self.inner.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // Seen before the checks: a socket installed (or a connect failing) after
-            // them marks `rx` changed, so the wait below ends at once instead of missing
-            // it and running to the deadline.
-            rx.mark_unchanged();
+        let looked = look_until(&mut rx, deadline, || {
             if self.inner.closed.load(Acquire) {
-                return Err(MuxError::Closed);
+                return Some(Err(MuxError::Closed));
             }
             if self.sockets() > 0 {
-                return Ok(());
+                return Some(Ok(()));
             }
-            if let Some(e) = self.inner.error_since(asked) {
-                return Err(MuxError::Connect(e));
-            }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                return Err(MuxError::Timeout {
-                    waited: asked.elapsed(),
-                    pending: self.pending(),
-                    connect: None,
-                });
-            }
-        }
+            self.inner
+                .error_since(asked)
+                .map(|e| Err(MuxError::Connect(e)))
+        })
+        .await;
+        looked.unwrap_or_else(|| {
+            Err(MuxError::Timeout {
+                waited: asked.elapsed(),
+                pending: self.pending(),
+                connect: None,
+            })
+        })
     }
 
     fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
@@ -798,5 +817,54 @@ impl<M: Multiplexer> MuxPool<M> {
     pub fn recent_error(&self, within: Duration) -> Option<Arc<M::Error>> {
         let since = Clock::now().checked_sub(within).unwrap_or(self.inner.epoch);
         self.inner.error_since(since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::look_until;
+
+    /// The `wait_ready` race, made deterministic: a socket is installed (the watch
+    /// bumped) right after a look found none, before the wait starts. The wait must end
+    /// at once; with the change marked seen after the look, it ran to its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_right_after_a_look_ends_the_wait() {
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        let started = Instant::now();
+        let mut looks = 0;
+        let answer = look_until(&mut rx, started + Duration::from_secs(10), || {
+            looks += 1;
+            if looks == 1 {
+                tx.send_modify(|v| *v += 1); // the install lands here
+                return None;
+            }
+            Some("ready")
+        })
+        .await;
+        assert_eq!(answer, Some("ready"));
+        assert_eq!(looks, 2);
+        assert_eq!(started.elapsed(), Duration::ZERO, "no wait for the deadline");
+    }
+
+    /// With no change the wait runs to its deadline, and a change before the first look
+    /// does not count as one after it.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_change_the_wait_ends_at_the_deadline() {
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        tx.send_modify(|v| *v += 1);
+        let started = Instant::now();
+        let mut looks = 0;
+        let answer: Option<()> = look_until(&mut rx, started + Duration::from_secs(10), || {
+            looks += 1;
+            None
+        })
+        .await;
+        assert_eq!(answer, None);
+        assert_eq!(looks, 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }
