@@ -158,8 +158,60 @@ const NAMES: &[&str] = &[
     "other",
 ];
 
-/// [`NAMES`] as [`key`]s, sorted, with their indexes, for [`Operation::lookup`].
-static SORTED: OnceLock<Vec<(u128, u8)>> = OnceLock::new();
+/// [`NAMES`] by [`key`], for [`Operation::lookup`].
+static INDEX: OnceLock<Index> = OnceLock::new();
+
+/// A perfect hash of the [`NAMES`]' keys: a word's key hashes to one slot, which holds
+/// the only name that can match it (one multiply and one compare per lookup).
+struct Index {
+    mul: u64,
+    /// The name at each slot (its position in [`NAMES`]), or `EMPTY`.
+    slots: Box<[u8; SLOTS]>,
+    /// Each name's key, by position in [`NAMES`].
+    keys: Vec<u128>,
+}
+
+const SLOTS: usize = 4096;
+const EMPTY: u8 = u8::MAX;
+const _: () = assert!(NAMES.len() < EMPTY as usize, "positions fit a u8 below EMPTY");
+
+impl Index {
+    fn slot(k: u128, mul: u64) -> usize {
+        #[allow(clippy::cast_possible_truncation)] // the two halves, folded
+        let folded = (k as u64) ^ ((k >> 64) as u64);
+        // The top 12 bits of the product: 4096 slots.
+        usize::try_from(folded.wrapping_mul(mul) >> 52).unwrap_or(0)
+    }
+
+    /// Tries multipliers (a fixed sequence, so every process builds the same index) until
+    /// one puts every name in a slot of its own.
+    fn build() -> Self {
+        let keys: Vec<u128> = NAMES
+            .iter()
+            .map(|n| key(n.as_bytes()).expect("operation names are at most 16 letters"))
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        // About one multiplier in 15 fits 149 names in 4096 slots; the bound only turns a
+        // list grown past what the slots can hold into a test failure, not a hang.
+        for _ in 0..100_000 {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mul = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
+            let mut slots = Box::new([EMPTY; SLOTS]);
+            let placed = keys.iter().enumerate().all(|(i, &k)| {
+                let at = &mut slots[Self::slot(k, mul)];
+                if *at != EMPTY {
+                    return false;
+                }
+                *at = u8::try_from(i).unwrap_or(EMPTY);
+                true
+            });
+            if placed {
+                return Self { mul, slots, keys };
+            }
+        }
+        panic!("no perfect hash for {} operation names: raise SLOTS", NAMES.len());
+    }
+}
 
 /// A word of at most 16 letters as one number (its lower-case bytes, zero-padded), so a
 /// lookup compares integers instead of byte strings; `None` for anything else (no label
@@ -193,20 +245,15 @@ impl Operation {
         let Some(k) = key(word) else {
             return Self::OTHER;
         };
-        // Binary search over integers: about 6 comparisons, no string compare per query
-        // (this runs on every Redis command and every SQL statement).
-        let sorted = SORTED.get_or_init(|| {
-            let mut v: Vec<(u128, u8)> = NAMES
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| Some((key(n.as_bytes())?, u8::try_from(i).ok()?)))
-                .collect();
-            v.sort_unstable();
-            v
-        });
-        sorted
-            .binary_search_by(|(n, _)| n.cmp(&k))
-            .map_or(Self::OTHER, |at| Self(sorted[at].1))
+        // This runs on every Redis command and every SQL statement: one multiply and one
+        // compare (a binary search over byte strings cost 450 instructions a command).
+        let index = INDEX.get_or_init(Index::build);
+        let at = index.slots[Index::slot(k, index.mul)];
+        if at != EMPTY && index.keys[usize::from(at)] == k {
+            Self(at)
+        } else {
+            Self::OTHER
+        }
     }
 
     /// The operation of a SQL statement: its first keyword, skipping leading
