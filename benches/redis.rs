@@ -183,7 +183,11 @@ async fn main() {
     let only = process_lookup("BENCH_ONLY").filter(|s| !s.is_empty());
     let task_counts: Vec<usize> = process_lookup("BENCH_TASKS").map_or(vec![50, 1000], |s| {
         s.split(',')
-            .map(|n| n.trim().parse().expect("BENCH_TASKS: task counts, comma-separated"))
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("BENCH_TASKS: task counts, comma-separated")
+            })
             .collect()
     });
     let rounds: usize = process_lookup("BENCH_ROUNDS")

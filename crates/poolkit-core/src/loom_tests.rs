@@ -317,6 +317,10 @@ fn loom_mux_fill_first_picks_overflow_to_the_next_socket_under_the_cap() {
             .filter_map(|p| p.join().unwrap())
             .collect();
         got.sort_unstable();
-        assert_eq!(got, vec![1, 2], "cap 1 each: one pick per socket, none lost");
+        assert_eq!(
+            got,
+            vec![1, 2],
+            "cap 1 each: one pick per socket, none lost"
+        );
     });
 }

@@ -146,7 +146,10 @@ async fn fill_first_routing_keeps_requests_on_one_socket_until_it_is_full_or_gon
         leases.push(pool.lease(T).await.unwrap());
     }
     let first = leases[0].socket_id();
-    assert!(leases.iter().all(|l| l.socket_id() == first), "one socket below its cap");
+    assert!(
+        leases.iter().all(|l| l.socket_id() == first),
+        "one socket below its cap"
+    );
     assert_eq!(pool.loads().iter().filter(|&&l| l > 0).count(), 1);
     // Past the cap the next socket takes the overflow, and only that.
     for _ in 0..3 {

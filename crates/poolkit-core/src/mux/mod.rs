@@ -847,7 +847,11 @@ mod tests {
         .await;
         assert_eq!(answer, Some("ready"));
         assert_eq!(looks, 2);
-        assert_eq!(started.elapsed(), Duration::ZERO, "no wait for the deadline");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for the deadline"
+        );
     }
 
     /// With no change the wait runs to its deadline, and a change before the first look

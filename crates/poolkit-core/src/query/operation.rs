@@ -173,7 +173,10 @@ struct Index {
 
 const SLOTS: usize = 4096;
 const EMPTY: u8 = u8::MAX;
-const _: () = assert!(NAMES.len() < EMPTY as usize, "positions fit a u8 below EMPTY");
+const _: () = assert!(
+    NAMES.len() < EMPTY as usize,
+    "positions fit a u8 below EMPTY"
+);
 
 impl Index {
     fn slot(k: u128, mul: u64) -> usize {
@@ -209,7 +212,10 @@ impl Index {
                 return Self { mul, slots, keys };
             }
         }
-        panic!("no perfect hash for {} operation names: raise SLOTS", NAMES.len());
+        panic!(
+            "no perfect hash for {} operation names: raise SLOTS",
+            NAMES.len()
+        );
     }
 }
 
@@ -334,7 +340,14 @@ mod tests {
             let upper = name.to_ascii_uppercase();
             assert_eq!(Operation::lookup(upper.as_bytes()).index(), i, "{upper}");
         }
-        for word in [&b"get\0"[..], b"ge", b"gets", b"g3t", b"", b"abcdefghijklmnopq"] {
+        for word in [
+            &b"get\0"[..],
+            b"ge",
+            b"gets",
+            b"g3t",
+            b"",
+            b"abcdefghijklmnopq",
+        ] {
             assert_eq!(Operation::lookup(word), Operation::OTHER, "{word:?}");
         }
     }
