@@ -94,6 +94,7 @@ struct Outcome {
     errors: u64,
     min: u64,
     median: u64,
+    total: u64,
 }
 
 async fn run(target: Arc<dyn Target>, tasks: usize, secs: u64) -> Outcome {
@@ -150,6 +151,7 @@ async fn run(target: Arc<dyn Target>, tasks: usize, secs: u64) -> Outcome {
         errors,
         min: per_task[0],
         median: per_task[per_task.len() / 2],
+        total: per_task.iter().sum(),
     }
 }
 
@@ -178,34 +180,69 @@ async fn main() {
         .build(bb8_redis::RedisConnectionManager::new(url.as_str()).expect("bb8-redis"))
         .await
         .expect("bb8");
-    let targets: Vec<(String, Arc<dyn Target>)> = vec![
+    let only = process_lookup("BENCH_ONLY").filter(|s| !s.is_empty());
+    let task_counts: Vec<usize> = process_lookup("BENCH_TASKS").map_or(vec![50, 1000], |s| {
+        s.split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("BENCH_TASKS: task counts, comma-separated")
+            })
+            .collect()
+    });
+    let rounds: usize = process_lookup("BENCH_ROUNDS")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let targets: Vec<(&str, String, Arc<dyn Target>)> = vec![
         (
+            "poolkit",
             format!("poolkit shared ({sockets} connections, at most {in_flight} in flight)"),
             Arc::new(Poolkit(poolkit.clone())),
         ),
         (
+            "commands",
             "poolkit shared, redis-rs calls (ConnectionLike)".into(),
             Arc::new(PoolkitCommands(poolkit)),
         ),
         (
+            "manager",
             "redis-rs ConnectionManager (1 connection)".into(),
             Arc::new(Manager(manager)),
         ),
-        ("bb8-redis (20 connections)".into(), Arc::new(Bb8(bb8))),
+        (
+            "bb8",
+            "bb8-redis (20 connections)".into(),
+            Arc::new(Bb8(bb8)),
+        ),
     ];
+    let targets: Vec<(String, Arc<dyn Target>)> = targets
+        .into_iter()
+        .filter(|(key, _, _)| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|o| o.trim() == *key))
+        })
+        .map(|(_, name, t)| (name, t))
+        .collect();
+    assert!(
+        !targets.is_empty(),
+        "BENCH_ONLY={only:?}: expected poolkit, commands, manager or bb8"
+    );
+    let mut totals = vec![0u64; targets.len()];
     println!(
-        "Redis GET, {secs} s rounds, 3 interleaved rounds per client, median round, {} cores\n",
+        "Redis GET, {secs} s rounds, {rounds} interleaved rounds per client, median round, {} cores\n",
         std::thread::available_parallelism().map_or(1, usize::from)
     );
     println!(
         "| client | tasks | ops/s, median (all rounds) | p95 ms | p99 ms | timeouts | errors | per-task min/median |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for tasks in [50usize, 1000] {
+    for tasks in task_counts {
         let mut results: Vec<Vec<Outcome>> = targets.iter().map(|_| Vec::new()).collect();
-        for _ in 0..3 {
+        for _ in 0..rounds {
             for (i, (_, t)) in targets.iter().enumerate() {
-                results[i].push(run(Arc::clone(t), tasks, secs).await);
+                let o = run(Arc::clone(t), tasks, secs).await;
+                totals[i] += o.total;
+                results[i].push(o);
             }
         }
         for ((name, _), mut rounds) in targets.iter().zip(results) {
@@ -218,7 +255,7 @@ async fn main() {
                 rounds.iter().map(|r| r.timeouts).sum(),
                 rounds.iter().map(|r| r.errors).sum(),
             );
-            let o = &rounds[1];
+            let o = &rounds[rounds.len() / 2];
             #[allow(clippy::cast_precision_loss)]
             let fair = if o.median == 0 {
                 0.0
@@ -235,5 +272,8 @@ async fn main() {
                 o.median
             );
         }
+    }
+    for ((name, _), total) in targets.iter().zip(totals) {
+        println!("\n{name}: {total} GETs in all");
     }
 }

@@ -69,6 +69,17 @@ impl LatencyHistogram {
             .collect()
     }
 
+    /// Adds every count of `other` to this one (a sum over several histograms, taken
+    /// when stats are read rather than recorded twice).
+    pub fn add(&self, other: &Self) {
+        for (mine, theirs) in self.counts.iter().zip(other.counts.iter()) {
+            let n = theirs.load(Ordering::Relaxed);
+            if n > 0 {
+                mine.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Records one duration.
     pub fn record(&self, d: Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);

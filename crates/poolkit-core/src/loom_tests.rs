@@ -299,3 +299,28 @@ fn loom_mux_the_per_socket_cap_holds_under_racing_picks() {
         assert_eq!(got, 1, "one socket, cap 1: exactly one pick");
     });
 }
+
+#[test]
+fn loom_mux_fill_first_picks_overflow_to_the_next_socket_under_the_cap() {
+    loom::model(|| {
+        let table = Arc::new(Table::<u32>::new(1, 8).fill_first());
+        table.install(socket(&table, 1));
+        table.install(socket(&table, 2));
+        let picks: Vec<_> = (0..2)
+            .map(|k| {
+                let t = Arc::clone(&table);
+                thread::spawn(move || t.pick(k, 1, None).map(|e| e.id))
+            })
+            .collect();
+        let mut got: Vec<u64> = picks
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![1, 2],
+            "cap 1 each: one pick per socket, none lost"
+        );
+    });
+}

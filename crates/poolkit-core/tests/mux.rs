@@ -1,5 +1,5 @@
 //! The multiplexed core with an in-memory socket (pure pool logic, no I/O): routing to
-//! the least-loaded socket, caps, FIFO waiting for room and for sockets, death, GOAWAY,
+//! the least-loaded socket or the first with room, caps, FIFO waiting for room and for sockets, death, GOAWAY,
 //! lifetime and retirement with drain, connects that outlive their caller, stalls,
 //! resizing and closing.
 
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poolkit_core::metrics::CloseReason;
-use poolkit_core::mux::{Multiplexer, MuxConfig, MuxError, MuxPool, Opened};
+use poolkit_core::mux::{Multiplexer, MuxConfig, MuxError, MuxPool, Opened, Routing};
 use tokio::sync::oneshot;
 
 /// One in-memory socket.
@@ -132,6 +132,45 @@ async fn requests_go_to_the_least_loaded_socket() {
     }
     drop(leases);
     assert_eq!(pool.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn fill_first_routing_keeps_requests_on_one_socket_until_it_is_full_or_gone() {
+    let (pool, mem) = started(2, |c| {
+        c.routing = Routing::FirstWithRoom;
+        c.per_socket = 4;
+    })
+    .await;
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(pool.lease(T).await.unwrap());
+    }
+    let first = leases[0].socket_id();
+    assert!(
+        leases.iter().all(|l| l.socket_id() == first),
+        "one socket below its cap"
+    );
+    assert_eq!(pool.loads().iter().filter(|&&l| l > 0).count(), 1);
+    // Past the cap the next socket takes the overflow, and only that.
+    for _ in 0..3 {
+        leases.push(pool.lease(T).await.unwrap());
+    }
+    let mut loads = pool.loads();
+    loads.sort_unstable();
+    assert_eq!(loads, vec![2, 4]);
+    // Room on the first again: it is the one used.
+    leases.retain(|l| l.socket_id() != first);
+    let next = pool.lease(T).await.unwrap();
+    assert_eq!(next.socket_id(), first);
+    // The first gone: everything goes to the other, which is open already.
+    mem.kill(next.id);
+    drop(next);
+    wait_for(|| pool.opened() == 3).await;
+    let other = leases[0].socket_id();
+    for _ in 0..2 {
+        let again = pool.lease(T).await.unwrap();
+        assert_eq!(again.socket_id(), other, "the longest open socket first");
+    }
 }
 
 #[tokio::test]

@@ -70,6 +70,78 @@ pub(crate) enum Sender {
     H2(http2::SendRequest<Body>),
 }
 
+/// Why a connect failed (the engine's and the multiplexed core's error; shown with its
+/// causes).
+#[derive(Debug)]
+pub(crate) struct ConnectFailed(pub(crate) BoxError);
+
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// How one origin's connections are opened, by its HTTP/1.1 engine and its HTTP/2 pool
+/// alike: the pool's connector, under `P_CONNECT_TIMEOUT`, each connection task's end
+/// counted (see [`crate::Pool::tasks_ended`]).
+pub(crate) struct Dial {
+    connector: Arc<Connector>,
+    origin: Origin,
+    timeout: Duration,
+    /// The variable that sets `timeout`, for the error.
+    timeout_var: String,
+    tasks_ended: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Dial {
+    pub(crate) fn new(
+        connector: Arc<Connector>,
+        origin: Origin,
+        timeout: Duration,
+        timeout_var: String,
+        tasks_ended: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Self {
+            connector,
+            origin,
+            timeout,
+            timeout_var,
+            tasks_ended,
+        }
+    }
+
+    /// Opens a connection in whichever protocol the server chose, within the connect
+    /// timeout; `on_end` runs when the connection's task ends.
+    pub(crate) async fn open(
+        &self,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> Result<(Sender, AbortHandle), ConnectFailed> {
+        let count = Arc::clone(&self.tasks_ended);
+        let on_end = move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            on_end();
+        };
+        let opening = self.connector.connect(&self.origin, on_end);
+        match tokio::time::timeout(self.timeout, opening).await {
+            Ok(Ok(opened)) => Ok(opened),
+            Ok(Err(e)) => Err(ConnectFailed(e)),
+            Err(_) => Err(ConnectFailed(
+                format!(
+                    "no connection within {:?} (raise {})",
+                    self.timeout, self.timeout_var
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
 /// Opens connections with one configuration.
 pub(crate) struct Connector {
     tls: Arc<rustls::ClientConfig>,

@@ -3,18 +3,16 @@
 //! back-off and jitter), lifetime with jitter, idle timeout, max uses and upkeep. This
 //! module only says how to open an HTTP/1.1 connection and whether one still works.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use hyper::client::conn::http1;
 use poolkit_core::engine::{Engine, ManageConnection};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use crate::connect::{Body, Connector, Sender};
-use crate::error::BoxError;
-use crate::url::Origin;
+pub(crate) use crate::connect::ConnectFailed;
+use crate::connect::{Body, Dial, Sender};
 
 /// Set once a connection's task has ended (the server closed it, or it broke), with a
 /// wake-up for whoever waits on it.
@@ -62,54 +60,23 @@ impl Drop for H1 {
     }
 }
 
-/// Why a connect failed (the engine's manager error; shown with its causes).
-#[derive(Debug)]
-pub(crate) struct ConnectFailed(pub(crate) BoxError);
-
-impl std::fmt::Display for ConnectFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ConnectFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
 /// Opens HTTP/1.1 connections to one origin for its engine.
 pub(crate) struct Manager {
-    connector: Arc<Connector>,
-    origin: Origin,
-    connect_timeout: Duration,
-    connect_timeout_var: String,
+    dial: Dial,
     /// A connection opened by the caller that learned the origin speaks HTTP/1.1 (ALPN),
     /// given to the engine by the next connect instead of opening another.
     stash: Mutex<Vec<H1>>,
     /// The last connect failure, for callers who should not wait out the acquire timeout
     /// when nothing is open to come back (see `exchange::checkout`).
     pub(crate) failed: watch::Sender<Option<Arc<ConnectFailed>>>,
-    /// Connection tasks that ended (see [`crate::Pool::tasks_ended`]).
-    tasks_ended: Arc<AtomicU64>,
 }
 
 impl Manager {
-    pub(crate) fn new(
-        connector: Arc<Connector>,
-        origin: Origin,
-        connect_timeout: Duration,
-        connect_timeout_var: String,
-        tasks_ended: Arc<AtomicU64>,
-    ) -> Self {
+    pub(crate) fn new(dial: Dial) -> Self {
         Self {
-            connector,
-            origin,
-            connect_timeout,
-            connect_timeout_var,
+            dial,
             stash: Mutex::new(Vec::new()),
             failed: watch::channel(None).0,
-            tasks_ended,
         }
     }
 
@@ -134,16 +101,6 @@ impl Manager {
         }
     }
 
-    /// What runs when a connection's task ends.
-    pub(crate) fn on_end(&self, ended: &Arc<Ended>) -> impl FnOnce() + Send + 'static {
-        let ended = Arc::clone(ended);
-        let count = Arc::clone(&self.tasks_ended);
-        move || {
-            count.fetch_add(1, Relaxed);
-            ended.set();
-        }
-    }
-
     async fn open(&self) -> Result<H1, ConnectFailed> {
         let stashed = self
             .stash
@@ -154,23 +111,18 @@ impl Manager {
             return Ok(conn);
         }
         let ended = Arc::new(Ended::default());
-        let opening = self.connector.connect(&self.origin, self.on_end(&ended));
-        match tokio::time::timeout(self.connect_timeout, opening).await {
-            Ok(Ok((Sender::H1(sender), task))) => Ok(Self::wrap(sender, task, ended)),
-            Ok(Ok((Sender::H2(_), task))) => {
+        let on_end = {
+            let ended = Arc::clone(&ended);
+            move || ended.set()
+        };
+        match self.dial.open(on_end).await? {
+            (Sender::H1(sender), task) => Ok(Self::wrap(sender, task, ended)),
+            (Sender::H2(_), task) => {
                 task.abort();
                 Err(ConnectFailed(
                     "the server switched to HTTP/2 (ALPN) on an origin that spoke HTTP/1.1".into(),
                 ))
             }
-            Ok(Err(e)) => Err(ConnectFailed(e)),
-            Err(_) => Err(ConnectFailed(
-                format!(
-                    "no connection within {:?} (raise {})",
-                    self.connect_timeout, self.connect_timeout_var
-                )
-                .into(),
-            )),
         }
     }
 }

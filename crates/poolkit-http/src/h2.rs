@@ -10,14 +10,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use hyper::client::conn::http2;
 use poolkit_core::mux::{Multiplexer, MuxPool, Opened};
 
-use crate::connect::{Body, Connector, Sender};
+use crate::connect::{Body, Dial, Sender};
 use crate::h1::{self, ConnectFailed, Ended};
-use crate::url::Origin;
 
 /// One HTTP/2 connection, as the core holds it.
 pub(crate) struct H2Socket {
@@ -61,11 +59,7 @@ impl H2Socket {
 
 /// Opens an origin's HTTP/2 connections for the multiplexed core.
 pub(crate) struct H2Mux {
-    connector: Arc<Connector>,
-    origin: Origin,
-    connect_timeout: Duration,
-    connect_timeout_var: String,
-    tasks_ended: Arc<AtomicU64>,
+    dial: Dial,
     /// The connection opened by the caller that learned the origin speaks HTTP/2 (ALPN),
     /// installed by the first connect instead of opening another.
     stash: Mutex<Option<Opened<Arc<H2Socket>>>>,
@@ -81,19 +75,9 @@ pub(crate) enum Connected {
 }
 
 impl H2Mux {
-    pub(crate) fn new(
-        connector: Arc<Connector>,
-        origin: Origin,
-        connect_timeout: Duration,
-        connect_timeout_var: String,
-        tasks_ended: Arc<AtomicU64>,
-    ) -> Self {
+    pub(crate) fn new(dial: Dial) -> Self {
         Self {
-            connector,
-            origin,
-            connect_timeout,
-            connect_timeout_var,
-            tasks_ended,
+            dial,
             stash: Mutex::new(None),
         }
     }
@@ -112,21 +96,18 @@ impl H2Mux {
             ended: Arc::clone(&ended),
             uses: AtomicU64::new(0),
         });
-        let on_close = {
+        let on_end = {
             let ended = Arc::clone(&ended);
             let socket = Arc::downgrade(&socket);
-            let count = Arc::clone(&self.tasks_ended);
             move || {
-                count.fetch_add(1, Relaxed);
                 ended.set();
                 if let Some(socket) = socket.upgrade() {
                     socket.end();
                 }
             }
         };
-        let opening = self.connector.connect(&self.origin, on_close);
-        match tokio::time::timeout(self.connect_timeout, opening).await {
-            Ok(Ok((Sender::H2(sender), _task))) => {
+        match self.dial.open(on_end).await? {
+            (Sender::H2(sender), _task) => {
                 *socket.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
                 if ended.is_set() {
                     socket.end(); // it ended before the sender was stored
@@ -134,17 +115,7 @@ impl H2Mux {
                 let closed = async move { ended.wait().await };
                 Ok(Connected::H2(Opened::new(socket, closed)))
             }
-            Ok(Ok((Sender::H1(sender), task))) => {
-                Ok(Connected::H1(h1::Manager::wrap(sender, task, ended)))
-            }
-            Ok(Err(e)) => Err(ConnectFailed(e)),
-            Err(_) => Err(ConnectFailed(
-                format!(
-                    "no connection within {:?} (raise {})",
-                    self.connect_timeout, self.connect_timeout_var
-                )
-                .into(),
-            )),
+            (Sender::H1(sender), task) => Ok(Connected::H1(h1::Manager::wrap(sender, task, ended))),
         }
     }
 }

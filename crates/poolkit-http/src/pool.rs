@@ -15,7 +15,7 @@ use poolkit_core::{
 };
 
 use crate::config::{Config, HttpVersion};
-use crate::connect::{Connector, Resolve, Resolver};
+use crate::connect::{Connector, Dial, Resolve, Resolver};
 use crate::h1;
 use crate::h2::{H2Mux, H2Pool};
 use crate::host::{Host, Proto};
@@ -361,13 +361,7 @@ impl Shared {
         };
         let (pool_size, ceiling) = self.sizes();
         let h1 = (proto != Some(Proto::H2)).then(|| {
-            let manager = h1::Manager::new(
-                Arc::clone(&self.connector),
-                origin.clone(),
-                self.config.connect_timeout,
-                self.config.connect_timeout_var(),
-                Arc::clone(&self.tasks_ended),
-            );
+            let manager = h1::Manager::new(self.dial(origin));
             let mut config = self.config.pool.clone();
             config.sizing = Sizing::Fixed;
             config.pool_size = self.steady(pool_size);
@@ -465,15 +459,20 @@ impl Shared {
         });
     }
 
-    /// An origin's HTTP/2 connector for the multiplexed core.
-    pub(crate) fn h2_mux(&self, origin: &Origin) -> H2Mux {
-        H2Mux::new(
+    /// How `origin`'s connections are opened (HTTP/1.1 and HTTP/2 alike).
+    fn dial(&self, origin: &Origin) -> Dial {
+        Dial::new(
             Arc::clone(&self.connector),
             origin.clone(),
             self.config.connect_timeout,
             self.config.connect_timeout_var(),
             Arc::clone(&self.tasks_ended),
         )
+    }
+
+    /// An origin's HTTP/2 connector for the multiplexed core.
+    pub(crate) fn h2_mux(&self, origin: &Origin) -> H2Mux {
+        H2Mux::new(self.dial(origin))
     }
 
     /// Starts an origin's HTTP/2 pool: one connection carrying up to

@@ -227,8 +227,9 @@ impl Inner {
             ))),
         };
         self.topology.done();
+        let held = lease.end();
         self.queries
-            .record(what.operation(), lease.held_for(), || what.statement());
+            .record(what.operation(), held, || what.statement());
         if let Err(e) = &result {
             self.topology.failed(e);
             self.telemetry.error(if is_broken(e) {

@@ -591,8 +591,6 @@ impl Inner {
             }
         };
         let result = f(lease.conn.clone()).await;
-        self.queries
-            .record(what.operation(), lease.held_for(), || what.statement());
         if let Err(e) = &result {
             let broken = shared.failed(&lease, e);
             self.failover.shared_error(&lease, e);
@@ -604,7 +602,10 @@ impl Inner {
                 });
             }
         }
-        drop(lease);
+        // One clock reading ends the lease and times the command.
+        let held = lease.end();
+        self.queries
+            .record(what.operation(), held, || what.statement());
         result.map_err(Error::from)
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use poolkit_core::Telemetry;
 use poolkit_core::metrics::CloseReason;
-use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened};
+use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened, Routing};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
@@ -99,7 +99,13 @@ impl Shared {
         let generation = Arc::new(AtomicU64::new(0));
         let name = telemetry.config().name.clone();
         let mut config = MuxConfig::new(&name, size.max(1));
-        config.per_socket = max_in_flight;
+        // Commands go to the first socket with room: a batch of commands written at once
+        // stays one write on one socket, which is where a multiplexed Redis connection's
+        // cost is (docs/benchmarks.md, "Redis shared mode on the multiplexed core"). The
+        // next socket takes what passes `max_in_flight / size` and everything while the
+        // first reconnects.
+        config.routing = Routing::FirstWithRoom;
+        config.per_socket = max_in_flight.div_ceil(size.max(1));
         config.max_in_flight = max_in_flight;
         config.connect_timeout = connect_timeout;
         let closing = Arc::new(tokio::sync::watch::Sender::new(false));

@@ -12,7 +12,7 @@ use std::task::Poll;
 use tokio::sync::Notify;
 
 use super::table::Entry;
-use super::{Clock, Inner, Multiplexer};
+use super::{Clock, Held, Inner, Multiplexer};
 use crate::backoff::{Backoff, jittered};
 use crate::metrics::{CloseReason, ErrorKind};
 
@@ -86,7 +86,7 @@ pub(crate) async fn drive<M: Multiplexer>(inner: Arc<Inner<M>>, i: usize) {
         let entry = crate::sync::Arc::new(Entry::new(
             id,
             i,
-            opened.socket,
+            Held::new(opened.socket, inner.telemetry.clone()),
             &inner.table.counts,
             inner.now(),
         ));
@@ -160,7 +160,7 @@ async fn connect<M: Multiplexer>(
 async fn live<M: Multiplexer>(
     inner: &Arc<Inner<M>>,
     i: usize,
-    entry: &crate::sync::Arc<Entry<M::Socket>>,
+    entry: &crate::sync::Arc<Entry<Held<M::Socket>>>,
     closed: std::pin::Pin<Box<dyn Future<Output = CloseReason> + Send>>,
 ) -> Ended {
     let ctl = &inner.slots[i];

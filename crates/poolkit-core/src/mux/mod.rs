@@ -6,7 +6,8 @@
 //! handle and a future that completes when the socket stops taking new requests (it died,
 //! or the server said GOAWAY). [`MuxPool`] does the rest, once for every backend:
 //!
-//! - **routing**: [`MuxPool::lease`] claims one request on the least-loaded live socket;
+//! - **routing**: [`MuxPool::lease`] claims one request on the least-loaded live socket
+//!   (or the first with room, [`Routing::FirstWithRoom`]);
 //!   requests in flight are capped per socket and per pool by a [`Gate`](crate::Gate)
 //!   whose limit is `per_socket × live sockets` (at most `max_in_flight`), so callers that
 //!   find no room, or no socket at all, wait first come first served, and a socket that
@@ -159,6 +160,25 @@ pub struct MuxConfig {
     pub stall: Option<Duration>,
     /// What the telemetry's `used` gauge counts (requests, or sockets carrying any).
     pub used_gauge: UsedGauge,
+    /// Which socket a request goes to.
+    pub routing: Routing,
+}
+
+/// Which live socket a [`MuxPool`] gives a request to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Routing {
+    /// The socket with the fewest requests in flight: the load spreads evenly (HTTP/2,
+    /// PostgreSQL pipelining, where one slow request holds up those behind it).
+    #[default]
+    LeastLoaded,
+    /// The first socket with room under `per_socket`, in the order they came up; the next
+    /// takes only what the first has no room for, and every request while the first is
+    /// away. For a pipelining protocol whose cost is per write and per read (Redis): one
+    /// socket carrying 50 requests writes them in one batch, two sockets carrying 25 each
+    /// write two, so at low concurrency the requests stay on one socket, and the others
+    /// are open and ready when it drops or the load grows past `per_socket`.
+    FirstWithRoom,
 }
 
 /// What a [`MuxPool`] reports as `used` to its telemetry (and so to stats, `/pools` and
@@ -190,6 +210,7 @@ impl MuxConfig {
             max_lifetime: None,
             stall: None,
             used_gauge: UsedGauge::Requests,
+            routing: Routing::LeastLoaded,
         }
     }
 }
@@ -217,11 +238,24 @@ pub enum MuxError<E> {
     Closed,
 }
 
+/// What the routing table holds for one socket: the backend's handle and the telemetry
+/// a lease reports to when it ends, so a lease holds one `Arc` (its socket's), not two.
+pub(crate) struct Held<S> {
+    socket: S,
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+impl<S> Held<S> {
+    pub(crate) fn new(socket: S, telemetry: Option<Arc<Telemetry>>) -> Self {
+        Self { socket, telemetry }
+    }
+}
+
 /// What the pool's handles, leases' owners and slot tasks share.
 pub(crate) struct Inner<M: Multiplexer> {
     mux: M,
     config: MuxConfig,
-    table: Table<M::Socket>,
+    table: Table<Held<M::Socket>>,
     telemetry: Option<Arc<Telemetry>>,
     slots: Vec<driver::SlotCtl>,
     target: AtomicUsize,
@@ -322,11 +356,11 @@ impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
 /// One request's claim on a socket: derefs to the socket's handle. Dropping it says the
 /// request is done (its gate place goes to the oldest waiter).
 pub struct Lease<M: Multiplexer> {
-    entry: crate::sync::Arc<Entry<M::Socket>>,
+    entry: crate::sync::Arc<Entry<Held<M::Socket>>>,
     started: Clock,
-    /// Set by [`Lease::complete`], so the drop does not count the request twice.
+    /// Set by [`Lease::complete`] or [`Lease::end`], so the drop does not count the
+    /// request twice.
     completed: bool,
-    telemetry: Option<Arc<Telemetry>>,
     epoch: Clock,
     _place: Place,
 }
@@ -364,26 +398,37 @@ impl<M: Multiplexer> Lease<M> {
     /// the wait behind the ones before it.
     pub fn complete(mut self) -> Duration {
         self.completed = true;
-        Duration::from_nanos(self.finish())
+        Duration::from_nanos(self.finish().0)
     }
 
-    fn finish(&self) -> u64 {
+    /// Ends the request (as dropping the lease does) and returns how long it held its
+    /// place, read from the same clock reading the drop takes (one fewer than
+    /// [`Lease::held_for`] before the drop).
+    pub fn end(mut self) -> Duration {
+        self.completed = true;
+        self.finish().1
+    }
+
+    /// Counts the request done: returns the time at its socket's head (see
+    /// [`Lease::complete`]) and the time it held its place.
+    fn finish(&self) -> (u64, Duration) {
         let now = Clock::now();
         let nanos =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         // The socket's count first, so the waiter the place goes to finds room.
         let gap = self.entry.done(nanos);
-        if let Some(t) = &self.telemetry {
-            t.record_release(now.saturating_duration_since(self.started));
+        let held = now.saturating_duration_since(self.started);
+        if let Some(t) = &self.entry.socket.telemetry {
+            t.record_release(held);
         }
-        gap
+        (gap, held)
     }
 }
 
 impl<M: Multiplexer> Deref for Lease<M> {
     type Target = M::Socket;
     fn deref(&self) -> &M::Socket {
-        &self.entry.socket
+        &self.entry.socket.socket
     }
 }
 
@@ -399,6 +444,31 @@ impl<M: Multiplexer> Drop for Lease<M> {
     fn drop(&mut self) {
         if !self.completed {
             self.finish();
+        }
+    }
+}
+
+/// Looks at the pool until `look` gives an answer, again after each change `rx` announces
+/// (a socket installed, a connect failed); `None` at `deadline`.
+///
+/// The change is marked seen *before* each look: one that lands after the look and before
+/// the wait is still unseen, so the wait ends at once. Marked after the look, it would be
+/// taken as seen and the caller would sleep to its deadline beside an open socket (the
+/// race `wait_ready` had; `tests::a_change_right_after_a_look_ends_the_wait`).
+async fn look_until<T>(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        rx.mark_unchanged();
+        if let Some(answer) = look() {
+            return Some(answer);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            // The sender lives in the pool's `Inner`, which outlives every caller.
+            Ok(Err(_)) | Err(_) => return None,
         }
     }
 }
@@ -425,8 +495,13 @@ impl<M: Multiplexer> MuxPool<M> {
     #[must_use]
     pub fn start(mux: M, config: MuxConfig, telemetry: Option<Arc<Telemetry>>) -> Self {
         let max_sockets = config.max_sockets.max(config.sockets).max(1);
+        let table = Table::new(config.per_socket, config.max_in_flight);
+        let table = match config.routing {
+            Routing::LeastLoaded => table,
+            Routing::FirstWithRoom => table.fill_first(),
+        };
         let inner = Arc::new(Inner {
-            table: Table::new(config.per_socket, config.max_in_flight),
+            table,
             slots: (0..max_sockets)
                 .map(|_| driver::SlotCtl::default())
                 .collect(),
@@ -475,31 +550,25 @@ impl<M: Multiplexer> MuxPool<M> {
         let asked = Clock::now();
         let mut rx = self.inner.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // Seen before the checks: a socket installed (or a connect failing) after
-            // them marks `rx` changed, so the wait below ends at once instead of missing
-            // it and running to the deadline.
-            rx.mark_unchanged();
+        let looked = look_until(&mut rx, deadline, || {
             if self.inner.closed.load(Acquire) {
-                return Err(MuxError::Closed);
+                return Some(Err(MuxError::Closed));
             }
             if self.sockets() > 0 {
-                return Ok(());
+                return Some(Ok(()));
             }
-            if let Some(e) = self.inner.error_since(asked) {
-                return Err(MuxError::Connect(e));
-            }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                return Err(MuxError::Timeout {
-                    waited: asked.elapsed(),
-                    pending: self.pending(),
-                    connect: None,
-                });
-            }
-        }
+            self.inner
+                .error_since(asked)
+                .map(|e| Err(MuxError::Connect(e)))
+        })
+        .await;
+        looked.unwrap_or_else(|| {
+            Err(MuxError::Timeout {
+                waited: asked.elapsed(),
+                pending: self.pending(),
+                connect: None,
+            })
+        })
     }
 
     fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
@@ -514,8 +583,9 @@ impl<M: Multiplexer> MuxPool<M> {
         limit: usize,
     ) -> Result<Lease<M>, Place> {
         let inner = &*self.inner;
+        // A caller served at once was asked a moment ago: that reading serves as now.
+        let mut now = if hit { asked } else { Clock::now() };
         loop {
-            let now = Clock::now();
             let nanos = u64::try_from(now.saturating_duration_since(inner.epoch).as_nanos())
                 .unwrap_or(u64::MAX);
             let stall = inner
@@ -525,9 +595,10 @@ impl<M: Multiplexer> MuxPool<M> {
             let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, limit) else {
                 return Err(place);
             };
-            if !inner.mux.usable(&entry.socket) {
+            if !inner.mux.usable(&entry.socket.socket) {
                 entry.done(nanos);
                 self.retire_socket(entry.id, CloseReason::Broken);
+                now = Clock::now();
                 continue;
             }
             if let Some(t) = &inner.telemetry {
@@ -537,7 +608,6 @@ impl<M: Multiplexer> MuxPool<M> {
                 entry,
                 started: now,
                 completed: false,
-                telemetry: inner.telemetry.clone(),
                 epoch: inner.epoch,
                 _place: place,
             });
@@ -747,5 +817,58 @@ impl<M: Multiplexer> MuxPool<M> {
     pub fn recent_error(&self, within: Duration) -> Option<Arc<M::Error>> {
         let since = Clock::now().checked_sub(within).unwrap_or(self.inner.epoch);
         self.inner.error_since(since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::look_until;
+
+    /// The `wait_ready` race, made deterministic: a socket is installed (the watch
+    /// bumped) right after a look found none, before the wait starts. The wait must end
+    /// at once; with the change marked seen after the look, it ran to its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_right_after_a_look_ends_the_wait() {
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        let started = Instant::now();
+        let mut looks = 0;
+        let answer = look_until(&mut rx, started + Duration::from_secs(10), || {
+            looks += 1;
+            if looks == 1 {
+                tx.send_modify(|v| *v += 1); // the install lands here
+                return None;
+            }
+            Some("ready")
+        })
+        .await;
+        assert_eq!(answer, Some("ready"));
+        assert_eq!(looks, 2);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for the deadline"
+        );
+    }
+
+    /// With no change the wait runs to its deadline, and a change before the first look
+    /// does not count as one after it.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_change_the_wait_ends_at_the_deadline() {
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        tx.send_modify(|v| *v += 1);
+        let started = Instant::now();
+        let mut looks = 0;
+        let answer: Option<()> = look_until(&mut rx, started + Duration::from_secs(10), || {
+            looks += 1;
+            None
+        })
+        .await;
+        assert_eq!(answer, None);
+        assert_eq!(looks, 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }

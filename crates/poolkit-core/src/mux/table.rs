@@ -126,6 +126,8 @@ pub(crate) struct Table<S> {
     pub(crate) gate: Gate,
     per_socket: usize,
     max_in_flight: usize,
+    /// Route to the first socket with room (in table order) instead of the least loaded.
+    fill_first: bool,
 }
 
 impl<S> Table<S> {
@@ -137,7 +139,15 @@ impl<S> Table<S> {
             gate: Gate::new(0),
             per_socket: per_socket.max(1),
             max_in_flight: max_in_flight.max(1),
+            fill_first: false,
         }
+    }
+
+    /// The same table routing each request to the first socket with room (see
+    /// [`Routing::FirstWithRoom`](super::Routing::FirstWithRoom)).
+    pub(crate) fn fill_first(mut self) -> Self {
+        self.fill_first = true;
+        self
     }
 
     fn read(&self) -> impl std::ops::Deref<Target = Vec<Arc<Entry<S>>>> + '_ {
@@ -173,7 +183,9 @@ impl<S> Table<S> {
     pub(crate) fn remove(&self, id: u64) -> Option<Arc<Entry<S>>> {
         let mut live = self.write();
         let pos = live.iter().position(|e| e.id == id)?;
-        let entry = live.swap_remove(pos);
+        // `remove`, not `swap_remove`: the order sockets came up in stays the routing
+        // order of a fill-first table (a few sockets: the shift is nothing).
+        let entry = live.remove(pos);
         entry.retire();
         self.gate.set_limit(self.limit_for(live.len()));
         Some(entry)
@@ -199,8 +211,9 @@ impl<S> Table<S> {
 
     /// Claims one request on the least-loaded live socket below the per-socket cap,
     /// preferring sockets that are not stalled (`stall`: the bound in nanoseconds).
-    /// Ties go to the first from `start`, so callers spread over equal sockets. `None`
-    /// when no socket has room.
+    /// Ties go to the first from `start`, so callers spread over equal sockets. A
+    /// fill-first table takes the first socket in table order with room instead (still
+    /// preferring sockets that are not stalled). `None` when no socket has room.
     #[cfg_attr(not(poolkit_loom), allow(dead_code))]
     pub(crate) fn pick(&self, start: usize, now: u64, stall: Option<u64>) -> Option<Arc<Entry<S>>> {
         self.pick_below(start, now, stall, self.per_socket)
@@ -225,14 +238,21 @@ impl<S> Table<S> {
             // (rank, load, index): rank 0 = flowing, 1 = stalled.
             let mut best: Option<(u8, usize, usize)> = None;
             for k in 0..n {
-                let i = (start + k) % n;
+                let i = if self.fill_first { k } else { (start + k) % n };
                 let e = &live[i];
                 let load = e.in_flight.load(Relaxed);
                 if load >= limit {
                     continue;
                 }
                 let rank = u8::from(stall.is_some_and(|b| e.stalled(now, b)));
-                if best.is_none_or(|(r, l, _)| (rank, load) < (r, l)) {
+                if self.fill_first {
+                    if best.is_none_or(|(r, _, _)| rank < r) {
+                        best = Some((rank, load, i));
+                    }
+                    if rank == 0 {
+                        break;
+                    }
+                } else if best.is_none_or(|(r, l, _)| (rank, load) < (r, l)) {
                     best = Some((rank, load, i));
                 }
             }

@@ -77,7 +77,6 @@ pub struct QueryStats {
     pool: String,
     backend: Backend,
     slow: Option<Duration>,
-    latency: LatencyHistogram,
     total_nanos: AtomicU64,
     slow_count: AtomicU64,
     ops: Box<[OnceLock<OpTiming>]>,
@@ -92,7 +91,6 @@ impl QueryStats {
             pool: pool.to_owned(),
             backend,
             slow,
-            latency: LatencyHistogram::default(),
             total_nanos: AtomicU64::new(0),
             slow_count: AtomicU64::new(0),
             ops: (0..Operation::all().len())
@@ -137,8 +135,8 @@ impl QueryStats {
     /// Records a query that took `elapsed` (for callers with their own clock).
     pub fn record(&self, op: Operation, elapsed: Duration, statement: impl FnOnce() -> String) {
         let timing = self.op(op);
+        // Only the operation's histogram: the pool's is their sum, taken when read.
         timing.latency.record(elapsed);
-        self.latency.record(elapsed);
         self.total_nanos.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -169,8 +167,12 @@ impl QueryStats {
     /// The snapshot that [`crate::PoolStats::query`] carries.
     #[must_use]
     pub fn timing(&self) -> QueryTiming {
-        // The histogram's buckets are the count: one atomic add per query, not two.
-        let count = self.latency.count();
+        // The operations' histograms summed: each query is recorded once, in its own.
+        let latency = LatencyHistogram::default();
+        for timing in self.ops.iter().filter_map(OnceLock::get) {
+            latency.add(&timing.latency);
+        }
+        let count = latency.count();
         #[allow(clippy::cast_precision_loss)]
         let avg = if count == 0 {
             0.0
@@ -180,7 +182,7 @@ impl QueryStats {
         QueryTiming {
             count,
             avg,
-            p95: self.latency.quantile(0.95),
+            p95: latency.quantile(0.95),
             slow: self.slow_count.load(Ordering::Relaxed),
             slow_threshold: self.slow.map_or(0.0, |d| d.as_secs_f64()),
         }

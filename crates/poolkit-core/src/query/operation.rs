@@ -158,8 +158,83 @@ const NAMES: &[&str] = &[
     "other",
 ];
 
-/// [`NAMES`] sorted, with their indexes, for [`Operation::lookup`].
-static SORTED: OnceLock<Vec<(&'static [u8], u8)>> = OnceLock::new();
+/// [`NAMES`] by [`key`], for [`Operation::lookup`].
+static INDEX: OnceLock<Index> = OnceLock::new();
+
+/// A perfect hash of the [`NAMES`]' keys: a word's key hashes to one slot, which holds
+/// the only name that can match it (one multiply and one compare per lookup).
+struct Index {
+    mul: u64,
+    /// The name at each slot (its position in [`NAMES`]), or `EMPTY`.
+    slots: Box<[u8; SLOTS]>,
+    /// Each name's key, by position in [`NAMES`].
+    keys: Vec<u128>,
+}
+
+const SLOTS: usize = 4096;
+const EMPTY: u8 = u8::MAX;
+const _: () = assert!(
+    NAMES.len() < EMPTY as usize,
+    "positions fit a u8 below EMPTY"
+);
+
+impl Index {
+    fn slot(k: u128, mul: u64) -> usize {
+        #[allow(clippy::cast_possible_truncation)] // the two halves, folded
+        let folded = (k as u64) ^ ((k >> 64) as u64);
+        // The top 12 bits of the product: 4096 slots.
+        usize::try_from(folded.wrapping_mul(mul) >> 52).unwrap_or(0)
+    }
+
+    /// Tries multipliers (a fixed sequence, so every process builds the same index) until
+    /// one puts every name in a slot of its own.
+    fn build() -> Self {
+        let keys: Vec<u128> = NAMES
+            .iter()
+            .map(|n| key(n.as_bytes()).expect("operation names are at most 16 letters"))
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        // About one multiplier in 15 fits 149 names in 4096 slots; the bound only turns a
+        // list grown past what the slots can hold into a test failure, not a hang.
+        for _ in 0..100_000 {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mul = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
+            let mut slots = Box::new([EMPTY; SLOTS]);
+            let placed = keys.iter().enumerate().all(|(i, &k)| {
+                let at = &mut slots[Self::slot(k, mul)];
+                if *at != EMPTY {
+                    return false;
+                }
+                *at = u8::try_from(i).unwrap_or(EMPTY);
+                true
+            });
+            if placed {
+                return Self { mul, slots, keys };
+            }
+        }
+        panic!(
+            "no perfect hash for {} operation names: raise SLOTS",
+            NAMES.len()
+        );
+    }
+}
+
+/// A word of at most 16 letters as one number (its lower-case bytes, zero-padded), so a
+/// lookup compares integers instead of byte strings; `None` for anything else (no label
+/// holds a digit, a symbol or more than 16 letters).
+fn key(word: &[u8]) -> Option<u128> {
+    if word.is_empty() || word.len() > 16 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (d, s) in bytes.iter_mut().zip(word) {
+        if !s.is_ascii_alphabetic() {
+            return None;
+        }
+        *d = s.to_ascii_lowercase();
+    }
+    Some(u128::from_be_bytes(bytes))
+}
 
 /// What a query did, as a label value from a closed set: the first SQL keyword or the
 /// Redis command, lower case; `other` for anything not in the set.
@@ -173,27 +248,18 @@ impl Operation {
     pub const PIPELINE: Self = Self(index_of("pipeline"));
 
     fn lookup(word: &[u8]) -> Self {
-        if word.is_empty() || word.len() > 16 {
+        let Some(k) = key(word) else {
             return Self::OTHER;
+        };
+        // This runs on every Redis command and every SQL statement: one multiply and one
+        // compare (a binary search over byte strings cost 450 instructions a command).
+        let index = INDEX.get_or_init(Index::build);
+        let at = index.slots[Index::slot(k, index.mul)];
+        if at != EMPTY && index.keys[usize::from(at)] == k {
+            Self(at)
+        } else {
+            Self::OTHER
         }
-        let mut lower = [0u8; 16];
-        for (d, s) in lower.iter_mut().zip(word) {
-            *d = s.to_ascii_lowercase();
-        }
-        let lower = &lower[..word.len()];
-        // Binary search over the names sorted once: about 8 comparisons per query.
-        let sorted = SORTED.get_or_init(|| {
-            let mut v: Vec<(&'static [u8], u8)> = NAMES
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| u8::try_from(i).ok().map(|i| (n.as_bytes(), i)))
-                .collect();
-            v.sort_unstable();
-            v
-        });
-        sorted
-            .binary_search_by(|(n, _)| (*n).cmp(lower))
-            .map_or(Self::OTHER, |at| Self(sorted[at].1))
     }
 
     /// The operation of a SQL statement: its first keyword, skipping leading
@@ -261,4 +327,28 @@ const fn index_of(name: &str) -> u8 {
         i += 1;
     }
     panic!("operation name missing from NAMES");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_is_found_by_its_own_name_in_any_case() {
+        for (i, name) in NAMES.iter().enumerate() {
+            assert_eq!(Operation::lookup(name.as_bytes()).index(), i, "{name}");
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(Operation::lookup(upper.as_bytes()).index(), i, "{upper}");
+        }
+        for word in [
+            &b"get\0"[..],
+            b"ge",
+            b"gets",
+            b"g3t",
+            b"",
+            b"abcdefghijklmnopq",
+        ] {
+            assert_eq!(Operation::lookup(word), Operation::OTHER, "{word:?}");
+        }
+    }
 }
