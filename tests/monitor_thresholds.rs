@@ -72,14 +72,16 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
     assert_eq!(alerts["alerts"][0]["severity"], "critical", "{alerts}");
     drop(fourth);
 
-    // The rules Prometheus would load use the same 80 / 95 %.
+    // The rules Prometheus would load use the same 80 / 95 %, and critical needs callers
+    // that time out or wait long, as /health.
     let rules = get(addr, "/alerts.yml", None).await;
     assert_eq!(rules.status, 200);
     assert!(
         rules
             .body
-            .contains("(poolkit_utilization_ratio) >= 0.8 < 0.95")
-            && rules.body.contains("(poolkit_utilization_ratio) >= 0.95\n"),
+            .contains("(poolkit_utilization_ratio) >= 0.8\n")
+            && rules.body.contains("(poolkit_utilization_ratio) >= 0.95\n")
+            && rules.body.contains("poolkit_acquire_timeouts_total"),
         "{}",
         rules.body
     );

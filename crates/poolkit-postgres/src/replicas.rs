@@ -22,10 +22,13 @@ pub(crate) struct Replicas {
     next: AtomicUsize,
     epoch: Option<Instant>,
     pub(crate) var: String,
+    /// The primary's acquire timeout: how long a read waits for a replica that is up but
+    /// busy (the read pools' own is shorter, to skip a replica that does not answer).
+    patience: Duration,
 }
 
 impl Replicas {
-    pub(crate) fn new(pools: Vec<Pool>, var: String) -> Self {
+    pub(crate) fn new(pools: Vec<Pool>, var: String, patience: Duration) -> Self {
         let down_until = pools.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             pools,
@@ -33,6 +36,7 @@ impl Replicas {
             next: AtomicUsize::new(0),
             epoch: Some(Instant::now()),
             var,
+            patience,
         }
     }
 
@@ -43,10 +47,12 @@ impl Replicas {
     }
 
     /// A connection from the first replica (round robin) that is up and answers; `None`
-    /// when every replica is down. A replica whose pool is exhausted (its acquire timeout
-    /// passed while its connections were open and busy) is up: its timeout is the
-    /// caller's error, and the load is not moved onto the primary.
+    /// when every replica is down. A replica whose pool is exhausted (its short acquire
+    /// timeout passed while its connections were open and busy) is up: the caller waits
+    /// for it the rest of the primary's acquire timeout, and the load is not moved onto
+    /// the primary.
     pub(crate) async fn get(&self) -> Option<Result<PooledConnection, Error>> {
+        let asked = Instant::now();
         let n = self.pools.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -60,7 +66,11 @@ impl Replicas {
                     return Some(Ok(conn));
                 }
                 Err(e) if e.is_pool_timeout() && self.pools[i].stats().open > 0 => {
-                    return Some(Err(e));
+                    let rest = self.patience.saturating_sub(asked.elapsed());
+                    if rest.is_zero() {
+                        return Some(Err(e));
+                    }
+                    return Some(self.pools[i].get_timeout(rest).await);
                 }
                 Err(e) => {
                     let until = self.now_ms()
@@ -80,8 +90,9 @@ impl Pool {
     /// reads go to the primary with a warning and
     /// `poolkit_connection_errors_total{kind="fallback"}` on the primary; a replica that
     /// failed is tried again after [`REPLICA_RETRY_AFTER`]. A replica that is up but
-    /// exhausted is not down: the read fails with its pool's timeout rather than moving
-    /// the surge onto the primary.
+    /// exhausted is not down: the read waits for it up to the pool's acquire timeout
+    /// (`DATABASE_POOL_TIMEOUT`), and fails with the read pool's timeout rather than
+    /// moving the surge onto the primary.
     ///
     /// # Errors
     /// As [`Pool::get`] on the primary; [`PoolError::Timeout`](poolkit_core::PoolError::Timeout) of the replica's pool when it
@@ -142,5 +153,9 @@ pub(crate) async fn build(primary: &crate::config::Config) -> Result<Arc<Replica
         })?;
         pools.push(Box::pin(Pool::new(config)).await?);
     }
-    Ok(Arc::new(Replicas::new(pools, var)))
+    Ok(Arc::new(Replicas::new(
+        pools,
+        var,
+        primary.pool.acquire_timeout,
+    )))
 }

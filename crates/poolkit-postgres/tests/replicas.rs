@@ -118,38 +118,52 @@ async fn an_exhausted_replica_is_not_down_and_its_surge_stays_off_the_primary() 
         "DATABASE_URL" => Some(primary_url.clone()),
         "DATABASE_READ_URL" => Some(replica_url.clone()),
         "DATABASE_POOL_SIZE" => Some("2".into()),
-        "DATABASE_POOL_TIMEOUT" => Some("300ms".into()),
+        "DATABASE_POOL_TIMEOUT" => Some("2500ms".into()),
         _ => None,
     };
     let mut config = Config::from_lookup("DATABASE", &lookup).expect("config");
     config.pool.name = "t_replicas_busy".into();
     let pool = Pool::new(config).await.expect("build");
-    // Both of the replica pool's connections are held (a surge of slow reads).
-    let held = (
-        pool.read().await.expect("one"),
-        pool.read().await.expect("two"),
-    );
+    let replica_port = i32::from(replica.port);
+    // Both of the replica pool's connections are held (a surge of slow reads); one comes
+    // back after 1.5 s, longer than the read pool's own 1 s (which only skips a replica
+    // that does not answer): the read waits for it, within DATABASE_POOL_TIMEOUT.
+    let (one, two) = (pool.read().await.expect("one"), pool.read().await.expect("two"));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(one);
+    });
+    let started = Instant::now();
+    let third = pool.read().await.expect("the replica's connection, once free");
+    let port: i32 = third
+        .query_one("SELECT current_setting('port')::int4", &[])
+        .await
+        .expect("port")
+        .get(0);
+    assert_eq!(port, replica_port, "served by the replica, not the primary");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    // Nothing comes back: the read fails at DATABASE_POOL_TIMEOUT with the read pool's
+    // timeout, and no read went to the primary.
     let started = Instant::now();
     let e = match pool.read().await {
-        Ok(_) => panic!("a third read while the replica pool is exhausted got a connection"),
+        Ok(_) => panic!("a read while the replica pool is exhausted got a connection"),
         Err(e) => e,
     };
+    let waited = started.elapsed();
     assert!(
         e.is_pool_timeout() && e.to_string().contains("t_replicas_busy_read0"),
         "the replica pool's own timeout: {e}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        waited >= Duration::from_millis(2400) && waited < Duration::from_millis(3500),
+        "{waited:?}"
     );
     assert_eq!(
         pool.stats().errors_by("fallback"),
         0,
         "an exhausted replica is not down"
     );
-    drop(held);
-    let replica_port = i32::from(replica.port);
+    drop((two, third));
     assert_eq!(
         server_port(&pool, true).await,
         replica_port,
