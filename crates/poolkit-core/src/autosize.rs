@@ -65,11 +65,18 @@ const MIN_RETURNS: u64 = 8;
 /// The most intervals pooled into one decision (statements that take longer than an
 /// interval).
 const MAX_WINDOW: u32 = 20;
-/// Intervals between two downward probes of the unloaded hold time while under load.
+/// Intervals under load between two downward probes of the unloaded hold time. Counted
+/// under load only: a pool that was idle for a while does not probe as soon as callers come
+/// back, when it is finding its size again.
 const PROBE_EVERY: u64 = 300;
-/// Intervals until the next probe after a back-off (the server may simply have become
-/// slower for every size, which only a probe can tell).
+/// Intervals under load until the next probe after a back-off deep below the size last
+/// grown to (the server may simply have become slower for every size, which only a probe
+/// can tell).
 const PROBE_SOON: u64 = 20;
+/// The weight of the newest interval in the smoothed estimate of the connections' worth of
+/// work the server does at once (about three intervals' memory): one noisy interval on a
+/// busy machine does not move the size.
+const SMOOTHING: f64 = 0.3;
 
 /// The checks [`crate::PoolConfig::validate`] adds for [`Sizing::Auto`]: a ceiling is
 /// required, and the interval must be at least 10 ms.
@@ -260,14 +267,16 @@ struct Probe {
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
-/// The server's queue under which the pool grows: `2 × log10(size)`, at least 1.
+/// The server's queue under which the pool grows: `3 × log10(size)` (concurrency-limits'
+/// Vegas), at least 1.
 fn alpha(size: u32) -> f64 {
-    (2.0 * f64::from(size).log10()).max(1.0)
+    (3.0 * f64::from(size).log10()).max(1.0)
 }
 
-/// The server's queue over which the pool backs off: `4 × log10(size)`, at least 2.
+/// The server's queue over which the pool backs off: `6 × log10(size)` (concurrency-limits'
+/// Vegas), at least 2.
 fn beta(size: u32) -> f64 {
-    (4.0 * f64::from(size).log10()).max(2.0)
+    (6.0 * f64::from(size).log10()).max(2.0)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -292,6 +301,13 @@ pub struct Controller {
     low_peak: f64,
     window: Window,
     last: Option<Reason>,
+    /// Intervals with callers queued (the clock probes are scheduled on).
+    loaded: u64,
+    /// The smoothed connections' worth of work the server does at once (throughput ×
+    /// unloaded hold time) at the current size; reset when the size changes.
+    parallel: Option<f64>,
+    /// The size the pool last grew to (or went back to after a probe).
+    grown_to: u32,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -358,6 +374,9 @@ impl Controller {
             low_peak: 0.0,
             window: Window::default(),
             last: None,
+            loaded: 0,
+            parallel: None,
+            grown_to: floor,
         }
     }
 
@@ -392,6 +411,8 @@ impl Controller {
         }
         self.target = to;
         self.window = Window::default();
+        // The server's work at once depends on the size: smooth only at one size.
+        self.parallel = None;
         self.last = Some(reason.clone());
         Some(Change { from, to, reason })
     }
@@ -423,6 +444,9 @@ impl Controller {
             return self.change(ceiling, Reason::Ceiling);
         }
         let queued = s.queued();
+        if queued {
+            self.loaded += 1;
+        }
         let in_use = s.in_use();
         let size = f64::from(self.target);
         // Low use: count towards a shrink.
@@ -444,7 +468,8 @@ impl Controller {
                 return None;
             };
             self.probe = None;
-            self.next_probe = self.tick + PROBE_EVERY;
+            self.parallel = None;
+            self.next_probe = self.loaded + PROBE_EVERY;
             if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
                 self.base = Some(Base {
@@ -458,6 +483,7 @@ impl Controller {
                 }
             }
             let unloaded = self.unloaded_hold().unwrap_or(0.0);
+            self.grown_to = p.restore.min(ceiling);
             return self.change(p.restore.min(ceiling), Reason::ProbeDone { unloaded });
         }
         if self.low_ticks >= self.shrink_after {
@@ -468,6 +494,12 @@ impl Controller {
             self.slow_start = true;
             self.window = Window::default();
             return self.change(to, Reason::Idle { used: peak });
+        }
+        if s.acquires == 0 && s.busy == 0 && s.pending == 0 {
+            // Idle: nothing to learn, and an idle interval pooled with the first ones
+            // under load would understate their throughput.
+            self.window = Window::default();
+            return None;
         }
         let pooled = self.window.add(s, MAX_WINDOW)?;
         let s = &pooled;
@@ -491,14 +523,31 @@ impl Controller {
             return None;
         }
         // Little's law: the server does the work of `parallel` connections at a time; the
-        // rest of those in use wait inside it.
-        let parallel = s.throughput() * unloaded;
+        // rest of those in use wait inside it. Smoothed over a few intervals.
+        let now = s.throughput() * unloaded;
+        let parallel = self
+            .parallel
+            .map_or(now, |p| SMOOTHING * now + (1.0 - SMOOTHING) * p);
+        self.parallel = Some(parallel);
         let server_queue = (in_use - parallel).max(0.0);
         if server_queue > beta(self.target) && self.target > floor {
             let mid = (alpha(self.target) + beta(self.target)) / 2.0;
-            let to = ceil_u32(parallel + mid).clamp(floor, self.target - 1);
-            self.next_probe = self.next_probe.min(self.tick + PROBE_SOON);
-            self.slow_start = false;
+            let mut to = ceil_u32(parallel + mid);
+            if self.slow_start {
+                // Out of slow start: straight to the size the server can use.
+                self.slow_start = false;
+                self.grown_to = to.min(self.target);
+            } else {
+                // Afterwards by a quarter at most per interval: one noisy interval moves
+                // the size a little, a real overload within a few intervals.
+                to = to.max(ceil_u32(f64::from(self.target) * 0.75));
+                // Far below the size last grown to: the server may have become slower
+                // for every size; measure the unloaded hold time again soon.
+                if to.saturating_mul(3) <= self.grown_to.saturating_mul(2) {
+                    self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
+                }
+            }
+            let to = to.clamp(floor, self.target - 1);
             return self.change(
                 to,
                 Reason::Congested {
@@ -515,7 +564,7 @@ impl Controller {
         }
         // Under load for a while: step down briefly to measure the unloaded hold time
         // again (the statements, or the server, may have changed).
-        if self.tick >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
+        if self.loaded >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
             self.probe = Some(Probe {
                 restore: self.target,
                 warming: true,
@@ -541,8 +590,10 @@ impl Controller {
         } else {
             ceil_u32(alpha(size) / 2.0).max(1)
         };
+        let to = size.saturating_add(room).min(ceiling);
+        self.grown_to = to;
         self.change(
-            size.saturating_add(room).min(ceiling),
+            to,
             Reason::Queued {
                 pending: s.pending,
                 server_queue,
@@ -657,9 +708,10 @@ mod tests {
         let mut c = Controller::new(1, 1000);
         run(&mut c, 10, 1000, 1000.0, 0.002, 0.008);
         assert_eq!(c.target(), 30);
-        let change = c
-            .decide(&sample(30, 1000, 4.0, 0.002, 0.008))
-            .expect("a back-off");
+        // Smoothed over a few intervals: one slow interval is not enough, three are.
+        let change = (0..3)
+            .find_map(|_| c.decide(&sample(30, 1000, 4.0, 0.002, 0.008)))
+            .expect("a back-off within three intervals");
         assert!(change.to < 30, "{change:?}");
         assert!(
             matches!(change.reason, Reason::Congested { .. }),
@@ -667,7 +719,7 @@ mod tests {
         );
         assert!(change.reason.to_string().contains("wait inside the server"));
         let seen = run(&mut c, 10, 1000, 4.0, 0.002, 0.008);
-        assert!(seen.iter().all(|&t| t < 20), "{seen:?}");
+        assert!(seen.iter().all(|&t| t <= 20) && c.target() < 20, "{seen:?}");
     }
 
     #[test]
