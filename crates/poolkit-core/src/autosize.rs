@@ -9,22 +9,25 @@
 //!
 //! - The **unloaded hold time** is the hold time measured with few connections in use: at
 //!   the floor when the pool starts, whenever the load is light, and under a steady load by
-//!   a short *downward probe* (half the size for two intervals) every few hundred
-//!   intervals, and soon after every back-off.
+//!   a short *downward probe* (half the size for two intervals) every 300 intervals under
+//!   load (intervals while the pool is idle do not count), and soon after a back-off that
+//!   took the pool below two thirds of the size it last grew to.
 //! - With throughput `x`, the server does the work of `x × unloaded` connections at a
-//!   time; the rest of the connections in use (`x × hold`) wait *inside* the server. That
-//!   is Vegas's queue estimate: requests that more connections only move from the pool's
-//!   queue (where they cost nothing) into the server's (where they cost CPU, locks, memory).
+//!   time (smoothed over the intervals spent at the current size, 0.3 for the newest:
+//!   one noisy interval on a busy machine does not move the size); the rest of the
+//!   connections in use (`x × hold`) wait *inside* the server. That is Vegas's queue
+//!   estimate: requests that more connections only move from the pool's queue into the
+//!   server's (where they cost CPU, locks, memory).
 //! - While callers queue and every connection is in use, it **grows** when the server's
 //!   queue is below `alpha`: by up to the callers waiting, at most to four times its size
 //!   per interval. With 10 ms statements the hold time stays flat, so it climbs to the
 //!   ceiling in a few intervals.
 //! - It **backs off** when the server's queue is above `beta` (more connections no longer
-//!   raise throughput, or the server's response time rose): straight to the size that
-//!   leaves about `(alpha + beta) / 2` there. Between the two it holds. `alpha` and `beta`
-//!   grow with the logarithm of the size (2 and 4 × log10; concurrency-limits' Vegas uses
-//!   3 and 6, which on a 2-core server settles above the best size; at least 1 and 2).
-//!   After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
+//!   raise throughput, or the server's response time rose): the first time straight to
+//!   the size that leaves about `(alpha + beta) / 2` there, afterwards towards it by a
+//!   quarter of the size at most per interval. Between the two it holds. `alpha` and
+//!   `beta` are concurrency-limits' Vegas's: 3 and 6 × log10 of the size, at least 1 and
+//!   2. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
 //!   avoidance after slow start), until the pool next shrinks when idle.
 //! - It **shrinks** when the connections in use stay below half the target for the idle
 //!   timeout, down to what was used (at least the floor, `P_POOL_MIN_IDLE`, or 1).
@@ -747,6 +750,36 @@ mod tests {
         let dips = seen.windows(2).filter(|w| w[1] < w[0]).count();
         assert_eq!(dips, 2, "one probe every {PROBE_EVERY} intervals");
         assert_eq!(c.target(), 30);
+    }
+
+    #[test]
+    fn one_noisy_interval_does_not_move_a_settled_size() {
+        // A CPU-bound statement on 3 cores, settled; then one interval in which another
+        // process took the machine (a third less throughput, 1.5 × the hold time).
+        let mut c = Controller::new(1, 10_000);
+        run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
+        let settled = c.target();
+        let mut noisy = sample(settled, 1000, 3.0, 0.0001, 0.0);
+        noisy.acquires = noisy.acquires * 2 / 3;
+        noisy.returns = noisy.acquires;
+        noisy.hold_secs *= 1.5;
+        assert_eq!(c.decide(&noisy), None, "settled at {settled}");
+        let seen = run(&mut c, 5, 1000, 3.0, 0.0001, 0.0);
+        assert!(seen.iter().all(|&t| t == settled), "{settled}: {seen:?}");
+    }
+
+    #[test]
+    fn idle_time_does_not_bring_the_next_probe_closer() {
+        // Under load for most of a probe period, idle for longer than one, loaded again:
+        // the pool takes up its load at its size, no probe on the way (the clock of
+        // probes counts intervals under load only).
+        let mut c = Controller::new(1, 100_000);
+        run(&mut c, 250, 1000, 1000.0, 0.0001, 0.01);
+        assert_eq!(c.target(), 30);
+        run(&mut c, 400, 0, 1000.0, 0.0001, 0.01);
+        let seen = run(&mut c, 40, 1000, 1000.0, 0.0001, 0.01);
+        assert!(seen.iter().all(|&t| t == 30), "{seen:?}");
+        assert!(!c.probing());
     }
 
     #[test]
