@@ -11,7 +11,8 @@
 //!   the floor when the pool starts, whenever the load is light, and under a steady load by
 //!   a short *downward probe* (half the size for two intervals) every 300 intervals under
 //!   load (intervals while the pool is idle do not count), and soon after a back-off that
-//!   took the pool below two thirds of the size it last grew to.
+//!   took the pool below two thirds of the size it last grew to while the throughput fell
+//!   by half since then.
 //! - With throughput `x`, the server does the work of `x × unloaded` connections at a
 //!   time (smoothed over the intervals spent at the current size, 0.3 for the newest:
 //!   one noisy interval on a busy machine does not move the size); the rest of the
@@ -311,6 +312,8 @@ pub struct Controller {
     parallel: Option<f64>,
     /// The size the pool last grew to (or went back to after a probe).
     grown_to: u32,
+    /// The throughput when it last grew (checkouts per second).
+    grown_x: f64,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -380,6 +383,7 @@ impl Controller {
             loaded: 0,
             parallel: None,
             grown_to: floor,
+            grown_x: 0.0,
         }
     }
 
@@ -487,6 +491,7 @@ impl Controller {
             }
             let unloaded = self.unloaded_hold().unwrap_or(0.0);
             self.grown_to = p.restore.min(ceiling);
+            self.grown_x = measured.throughput();
             return self.change(p.restore.min(ceiling), Reason::ProbeDone { unloaded });
         }
         if self.low_ticks >= self.shrink_after {
@@ -540,13 +545,18 @@ impl Controller {
                 // Out of slow start: straight to the size the server can use.
                 self.slow_start = false;
                 self.grown_to = to.min(self.target);
+                self.grown_x = s.throughput();
             } else {
                 // Afterwards by a quarter at most per interval: one noisy interval moves
                 // the size a little, a real overload within a few intervals.
                 to = to.max(ceil_u32(f64::from(self.target) * 0.75));
-                // Far below the size last grown to: the server may have become slower
-                // for every size; measure the unloaded hold time again soon.
-                if to.saturating_mul(3) <= self.grown_to.saturating_mul(2) {
+                // Far below the size last grown to, and half the throughput it had then:
+                // the server may have become slower for every size; measure the unloaded
+                // hold time again soon. (Too many connections on a busy server cost some
+                // throughput, not half; a busy machine's noise seldom does both.)
+                if to.saturating_mul(3) <= self.grown_to.saturating_mul(2)
+                    && parallel / unloaded.max(1e-9) < 0.5 * self.grown_x
+                {
                     self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
                 }
             }
@@ -595,6 +605,7 @@ impl Controller {
         };
         let to = size.saturating_add(room).min(ceiling);
         self.grown_to = to;
+        self.grown_x = s.throughput();
         self.change(
             to,
             Reason::Queued {
