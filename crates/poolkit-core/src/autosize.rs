@@ -30,6 +30,10 @@
 //!   `beta` are concurrency-limits' Vegas's: 3 and 6 × log10 of the size, at least 1 and
 //!   2. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
 //!   avoidance after slow start), until the pool next shrinks when idle.
+//! - It **holds** while the throughput is under a third of what it was when the pool last
+//!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
+//!   hiccup), every hold time rises with it, and backing off would not help; measured on
+//!   a 2-core machine shared with compilers, where the pool otherwise fell to 1–3.
 //! - It **shrinks** when the connections in use stay below half the target for the idle
 //!   timeout, down to what was used (at least the floor, `P_POOL_MIN_IDLE`, or 1).
 //! - Never above the ceiling (`P_POOL_MAXSIZE`), and never more than one change per
@@ -81,6 +85,9 @@ const PROBE_SOON: u64 = 20;
 /// work the server does at once (about three intervals' memory): one noisy interval on a
 /// busy machine does not move the size.
 const SMOOTHING: f64 = 0.3;
+/// Below this share of the throughput it had when it last grew, the pool holds its size
+/// rather than backing off (see [`Controller::decide`]).
+const COLLAPSE: f64 = 0.3;
 
 /// The checks [`crate::PoolConfig::validate`] adds for [`Sizing::Auto`]: a ceiling is
 /// required, and the interval must be at least 10 ms.
@@ -538,6 +545,16 @@ impl Controller {
             .map_or(now, |p| SMOOTHING * now + (1.0 - SMOOTHING) * p);
         self.parallel = Some(parallel);
         let server_queue = (in_use - parallel).max(0.0);
+        let throughput = parallel / unloaded.max(1e-9);
+        if !self.slow_start && s.throughput() < COLLAPSE * self.grown_x {
+            // Under a third of the throughput it had when it last grew: the whole machine
+            // stalls (the client starved of CPU, a network hiccup), which fewer connections
+            // would not help; hold the size until it recovers, or until a probe soon
+            // after measures the unloaded hold time again (statements that became slower
+            // for every size look the same).
+            self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
+            return self.probe_if_due(floor);
+        }
         if server_queue > beta(self.target) && self.target > floor {
             let mid = (alpha(self.target) + beta(self.target)) / 2.0;
             let mut to = ceil_u32(parallel + mid);
@@ -555,7 +572,7 @@ impl Controller {
                 // hold time again soon. (Too many connections on a busy server cost some
                 // throughput, not half; a busy machine's noise seldom does both.)
                 if to.saturating_mul(3) <= self.grown_to.saturating_mul(2)
-                    && parallel / unloaded.max(1e-9) < 0.5 * self.grown_x
+                    && throughput < 0.5 * self.grown_x
                 {
                     self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
                 }
@@ -575,8 +592,12 @@ impl Controller {
         {
             return Some(change);
         }
-        // Under load for a while: step down briefly to measure the unloaded hold time
-        // again (the statements, or the server, may have changed).
+        self.probe_if_due(floor)
+    }
+
+    /// Under load for a while: step down briefly to measure the unloaded hold time again
+    /// (the statements, or the server, may have changed).
+    fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
         if self.loaded >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
             self.probe = Some(Probe {
                 restore: self.target,
@@ -777,6 +798,26 @@ mod tests {
         assert_eq!(c.decide(&noisy), None, "settled at {settled}");
         let seen = run(&mut c, 5, 1000, 3.0, 0.0001, 0.0);
         assert!(seen.iter().all(|&t| t == settled), "{settled}: {seen:?}");
+    }
+
+    #[test]
+    fn a_stalled_machine_does_not_shrink_the_pool() {
+        // Settled on a CPU-bound server; then the client is starved of CPU for a second: a
+        // fifth of the throughput, five times the hold time.
+        let mut c = Controller::new(1, 10_000);
+        run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
+        let before = c.target();
+        let seen: Vec<u32> = (0..10)
+            .map(|_| {
+                let mut s = sample(c.target(), 1000, 3.0, 0.0001, 0.0);
+                s.acquires /= 5;
+                s.returns = s.acquires;
+                s.hold_secs *= 5.0;
+                c.decide(&s);
+                c.target()
+            })
+            .collect();
+        assert!(seen.iter().all(|&t| t == before), "{before}: {seen:?}");
     }
 
     #[test]
