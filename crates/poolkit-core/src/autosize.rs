@@ -27,8 +27,10 @@
 //!   raise throughput, or the server's response time rose): the first time straight to
 //!   the size that leaves about `(alpha + beta) / 2` there, afterwards towards it by a
 //!   quarter of the size at most per interval. Between the two it holds. `alpha` and
-//!   `beta` are concurrency-limits' Vegas's: 3 and 6 × log10 of the size, at least 1 and
-//!   2. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
+//!   `beta` are concurrency-limits' Vegas's, 3 and 6 × log10 of the size (at least 1 and
+//!   2), and at least a quarter and a half of the server's parallel work: a hold time up
+//!   to 1.5 × the unloaded one is tolerated (concurrency-limits' gradient tolerance),
+//!   which matters for servers that work for many connections at once. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
 //!   avoidance after slow start), until the pool next shrinks when idle.
 //! - It **holds** while the throughput is under a third of what it was when the pool last
 //!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
@@ -279,15 +281,19 @@ struct Probe {
 const PROBE_MAX_INTERVALS: u32 = 5;
 
 /// The server's queue under which the pool grows: `3 × log10(size)` (concurrency-limits'
-/// Vegas), at least 1.
-fn alpha(size: u32) -> f64 {
-    (3.0 * f64::from(size).log10()).max(1.0)
+/// Vegas), at least 1, and at least a quarter of the connections' worth of work the server
+/// does at once (`parallel`).
+fn alpha(size: u32, parallel: f64) -> f64 {
+    (3.0 * f64::from(size).log10()).max(1.0).max(parallel / 4.0)
 }
 
 /// The server's queue over which the pool backs off: `6 × log10(size)` (concurrency-limits'
-/// Vegas), at least 2.
-fn beta(size: u32) -> f64 {
-    (6.0 * f64::from(size).log10()).max(2.0)
+/// Vegas), at least 2, and at least half of `parallel`: a hold time up to 1.5 × the
+/// unloaded one is tolerated (concurrency-limits' gradient tolerance), so that a server
+/// that works for 50 connections at once is not shrunk by a hold time 20 % longer for a
+/// moment (which on a busy client machine is noise).
+fn beta(size: u32, parallel: f64) -> f64 {
+    (6.0 * f64::from(size).log10()).max(2.0).max(parallel / 2.0)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -522,13 +528,13 @@ impl Controller {
         if s.returns == 0 {
             // Every connection held for longer than the window: no hold time to reason
             // with, but callers queue behind busy connections.
-            return self.grow(s, 0.0, ceiling);
+            return self.grow(s, 0.0, 0.0, ceiling);
         }
         let Some(base) = self.base.filter(|b| in_use > b.at * 1.25) else {
             // As few connections in use as when the unloaded hold time was measured (or
             // none measured yet): this is the unloaded hold time now.
             self.learn(s);
-            return self.grow(s, 0.0, ceiling);
+            return self.grow(s, 0.0, 0.0, ceiling);
         };
         if s.hold_secs < base.hold {
             self.learn(s);
@@ -555,8 +561,8 @@ impl Controller {
             self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
             return self.probe_if_due(floor);
         }
-        if server_queue > beta(self.target) && self.target > floor {
-            let mid = (alpha(self.target) + beta(self.target)) / 2.0;
+        if server_queue > beta(self.target, parallel) && self.target > floor {
+            let mid = (alpha(self.target, parallel) + beta(self.target, parallel)) / 2.0;
             let mut to = ceil_u32(parallel + mid);
             if self.slow_start {
                 // Out of slow start: straight to the size the server can use.
@@ -587,8 +593,8 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.target)
-            && let Some(change) = self.grow(s, server_queue, ceiling)
+        if server_queue < alpha(self.target, parallel)
+            && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
         {
             return Some(change);
         }
@@ -612,7 +618,13 @@ impl Controller {
     /// Grows while callers queue and every connection is in use, never above the ceiling:
     /// in slow start by the callers waiting (at least 1), at most to four times the size;
     /// after a back-off by `alpha / 2` (at least 1).
-    fn grow(&mut self, s: &Sample, server_queue: f64, ceiling: u32) -> Option<Change> {
+    fn grow(
+        &mut self,
+        s: &Sample,
+        server_queue: f64,
+        parallel: f64,
+        ceiling: u32,
+    ) -> Option<Change> {
         let size = self.target;
         if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
             return None;
@@ -622,7 +634,7 @@ impl Controller {
                 .unwrap_or(u32::MAX)
                 .clamp(1, size.saturating_mul(3))
         } else {
-            ceil_u32(alpha(size) / 2.0).max(1)
+            ceil_u32(alpha(size, parallel) / 2.0).max(1)
         };
         let to = size.saturating_add(room).min(ceiling);
         self.grown_to = to;
