@@ -10,9 +10,8 @@
 //! - The **unloaded hold time** is the hold time measured with few connections in use: at
 //!   the floor when the pool starts, whenever the load is light, and under a steady load by
 //!   a short *downward probe* (half the size for two intervals) every 300 intervals under
-//!   load (intervals while the pool is idle do not count), and soon after a back-off that
-//!   took the pool below two thirds of the size it last grew to while the throughput fell
-//!   by half since then.
+//!   load (intervals while the pool is idle do not count), and sooner when the throughput
+//!   stays under half of what it was at the last growth for 20 decisions in a row.
 //! - With throughput `x`, the server does the work of `x × unloaded` connections at a
 //!   time (smoothed over the intervals spent at the current size, 0.3 for the newest:
 //!   one noisy interval on a busy machine does not move the size); the rest of the
@@ -79,9 +78,9 @@ const MAX_WINDOW: u32 = 20;
 /// under load only: a pool that was idle for a while does not probe as soon as callers come
 /// back, when it is finding its size again.
 const PROBE_EVERY: u64 = 300;
-/// Intervals under load until the next probe after a back-off deep below the size last
-/// grown to (the server may simply have become slower for every size, which only a probe
-/// can tell).
+/// Decisions in a row at under half the throughput of the pool's last growth after which it
+/// probes (the server may simply have become slower for every size, which only a probe can
+/// tell; a machine that stalls for a moment does not make it probe).
 const PROBE_SOON: u64 = 20;
 /// The weight of the newest interval in the smoothed estimate of the connections' worth of
 /// work the server does at once (about three intervals' memory): one noisy interval on a
@@ -323,8 +322,8 @@ pub struct Controller {
     /// The smoothed connections' worth of work the server does at once (throughput ×
     /// unloaded hold time) at the current size; reset when the size changes.
     parallel: Option<f64>,
-    /// The size the pool last grew to (or went back to after a probe).
-    grown_to: u32,
+    /// Decisions in a row at under half the throughput of the last growth.
+    slow: u32,
     /// The throughput when it last grew (checkouts per second).
     grown_x: f64,
 }
@@ -395,7 +394,7 @@ impl Controller {
             last: None,
             loaded: 0,
             parallel: None,
-            grown_to: floor,
+            slow: 0,
             grown_x: 0.0,
         }
     }
@@ -503,7 +502,6 @@ impl Controller {
                 }
             }
             let unloaded = self.unloaded_hold().unwrap_or(0.0);
-            self.grown_to = p.restore.min(ceiling);
             self.grown_x = measured.throughput();
             return self.change(p.restore.min(ceiling), Reason::ProbeDone { unloaded });
         }
@@ -552,13 +550,24 @@ impl Controller {
         self.parallel = Some(parallel);
         let server_queue = (in_use - parallel).max(0.0);
         let throughput = parallel / unloaded.max(1e-9);
+        // Half the throughput it had when it last grew, for `PROBE_SOON` decisions in a
+        // row: the server may have become slower for every size (a heavier statement
+        // mix), which only a probe can tell; a stall of the machine is over sooner.
+        if !self.slow_start && throughput < 0.5 * self.grown_x {
+            self.slow += 1;
+            if u64::from(self.slow) >= PROBE_SOON {
+                self.slow = 0;
+                self.next_probe = self.next_probe.min(self.loaded);
+            }
+        } else {
+            self.slow = 0;
+        }
         if !self.slow_start && s.throughput() < COLLAPSE * self.grown_x {
             // Under a third of the throughput it had when it last grew: the whole machine
             // stalls (the client starved of CPU, a network hiccup), which fewer connections
             // would not help; hold the size until it recovers, or until a probe soon
             // after measures the unloaded hold time again (statements that became slower
             // for every size look the same).
-            self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
             return self.probe_if_due(floor);
         }
         if server_queue > beta(self.target, parallel) && self.target > floor {
@@ -567,21 +576,11 @@ impl Controller {
             if self.slow_start {
                 // Out of slow start: straight to the size the server can use.
                 self.slow_start = false;
-                self.grown_to = to.min(self.target);
                 self.grown_x = s.throughput();
             } else {
                 // Afterwards by a quarter at most per interval: one noisy interval moves
                 // the size a little, a real overload within a few intervals.
                 to = to.max(ceil_u32(f64::from(self.target) * 0.75));
-                // Far below the size last grown to, and half the throughput it had then:
-                // the server may have become slower for every size; measure the unloaded
-                // hold time again soon. (Too many connections on a busy server cost some
-                // throughput, not half; a busy machine's noise seldom does both.)
-                if to.saturating_mul(3) <= self.grown_to.saturating_mul(2)
-                    && throughput < 0.5 * self.grown_x
-                {
-                    self.next_probe = self.next_probe.min(self.loaded + PROBE_SOON);
-                }
             }
             let to = to.clamp(floor, self.target - 1);
             return self.change(
@@ -637,7 +636,6 @@ impl Controller {
             ceil_u32(alpha(size, parallel) / 2.0).max(1)
         };
         let to = size.saturating_add(room).min(ceiling);
-        self.grown_to = to;
         self.grown_x = s.throughput();
         self.change(
             to,
