@@ -9,23 +9,32 @@
 //!
 //! - The **unloaded hold time** is the hold time measured with few connections in use: at
 //!   the floor when the pool starts, whenever the load is light, and under a steady load by
-//!   a short *downward probe* (half the size for two intervals) every few hundred
-//!   intervals, and soon after every back-off.
+//!   a short *downward probe* (half the size for two intervals) every 300 intervals under
+//!   load (intervals while the pool is idle do not count), and sooner when the throughput
+//!   stays under half of what it was at the last growth for 20 decisions in a row.
 //! - With throughput `x`, the server does the work of `x × unloaded` connections at a
-//!   time; the rest of the connections in use (`x × hold`) wait *inside* the server. That
-//!   is Vegas's queue estimate: requests that more connections only move from the pool's
-//!   queue (where they cost nothing) into the server's (where they cost CPU, locks, memory).
+//!   time (smoothed over the intervals spent at the current size, 0.3 for the newest:
+//!   one noisy interval on a busy machine does not move the size); the rest of the
+//!   connections in use (`x × hold`) wait *inside* the server. That is Vegas's queue
+//!   estimate: requests that more connections only move from the pool's queue into the
+//!   server's (where they cost CPU, locks, memory).
 //! - While callers queue and every connection is in use, it **grows** when the server's
 //!   queue is below `alpha`: by up to the callers waiting, at most to four times its size
 //!   per interval. With 10 ms statements the hold time stays flat, so it climbs to the
 //!   ceiling in a few intervals.
 //! - It **backs off** when the server's queue is above `beta` (more connections no longer
-//!   raise throughput, or the server's response time rose): straight to the size that
-//!   leaves about `(alpha + beta) / 2` there. Between the two it holds. `alpha` and `beta`
-//!   grow with the logarithm of the size (2 and 4 × log10; concurrency-limits' Vegas uses
-//!   3 and 6, which on a 2-core server settles above the best size; at least 1 and 2).
-//!   After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
+//!   raise throughput, or the server's response time rose): the first time straight to
+//!   the size that leaves about `(alpha + beta) / 2` there, afterwards towards it by a
+//!   quarter of the size at most per interval. Between the two it holds. `alpha` and
+//!   `beta` are concurrency-limits' Vegas's, 3 and 6 × log10 of the size (at least 1 and
+//!   2), and at least a quarter and a half of the server's parallel work: a hold time up
+//!   to 1.5 × the unloaded one is tolerated (concurrency-limits' gradient tolerance),
+//!   which matters for servers that work for many connections at once. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
 //!   avoidance after slow start), until the pool next shrinks when idle.
+//! - It **holds** while the throughput is under a third of what it was when the pool last
+//!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
+//!   hiccup), every hold time rises with it, and backing off would not help; measured on
+//!   a 2-core machine shared with compilers, where the pool otherwise fell to 1–3.
 //! - It **shrinks** when the connections in use stay below half the target for the idle
 //!   timeout, down to what was used (at least the floor, `P_POOL_MIN_IDLE`, or 1).
 //! - Never above the ceiling (`P_POOL_MAXSIZE`), and never more than one change per
@@ -65,11 +74,21 @@ const MIN_RETURNS: u64 = 8;
 /// The most intervals pooled into one decision (statements that take longer than an
 /// interval).
 const MAX_WINDOW: u32 = 20;
-/// Intervals between two downward probes of the unloaded hold time while under load.
+/// Intervals under load between two downward probes of the unloaded hold time. Counted
+/// under load only: a pool that was idle for a while does not probe as soon as callers come
+/// back, when it is finding its size again.
 const PROBE_EVERY: u64 = 300;
-/// Intervals until the next probe after a back-off (the server may simply have become
-/// slower for every size, which only a probe can tell).
+/// Decisions in a row at under half the throughput of the pool's last growth after which it
+/// probes (the server may simply have become slower for every size, which only a probe can
+/// tell; a machine that stalls for a moment does not make it probe).
 const PROBE_SOON: u64 = 20;
+/// The weight of the newest interval in the smoothed estimate of the connections' worth of
+/// work the server does at once (about three intervals' memory): one noisy interval on a
+/// busy machine does not move the size.
+const SMOOTHING: f64 = 0.3;
+/// Below this share of the throughput it had when it last grew, the pool holds its size
+/// rather than backing off (see [`Controller::decide`]).
+const COLLAPSE: f64 = 0.3;
 
 /// The checks [`crate::PoolConfig::validate`] adds for [`Sizing::Auto`]: a ceiling is
 /// required, and the interval must be at least 10 ms.
@@ -260,14 +279,20 @@ struct Probe {
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
-/// The server's queue under which the pool grows: `2 × log10(size)`, at least 1.
-fn alpha(size: u32) -> f64 {
-    (2.0 * f64::from(size).log10()).max(1.0)
+/// The server's queue under which the pool grows: `3 × log10(size)` (concurrency-limits'
+/// Vegas), at least 1, and at least a quarter of the connections' worth of work the server
+/// does at once (`parallel`).
+fn alpha(size: u32, parallel: f64) -> f64 {
+    (3.0 * f64::from(size).log10()).max(1.0).max(parallel / 4.0)
 }
 
-/// The server's queue over which the pool backs off: `4 × log10(size)`, at least 2.
-fn beta(size: u32) -> f64 {
-    (4.0 * f64::from(size).log10()).max(2.0)
+/// The server's queue over which the pool backs off: `6 × log10(size)` (concurrency-limits'
+/// Vegas), at least 2, and at least half of `parallel`: a hold time up to 1.5 × the
+/// unloaded one is tolerated (concurrency-limits' gradient tolerance), so that a server
+/// that works for 50 connections at once is not shrunk by a hold time 20 % longer for a
+/// moment (which on a busy client machine is noise).
+fn beta(size: u32, parallel: f64) -> f64 {
+    (6.0 * f64::from(size).log10()).max(2.0).max(parallel / 2.0)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -292,6 +317,15 @@ pub struct Controller {
     low_peak: f64,
     window: Window,
     last: Option<Reason>,
+    /// Intervals with callers queued (the clock probes are scheduled on).
+    loaded: u64,
+    /// The smoothed connections' worth of work the server does at once (throughput ×
+    /// unloaded hold time) at the current size; reset when the size changes.
+    parallel: Option<f64>,
+    /// Decisions in a row at under half the throughput of the last growth.
+    slow: u32,
+    /// The throughput when it last grew (checkouts per second).
+    grown_x: f64,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -358,6 +392,10 @@ impl Controller {
             low_peak: 0.0,
             window: Window::default(),
             last: None,
+            loaded: 0,
+            parallel: None,
+            slow: 0,
+            grown_x: 0.0,
         }
     }
 
@@ -392,6 +430,8 @@ impl Controller {
         }
         self.target = to;
         self.window = Window::default();
+        // The server's work at once depends on the size: smooth only at one size.
+        self.parallel = None;
         self.last = Some(reason.clone());
         Some(Change { from, to, reason })
     }
@@ -423,6 +463,9 @@ impl Controller {
             return self.change(ceiling, Reason::Ceiling);
         }
         let queued = s.queued();
+        if queued {
+            self.loaded += 1;
+        }
         let in_use = s.in_use();
         let size = f64::from(self.target);
         // Low use: count towards a shrink.
@@ -444,7 +487,8 @@ impl Controller {
                 return None;
             };
             self.probe = None;
-            self.next_probe = self.tick + PROBE_EVERY;
+            self.parallel = None;
+            self.next_probe = self.loaded + PROBE_EVERY;
             if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
                 self.base = Some(Base {
@@ -458,6 +502,7 @@ impl Controller {
                 }
             }
             let unloaded = self.unloaded_hold().unwrap_or(0.0);
+            self.grown_x = measured.throughput();
             return self.change(p.restore.min(ceiling), Reason::ProbeDone { unloaded });
         }
         if self.low_ticks >= self.shrink_after {
@@ -469,19 +514,25 @@ impl Controller {
             self.window = Window::default();
             return self.change(to, Reason::Idle { used: peak });
         }
+        if s.acquires == 0 && s.busy == 0 && s.pending == 0 {
+            // Idle: nothing to learn, and an idle interval pooled with the first ones
+            // under load would understate their throughput.
+            self.window = Window::default();
+            return None;
+        }
         let pooled = self.window.add(s, MAX_WINDOW)?;
         let s = &pooled;
         let in_use = s.in_use();
         if s.returns == 0 {
             // Every connection held for longer than the window: no hold time to reason
             // with, but callers queue behind busy connections.
-            return self.grow(s, 0.0, ceiling);
+            return self.grow(s, 0.0, 0.0, ceiling);
         }
         let Some(base) = self.base.filter(|b| in_use > b.at * 1.25) else {
             // As few connections in use as when the unloaded hold time was measured (or
             // none measured yet): this is the unloaded hold time now.
             self.learn(s);
-            return self.grow(s, 0.0, ceiling);
+            return self.grow(s, 0.0, 0.0, ceiling);
         };
         if s.hold_secs < base.hold {
             self.learn(s);
@@ -491,14 +542,47 @@ impl Controller {
             return None;
         }
         // Little's law: the server does the work of `parallel` connections at a time; the
-        // rest of those in use wait inside it.
-        let parallel = s.throughput() * unloaded;
+        // rest of those in use wait inside it. Smoothed over a few intervals.
+        let now = s.throughput() * unloaded;
+        let parallel = self
+            .parallel
+            .map_or(now, |p| SMOOTHING * now + (1.0 - SMOOTHING) * p);
+        self.parallel = Some(parallel);
         let server_queue = (in_use - parallel).max(0.0);
-        if server_queue > beta(self.target) && self.target > floor {
-            let mid = (alpha(self.target) + beta(self.target)) / 2.0;
-            let to = ceil_u32(parallel + mid).clamp(floor, self.target - 1);
-            self.next_probe = self.next_probe.min(self.tick + PROBE_SOON);
-            self.slow_start = false;
+        let throughput = parallel / unloaded.max(1e-9);
+        // Half the throughput it had when it last grew, for `PROBE_SOON` decisions in a
+        // row: the server may have become slower for every size (a heavier statement
+        // mix), which only a probe can tell; a stall of the machine is over sooner.
+        if !self.slow_start && throughput < 0.5 * self.grown_x {
+            self.slow += 1;
+            if u64::from(self.slow) >= PROBE_SOON {
+                self.slow = 0;
+                self.next_probe = self.next_probe.min(self.loaded);
+            }
+        } else {
+            self.slow = 0;
+        }
+        if !self.slow_start && s.throughput() < COLLAPSE * self.grown_x {
+            // Under a third of the throughput it had when it last grew: the whole machine
+            // stalls (the client starved of CPU, a network hiccup), which fewer connections
+            // would not help; hold the size until it recovers, or until a probe soon
+            // after measures the unloaded hold time again (statements that became slower
+            // for every size look the same).
+            return self.probe_if_due(floor);
+        }
+        if server_queue > beta(self.target, parallel) && self.target > floor {
+            let mid = (alpha(self.target, parallel) + beta(self.target, parallel)) / 2.0;
+            let mut to = ceil_u32(parallel + mid);
+            if self.slow_start {
+                // Out of slow start: straight to the size the server can use.
+                self.slow_start = false;
+                self.grown_x = s.throughput();
+            } else {
+                // Afterwards by a quarter at most per interval: one noisy interval moves
+                // the size a little, a real overload within a few intervals.
+                to = to.max(ceil_u32(f64::from(self.target) * 0.75));
+            }
+            let to = to.clamp(floor, self.target - 1);
             return self.change(
                 to,
                 Reason::Congested {
@@ -508,14 +592,18 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.target)
-            && let Some(change) = self.grow(s, server_queue, ceiling)
+        if server_queue < alpha(self.target, parallel)
+            && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
         {
             return Some(change);
         }
-        // Under load for a while: step down briefly to measure the unloaded hold time
-        // again (the statements, or the server, may have changed).
-        if self.tick >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
+        self.probe_if_due(floor)
+    }
+
+    /// Under load for a while: step down briefly to measure the unloaded hold time again
+    /// (the statements, or the server, may have changed).
+    fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
+        if self.loaded >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
             self.probe = Some(Probe {
                 restore: self.target,
                 warming: true,
@@ -529,7 +617,13 @@ impl Controller {
     /// Grows while callers queue and every connection is in use, never above the ceiling:
     /// in slow start by the callers waiting (at least 1), at most to four times the size;
     /// after a back-off by `alpha / 2` (at least 1).
-    fn grow(&mut self, s: &Sample, server_queue: f64, ceiling: u32) -> Option<Change> {
+    fn grow(
+        &mut self,
+        s: &Sample,
+        server_queue: f64,
+        parallel: f64,
+        ceiling: u32,
+    ) -> Option<Change> {
         let size = self.target;
         if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
             return None;
@@ -539,10 +633,12 @@ impl Controller {
                 .unwrap_or(u32::MAX)
                 .clamp(1, size.saturating_mul(3))
         } else {
-            ceil_u32(alpha(size) / 2.0).max(1)
+            ceil_u32(alpha(size, parallel) / 2.0).max(1)
         };
+        let to = size.saturating_add(room).min(ceiling);
+        self.grown_x = s.throughput();
         self.change(
-            size.saturating_add(room).min(ceiling),
+            to,
             Reason::Queued {
                 pending: s.pending,
                 server_queue,
@@ -657,9 +753,10 @@ mod tests {
         let mut c = Controller::new(1, 1000);
         run(&mut c, 10, 1000, 1000.0, 0.002, 0.008);
         assert_eq!(c.target(), 30);
-        let change = c
-            .decide(&sample(30, 1000, 4.0, 0.002, 0.008))
-            .expect("a back-off");
+        // Smoothed over a few intervals: one slow interval is not enough, three are.
+        let change = (0..3)
+            .find_map(|_| c.decide(&sample(30, 1000, 4.0, 0.002, 0.008)))
+            .expect("a back-off within three intervals");
         assert!(change.to < 30, "{change:?}");
         assert!(
             matches!(change.reason, Reason::Congested { .. }),
@@ -667,7 +764,7 @@ mod tests {
         );
         assert!(change.reason.to_string().contains("wait inside the server"));
         let seen = run(&mut c, 10, 1000, 4.0, 0.002, 0.008);
-        assert!(seen.iter().all(|&t| t < 20), "{seen:?}");
+        assert!(seen.iter().all(|&t| t <= 20) && c.target() < 20, "{seen:?}");
     }
 
     #[test]
@@ -695,6 +792,56 @@ mod tests {
         let dips = seen.windows(2).filter(|w| w[1] < w[0]).count();
         assert_eq!(dips, 2, "one probe every {PROBE_EVERY} intervals");
         assert_eq!(c.target(), 30);
+    }
+
+    #[test]
+    fn one_noisy_interval_does_not_move_a_settled_size() {
+        // A CPU-bound statement on 3 cores, settled; then one interval in which another
+        // process took the machine (a third less throughput, 1.5 × the hold time).
+        let mut c = Controller::new(1, 10_000);
+        run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
+        let settled = c.target();
+        let mut noisy = sample(settled, 1000, 3.0, 0.0001, 0.0);
+        noisy.acquires = noisy.acquires * 2 / 3;
+        noisy.returns = noisy.acquires;
+        noisy.hold_secs *= 1.5;
+        assert_eq!(c.decide(&noisy), None, "settled at {settled}");
+        let seen = run(&mut c, 5, 1000, 3.0, 0.0001, 0.0);
+        assert!(seen.iter().all(|&t| t == settled), "{settled}: {seen:?}");
+    }
+
+    #[test]
+    fn a_stalled_machine_does_not_shrink_the_pool() {
+        // Settled on a CPU-bound server; then the client is starved of CPU for a second: a
+        // fifth of the throughput, five times the hold time.
+        let mut c = Controller::new(1, 10_000);
+        run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
+        let before = c.target();
+        let seen: Vec<u32> = (0..10)
+            .map(|_| {
+                let mut s = sample(c.target(), 1000, 3.0, 0.0001, 0.0);
+                s.acquires /= 5;
+                s.returns = s.acquires;
+                s.hold_secs *= 5.0;
+                c.decide(&s);
+                c.target()
+            })
+            .collect();
+        assert!(seen.iter().all(|&t| t == before), "{before}: {seen:?}");
+    }
+
+    #[test]
+    fn idle_time_does_not_bring_the_next_probe_closer() {
+        // Under load for most of a probe period, idle for longer than one, loaded again:
+        // the pool takes up its load at its size, no probe on the way (the clock of
+        // probes counts intervals under load only).
+        let mut c = Controller::new(1, 100_000);
+        run(&mut c, 250, 1000, 1000.0, 0.0001, 0.01);
+        assert_eq!(c.target(), 30);
+        run(&mut c, 400, 0, 1000.0, 0.0001, 0.01);
+        let seen = run(&mut c, 40, 1000, 1000.0, 0.0001, 0.01);
+        assert!(seen.iter().all(|&t| t == 30), "{seen:?}");
+        assert!(!c.probing());
     }
 
     #[test]
