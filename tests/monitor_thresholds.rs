@@ -77,9 +77,7 @@ async fn thresholds_from_the_environment_reach_every_endpoint() {
     let rules = get(addr, "/alerts.yml", None).await;
     assert_eq!(rules.status, 200);
     assert!(
-        rules
-            .body
-            .contains("(poolkit_utilization_ratio) >= 0.8\n")
+        rules.body.contains("(poolkit_utilization_ratio) >= 0.8\n")
             && rules.body.contains("(poolkit_utilization_ratio) >= 0.95\n")
             && rules.body.contains("poolkit_acquire_timeouts_total"),
         "{}",

@@ -128,20 +128,30 @@ async fn an_exhausted_replica_is_not_down_and_its_surge_stays_off_the_primary() 
     // Both of the replica pool's connections are held (a surge of slow reads); one comes
     // back after 1.5 s, longer than the read pool's own 1 s (which only skips a replica
     // that does not answer): the read waits for it, within DATABASE_POOL_TIMEOUT.
-    let (one, two) = (pool.read().await.expect("one"), pool.read().await.expect("two"));
+    let (one, two) = (
+        pool.read().await.expect("one"),
+        pool.read().await.expect("two"),
+    );
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         drop(one);
     });
     let started = Instant::now();
-    let third = pool.read().await.expect("the replica's connection, once free");
+    let third = pool
+        .read()
+        .await
+        .expect("the replica's connection, once free");
     let port: i32 = third
         .query_one("SELECT current_setting('port')::int4", &[])
         .await
         .expect("port")
         .get(0);
     assert_eq!(port, replica_port, "served by the replica, not the primary");
-    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
     // Nothing comes back: the read fails at DATABASE_POOL_TIMEOUT with the read pool's
     // timeout, and no read went to the primary.
     let started = Instant::now();
