@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::cli::{BackendArg, BenchArgs, PgMode, SizeArg};
 use crate::error::Error;
 use crate::format::{ms, pct, table, thousands};
-use crate::target::{HttpClient, Target, TargetSpec};
+use crate::subject::{HttpClient, Subject, SubjectSpec};
 
 /// p50 / p95 / p99 in seconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -68,8 +68,8 @@ pub(crate) struct RunResult {
     pub(crate) pool_size: u32,
     /// Whether the pool sized itself (`--pool-sizes …,auto`).
     pub(crate) auto_sized: bool,
-    /// The auto-sized pool's target at the end of the run (the pool size otherwise).
-    pub(crate) target: u32,
+    /// The auto-sized pool's open limit at the end of the run (the pool size otherwise).
+    pub(crate) open_limit: u32,
     /// Concurrent users.
     pub(crate) concurrency: u32,
     /// Run time (operations that finished after it are cut off).
@@ -99,10 +99,10 @@ pub(crate) struct RunResult {
 }
 
 impl RunResult {
-    /// `20`, or `auto(7/50)` for an auto-sized pool (its target at the end / its ceiling).
+    /// `20`, or `auto(7/50)` for an auto-sized pool (its open limit at the end / its ceiling).
     pub(crate) fn size_label(&self) -> String {
         if self.auto_sized {
-            format!("auto({}/{})", self.target, self.pool_size)
+            format!("auto({}/{})", self.open_limit, self.pool_size)
         } else {
             self.pool_size.to_string()
         }
@@ -263,8 +263,8 @@ pub(crate) struct AutoVersusBest {
     pub(crate) throughput_ratio: f64,
     /// Auto's acquire-wait P95 over the best fixed size's.
     pub(crate) wait_p95_ratio: f64,
-    /// Auto's target at the end of the run.
-    pub(crate) auto_target: u32,
+    /// Auto's open limit at the end of the run.
+    pub(crate) auto_open_limit: u32,
 }
 
 /// For every concurrency with both an auto-sized run and fixed sizes: auto against the
@@ -282,7 +282,7 @@ pub(crate) fn auto_versus_best(runs: &[RunResult]) -> Vec<AutoVersusBest> {
                 best_size: best.pool_size,
                 throughput_ratio: a.throughput_rps / best.throughput_rps.max(1e-9),
                 wait_p95_ratio: a.acquire_wait.p95 / best.acquire_wait.p95.max(1e-9),
-                auto_target: a.target,
+                auto_open_limit: a.open_limit,
             })
         })
         .collect()
@@ -295,9 +295,9 @@ pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
     for c in v {
         let _ = writeln!(
             out,
-            "{} users: auto (target {}) {:.2} × the throughput of the best fixed size ({}), wait P95 {:.2} ×",
+            "{} users: auto (open limit {}) {:.2} × the throughput of the best fixed size ({}), wait P95 {:.2} ×",
             thousands(u64::from(c.concurrency)),
-            c.auto_target,
+            c.auto_open_limit,
             c.throughput_ratio,
             c.best_size,
             c.wait_p95_ratio
@@ -319,10 +319,10 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// Runs `concurrency` users against `target` for `duration`. Users start no operation
+/// Runs `concurrency` users against `subject` for `duration`. Users start no operation
 /// after the deadline; one that finishes after it is counted as cut off, not measured.
 pub(crate) async fn run(
-    target: Arc<Target>,
+    subject: Arc<Subject>,
     pool_size: u32,
     concurrency: u32,
     duration: Duration,
@@ -332,13 +332,13 @@ pub(crate) async fn run(
     let started = Instant::now();
     // The auto pool runs every step: count what each step opened. A fixed pool is fresh
     // per run, its warm-up included.
-    let before = target.stats();
+    let before = subject.stats();
     let created_before = if before.auto_sized { before.created } else { 0 };
     let deadline = tokio::time::Instant::now() + duration;
     let done = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(concurrency as usize);
     for user in 0..concurrency {
-        let target = Arc::clone(&target);
+        let subject = Arc::clone(&subject);
         let done = Arc::clone(&done);
         handles.push(tokio::spawn(async move {
             let mut tally = TaskTally::default();
@@ -347,7 +347,7 @@ pub(crate) async fn run(
                 let t0 = Instant::now();
                 // Never dropped half-way: cancelling a pool operation must not be what the
                 // bench measures (and leaves some pools with leaked places).
-                let r = target.op(n).await;
+                let r = subject.op(n).await;
                 if tokio::time::Instant::now() > deadline {
                     tally.cut_off += 1;
                     break;
@@ -410,9 +410,9 @@ pub(crate) async fn run(
     let cut_off = tallies.iter().map(|t| t.cut_off).sum::<u64>() + aborted;
     let finished = ok + errors.values().sum::<u64>();
     let timeouts = errors.get("timeout").copied().unwrap_or(0);
-    let stats = target.stats();
+    let stats = subject.stats();
     let client_measured = wait.iter().any(|v| !v.is_empty());
-    let keeps_stats = !matches!(*target, Target::Reqwest { .. });
+    let keeps_stats = !matches!(*subject, Subject::Reqwest { .. });
     let acquire_wait = if client_measured {
         Quantiles::of(&wait)
     } else {
@@ -424,11 +424,11 @@ pub(crate) async fn run(
     };
     #[allow(clippy::cast_precision_loss)]
     Ok(RunResult {
-        backend: stats_backend(&target),
-        client: target.client(),
+        backend: stats_backend(&subject),
+        client: subject.client(),
         pool_size,
         auto_sized: stats.auto_sized,
-        target: stats.open_limit,
+        open_limit: stats.open_limit,
         concurrency,
         seconds,
         ok,
@@ -454,11 +454,11 @@ pub(crate) async fn run(
     })
 }
 
-fn stats_backend(t: &Target) -> &'static str {
+fn stats_backend(t: &Subject) -> &'static str {
     match t {
-        Target::Postgres { .. } => "postgres",
-        Target::Redis { .. } => "redis",
-        Target::Http { .. } | Target::Reqwest { .. } => "http",
+        Subject::Postgres { .. } => "postgres",
+        Subject::Redis { .. } => "redis",
+        Subject::Http { .. } | Subject::Reqwest { .. } => "http",
     }
 }
 
@@ -481,22 +481,22 @@ fn progress(quiet: bool, label: String) -> ProgressBar {
     bar
 }
 
-/// One run of `concurrency` users on `target`, reported unless `--json`.
+/// One run of `concurrency` users on `subject`, reported unless `--json`.
 async fn one(
     args: &BenchArgs,
-    target: &Arc<Target>,
+    subject: &Arc<Subject>,
     size: u32,
     concurrency: u32,
 ) -> Result<RunResult, Error> {
-    let label = if target.stats().auto_sized {
+    let label = if subject.stats().auto_sized {
         format!("pool auto (ceiling {size}) × {concurrency} users")
     } else {
-        format!("{} pool {size} × {concurrency} users", target.client())
+        format!("{} pool {size} × {concurrency} users", subject.client())
     };
     let bar = progress(args.quiet || args.json, label);
-    let grace = target.acquire_timeout() + Duration::from_secs(10);
+    let grace = subject.acquire_timeout() + Duration::from_secs(10);
     let result = run(
-        Arc::clone(target),
+        Arc::clone(subject),
         size,
         concurrency,
         args.duration,
@@ -512,7 +512,7 @@ async fn one(
 
 /// The whole `bench` subcommand: every pool size × every step, then the report.
 pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
-    let spec = TargetSpec {
+    let spec = SubjectSpec {
         backend: args.backend,
         prefix: args
             .prefix
@@ -582,20 +582,20 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                 (SizeArg::Fixed(size), _) => {
                     let mut results = Vec::new();
                     for &client in clients {
-                        let target = Arc::new(if args.backend == BackendArg::Http {
+                        let subject = Arc::new(if args.backend == BackendArg::Http {
                             spec.build_http(size, client)?
                         } else {
                             spec.build_for(size, None, client == HttpClient::PostgresShared)
                                 .await?
                         });
-                        let result = one(args, &target, size, concurrency).await;
-                        target.close().await;
+                        let result = one(args, &subject, size, concurrency).await;
+                        subject.close().await;
                         results.push(result);
                     }
                     results
                 }
-                (SizeArg::Auto, Some((ceiling, target))) => {
-                    vec![one(args, target, *ceiling, concurrency).await]
+                (SizeArg::Auto, Some((ceiling, subject))) => {
+                    vec![one(args, subject, *ceiling, concurrency).await]
                 }
                 (SizeArg::Auto, None) => Vec::new(),
             };
@@ -611,8 +611,8 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
             }
         }
     }
-    if let Some((_, target)) = &auto {
-        target.close().await;
+    if let Some((_, subject)) = &auto {
+        subject.close().await;
     }
     if let Some(e) = failed {
         return Err(e);
@@ -671,7 +671,7 @@ mod tests {
             client: "poolkit",
             pool_size: size,
             auto_sized: auto,
-            target: if auto { 7 } else { size },
+            open_limit: if auto { 7 } else { size },
             concurrency,
             seconds: 10.0,
             ok: 1,
@@ -716,10 +716,10 @@ mod tests {
         assert_eq!((v[0].concurrency, v[0].best_size), (100, 10));
         assert!((v[0].throughput_ratio - 0.95).abs() < 1e-9);
         assert!((v[0].wait_p95_ratio - 1.25).abs() < 1e-9);
-        assert_eq!((v[1].best_size, v[1].auto_target), (5, 7));
+        assert_eq!((v[1].best_size, v[1].auto_open_limit), (5, 7));
         let text = auto_lines(&v);
         assert!(
-            text.contains("1,000 users: auto (target 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
+            text.contains("1,000 users: auto (subject 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
             "{text}"
         );
     }

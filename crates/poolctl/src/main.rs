@@ -13,7 +13,7 @@ mod http_check;
 mod monitor;
 mod simulate;
 mod size;
-mod target;
+mod subject;
 mod warnings;
 
 use std::process::ExitCode;

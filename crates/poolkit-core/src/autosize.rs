@@ -2,7 +2,7 @@
 //!
 //! It is an adaptive concurrency limit in the manner of TCP Vegas (and of Netflix's
 //! concurrency-limits and Envoy's adaptive concurrency filter), applied to a connection
-//! pool. The limit is the pool's *target*: the engine opens at most that many connections,
+//! pool. The limit is the pool's *open limit*: the engine opens at most that many connections,
 //! and callers beyond it queue. Once per interval the engine's task hands the controller a
 //! [`Sample`] of the last interval (checkouts, the mean time a connection was held, callers
 //! queued), and the controller reasons with Little's law:
@@ -35,7 +35,7 @@
 //!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
 //!   hiccup), every hold time rises with it, and backing off would not help; measured on
 //!   a 2-core machine shared with compilers, where the pool otherwise fell to 1–3.
-//! - It **shrinks** when the connections in use stay below half the target for the idle
+//! - It **shrinks** when the connections in use stay below half the open limit for the idle
 //!   timeout, down to what was used (at least the floor, `P_POOL_MIN_IDLE`, or 1).
 //! - Never above the ceiling (`P_POOL_MAXSIZE`), and never more than one change per
 //!   interval (`P_POOL_AUTO_INTERVAL`, 100 ms by default).
@@ -56,7 +56,7 @@ pub enum Sizing {
     /// `pool_size` and `max_size` as configured (or as set by a resize).
     #[default]
     Fixed,
-    /// A target between the floor (`min_idle`, at least 1) and the ceiling (`max_size`),
+    /// An open limit between the floor (`min_idle`, at least 1) and the ceiling (`max_size`),
     /// moved by the [`Controller`]. Env: `P_POOL_SIZE=auto`.
     Auto,
 }
@@ -173,7 +173,7 @@ impl Sample {
     }
 }
 
-/// Why the target changed (logged, and kept as [`Controller::last_reason`]).
+/// Why the open limit changed (logged, and kept as [`Controller::last_reason`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reason {
@@ -207,7 +207,7 @@ pub enum Reason {
         /// Most connections in use (on average per interval) during that time.
         used: f64,
     },
-    /// The ceiling was lowered below the target.
+    /// The ceiling was lowered below the open limit.
     Ceiling,
 }
 
@@ -248,12 +248,12 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A change of target.
+/// A change of open limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    /// The target before.
+    /// The open limit before.
     pub from: u32,
-    /// The target after.
+    /// The open limit after.
     pub to: u32,
     /// Why.
     pub reason: Reason,
@@ -270,7 +270,7 @@ struct Base {
 struct Probe {
     restore: u32,
     /// The first interval after the step down is skipped (busy connections above the new
-    /// target close as they come back).
+    /// open limit close as they come back).
     warming: bool,
     /// The intervals measured at the lower size so far.
     window: Window,
@@ -303,7 +303,7 @@ fn ceil_u32(v: f64) -> u32 {
 /// The sizing controller of one pool. Feed it one [`Sample`] per interval.
 #[derive(Debug, Clone)]
 pub struct Controller {
-    target: u32,
+    limit: u32,
     floor: u32,
     shrink_after: u32,
     tick: u64,
@@ -380,7 +380,7 @@ impl Controller {
     pub fn new(floor: u32, shrink_after: u32) -> Self {
         let floor = floor.max(1);
         Self {
-            target: floor,
+            limit: floor,
             floor,
             shrink_after: shrink_after.max(1),
             tick: 0,
@@ -399,10 +399,10 @@ impl Controller {
         }
     }
 
-    /// The target now.
+    /// The open limit now.
     #[must_use]
-    pub fn target(&self) -> u32 {
-        self.target
+    pub fn open_limit(&self) -> u32 {
+        self.limit
     }
 
     /// Whether a downward probe of the unloaded hold time is under way.
@@ -417,18 +417,18 @@ impl Controller {
         self.base.map(|b| b.hold)
     }
 
-    /// Why the target last changed.
+    /// Why the open limit last changed.
     #[must_use]
     pub fn last_reason(&self) -> Option<&Reason> {
         self.last.as_ref()
     }
 
     fn change(&mut self, to: u32, reason: Reason) -> Option<Change> {
-        let from = self.target;
+        let from = self.limit;
         if to == from {
             return None;
         }
-        self.target = to;
+        self.limit = to;
         self.window = Window::default();
         // The server's work at once depends on the size: smooth only at one size.
         self.parallel = None;
@@ -458,7 +458,7 @@ impl Controller {
         self.tick += 1;
         let ceiling = s.ceiling.max(1);
         let floor = self.floor.min(ceiling);
-        if self.target > ceiling {
+        if self.limit > ceiling {
             self.probe = None;
             return self.change(ceiling, Reason::Ceiling);
         }
@@ -467,7 +467,7 @@ impl Controller {
             self.loaded += 1;
         }
         let in_use = s.in_use();
-        let size = f64::from(self.target);
+        let size = f64::from(self.limit);
         // Low use: count towards a shrink.
         if !queued && in_use < size * 0.5 {
             self.low_ticks += 1;
@@ -509,7 +509,7 @@ impl Controller {
             let peak = self.low_peak;
             self.low_ticks = 0;
             self.low_peak = 0.0;
-            let to = ceil_u32(peak * 1.5).clamp(floor, self.target);
+            let to = ceil_u32(peak * 1.5).clamp(floor, self.limit);
             self.slow_start = true;
             self.window = Window::default();
             return self.change(to, Reason::Idle { used: peak });
@@ -570,8 +570,8 @@ impl Controller {
             // for every size look the same).
             return self.probe_if_due(floor);
         }
-        if server_queue > beta(self.target, parallel) && self.target > floor {
-            let mid = (alpha(self.target, parallel) + beta(self.target, parallel)) / 2.0;
+        if server_queue > beta(self.limit, parallel) && self.limit > floor {
+            let mid = (alpha(self.limit, parallel) + beta(self.limit, parallel)) / 2.0;
             let mut to = ceil_u32(parallel + mid);
             if self.slow_start {
                 // Out of slow start: straight to the size the server can use.
@@ -580,9 +580,9 @@ impl Controller {
             } else {
                 // Afterwards by a quarter at most per interval: one noisy interval moves
                 // the size a little, a real overload within a few intervals.
-                to = to.max(ceil_u32(f64::from(self.target) * 0.75));
+                to = to.max(ceil_u32(f64::from(self.limit) * 0.75));
             }
-            let to = to.clamp(floor, self.target - 1);
+            let to = to.clamp(floor, self.limit - 1);
             return self.change(
                 to,
                 Reason::Congested {
@@ -592,7 +592,7 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.target, parallel)
+        if server_queue < alpha(self.limit, parallel)
             && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
         {
             return Some(change);
@@ -603,13 +603,13 @@ impl Controller {
     /// Under load for a while: step down briefly to measure the unloaded hold time again
     /// (the statements, or the server, may have changed).
     fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
-        if self.loaded >= self.next_probe && self.target / 2 >= floor && self.target >= 2 {
+        if self.loaded >= self.next_probe && self.limit / 2 >= floor && self.limit >= 2 {
             self.probe = Some(Probe {
-                restore: self.target,
+                restore: self.limit,
                 warming: true,
                 window: Window::default(),
             });
-            return self.change(self.target / 2, Reason::Probe);
+            return self.change(self.limit / 2, Reason::Probe);
         }
         None
     }
@@ -624,7 +624,7 @@ impl Controller {
         parallel: f64,
         ceiling: u32,
     ) -> Option<Change> {
-        let size = self.target;
+        let size = self.limit;
         if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
             return None;
         }
@@ -653,9 +653,9 @@ mod tests {
 
     /// A server with `cores` that each take `work` seconds per statement, plus `delay`
     /// seconds of waiting that takes no core (a sleep, a network hop), and `demand`
-    /// callers in a closed loop. Returns the sample of one interval at `target`.
-    fn sample(target: u32, demand: u32, cores: f64, work: f64, delay: f64) -> Sample {
-        let busy = f64::from(target.min(demand));
+    /// callers in a closed loop. Returns the sample of one interval at `open limit`.
+    fn sample(limit: u32, demand: u32, cores: f64, work: f64, delay: f64) -> Sample {
+        let busy = f64::from(limit.min(demand));
         let hold = delay + work * (busy / cores).max(1.0);
         let x = if busy > 0.0 { busy / hold } else { 0.0 };
         let every = Duration::from_millis(100);
@@ -666,9 +666,9 @@ mod tests {
             acquires: n,
             hold_secs: if n > 0 { hold } else { 0.0 },
             returns: n,
-            busy: u64::from(target.min(demand)),
-            pending: u64::from(demand.saturating_sub(target)),
-            waited_share: if demand > target { 1.0 } else { 0.0 },
+            busy: u64::from(limit.min(demand)),
+            pending: u64::from(demand.saturating_sub(limit)),
+            waited_share: if demand > limit { 1.0 } else { 0.0 },
             ceiling: 30,
         }
     }
@@ -683,8 +683,8 @@ mod tests {
     ) -> Vec<u32> {
         (0..ticks)
             .map(|_| {
-                c.decide(&sample(c.target(), demand, cores, work, delay));
-                c.target()
+                c.decide(&sample(c.open_limit(), demand, cores, work, delay));
+                c.open_limit()
             })
             .collect()
     }
@@ -694,7 +694,7 @@ mod tests {
         // 10 ms statements that wait rather than work (pg_sleep): more connections help.
         let mut c = Controller::new(1, 50);
         let seen = run(&mut c, 10, 100, 1000.0, 0.0001, 0.01);
-        assert_eq!(c.target(), 30, "{seen:?}");
+        assert_eq!(c.open_limit(), 30, "{seen:?}");
         let reached = seen.iter().position(|&t| t == 30).unwrap_or(usize::MAX);
         assert!(
             reached <= 4,
@@ -733,7 +733,7 @@ mod tests {
     fn shrinks_to_the_floor_when_idle_and_respects_the_ceiling() {
         let mut c = Controller::new(2, 3);
         run(&mut c, 10, 100, 1000.0, 0.0001, 0.01);
-        assert_eq!(c.target(), 30);
+        assert_eq!(c.open_limit(), 30);
         let seen = run(&mut c, 3, 0, 1000.0, 0.0001, 0.01);
         assert_eq!(seen, vec![30, 30, 2], "one change after 3 idle intervals");
         assert!(matches!(c.last_reason(), Some(Reason::Idle { .. })));
@@ -752,7 +752,7 @@ mod tests {
         // (another tenant, a vacuum): statements queue inside it, and the pool backs off.
         let mut c = Controller::new(1, 1000);
         run(&mut c, 10, 1000, 1000.0, 0.002, 0.008);
-        assert_eq!(c.target(), 30);
+        assert_eq!(c.open_limit(), 30);
         // Smoothed over a few intervals: one slow interval is not enough, three are.
         let change = (0..3)
             .find_map(|_| c.decide(&sample(30, 1000, 4.0, 0.002, 0.008)))
@@ -764,7 +764,7 @@ mod tests {
         );
         assert!(change.reason.to_string().contains("wait inside the server"));
         let seen = run(&mut c, 10, 1000, 4.0, 0.002, 0.008);
-        assert!(seen.iter().all(|&t| t <= 20) && c.target() < 20, "{seen:?}");
+        assert!(seen.iter().all(|&t| t <= 20) && c.open_limit() < 20, "{seen:?}");
     }
 
     #[test]
@@ -774,13 +774,13 @@ mod tests {
         // probe measures the new unloaded hold time and it grows back to the ceiling.
         let mut c = Controller::new(1, 1000);
         run(&mut c, 10, 1000, 1000.0, 0.0001, 0.01);
-        assert_eq!(c.target(), 30);
+        assert_eq!(c.open_limit(), 30);
         let seen = run(&mut c, 60, 1000, 1000.0, 0.0001, 0.03);
         assert!(
             seen.iter().any(|&t| t < 30),
             "it backed off first: {seen:?}"
         );
-        assert_eq!(c.target(), 30, "and came back: {seen:?}");
+        assert_eq!(c.open_limit(), 30, "and came back: {seen:?}");
         let unloaded = c.unloaded_hold().unwrap();
         assert!((0.029..0.032).contains(&unloaded), "{unloaded}");
     }
@@ -791,7 +791,7 @@ mod tests {
         let seen = run(&mut c, 700, 1000, 1000.0, 0.0001, 0.01);
         let dips = seen.windows(2).filter(|w| w[1] < w[0]).count();
         assert_eq!(dips, 2, "one probe every {PROBE_EVERY} intervals");
-        assert_eq!(c.target(), 30);
+        assert_eq!(c.open_limit(), 30);
     }
 
     #[test]
@@ -800,7 +800,7 @@ mod tests {
         // process took the machine (a third less throughput, 1.5 × the hold time).
         let mut c = Controller::new(1, 10_000);
         run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
-        let settled = c.target();
+        let settled = c.open_limit();
         let mut noisy = sample(settled, 1000, 3.0, 0.0001, 0.0);
         noisy.acquires = noisy.acquires * 2 / 3;
         noisy.returns = noisy.acquires;
@@ -816,15 +816,15 @@ mod tests {
         // fifth of the throughput, five times the hold time.
         let mut c = Controller::new(1, 10_000);
         run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
-        let before = c.target();
+        let before = c.open_limit();
         let seen: Vec<u32> = (0..10)
             .map(|_| {
-                let mut s = sample(c.target(), 1000, 3.0, 0.0001, 0.0);
+                let mut s = sample(c.open_limit(), 1000, 3.0, 0.0001, 0.0);
                 s.acquires /= 5;
                 s.returns = s.acquires;
                 s.hold_secs *= 5.0;
                 c.decide(&s);
-                c.target()
+                c.open_limit()
             })
             .collect();
         assert!(seen.iter().all(|&t| t == before), "{before}: {seen:?}");
@@ -837,7 +837,7 @@ mod tests {
         // probes counts intervals under load only).
         let mut c = Controller::new(1, 100_000);
         run(&mut c, 250, 1000, 1000.0, 0.0001, 0.01);
-        assert_eq!(c.target(), 30);
+        assert_eq!(c.open_limit(), 30);
         run(&mut c, 400, 0, 1000.0, 0.0001, 0.01);
         let seen = run(&mut c, 40, 1000, 1000.0, 0.0001, 0.01);
         assert!(seen.iter().all(|&t| t == 30), "{seen:?}");
@@ -849,7 +849,7 @@ mod tests {
         // 2 s statements, 10 callers: no connection comes back within an interval.
         let mut c = Controller::new(1, 10_000);
         let seen = run(&mut c, 100, 10, 1000.0, 0.0001, 2.0);
-        assert_eq!(c.target(), 10, "{seen:?}");
+        assert_eq!(c.open_limit(), 10, "{seen:?}");
         assert!(
             seen.iter().take(MAX_WINDOW as usize - 1).all(|&t| t == 1),
             "one decision per {MAX_WINDOW} intervals at most: {seen:?}"

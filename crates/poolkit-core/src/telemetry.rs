@@ -6,7 +6,7 @@
 //! (which reads [`Telemetry::stats`]) and `/metrics` read the same counts.
 //!
 //! Events are only counters and histograms, recorded one way (`record_*`, [`Telemetry::error`],
-//! [`Telemetry::timed_out`]). The gauges (open, used, pending, target) are not kept here:
+//! [`Telemetry::timed_out`]). The gauges (open, used, pending, open limit) are not kept here:
 //! they are read from the state that owns them (the engine's state, a [`crate::Gate`], the
 //! multiplexed sockets) through a [`GaugeSource`] when stats or a scrape asks.
 
@@ -170,10 +170,10 @@ impl Telemetry {
         self.max_size.store(max_size, Relaxed);
     }
 
-    /// The most connections the pool opens now: its owner's target (the auto-sizing
-    /// target, or a ceiling cut by a fleet share), else the ceiling.
+    /// The most connections the pool opens now: its owner's open limit (the auto-sizing
+    /// one, or a ceiling cut by a fleet share), else the ceiling.
     #[must_use]
-    pub fn target(&self) -> u32 {
+    pub fn open_limit(&self) -> u32 {
         self.gauges().open_limit.unwrap_or_else(|| self.max_size())
     }
 

@@ -553,7 +553,7 @@ impl Pool {
         Some(SharedStatus {
             open: shared.mux.open(),
             live: shared.mux.sockets(),
-            size: shared.mux.target(),
+            size: shared.mux.wanted_sockets(),
             in_flight: shared.mux.in_flight(),
             pending: shared.mux.pending(),
             statements: shared.statements.load(std::sync::atomic::Ordering::Relaxed),
@@ -621,7 +621,7 @@ impl Inner {
                     Arc::clone(self.engine.telemetry()),
                     limit,
                 )?;
-                self.reserve_shared(shared.mux.target());
+                self.reserve_shared(shared.mux.wanted_sockets());
                 if shared.auto {
                     let me = self.me.get().cloned().unwrap_or_default();
                     crate::shared::start_auto(
@@ -661,7 +661,7 @@ impl Inner {
             if limit == 0 && !s.mux.is_closed() {
                 tracing::warn!(pool = %self.config.pool.name, "fleet share 0: closing the shared connections; statements check out from now on");
                 s.mux.close();
-            } else if limit > 0 && s.mux.target() > limit as usize {
+            } else if limit > 0 && s.mux.wanted_sockets() > limit as usize {
                 s.mux.set_sockets(limit as usize);
             }
         }
@@ -669,7 +669,7 @@ impl Inner {
         let held = if s.mux.is_closed() {
             open
         } else {
-            open.max(s.mux.target())
+            open.max(s.mux.wanted_sockets())
         };
         u32::try_from(held).unwrap_or(u32::MAX)
     }

@@ -354,7 +354,7 @@ pub(crate) fn start_auto(
             let statements = shared.statements.load(Relaxed);
             let ran = statements.saturating_sub(last_statements);
             last_statements = statements;
-            let n = shared.mux.target();
+            let n = shared.mux.wanted_sockets();
             let in_flight = shared.mux.in_flight();
             let pressure = spilled > 0 || shared.mux.pending() > 0 || in_flight >= 8 * n;
             hold = hold.saturating_sub(1);

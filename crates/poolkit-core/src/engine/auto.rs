@@ -67,9 +67,9 @@ impl Sampler {
 }
 
 impl<M: Manager> Shared<M> {
-    /// Moves the auto-sizing target (see [`Shared::apply_limits`]).
-    pub(super) fn set_target(self: &Arc<Self>, target: u32) {
-        self.auto_target.store(target, Relaxed);
+    /// Moves the auto-sizing open limit (see [`Shared::apply_limits`]).
+    pub(super) fn set_open_limit(self: &Arc<Self>, limit: u32) {
+        self.auto_limit.store(limit, Relaxed);
         self.apply_limits();
     }
 
@@ -78,14 +78,14 @@ impl<M: Manager> Shared<M> {
         self.telemetry.max_size().min(self.cap.load(Relaxed))
     }
 
-    /// Sets the engine's limits from the sizes, the auto-sizing target and the cap:
+    /// Sets the engine's limits from the sizes, the auto-sizing open limit and the cap:
     /// callers beyond them queue; idle connections above them close now, busy ones when
     /// they come back.
     pub(super) fn apply_limits(self: &Arc<Self>) {
         let (surplus, connects) = self.with(|s| {
             let cap = self.cap.load(Relaxed);
             let (pool_size, max_size) = if self.config.sizing == Sizing::Auto {
-                let t = self.auto_target.load(Relaxed).min(cap);
+                let t = self.auto_limit.load(Relaxed).min(cap);
                 (t, t)
             } else {
                 (
@@ -131,7 +131,7 @@ pub(super) fn start<M: Manager>(shared: &Arc<Shared<M>>) {
             }
             let sample = sampler.sample(&shared);
             if let Some(change) = controller.decide(&sample) {
-                shared.set_target(change.to);
+                shared.set_open_limit(change.to);
                 tracing::info!(
                     pool = %shared.config.name,
                     from = change.from,

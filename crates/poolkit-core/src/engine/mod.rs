@@ -87,8 +87,8 @@ pub(crate) struct Shared<M: Manager> {
     fail_fast: FailFast<M::Error>,
     classify: Classify<M>,
     leaks: Option<Leaks>,
-    /// The auto-sizing controller's target (`P_POOL_SIZE=auto`).
-    auto_target: AtomicU32,
+    /// The auto-sizing controller's open limit (`P_POOL_SIZE=auto`).
+    auto_limit: AtomicU32,
     /// An external cap on the ceiling (a fleet share); `u32::MAX` when none.
     cap: AtomicU32,
     /// Bumped by [`Engine::retire_all`]; connections of an older generation are closed

@@ -123,7 +123,7 @@ impl<M: Manager> Engine<M> {
             fail_fast: super::fail_fast::FailFast::new(),
             classify,
             leaks: config.leak_threshold.map(Leaks::new),
-            auto_target: AtomicU32::new(pool_size),
+            auto_limit: AtomicU32::new(pool_size),
             cap: AtomicU32::new(cap),
             generation: AtomicU64::new(0),
             retries: super::connect::Retries::default(),
@@ -183,7 +183,7 @@ impl<M: Manager> Engine<M> {
             fail_fast: super::fail_fast::FailFast::new(),
             classify: super::fail_fast::never,
             leaks: config.leak_threshold.map(Leaks::new),
-            auto_target: AtomicU32::new(config.pool_size),
+            auto_limit: AtomicU32::new(config.pool_size),
             cap: AtomicU32::new(u32::MAX),
             generation: AtomicU64::new(0),
             retries: super::connect::Retries::default(),
@@ -314,7 +314,7 @@ impl<M: Manager> Engine<M> {
                 .telemetry
                 .set_sizes(crate::autosize::floor(&c).min(ceiling), ceiling);
             tracing::info!(pool = %c.name, ceiling, "auto-sized pool's ceiling changed");
-            shared.auto_target.fetch_min(ceiling, Relaxed);
+            shared.auto_limit.fetch_min(ceiling, Relaxed);
             shared.apply_limits();
             return Ok(());
         }

@@ -61,14 +61,14 @@ pub(crate) async fn drive<M: Multiplexer>(inner: Arc<Inner<M>>, i: usize) {
         if inner.closed.load(Acquire) {
             return;
         }
-        if i >= inner.target.load(Acquire) {
+        if i >= inner.wanted.load(Acquire) {
             ctl.wake.notified().await;
             continue;
         }
         let Some(opened) = connect(&inner, i, &mut backoff).await else {
             continue; // failed (after its back-off), or the pool changed meanwhile
         };
-        if inner.closed.load(Acquire) || i >= inner.target.load(Acquire) {
+        if inner.closed.load(Acquire) || i >= inner.wanted.load(Acquire) {
             if let Some(t) = &inner.telemetry {
                 t.record_closed(CloseReason::Overflow);
             }
@@ -190,7 +190,7 @@ async fn live<M: Multiplexer>(
         if let Some(e) = ended {
             return e;
         }
-        if entry.is_retired() || inner.closed.load(Acquire) || i >= inner.target.load(Acquire) {
+        if entry.is_retired() || inner.closed.load(Acquire) || i >= inner.wanted.load(Acquire) {
             return Ended::Told;
         }
     }

@@ -258,7 +258,7 @@ pub(crate) struct Inner<M: Multiplexer> {
     table: Table<Held<M::Socket>>,
     telemetry: Option<Arc<Telemetry>>,
     slots: Vec<driver::SlotCtl>,
-    target: AtomicUsize,
+    wanted: AtomicUsize,
     closed: AtomicBool,
     next_id: AtomicU64,
     reconnects: AtomicU64,
@@ -505,7 +505,7 @@ impl<M: Multiplexer> MuxPool<M> {
             slots: (0..max_sockets)
                 .map(|_| driver::SlotCtl::default())
                 .collect(),
-            target: AtomicUsize::new(config.sockets.min(max_sockets)),
+            wanted: AtomicUsize::new(config.sockets.min(max_sockets)),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             reconnects: AtomicU64::new(0),
@@ -719,7 +719,7 @@ impl<M: Multiplexer> MuxPool<M> {
     /// drain and close, new ones open in the background.
     pub fn set_sockets(&self, n: usize) {
         let n = n.clamp(1, self.inner.slots.len());
-        self.inner.target.store(n, Release);
+        self.inner.wanted.store(n, Release);
         for s in &self.inner.slots {
             s.wake();
         }
@@ -773,8 +773,8 @@ impl<M: Multiplexer> MuxPool<M> {
 
     /// Sockets the pool keeps open (see [`MuxPool::set_sockets`]).
     #[must_use]
-    pub fn target(&self) -> usize {
-        self.inner.target.load(Relaxed)
+    pub fn wanted_sockets(&self) -> usize {
+        self.inner.wanted.load(Relaxed)
     }
 
     /// Requests in flight over all sockets.

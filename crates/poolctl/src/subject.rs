@@ -15,7 +15,7 @@ const REDIS_TTL_SECS: u64 = 300;
 
 /// What the bench needs to build a pool.
 #[derive(Debug, Clone)]
-pub(crate) struct TargetSpec {
+pub(crate) struct SubjectSpec {
     /// Which backend.
     pub(crate) backend: BackendArg,
     /// Env prefix.
@@ -44,7 +44,7 @@ pub(crate) enum HttpClient {
 
 /// A pool under load.
 #[derive(Debug)]
-pub(crate) enum Target {
+pub(crate) enum Subject {
     /// A PostgreSQL pool and the statement each user runs.
     Postgres {
         /// The pool.
@@ -86,7 +86,7 @@ fn lookup(var: &str) -> Option<String> {
     poolkit_core::env::process_lookup(var)
 }
 
-impl TargetSpec {
+impl SubjectSpec {
     /// The pool size in force when `--pool-size` is not given: the env's, or the default.
     pub(crate) fn env_pool_size(&self) -> Result<u32, Error> {
         Ok(match self.backend {
@@ -125,8 +125,8 @@ impl TargetSpec {
         }
     }
 
-    /// Builds an HTTP target of `size` connections for `client`.
-    pub(crate) fn build_http(&self, size: u32, client: HttpClient) -> Result<Target, Error> {
+    /// Builds an HTTP subject of `size` connections for `client`.
+    pub(crate) fn build_http(&self, size: u32, client: HttpClient) -> Result<Subject, Error> {
         let mut config = self.http_config()?;
         let url = self.http_url()?;
         config.pool.pool_size = size;
@@ -138,7 +138,7 @@ impl TargetSpec {
         }
         let timeout = config.timeout.unwrap_or(Duration::from_secs(30));
         match client {
-            HttpClient::Poolkit => Ok(Target::Http {
+            HttpClient::Poolkit => Ok(Subject::Http {
                 pool: poolkit_http::Pool::new(config)
                     .map_err(|e| Error::Failed(format!("{}: {e}", self.prefix)))?,
                 url,
@@ -146,7 +146,7 @@ impl TargetSpec {
             HttpClient::PostgresShared => Err(Error::Usage(
                 "shared PostgreSQL runs are built with build_for".into(),
             )),
-            HttpClient::Reqwest => Ok(Target::Reqwest {
+            HttpClient::Reqwest => Ok(Subject::Reqwest {
                 client: reqwest::Client::builder()
                     .pool_max_idle_per_host(size as usize)
                     .connect_timeout(config.connect_timeout)
@@ -178,11 +178,11 @@ impl TargetSpec {
         &self,
         size: u32,
         auto: Option<Option<Duration>>,
-    ) -> Result<Target, Error> {
+    ) -> Result<Subject, Error> {
         self.build_for(size, auto, false).await
     }
 
-    /// As [`TargetSpec::build`]; `shared`: a PostgreSQL pool whose users run their
+    /// As [`SubjectSpec::build`]; `shared`: a PostgreSQL pool whose users run their
     /// statement on its shared connections (`P_SHARED_CONNECTIONS` from the env, `auto`
     /// by default); otherwise they check out, and the pool keeps none.
     pub(crate) async fn build_for(
@@ -190,7 +190,7 @@ impl TargetSpec {
         size: u32,
         auto: Option<Option<Duration>>,
         shared: bool,
-    ) -> Result<Target, Error> {
+    ) -> Result<Subject, Error> {
         let sized = |pool: &mut poolkit_core::PoolConfig| {
             // Each pool of the bench has a name of its own (the auto pool lives through
             // every step beside the fixed ones): no "already registered" warning.
@@ -230,7 +230,7 @@ impl TargetSpec {
                 let pool = poolkit_postgres::Pool::new(config)
                     .await
                     .map_err(|e| Error::postgres(&self.prefix, e))?;
-                Ok(Target::Postgres {
+                Ok(Subject::Postgres {
                     pool,
                     query: self.query.clone(),
                     shared,
@@ -260,7 +260,7 @@ impl TargetSpec {
                 pool.pipe::<()>(&pipe)
                     .await
                     .map_err(|e| Error::redis(&self.prefix, e))?;
-                Ok(Target::Redis {
+                Ok(Subject::Redis {
                     pool,
                     op: self.op,
                     keys,
@@ -275,7 +275,7 @@ fn value(i: u64) -> String {
     format!("{i:064}")
 }
 
-impl Target {
+impl Subject {
     /// One user operation. Returns the acquire wait when the client measures it (an
     /// exclusive checkout); `Err` holds the error kind.
     pub(crate) async fn op(&self, n: u64) -> Result<Option<Duration>, &'static str> {
