@@ -764,7 +764,10 @@ mod tests {
         );
         assert!(change.reason.to_string().contains("wait inside the server"));
         let seen = run(&mut c, 10, 1000, 4.0, 0.002, 0.008);
-        assert!(seen.iter().all(|&t| t <= 20) && c.open_limit() < 20, "{seen:?}");
+        assert!(
+            seen.iter().all(|&t| t <= 20) && c.open_limit() < 20,
+            "{seen:?}"
+        );
     }
 
     #[test]

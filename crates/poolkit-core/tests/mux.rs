@@ -357,7 +357,10 @@ async fn resizing_opens_and_drains_sockets() {
     wait_for(|| pool.sockets() == 2).await;
     assert_eq!(pool.draining(), 2);
     drop(held);
-    assert_eq!((pool.draining(), pool.open(), pool.wanted_sockets()), (0, 2, 2));
+    assert_eq!(
+        (pool.draining(), pool.open(), pool.wanted_sockets()),
+        (0, 2, 2)
+    );
 }
 
 #[tokio::test]
