@@ -719,7 +719,7 @@ mod tests {
         assert_eq!((v[1].best_size, v[1].auto_open_limit), (5, 7));
         let text = auto_lines(&v);
         assert!(
-            text.contains("1,000 users: auto (subject 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
+            text.contains("1,000 users: auto (open limit 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
             "{text}"
         );
     }

@@ -199,13 +199,13 @@ fn auto_is_a_column_beside_the_fixed_sizes() {
             r["pool_size"], 4,
             "the largest fixed size is the ceiling: {r}"
         );
-        let target = r["target"].as_u64().unwrap();
-        assert!((1..=4).contains(&target), "{r}");
+        let open_limit = r["open_limit"].as_u64().unwrap();
+        assert!((1..=4).contains(&open_limit), "{r}");
         assert!(r["ok"].as_u64().unwrap() > 50, "{r}");
         assert_eq!(r["errors"], serde_json::json!({}), "{r}");
     }
     // 5 ms statements: the auto pool grows past one connection.
-    assert!(auto[1]["target"].as_u64().unwrap() > 1, "{v}");
+    assert!(auto[1]["open_limit"].as_u64().unwrap() > 1, "{v}");
     let (code, out, err) = run(
         &[
             "bench",
