@@ -22,9 +22,15 @@ async fn server_port(pool: &Pool, read: bool) -> i32 {
     row.get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
-    let replica = PrivateCluster::start("replica", "", |_| {});
+/// A private cluster as the replica of the shared server (`DATABASE_READ_URL`), and a pool
+/// named `name` of `size` connections with `timeout` on both.
+async fn primary_and_replica(
+    cluster: &str,
+    name: &str,
+    size: &str,
+    timeout: &str,
+) -> (PrivateCluster, Pool) {
+    let replica = PrivateCluster::start(cluster, "", |_| {});
     let primary_url = format!(
         "{}?sslmode=disable",
         database_url().split('?').next().unwrap_or_default()
@@ -33,13 +39,19 @@ async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
     let lookup = |k: &str| match k {
         "DATABASE_URL" => Some(primary_url.clone()),
         "DATABASE_READ_URL" => Some(replica_url.clone()),
-        "DATABASE_POOL_SIZE" => Some("4".into()),
-        "DATABASE_POOL_TIMEOUT" => Some("5s".into()),
+        "DATABASE_POOL_SIZE" => Some(size.to_owned()),
+        "DATABASE_POOL_TIMEOUT" => Some(timeout.to_owned()),
         _ => None,
     };
     let mut config = Config::from_lookup("DATABASE", &lookup).expect("config");
-    config.pool.name = "t_replicas".into();
+    config.pool.name = name.into();
     let pool = Pool::new(config).await.expect("build");
+    (replica, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
+    let (replica, pool) = primary_and_replica("replica", "t_replicas", "4", "5s").await;
     assert_eq!(pool.read_pools().len(), 1);
     assert_eq!(
         pool.read_pools()[0].config().pool.name,
@@ -108,22 +120,8 @@ async fn reads_go_to_the_replica_fall_back_while_it_is_down_and_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_replica_is_not_down_and_its_surge_stays_off_the_primary() {
-    let replica = PrivateCluster::start("replica_busy", "", |_| {});
-    let primary_url = format!(
-        "{}?sslmode=disable",
-        database_url().split('?').next().unwrap_or_default()
-    );
-    let replica_url = replica.url("127.0.0.1", "sslmode=disable");
-    let lookup = |k: &str| match k {
-        "DATABASE_URL" => Some(primary_url.clone()),
-        "DATABASE_READ_URL" => Some(replica_url.clone()),
-        "DATABASE_POOL_SIZE" => Some("2".into()),
-        "DATABASE_POOL_TIMEOUT" => Some("2500ms".into()),
-        _ => None,
-    };
-    let mut config = Config::from_lookup("DATABASE", &lookup).expect("config");
-    config.pool.name = "t_replicas_busy".into();
-    let pool = Pool::new(config).await.expect("build");
+    let (replica, pool) =
+        primary_and_replica("replica_busy", "t_replicas_busy", "2", "2500ms").await;
     let replica_port = i32::from(replica.port);
     // Both of the replica pool's connections are held (a surge of slow reads); one comes
     // back after 1.5 s, longer than the read pool's own 1 s (which only skips a replica
