@@ -413,24 +413,23 @@ impl Subject {
     }
 }
 
-fn http_kind(e: &poolkit_http::Error) -> &'static str {
-    if e.is_timeout() {
+/// The kind of a failed HTTP request, poolkit's or reqwest's.
+fn request_kind(timeout: bool, connect: bool) -> &'static str {
+    if timeout {
         "timeout"
-    } else if e.is_connect() {
+    } else if connect {
         "connect"
     } else {
         "request"
     }
 }
 
+fn http_kind(e: &poolkit_http::Error) -> &'static str {
+    request_kind(e.is_timeout(), e.is_connect())
+}
+
 fn reqwest_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    }
+    request_kind(e.is_timeout(), e.is_connect())
 }
 
 /// The kind of a pool failure, the same for every adapter.
