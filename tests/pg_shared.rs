@@ -620,3 +620,72 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
     );
     assert!(pool.shared_connections().unwrap().spilled >= 3);
 }
+
+/// A closed loop where slow statements fill every checkout: 3 checkouts serve at most
+/// 30 `pg_sleep(0.1)` a second, so 60 tasks that each run one per 20 fast statements take
+/// at least ~2 s per round whatever the pool does. Were the fast statements to overtake
+/// on the shared connection, that whole wait would land on the slow ones' checkouts and
+/// run past a 1 s acquire timeout; waiting their turn behind the slow ones (first come,
+/// first served, as on an exclusive pool) spreads it over every statement, and nothing
+/// times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_fair")
+        .application_name(&app("fair"))
+        .pool_size(4)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .acquire_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    pool.simple_query("SELECT pg_sleep(0.1)").await.unwrap(); // known slow from now on
+    let t0 = Instant::now();
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let slow_done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..60u64 {
+        let (pool, timeouts, slow_done) = (pool.clone(), timeouts.clone(), slow_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = t;
+            while t0.elapsed() < Duration::from_secs(4) {
+                let sql = if n % 21 == 0 {
+                    "SELECT pg_sleep(0.1)"
+                } else {
+                    "SELECT 1"
+                };
+                match pool.simple_query(sql).await {
+                    Ok(_) if n % 21 == 0 => {
+                        slow_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_timeout() => {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(
+        timeouts.load(Ordering::Relaxed),
+        0,
+        "no statement waited past the acquire timeout: {s:?}"
+    );
+    assert!(
+        slow_done.load(Ordering::Relaxed) >= 30,
+        "the slow statements ran: {}",
+        slow_done.load(Ordering::Relaxed)
+    );
+    assert!(
+        backends(&admin().await, "fair").await <= 4,
+        "the ceiling holds"
+    );
+}
