@@ -121,7 +121,8 @@ impl Pool {
         }
     }
 
-    /// A statement on the pool takes a checkout; `counted`: it is confirmed slow, and
+    /// A statement on the pool takes a checkout; `counted`: it is confirmed slow (see
+    /// `SlowStatements::slow`), and
     /// the statements that follow wait behind it while it waits. (One that spilled
     /// because every shared connection stalled is not followed: the stall passes in
     /// milliseconds, and on a busy machine it comes often enough that following would

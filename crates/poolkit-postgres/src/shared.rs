@@ -15,6 +15,15 @@ use tokio_postgres::Client;
 use crate::connect::ConnectError;
 use crate::manager::Manager;
 
+/// Statements in flight on one shared connection at most; callers beyond it wait first
+/// come, first served in the multiplexed core's gate. The server runs a connection's
+/// statements one after another, so a deeper pipeline does not go faster: a few hundred
+/// cover the round trip and let writes batch. Unbounded, 10,000 callers were all in
+/// flight at once, their order left to the runtime's scheduling (p95 about twice the
+/// p50); capped, they keep their order in the gate (docs/benchmarks.md). Two connections
+/// carry 1,024 before anyone waits, so 1,000 callers never do.
+pub(crate) const DEPTH: usize = 512;
+
 /// The default `P_SHARED_SPILL`.
 pub(crate) const DEFAULT_SPILL: Duration = Duration::from_millis(5);
 
@@ -118,7 +127,8 @@ impl Multiplexer for PgMux {
 #[derive(Debug, Default)]
 pub(crate) struct SlowStatements {
     any: std::sync::atomic::AtomicBool,
-    /// Strikes, and whether a slow run was seen alone (its own time: confirmed).
+    /// Strikes, and whether a run alone took more than [`CLEARLY_SLOW`] times the bound
+    /// (confirmed: a fast statement hardly looks that slow on its own).
     strikes: std::sync::RwLock<std::collections::HashMap<Box<str>, (u8, bool)>>,
 }
 
@@ -150,8 +160,10 @@ impl SlowStatements {
     }
 
     /// `Some` when `sql` is marked slow, with whether that was confirmed by a run of its
-    /// own (alone on a connection): a statement marked from its time at a pipeline's head
-    /// may be a fast one that a busy runtime or a mix-up made look slow.
+    /// own (alone on a connection) over [`CLEARLY_SLOW`] times the bound: a statement
+    /// marked from its time at a pipeline's head, or a little over the bound alone, may be
+    /// a fast one that a busy runtime (a loaded machine's scheduler takes a thread away
+    /// for several milliseconds) or a mix-up made look slow.
     pub(crate) fn slow(&self, sql: &str) -> Option<bool> {
         if !self.any.load(Relaxed) {
             return None;
@@ -181,7 +193,7 @@ impl SlowStatements {
             }
             let (s, confirmed) = map.entry(sql.into()).or_insert((0, false));
             *s = s.saturating_add(strikes).min(STRIKES);
-            *confirmed |= run.alone.is_some();
+            *confirmed |= strikes == STRIKES;
             self.any.store(true, Relaxed);
         } else if run.alone.is_none_or(|whole| whole <= bound) && self.any.load(Relaxed) {
             let known = self
@@ -255,6 +267,7 @@ impl Shared {
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(10)));
         mc.max_lifetime = config.pool.max_lifetime;
         mc.stall = Some(config.shared_spill);
+        mc.per_socket = DEPTH;
         // The ceiling counts server connections, which checkouts share: a shared
         // connection is `used` while it carries a statement (statements in flight are in
         // `Pool::shared_connections()`), so utilization stays a share of connections.
@@ -538,11 +551,17 @@ mod tests {
             bound,
         );
         assert_eq!(slow.slow(sleep), Some(false), "not cleared by a mix-up");
+        slow.observe(sleep, alone(ms(20)), bound);
+        assert_eq!(
+            slow.slow(sleep),
+            Some(false),
+            "a little slow alone: not confirmed"
+        );
         slow.observe(sleep, alone(ms(1000)), bound);
         assert_eq!(
             slow.slow(sleep),
             Some(true),
-            "confirmed by a slow run alone"
+            "confirmed by a run alone ten times over"
         );
         slow.observe(sleep, alone(ms(1)), bound);
         assert!(!slow.is_slow(sleep), "a fast run clears it");
