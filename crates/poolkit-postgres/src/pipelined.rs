@@ -82,9 +82,8 @@ impl Pool {
         }
         if shared.queue_long() {
             // Statements confirmed slow wait for a checkout (the checkouts are all
-            // busy): this one waits its turn behind them (first come, first
-            // served, as on an exclusive pool) rather than overtake them on a shared
-            // connection. Overtaking would not serve them any sooner; in a closed loop
+            // busy): this one waits its turn behind them (first come, first served,
+            // as on an exclusive pool) rather than overtake them on a shared connection. Overtaking would not serve them any sooner; in a closed loop
             // it only piles the callers' whole wait onto them, up to the acquire timeout
             // (docs/postgres.md). It does not count as waiting itself, so a pool of fast
             // statements is back on its shared connections as soon as the ones it
@@ -122,11 +121,10 @@ impl Pool {
     }
 
     /// A statement on the pool takes a checkout; `counted`: it is confirmed slow (see
-    /// `SlowStatements::slow`), and
-    /// the statements that follow wait behind it while it waits. (One that spilled
-    /// because every shared connection stalled is not followed: the stall passes in
-    /// milliseconds, and on a busy machine it comes often enough that following would
-    /// keep a pool of fast statements on checkouts.)
+    /// `SlowStatements::slow`), and the statements that follow wait behind it while it
+    /// waits. (One that spilled because every shared connection stalled is not followed:
+    /// the stall passes in milliseconds, and on a busy machine it comes often enough that
+    /// following would keep a pool of fast statements on checkouts.)
     async fn checkout(&self, shared: &Shared, counted: bool) -> Result<Route, Error> {
         let _in_line = counted.then(|| shared.in_line());
         Ok(Route::Exclusive(Box::new(self.get().await?)))
