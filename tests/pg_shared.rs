@@ -689,3 +689,63 @@ async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout(
         "the ceiling holds"
     );
 }
+
+/// 2000 callers at once on one shared connection: at most 512 statements are in flight on
+/// it, the others wait their turn for room (pending), and every caller gets its own answer.
+/// (Each statement keeps the server a millisecond, so the pipeline fills whatever the
+/// client's speed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in_line() {
+    // A spill bound far above a millisecond: nothing counts as stalled or slow, so every
+    // statement stays on the shared connection.
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_depth")
+        .application_name(&app("depth"))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .shared_spill(Duration::from_secs(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let sql = "SELECT pg_sleep(0.001), $1::int4";
+    pool.query_one(sql, &[&0]).await.unwrap(); // learn the shape
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (pool, done) = (pool.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut most, mut waited) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                let s = pool.shared_connections().unwrap();
+                most = most.max(s.in_flight);
+                waited = waited.max(s.pending);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (most, waited)
+        })
+    };
+    let start = Arc::new(tokio::sync::Barrier::new(2000));
+    let mut tasks = Vec::new();
+    for n in 0..2000i32 {
+        let (pool, start) = (pool.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let row = pool.query_one(sql, &[&n]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(1), n);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let (most, waited) = sampler.await.unwrap();
+    assert!(most <= 512, "{most} statements in flight on one connection");
+    assert!(
+        waited > 0,
+        "callers beyond 512 waited for room (most in flight seen: {most})"
+    );
+    let s = pool.shared_connections().unwrap();
+    assert_eq!((s.in_flight, s.pending, s.spilled), (0, 0, 0), "{s:?}");
+}
