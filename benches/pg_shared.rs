@@ -7,7 +7,9 @@
 //! `cargo bench --bench pg_shared --features postgres`
 //! env: `DATABASE_URL`, `PGBOUNCER_URL`, `BENCH_SECONDS` (per row, default 3),
 //! `BENCH_WORKLOADS` (comma list of `select1`, `pgbench`, `sleep`, `mixed`, `bouncer`;
-//! default all), `BENCH_TASKS` (comma list, default `50,1000,10000` for select1/pgbench).
+//! default all), `BENCH_TASKS` (comma list, default `50,1000,10000` for select1/pgbench),
+//! `BENCH_TARGETS` (comma list of rows: `exclusive`, `deadpool`, `bb8`, `shared2`,
+//! `shared4`, `sharedauto`, `pipe2`, `pipe4`; default every row of the workload).
 //!
 //! Every exclusive pool has 20 connections; poolkit shared runs with `P_SHARED_CONNECTIONS`
 //! fixed at 2 and 4 and `auto` (at most a quarter of its 20: 5), and its row says how
@@ -166,6 +168,8 @@ struct Row {
     p95: f64,
     p99: f64,
     fast_p99: f64,
+    /// The slow statements (mixed workload): how many finished, p50 and max, in ms.
+    slow: (usize, f64, f64),
     errors: u64,
     first_error: Option<String>,
 }
@@ -205,6 +209,7 @@ async fn run(
         handles.push(tokio::spawn(async move {
             let mut all = Vec::new();
             let mut fast = Vec::new();
+            let mut slow = Vec::new();
             let mut n = 1u64;
             while Instant::now() < end {
                 let s = Instant::now();
@@ -214,6 +219,8 @@ async fn run(
                         all.push(d);
                         if is_fast {
                             fast.push(d);
+                        } else {
+                            slow.push(d);
                         }
                     }
                     Err(e) => {
@@ -223,19 +230,22 @@ async fn run(
                 }
                 n += 1;
             }
-            (all, fast)
+            (all, fast, slow)
         }));
     }
     let mut all = Vec::new();
     let mut fast = Vec::new();
+    let mut slow = Vec::new();
     for h in handles {
-        let (a, f) = h.await.unwrap();
+        let (a, f, s) = h.await.unwrap();
         all.extend(a);
         fast.extend(f);
+        slow.extend(s);
     }
     let took = start.elapsed().as_secs_f64();
     all.sort_unstable();
     fast.sort_unstable();
+    slow.sort_unstable();
     let conns = match t.shared() {
         Some(n) => format!("{conns} (shared now {n})"),
         None => conns,
@@ -251,6 +261,7 @@ async fn run(
         p95: pct(&all, 0.95),
         p99: pct(&all, 0.99),
         fast_p99: pct(&fast, 0.99),
+        slow: (slow.len(), pct(&slow, 0.5), pct(&slow, 1.0)),
         errors: errors.load(Ordering::Relaxed),
         first_error,
     }
@@ -378,14 +389,27 @@ fn print(title: &str, rows: &[Row]) {
         .filter(|r| r.conns == "20" || r.conns.starts_with("20 "))
         .map(|r| r.ops)
         .fold(0.0, f64::max);
+    let mixed = rows.iter().any(|r| r.slow.0 > 0);
     println!("\n{title}");
-    println!(
-        "| pool | connections | statements/s | × best exclusive | p50 ms | p95 ms | p99 ms | fast p99 ms | errors |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
+    if mixed {
         println!(
-            "| {} | {} | {:.1} k | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| pool | connections | statements/s | × best exclusive | p50 ms | p95 ms | p99 ms | fast p99 ms | slow done | slow p50 ms | slow max ms | errors |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    } else {
+        println!(
+            "| pool | connections | statements/s | × best exclusive | p50 ms | p95 ms | p99 ms | fast p99 ms | errors |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for r in rows {
+        let slow = if mixed {
+            format!(" {} | {:.2} | {:.2} |", r.slow.0, r.slow.1, r.slow.2)
+        } else {
+            String::new()
+        };
+        println!(
+            "| {} | {} | {:.1} k | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |{slow} {} |",
             r.name,
             r.conns,
             r.ops / 1000.0,
@@ -444,6 +468,9 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // BENCH_TARGETS: only these rows (names as in `one`), for a quicker look.
+    let only: Option<Vec<String>> = process_lookup("BENCH_TARGETS")
+        .map(|s| s.split(',').map(|t| t.trim().to_owned()).collect());
     println!(
         "poolkit shared vs exclusive, {secs} s per row, pools of {POOL}; cargo bench --bench pg_shared --features postgres"
     );
@@ -490,7 +517,10 @@ async fn main() {
             };
         for &n in &tasks {
             let mut rows = Vec::new();
-            for which in targets {
+            for which in targets
+                .iter()
+                .filter(|t| only.as_ref().is_none_or(|o| o.iter().any(|x| x == **t)))
+            {
                 let (name, conns, t) = one(u, which, pooler).await;
                 rows.push(run(name, conns, t, work, n, secs).await);
                 tokio::time::sleep(Duration::from_millis(300)).await; // connections close

@@ -620,3 +620,132 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
     );
     assert!(pool.shared_connections().unwrap().spilled >= 3);
 }
+
+/// A closed loop where slow statements fill every checkout: 3 checkouts serve at most
+/// 30 `pg_sleep(0.1)` a second, so 60 tasks that each run one per 20 fast statements take
+/// at least ~2 s per round whatever the pool does. Were the fast statements to overtake
+/// on the shared connection, that whole wait would land on the slow ones' checkouts and
+/// run past a 1 s acquire timeout; waiting their turn behind the slow ones (first come,
+/// first served, as on an exclusive pool) spreads it over every statement, and nothing
+/// times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_fair")
+        .application_name(&app("fair"))
+        .pool_size(4)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .acquire_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    pool.simple_query("SELECT pg_sleep(0.1)").await.unwrap(); // known slow from now on
+    let t0 = Instant::now();
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let slow_done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..60u64 {
+        let (pool, timeouts, slow_done) = (pool.clone(), timeouts.clone(), slow_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = t;
+            while t0.elapsed() < Duration::from_secs(4) {
+                let sql = if n % 21 == 0 {
+                    "SELECT pg_sleep(0.1)"
+                } else {
+                    "SELECT 1"
+                };
+                match pool.simple_query(sql).await {
+                    Ok(_) if n % 21 == 0 => {
+                        slow_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_timeout() => {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(
+        timeouts.load(Ordering::Relaxed),
+        0,
+        "no statement waited past the acquire timeout: {s:?}"
+    );
+    assert!(
+        slow_done.load(Ordering::Relaxed) >= 30,
+        "the slow statements ran: {}",
+        slow_done.load(Ordering::Relaxed)
+    );
+    assert!(
+        backends(&admin().await, "fair").await <= 4,
+        "the ceiling holds"
+    );
+}
+
+/// 2000 callers at once on one shared connection: at most 512 statements are in flight on
+/// it, the others wait their turn for room (pending), and every caller gets its own answer.
+/// (Each statement keeps the server a millisecond, so the pipeline fills whatever the
+/// client's speed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in_line() {
+    // A spill bound far above a millisecond: nothing counts as stalled or slow, so every
+    // statement stays on the shared connection.
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_depth")
+        .application_name(&app("depth"))
+        .pool_size(10)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(1))
+        .shared_spill(Duration::from_secs(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let sql = "SELECT pg_sleep(0.001), $1::int4";
+    pool.query_one(sql, &[&0]).await.unwrap(); // learn the shape
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (pool, done) = (pool.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut most, mut waited) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                let s = pool.shared_connections().unwrap();
+                most = most.max(s.in_flight);
+                waited = waited.max(s.pending);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (most, waited)
+        })
+    };
+    let start = Arc::new(tokio::sync::Barrier::new(2000));
+    let mut tasks = Vec::new();
+    for n in 0..2000i32 {
+        let (pool, start) = (pool.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let row = pool.query_one(sql, &[&n]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(1), n);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let (most, waited) = sampler.await.unwrap();
+    assert!(most <= 512, "{most} statements in flight on one connection");
+    assert!(
+        waited > 0,
+        "callers beyond 512 waited for room (most in flight seen: {most})"
+    );
+    let s = pool.shared_connections().unwrap();
+    assert_eq!((s.in_flight, s.pending, s.spilled), (0, 0, 0), "{s:?}");
+}

@@ -17,12 +17,13 @@ use tokio_postgres::{Row, SimpleQueryMessage};
 
 use crate::error::Error;
 use crate::pool::{Pool, PooledConnection};
-use crate::shared::{PgMux, Shared, shared_refusal};
+use crate::shared::{PgMux, Run, Shared, shared_refusal};
 use crate::statement::{PoolerRefusal, Shape, Source, ToStatement, refuse};
 
 /// Where one statement runs.
 enum Route {
-    Shared(Lease<PgMux>, Arc<Shared>),
+    /// On a shared connection; `alone`: it found the connection idle.
+    Shared(Lease<PgMux>, Arc<Shared>, bool),
     Exclusive(Box<PooledConnection>),
 }
 
@@ -44,13 +45,13 @@ macro_rules! on_pool {
                 $self.observed_exclusive(source, started.elapsed());
                 r.map_err(|e| $self.exclusive_error(e))
             }
-            Route::Shared(lease, shared) => {
+            Route::Shared(lease, shared, alone) => {
                 let (sql, shape) = $self.plan(source).await?;
                 let typed = $self.typed(&lease, &shape, $params).await?;
                 let r = $self
                     .timed(&lease, &shared, source, lease.$shared(sql, &typed))
                     .await;
-                $self.finish(lease, &shared, source);
+                $self.finish(lease, &shared, alone, source);
                 r
             }
         }
@@ -68,27 +69,43 @@ impl Pool {
         let Some(shared) = self.shared() else {
             return Ok(Route::Exclusive(Box::new(self.get().await?)));
         };
-        if sql.is_some_and(|sql| shared.slow.is_slow(sql)) {
+        if let Some(confirmed) = sql.and_then(|sql| shared.slow.slow(sql)) {
             // Known to be slow: on an idle shared connection (it holds up nobody), else
             // on a checkout.
             if let Some(lease) = shared.mux.try_lease_idle() {
                 // Nobody queues behind it: the connection counts as stalled meanwhile.
                 lease.mark_slow();
-                return Ok(Route::Shared(lease, Arc::clone(shared)));
+                return Ok(Route::Shared(lease, Arc::clone(shared), true));
             }
             shared.spilled.fetch_add(1, Relaxed);
-            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+            return self.checkout(shared, confirmed).await;
+        }
+        if shared.queue_long() {
+            // Statements confirmed slow wait for a checkout (the checkouts are all
+            // busy): this one waits its turn behind them (first come, first served,
+            // as on an exclusive pool) rather than overtake them on a shared connection. Overtaking would not serve them any sooner; in a closed loop
+            // it only piles the callers' whole wait onto them, up to the acquire timeout
+            // (docs/postgres.md). It does not count as waiting itself, so a pool of fast
+            // statements is back on its shared connections as soon as the ones it
+            // follows have their checkouts.
+            shared.spilled.fetch_add(1, Relaxed);
+            return self.checkout(shared, false).await;
         }
         if shared.mux.all_stalled(shared.spill) {
             shared.spilled.fetch_add(1, Relaxed);
-            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+            shared.stalled.fetch_add(1, Relaxed);
+            return self.checkout(shared, false).await;
         }
         if let Some(lease) = shared.mux.try_lease() {
-            return Ok(Route::Shared(lease, Arc::clone(shared)));
+            let alone = lease.socket_in_flight() == 1;
+            return Ok(Route::Shared(lease, Arc::clone(shared), alone));
         }
         // No room, or the shared connections are (re)opening: wait in line for them.
         match shared.mux.lease(self.config().pool.acquire_timeout).await {
-            Ok(lease) => Ok(Route::Shared(lease, Arc::clone(shared))),
+            Ok(lease) => {
+                let alone = lease.socket_in_flight() == 1;
+                Ok(Route::Shared(lease, Arc::clone(shared), alone))
+            }
             Err(MuxError::Closed) => Err(PoolError::closed(&self.config().pool.name).into()),
             Err(MuxError::Timeout {
                 connect: Some(e), ..
@@ -101,6 +118,16 @@ impl Pool {
             )
             .into()),
         }
+    }
+
+    /// A statement on the pool takes a checkout; `counted`: it is confirmed slow (see
+    /// `SlowStatements::slow`), and the statements that follow wait behind it while it
+    /// waits. (One that spilled because every shared connection stalled is not followed:
+    /// the stall passes in milliseconds, and on a busy machine it comes often enough that
+    /// following would keep a pool of fast statements on checkouts.)
+    async fn checkout(&self, shared: &Shared, counted: bool) -> Result<Route, Error> {
+        let _in_line = counted.then(|| shared.in_line());
+        Ok(Route::Exclusive(Box::new(self.get().await?)))
     }
 
     fn refuse_session_state(&self, sql: &str) -> Result<(), Error> {
@@ -254,7 +281,7 @@ impl Pool {
                 self.observed_exclusive(Source::Sql(sql), started.elapsed());
                 r.map_err(|e| self.exclusive_error(e))
             }
-            Route::Shared(lease, shared) => {
+            Route::Shared(lease, shared, alone) => {
                 let r = self
                     .timed(
                         &lease,
@@ -263,7 +290,7 @@ impl Pool {
                         lease.query_typed(sql, params),
                     )
                     .await;
-                self.finish(lease, &shared, Source::Sql(sql));
+                self.finish(lease, &shared, alone, Source::Sql(sql));
                 r
             }
         }
@@ -283,11 +310,11 @@ impl Pool {
                 self.observed_exclusive(Source::Sql(sql), started.elapsed());
                 r.map_err(|e| self.exclusive_error(e))
             }
-            Route::Shared(lease, shared) => {
+            Route::Shared(lease, shared, alone) => {
                 let r = self
                     .timed(&lease, &shared, Source::Sql(sql), lease.simple_query(sql))
                     .await;
-                self.finish(lease, &shared, Source::Sql(sql));
+                self.finish(lease, &shared, alone, Source::Sql(sql));
                 r
             }
         }
@@ -304,10 +331,15 @@ impl Pool {
 
     /// A shared statement is done: its connection's count goes down, and how long it held
     /// the connection's head teaches which statements are slow.
-    fn finish(&self, lease: Lease<PgMux>, shared: &Shared, source: Source<'_>) {
-        let held = lease.complete();
+    fn finish(&self, lease: Lease<PgMux>, shared: &Shared, alone: bool, source: Source<'_>) {
+        let whole = lease.held_for();
+        let head = lease.complete();
         if let Some(sql) = sql_of(&source) {
-            shared.slow.observe(sql, held, shared.spill);
+            let run = Run {
+                head,
+                alone: alone.then_some(whole),
+            };
+            shared.slow.observe(sql, run, shared.spill);
         }
     }
 
@@ -317,7 +349,14 @@ impl Pool {
         if let (Some(Some(shared)), Some(sql)) = (self.inner.shared_started(), sql_of(&source))
             && shared.slow.is_slow(sql)
         {
-            shared.slow.observe(sql, took, shared.spill);
+            shared.slow.observe(
+                sql,
+                Run {
+                    head: took,
+                    alone: Some(took),
+                },
+                shared.spill,
+            );
         }
     }
 

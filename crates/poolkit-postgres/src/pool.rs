@@ -579,8 +579,9 @@ pub struct SharedStatus {
     pub pending: usize,
     /// Statements run on them so far.
     pub statements: u64,
-    /// Statements sent to an exclusive checkout because every shared connection was
-    /// stalled behind a slow statement (`P_SHARED_SPILL`).
+    /// Statements on the pool sent to an exclusive checkout: known to be slow, every
+    /// shared connection stalled behind a slow statement (`P_SHARED_SPILL`), or waiting
+    /// their turn behind slow statements queued for a checkout.
     pub spilled: u64,
     /// Connections reopened after one broke or was retired.
     pub reconnects: u64,

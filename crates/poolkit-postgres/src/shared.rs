@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use poolkit_core::mux::{Multiplexer, MuxConfig, MuxPool, Opened};
@@ -14,6 +14,15 @@ use tokio_postgres::Client;
 
 use crate::connect::ConnectError;
 use crate::manager::Manager;
+
+/// Statements in flight on one shared connection at most; callers beyond it wait first
+/// come, first served in the multiplexed core's gate. The server runs a connection's
+/// statements one after another, so a deeper pipeline does not go faster: a few hundred
+/// cover the round trip and let writes batch. Unbounded, 10,000 callers were all in
+/// flight at once, their order left to the runtime's scheduling (p95 about twice the
+/// p50); capped, they keep their order in the gate (docs/benchmarks.md). Two connections
+/// carry 1,024 before anyone waits, so 1,000 callers never do.
+pub(crate) const DEPTH: usize = 512;
 
 /// The default `P_SHARED_SPILL`.
 pub(crate) const DEFAULT_SPILL: Duration = Duration::from_millis(5);
@@ -102,32 +111,79 @@ impl Multiplexer for PgMux {
 
 /// Statements seen to hold a shared connection's head longer than the spill bound, by SQL
 /// text: they then run on a shared connection only when one is idle, else on a checkout,
-/// so the fast statements pipelined behind them are not held up. Two slow runs in a row
-/// mark a statement; a fast run (shared or checked out) clears it.
+/// so the fast statements pipelined behind them are not held up.
+///
+/// A run is slow when it held its connection's head longer than the bound. Two slow
+/// runs in a row mark a statement, or one that held an idle connection's head ten times
+/// longer than the bound (a busy runtime can delay a fast statement's task past the
+/// bound now and then; hardly ten times over). A fast run clears it, with one care: how
+/// long a statement held the head is read when the task that waited for its answer
+/// runs, and on a busy runtime tasks do not always run in the order their answers came.
+/// A slow statement's task may run after the fast one queued behind it, which then reads
+/// the slow one's time as its own and leaves the slow one a short one. A statement marked
+/// slow runs alone (on an idle shared connection or a checkout), and only its whole time
+/// from lease to answer, which such a mix-up cannot shorten, clears it: it never goes
+/// back into the pipeline by mistake.
 #[derive(Debug, Default)]
 pub(crate) struct SlowStatements {
     any: std::sync::atomic::AtomicBool,
-    strikes: std::sync::RwLock<std::collections::HashMap<Box<str>, u8>>,
+    /// Strikes, and whether a run alone took more than [`CLEARLY_SLOW`] times the bound
+    /// (confirmed: a fast statement hardly looks that slow on its own).
+    strikes: std::sync::RwLock<std::collections::HashMap<Box<str>, (u8, bool)>>,
 }
+
+/// Strikes that mark a statement slow: a slow run gives one, a run alone over
+/// [`CLEARLY_SLOW`] times the bound all of them.
+const STRIKES: u8 = 2;
+
+/// A run alone this many times over the bound is slow at once.
+const CLEARLY_SLOW: u32 = 10;
 
 /// More distinct slow statements than this and the set starts over.
 const SLOW_LIMIT: usize = 1024;
 
+/// How a run of a statement was measured (see [`SlowStatements`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// How long it held its connection's head (on a checkout: its whole time).
+    pub(crate) head: Duration,
+    /// Its whole time from lease to answer, when that is its own service time: it
+    /// started on an idle shared connection or ran on a checkout (`None`: pipelined
+    /// behind others).
+    pub(crate) alone: Option<Duration>,
+}
+
 impl SlowStatements {
     /// Whether `sql` is marked slow.
     pub(crate) fn is_slow(&self, sql: &str) -> bool {
-        self.any.load(Relaxed)
-            && self
-                .strikes
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(sql)
-                .is_some_and(|s| *s >= 2)
+        self.slow(sql).is_some()
     }
 
-    /// `sql` ran and held its connection for `took` (`bound`: the spill bound).
-    pub(crate) fn observe(&self, sql: &str, took: Duration, bound: Duration) {
-        if took > bound {
+    /// `Some` when `sql` is marked slow, with whether that was confirmed by a run of its
+    /// own (alone on a connection) over [`CLEARLY_SLOW`] times the bound: a statement
+    /// marked from its time at a pipeline's head, or a little over the bound alone, may be
+    /// a fast one that a busy runtime (a loaded machine's scheduler takes a thread away
+    /// for several milliseconds) or a mix-up made look slow.
+    pub(crate) fn slow(&self, sql: &str) -> Option<bool> {
+        if !self.any.load(Relaxed) {
+            return None;
+        }
+        self.strikes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(sql)
+            .filter(|(s, _)| *s >= STRIKES)
+            .map(|(_, confirmed)| *confirmed)
+    }
+
+    /// `sql` ran as `run` (`bound`: the spill bound).
+    pub(crate) fn observe(&self, sql: &str, run: Run, bound: Duration) {
+        if run.head > bound {
+            let strikes = if run.alone.is_some() && run.head > bound * CLEARLY_SLOW {
+                STRIKES
+            } else {
+                1
+            };
             let mut map = self
                 .strikes
                 .write()
@@ -135,10 +191,11 @@ impl SlowStatements {
             if map.len() >= SLOW_LIMIT {
                 map.clear();
             }
-            let s = map.entry(sql.into()).or_insert(0);
-            *s = s.saturating_add(1).min(2);
+            let (s, confirmed) = map.entry(sql.into()).or_insert((0, false));
+            *s = s.saturating_add(strikes).min(STRIKES);
+            *confirmed |= strikes == STRIKES;
             self.any.store(true, Relaxed);
-        } else if self.any.load(Relaxed) {
+        } else if run.alone.is_none_or(|whole| whole <= bound) && self.any.load(Relaxed) {
             let known = self
                 .strikes
                 .read()
@@ -166,6 +223,17 @@ pub(crate) struct Shared {
     pub(crate) spilled: AtomicU64,
     /// Statements run on the shared connections.
     pub(crate) statements: AtomicU64,
+    /// Statements confirmed slow waiting for a checkout now (not those only marked from
+    /// their time at a pipeline's head: a fast statement marked by mistake sends its
+    /// callers to the checkouts until its first run there clears it, and were the others
+    /// to follow them, a burst would keep the whole pool on checkouts for a while).
+    waiting: AtomicUsize,
+
+    /// Of the spilled statements, those sent to a checkout because every shared
+    /// connection was stalled: the only spills that say the shared connections are too
+    /// few (a known-slow statement, or one waiting its turn behind those, would go to a
+    /// checkout with any number of them).
+    pub(crate) stalled: AtomicU64,
     pub(crate) auto: bool,
     pub(crate) most: usize,
 }
@@ -199,6 +267,7 @@ impl Shared {
             .unwrap_or(config.pool.acquire_timeout.min(Duration::from_secs(10)));
         mc.max_lifetime = config.pool.max_lifetime;
         mc.stall = Some(config.shared_spill);
+        mc.per_socket = DEPTH;
         // The ceiling counts server connections, which checkouts share: a shared
         // connection is `used` while it carries a statement (statements in flight are in
         // `Pool::shared_connections()`), so utilization stays a share of connections.
@@ -209,6 +278,8 @@ impl Shared {
             spill: config.shared_spill,
             spilled: AtomicU64::new(0),
             statements: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            stalled: AtomicU64::new(0),
             slow: SlowStatements::default(),
             auto: config.shared == SharedConnections::Auto,
             most,
@@ -218,6 +289,27 @@ impl Shared {
     /// Spilled statements so far.
     pub(crate) fn spilled(&self) -> u64 {
         self.spilled.load(Relaxed)
+    }
+
+    /// Whether checkouts queue long: statements confirmed slow wait for one.
+    pub(crate) fn queue_long(&self) -> bool {
+        self.waiting.load(Relaxed) > 0
+    }
+
+    /// Counts one statement waiting for a checkout until the guard drops (the checkout
+    /// came, failed, or the caller gave up).
+    pub(crate) fn in_line(&self) -> InLine<'_> {
+        self.waiting.fetch_add(1, Relaxed);
+        InLine(&self.waiting)
+    }
+}
+
+/// One statement on the pool waiting for a checkout (see [`Shared::in_line`]).
+pub(crate) struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -319,7 +411,9 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 }
 
 /// The `auto` controller: every `every`, grows the shared connections by one while
-/// statements queue or spill and the last growth bought at least 5 % more throughput,
+/// statements queue for them or spill because all of them stalled (not when known-slow
+/// statements, or those waiting their turn behind them, go to checkouts: more shared
+/// connections would not change that, and would take checkouts away) and the last growth bought at least 5 % more throughput,
 /// takes a growth back that did not, and shrinks by one when they idle (fewer than one
 /// statement in flight per connection, nothing spilled). Throughput is statements
 /// finished per second over the pool (shared and exclusive), so shared mode grows only
@@ -349,8 +443,9 @@ pub(crate) fn start_auto(
             let count = telemetry.use_time().count();
             let tput = (count.saturating_sub(last_count)) as f64 / every.as_secs_f64();
             last_count = count;
-            let spilled = shared.spilled().saturating_sub(last_spilled);
-            last_spilled = shared.spilled();
+            let stalled = shared.stalled.load(Relaxed);
+            let spilled = stalled.saturating_sub(last_spilled);
+            last_spilled = stalled;
             let statements = shared.statements.load(Relaxed);
             let ran = statements.saturating_sub(last_statements);
             last_statements = statements;
@@ -424,22 +519,68 @@ mod tests {
     }
 
     #[test]
-    fn two_slow_runs_mark_a_statement_and_a_fast_one_clears_it() {
+    fn slow_runs_mark_a_statement_and_a_fast_one_clears_it() {
         let slow = SlowStatements::default();
         let bound = Duration::from_millis(5);
-        let long = Duration::from_millis(50);
-        slow.observe("SELECT pg_sleep(1)", long, bound);
-        assert!(
-            !slow.is_slow("SELECT pg_sleep(1)"),
-            "one slow run is not enough"
+        let ms = Duration::from_millis;
+        let piped = |head| Run { head, alone: None };
+        let alone = |d| Run {
+            head: d,
+            alone: Some(d),
+        };
+        let sleep = "SELECT pg_sleep(1)";
+        slow.observe(sleep, piped(ms(20)), bound);
+        assert!(!slow.is_slow(sleep), "one slow run is not enough");
+        slow.observe(sleep, piped(ms(20)), bound);
+        assert_eq!(
+            slow.slow(sleep),
+            Some(false),
+            "two in a row are, unconfirmed"
         );
-        slow.observe("SELECT pg_sleep(1)", long, bound);
-        assert!(slow.is_slow("SELECT pg_sleep(1)"));
         assert!(!slow.is_slow("SELECT 1"));
-        slow.observe("SELECT 1", Duration::from_micros(50), bound);
-        assert!(slow.is_slow("SELECT pg_sleep(1)"));
-        slow.observe("SELECT pg_sleep(1)", Duration::from_millis(1), bound);
-        assert!(!slow.is_slow("SELECT pg_sleep(1)"));
+        slow.observe("SELECT 1", piped(ms(0)), bound);
+        assert!(slow.is_slow(sleep));
+        // Its task ran after the fast one behind it: a short time at the head, but its
+        // whole time says it was slow.
+        slow.observe(
+            sleep,
+            Run {
+                head: ms(0),
+                alone: Some(ms(1000)),
+            },
+            bound,
+        );
+        assert_eq!(slow.slow(sleep), Some(false), "not cleared by a mix-up");
+        slow.observe(sleep, alone(ms(20)), bound);
+        assert_eq!(
+            slow.slow(sleep),
+            Some(false),
+            "a little slow alone: not confirmed"
+        );
+        slow.observe(sleep, alone(ms(1000)), bound);
+        assert_eq!(
+            slow.slow(sleep),
+            Some(true),
+            "confirmed by a run alone ten times over"
+        );
+        slow.observe(sleep, alone(ms(1)), bound);
+        assert!(!slow.is_slow(sleep), "a fast run clears it");
+        slow.observe(sleep, alone(ms(20)), bound);
+        assert!(
+            !slow.is_slow(sleep),
+            "a little over the bound once is not enough"
+        );
+        slow.observe(sleep, alone(ms(1)), bound);
+        slow.observe(sleep, alone(ms(60)), bound);
+        assert!(
+            slow.is_slow(sleep),
+            "ten times over on an idle connection is"
+        );
+        slow.observe(sleep, alone(ms(1)), bound);
+        slow.observe(sleep, piped(ms(20)), bound);
+        slow.observe(sleep, piped(ms(1)), bound);
+        slow.observe(sleep, piped(ms(20)), bound);
+        assert!(!slow.is_slow(sleep), "strikes count in a row only");
     }
 
     #[test]
