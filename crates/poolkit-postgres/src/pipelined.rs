@@ -82,9 +82,10 @@ impl Pool {
         }
         if shared.queue_long() {
             // Statements confirmed slow wait for a checkout (the checkouts are all
-            // busy): this one waits its turn behind them (first come, first served,
-            // as on an exclusive pool) rather than overtake them on a shared connection. Overtaking would not serve them any sooner; in a closed loop
-            // it only piles the callers' whole wait onto them, up to the acquire timeout
+            // busy): this one waits its turn behind them (first come, first served, as
+            // on an exclusive pool) rather than overtake them on a shared connection.
+            // Overtaking would not serve them any sooner; in a closed loop it only piles
+            // the callers' whole wait onto them, up to the acquire timeout
             // (docs/postgres.md). It does not count as waiting itself, so a pool of fast
             // statements is back on its shared connections as soon as the ones it
             // follows have their checkouts.

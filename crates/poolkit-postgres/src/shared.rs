@@ -413,9 +413,10 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 /// The `auto` controller: every `every`, grows the shared connections by one while
 /// statements queue for them or spill because all of them stalled (not when known-slow
 /// statements, or those waiting their turn behind them, go to checkouts: more shared
-/// connections would not change that, and would take checkouts away) and the last growth bought at least 5 % more throughput,
-/// takes a growth back that did not, and shrinks by one when they idle (fewer than one
-/// statement in flight per connection, nothing spilled). Throughput is statements
+/// connections would not change that, and would take checkouts away) and the last growth
+/// bought at least 5 % more throughput, takes a growth back that did not, and shrinks by
+/// one when they idle (fewer than one statement in flight per connection, nothing
+/// spilled). Throughput is statements
 /// finished per second over the pool (shared and exclusive), so shared mode grows only
 /// where more shared connections beat sending the statements to checkouts.
 pub(crate) fn start_auto(
