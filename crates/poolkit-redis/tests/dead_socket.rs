@@ -155,3 +155,53 @@ async fn commands_on_a_socket_that_ends_never_wait_for_the_command_timeout() {
         "a command took {slowest:?} ({ok} ok, {failed} failed over {cuts} cuts): it was stranded on a socket that had ended"
     );
 }
+
+/// A socket whose connection ends while no command uses it is found dead by its own
+/// probe and reopened: the first command after the cut goes to a live socket. (Before the
+/// probe, only a command that failed on a dead socket retired it; one stranded there had
+/// nothing to end its wait but the command timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_socket_whose_connection_ended_is_reopened_before_anyone_uses_it() {
+    let server = PrivateRedis::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let mut config = poolkit_redis::Config::new(format!("redis://127.0.0.1:{}", proxy.port));
+    config.pool.name = "t_idle_dead".into();
+    config.pool.prefix = "T_IDLE_DEAD".into();
+    config.pool.pool_size = 2;
+    config.pool.acquire_timeout = Duration::from_millis(800);
+    let pool = poolkit_redis::Pool::new(config).await.expect("pool");
+    let both_open = async {
+        while pool.stats().open < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), both_open)
+        .await
+        .expect("both shared sockets open");
+    proxy.cut();
+    let started = Instant::now();
+    let reopened = async {
+        while pool.reconnects() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), reopened)
+        .await
+        .expect("both sockets found dead and reopened without a command");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (s.closed_by("broken"), s.errors_by("request")),
+        (2, 0),
+        "{s:?}"
+    );
+    let v: Option<String> = pool
+        .query(redis::cmd("GET").arg("nothing"))
+        .await
+        .expect("the first command after the cut is served");
+    assert_eq!(v, None);
+}
