@@ -9,9 +9,11 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
+
 use thiserror::Error;
 
-use crate::sync::{Arc, Mutex, lock};
+use crate::sync::{Arc, AtomicU64, Mutex, lock};
 use crate::waiters::{Ticket, WaitQueue};
 
 /// Why [`Gate::enter`] gave up.
@@ -26,30 +28,123 @@ pub enum GateError {
     Closed,
 }
 
-struct GateState {
-    in_use: usize,
+// The gate's hot word: places held (low 32 bits), the limit (next 30 bits, saturated at
+// [`MAX_LIMIT`]), whether anyone waits, whether the gate is closed.
+//
+// Protocol (the queue's lock is written `L`):
+// - [`WAITING`] is set iff the queue holds a waiter; it changes only under `L`, and it is
+//   set by a compare-and-swap from the very state in which the caller found no room, so
+//   a place given back after that look sees it and goes the locked way;
+// - while [`WAITING`] is clear, entering and giving back are one compare-and-swap on the
+//   word (no lock): nobody waits, so there is nobody to hand a place to;
+// - while it is set, every change of the word happens under `L` (a compare-and-swap from
+//   outside fails on the changed word, sees [`WAITING`] and takes `L`), so a place
+//   given back goes to the oldest waiter as before.
+/// Places held: the low 32 bits of the word.
+const IN_USE: u64 = (1 << 32) - 1;
+/// Where the limit starts in the word.
+const LIMIT_SHIFT: u32 = 32;
+/// The largest limit the word holds; a higher one (a gate with no real cap) counts as it.
+const MAX_LIMIT: u64 = (1 << 30) - 1;
+/// Someone waits in the queue.
+const WAITING: u64 = 1 << 62;
+/// The gate was closed.
+const CLOSED: u64 = 1 << 63;
+
+fn in_use_of(word: u64) -> u64 {
+    word & IN_USE
+}
+
+fn limit_of(word: u64) -> u64 {
+    (word >> LIMIT_SHIFT) & MAX_LIMIT
+}
+
+/// Whether `word` has room for one more holder and nobody waits ahead.
+fn has_room(word: u64) -> bool {
+    word & (WAITING | CLOSED) == 0 && in_use_of(word) < limit_of(word)
+}
+
+struct Inner {
+    word: AtomicU64,
+    locked: Mutex<Queue>,
+}
+
+/// What only changes under the lock.
+struct Queue {
+    /// The limit as asked (the word holds it saturated at [`MAX_LIMIT`]).
     limit: usize,
-    closed: bool,
     /// `true` hands a place over; `false` tells the waiter the gate closed.
     waiters: WaitQueue<bool>,
 }
 
-impl GateState {
-    /// A place is given back: to the oldest waiter when the limit allows, else freed.
-    fn release(&mut self) {
-        if !self.closed && self.in_use <= self.limit && self.waiters.give(true).is_ok() {
-            return; // handed over: still in use
-        }
-        self.in_use -= 1;
-    }
-
-    /// Serves waiters while the limit has room (after a raise).
-    fn fill(&mut self) {
-        while !self.closed && self.in_use < self.limit && !self.waiters.is_empty() {
-            if self.waiters.give(true).is_ok() {
-                self.in_use += 1;
+impl Inner {
+    /// One compare-and-swap taking a place while nobody waits and there is room.
+    fn try_take(&self) -> bool {
+        let mut word = self.word.load(Acquire);
+        while has_room(word) {
+            match self
+                .word
+                .compare_exchange_weak(word, word + 1, AcqRel, Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => word = now,
             }
         }
+        false
+    }
+
+    /// A place is given back: freed by one compare-and-swap while nobody waits, else
+    /// handed to the oldest waiter under the lock.
+    fn release(&self) {
+        let mut word = self.word.load(Acquire);
+        while word & WAITING == 0 {
+            match self
+                .word
+                .compare_exchange_weak(word, word - 1, AcqRel, Acquire)
+            {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
+        let mut q = lock(&self.locked);
+        self.release_locked(&mut q);
+        let wake = q.waiters.wakers();
+        drop(q);
+        drop(wake);
+    }
+
+    /// As [`Inner::release`], under the lock.
+    fn release_locked(&self, q: &mut Queue) {
+        let word = self.word.load(Acquire);
+        if word & CLOSED == 0 && in_use_of(word) <= limit_of(word) && q.waiters.give(true).is_ok() {
+            self.note_queue(q);
+            return; // handed over: still in use
+        }
+        // Nobody to hand it to (or the gate is closed, or above a cut limit): freed. With
+        // `WAITING` clear, a fast caller may move the word meanwhile, so this is atomic.
+        self.word.fetch_sub(1, AcqRel);
+    }
+
+    /// Clears [`WAITING`] once the queue is empty (under the lock).
+    fn note_queue(&self, q: &Queue) {
+        if q.waiters.is_empty() {
+            self.word.fetch_and(!WAITING, AcqRel);
+        }
+    }
+
+    /// Serves waiters while the limit has room (after a raise; under the lock).
+    fn fill(&self, q: &mut Queue) {
+        loop {
+            let word = self.word.load(Acquire);
+            if word & CLOSED != 0 || in_use_of(word) >= limit_of(word) || q.waiters.is_empty() {
+                break;
+            }
+            // `WAITING` is set (the queue is not empty): only this lock moves the word.
+            if q.waiters.give(true).is_ok() {
+                self.word.fetch_add(1, AcqRel);
+            }
+        }
+        self.note_queue(q);
     }
 }
 
@@ -69,24 +164,23 @@ impl GateState {
 /// ```
 #[derive(Clone)]
 pub struct Gate {
-    state: Arc<Mutex<GateState>>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = lock(&self.state);
         f.debug_struct("Gate")
-            .field("in_use", &s.in_use)
-            .field("limit", &s.limit)
-            .field("pending", &s.waiters.len())
-            .field("closed", &s.closed)
+            .field("in_use", &self.in_use())
+            .field("limit", &self.limit())
+            .field("pending", &self.pending())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
 
 /// A place held in a [`Gate`]; dropping it gives the place back (to the oldest waiter).
 pub struct Place {
-    state: Arc<Mutex<GateState>>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Place {
@@ -97,11 +191,7 @@ impl fmt::Debug for Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut s = lock(&self.state);
-        s.release();
-        let wake = s.waiters.wakers();
-        drop(s);
-        drop(wake);
+        self.inner.release();
     }
 }
 
@@ -118,8 +208,11 @@ impl Leave<'_> {
         let Some(ticket) = self.ticket.take() else {
             return false;
         };
-        let mut s = lock(&self.gate.state);
-        matches!(s.waiters.cancel(&ticket), Some(true))
+        let inner = &self.gate.inner;
+        let mut q = lock(&inner.locked);
+        let given = q.waiters.cancel(&ticket);
+        inner.note_queue(&q);
+        matches!(given, Some(true))
     }
 }
 
@@ -135,32 +228,28 @@ impl Gate {
     /// A gate with room for `limit` holders.
     #[must_use]
     pub fn new(limit: usize) -> Self {
+        let saturated = u64::try_from(limit).unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
         Self {
-            state: Arc::new(Mutex::new(GateState {
-                in_use: 0,
-                limit,
-                closed: false,
-                waiters: WaitQueue::default(),
-            })),
+            inner: Arc::new(Inner {
+                word: AtomicU64::new(saturated << LIMIT_SHIFT),
+                locked: Mutex::new(Queue {
+                    limit,
+                    waiters: WaitQueue::default(),
+                }),
+            }),
         }
     }
 
     fn place(&self) -> Place {
         Place {
-            state: Arc::clone(&self.state),
+            inner: Arc::clone(&self.inner),
         }
     }
 
     /// A place now, if one is free and nobody waits ahead (so the queue stays fair).
     #[must_use]
     pub fn try_enter(&self) -> Option<Place> {
-        let mut s = lock(&self.state);
-        if s.closed || !s.waiters.is_empty() || s.in_use >= s.limit {
-            return None;
-        }
-        s.in_use += 1;
-        drop(s);
-        Some(self.place())
+        self.inner.try_take().then(|| self.place())
     }
 
     /// Waits first come, first served for a place, at most `timeout`. Cancel-safe:
@@ -187,17 +276,41 @@ impl Gate {
         &self,
         give_up: impl Future<Output = ()>,
     ) -> Result<Place, GateError> {
+        if self.inner.try_take() {
+            return Ok(self.place());
+        }
         let ticket = {
-            let mut s = lock(&self.state);
-            if s.closed {
-                return Err(GateError::Closed);
+            let inner = &*self.inner;
+            let mut q = lock(&inner.locked);
+            let mut word = inner.word.load(Acquire);
+            loop {
+                if word & CLOSED != 0 {
+                    return Err(GateError::Closed);
+                }
+                if has_room(word) {
+                    match inner.word.compare_exchange(word, word + 1, AcqRel, Acquire) {
+                        Ok(_) => {
+                            drop(q);
+                            return Ok(self.place());
+                        }
+                        Err(now) => word = now,
+                    }
+                    continue;
+                }
+                if word & WAITING != 0 {
+                    break;
+                }
+                // No room: mark the queue taken in the same state the look found, so a
+                // place given back after it comes this way (under this lock).
+                match inner
+                    .word
+                    .compare_exchange(word, word | WAITING, AcqRel, Acquire)
+                {
+                    Ok(_) => break,
+                    Err(now) => word = now,
+                }
             }
-            if s.waiters.is_empty() && s.in_use < s.limit {
-                s.in_use += 1;
-                drop(s);
-                return Ok(self.place());
-            }
-            s.waiters.push()
+            q.waiters.push()
         };
         let mut leave = Leave {
             gate: self,
@@ -235,46 +348,61 @@ impl Gate {
     /// Changes the limit. A raise serves waiters at once; a cut takes effect as places
     /// are given back (no holder loses its place).
     pub fn set_limit(&self, limit: usize) {
-        let mut s = lock(&self.state);
-        s.limit = limit;
-        s.fill();
-        let wake = s.waiters.wakers();
-        drop(s);
+        let inner = &*self.inner;
+        let mut q = lock(&inner.locked);
+        q.limit = limit;
+        let saturated = u64::try_from(limit).unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+        let mut word = inner.word.load(Acquire);
+        loop {
+            let next = (word & !(MAX_LIMIT << LIMIT_SHIFT)) | (saturated << LIMIT_SHIFT);
+            match inner
+                .word
+                .compare_exchange_weak(word, next, AcqRel, Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => word = now,
+            }
+        }
+        inner.fill(&mut q);
+        let wake = q.waiters.wakers();
+        drop(q);
         drop(wake);
     }
 
     /// Closes the gate: waiters and later callers get [`GateError::Closed`]; places
     /// already held stay valid until dropped.
     pub fn close(&self) {
-        let mut s = lock(&self.state);
-        s.closed = true;
-        while s.waiters.give(false).is_ok() {}
-        let wake = s.waiters.wakers();
-        drop(s);
+        let inner = &*self.inner;
+        let mut q = lock(&inner.locked);
+        inner.word.fetch_or(CLOSED, AcqRel);
+        while q.waiters.give(false).is_ok() {}
+        inner.note_queue(&q);
+        let wake = q.waiters.wakers();
+        drop(q);
         drop(wake);
     }
 
     /// Places held now.
     #[must_use]
     pub fn in_use(&self) -> usize {
-        lock(&self.state).in_use
+        usize::try_from(in_use_of(self.inner.word.load(Acquire))).unwrap_or(usize::MAX)
     }
 
     /// Callers waiting now.
     #[must_use]
     pub fn pending(&self) -> usize {
-        lock(&self.state).waiters.len()
+        lock(&self.inner.locked).waiters.len()
     }
 
     /// The current limit.
     #[must_use]
     pub fn limit(&self) -> usize {
-        lock(&self.state).limit
+        lock(&self.inner.locked).limit
     }
 
     /// Whether [`Gate::close`] was called.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        self.inner.word.load(Acquire) & CLOSED != 0
     }
 }

@@ -590,7 +590,13 @@ impl Inner {
                 return Err(PoolError::closed(&self.config.pool.name).into());
             }
         };
-        let result = f(lease.conn.clone()).await;
+        // The command, or the socket found dead while it waits: a command the connection
+        // task never saw gets no answer from it (see `shared::Life`).
+        let result = tokio::select! {
+            biased;
+            r = f(lease.conn.clone()) => r,
+            () = lease.life.ended() => Err(crate::shared::ended_error()),
+        };
         if let Err(e) = &result {
             let broken = shared.failed(&lease, e);
             self.failover.shared_error(&lease, e);

@@ -6,7 +6,7 @@
 //! how a Redis socket is opened and when it is no longer the one to use.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use poolkit_core::Telemetry;
@@ -17,12 +17,93 @@ use redis::aio::MultiplexedConnection;
 
 use crate::connector::Connector;
 
+/// How often a shared socket checks that its connection task still runs (see [`Life`]).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
 /// One shared socket: redis-rs's multiplexed connection (cheap to clone: a channel to its
-/// driver task), and the pool generation it was opened in.
+/// driver task), the pool generation it was opened in, and whether its connection ended.
 #[derive(Clone)]
 pub(crate) struct RedisSocket {
     pub(crate) conn: MultiplexedConnection,
     generation: u64,
+    pub(crate) life: Arc<Life>,
+}
+
+/// Whether a shared socket's connection task has ended, for the commands waiting on it.
+///
+/// redis-rs hands each command to the connection's task through a bounded tokio channel,
+/// with a `oneshot` sender for the answer. When the task ends (the server closed the
+/// socket), it drops the channel's receiver, which drains what is queued, so those
+/// commands fail at once. But a command whose send took its channel permit just before
+/// that drain and stores its message just after is never drained (tokio documents this:
+/// a permit's send after the receiver is dropped is kept until the last sender goes):
+/// its `oneshot` sender stays in the channel, the command itself holds a sender, and it
+/// waits for the command timeout (30 s by default). `tests/dead_socket.rs` hits this.
+///
+/// So every shared command also waits for [`Life::ended`], which fires when the socket
+/// is found dead: a command on it failed with the connection dropped
+/// ([`Shared::failed`]), or the socket's probe (every [`PROBE_EVERY`], a `PING` sent
+/// without waiting for its answer, which fails at once when the task is gone) failed.
+/// The same signal is the socket's `closed` future, so the core retires it at once and
+/// no later command is routed to it.
+#[derive(Debug, Default)]
+pub(crate) struct Life {
+    ended: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Life {
+    /// The connection task ended: wakes every command still waiting on the socket.
+    pub(crate) fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Completes once [`Life::end`] was called (at once if it already was).
+    pub(crate) async fn ended(&self) {
+        // Created before the flag is read: an `end` after the read still wakes it.
+        let notified = self.notify.notified();
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Probes the connection every [`PROBE_EVERY`] until it is found dead (or another
+    /// caller of [`Life::end`] found it first).
+    async fn watch(&self, conn: MultiplexedConnection) {
+        let mut ping = redis::cmd("PING");
+        ping.set_no_response(true);
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is now
+        loop {
+            tokio::select! {
+                () = self.ended() => return,
+                _ = tick.tick() => {}
+            }
+            let mut probe = conn.clone();
+            // Sent without waiting for the answer: it fails at once when the task is
+            // gone; a full channel (a busy, live task) is not a death.
+            if let Ok(Err(e)) =
+                tokio::time::timeout(PROBE_EVERY, probe.send_packed_command(&ping)).await
+                && e.is_connection_dropped()
+            {
+                self.end();
+                return;
+            }
+        }
+    }
+}
+
+/// The error a command gets when its socket's connection ended while it waited for its
+/// answer (one the connection task never saw, see [`Life`]).
+pub(crate) fn ended_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the shared connection ended while the command waited for its answer",
+    ))
 }
 
 /// Opens shared sockets through the pool's connector (re-resolving the name or asking the
@@ -54,11 +135,20 @@ impl Multiplexer for RedisMux {
                 )));
             }
         };
-        // redis-rs gives no signal when the connection's task ends; a command that finds
-        // it dead retires the socket (`Shared::failed`).
+        // redis-rs gives no signal when the connection's task ends (only to a RESP3 push
+        // sender): the socket's `Life` learns it from failed commands and from its probe.
+        let life = Arc::new(Life::default());
+        let closed = {
+            let (life, conn) = (Arc::clone(&life), conn.clone());
+            async move { life.watch(conn).await }
+        };
         Ok(Opened::new(
-            RedisSocket { conn, generation },
-            std::future::pending::<()>(),
+            RedisSocket {
+                conn,
+                generation,
+                life,
+            },
+            closed,
         ))
     }
 
@@ -125,6 +215,11 @@ impl Shared {
     /// A command on `lease` failed with `e`: a socket that shows itself dead is retired
     /// (its slot reconnects in the background). Returns whether it was.
     pub(crate) fn failed(&self, lease: &Lease, e: &redis::RedisError) -> bool {
+        if e.is_connection_dropped() {
+            // The connection task is gone: a command it never saw would wait on it for
+            // the command timeout (see `Life`).
+            lease.life.end();
+        }
         if is_broken(e) {
             tracing::warn!(pool = %self.mux.config().name, "a shared Redis connection dropped; reconnecting");
             self.mux.retire(lease, CloseReason::Broken);
