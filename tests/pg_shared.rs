@@ -749,3 +749,56 @@ async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in
     let s = pool.shared_connections().unwrap();
     assert_eq!((s.in_flight, s.pending, s.spilled), (0, 0, 0), "{s:?}");
 }
+
+/// The shared side starts while every connection of the ceiling is checked out: the
+/// exclusive side is capped for the shared connections at once, but the checked-out ones
+/// close only as they come back, so the shared connections open only then. The pool never
+/// holds more server connections than its ceiling (a fleet member: than its share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_connections_open_only_as_checkouts_above_the_new_cap_come_back() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_room")
+        .application_name(&app("room"))
+        .pool_size(4)
+        .min_idle(0)
+        .shared_connections(SharedConnections::Fixed(2))
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let admin = admin().await;
+    let held = futures(&pool, 4).await;
+    assert_eq!(backends(&admin, "room").await, 4);
+    // The first statement on the pool starts the shared side (2 connections).
+    let statement = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.simple_query("SELECT 1").await.map(|_| ()) })
+    };
+    let mut most = 0;
+    for _ in 0..30 {
+        most = most.max(backends(&admin, "room").await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(most, 4, "no shared connection opened beside 4 checked out");
+    assert!(
+        !statement.is_finished(),
+        "the statement waits for a shared connection"
+    );
+    // Two come back: they close (the exclusive side is capped at 4 - 2), and the shared
+    // connections open in their place.
+    let mut held = held;
+    held.truncate(2);
+    tokio::time::timeout(Duration::from_secs(5), statement)
+        .await
+        .expect("the statement runs once there is room")
+        .unwrap()
+        .expect("SELECT 1");
+    for _ in 0..20 {
+        most = most.max(backends(&admin, "room").await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(most, 4, "never above the ceiling");
+    assert_eq!(pool.shared_connections().unwrap().live, 2);
+    drop(held);
+}

@@ -616,11 +616,13 @@ impl Inner {
                 let limit = self.fleet.as_ref().map(|f| f.status().share);
                 #[cfg(not(feature = "fleet"))]
                 let limit = None;
+                let me = self.me.get().cloned().unwrap_or_default();
                 let shared = crate::shared::Shared::start(
                     self.engine.manager().clone(),
                     &self.config,
                     Arc::clone(self.engine.telemetry()),
                     limit,
+                    Box::new(move |held| me.upgrade().is_none_or(|inner| inner.fits(held))),
                 )?;
                 self.reserve_shared(shared.mux.wanted_sockets());
                 if shared.auto {
@@ -673,6 +675,19 @@ impl Inner {
             open.max(s.mux.wanted_sockets())
         };
         u32::try_from(held).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `held` shared connections (open or opening) fit beside the exclusive ones
+    /// open or opening, within the ceiling or the fleet share.
+    fn fits(&self, held: u32) -> bool {
+        #[cfg(feature = "fleet")]
+        let base = self
+            .fleet
+            .as_ref()
+            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        #[cfg(not(feature = "fleet"))]
+        let base = self.config.pool.ceiling();
+        self.engine.open_or_connecting().saturating_add(held) <= base
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`

@@ -85,12 +85,55 @@ impl fmt::Display for SharedConnections {
     }
 }
 
+/// Whether a shared connection may open now, given how many shared connections are open
+/// or opening (the one asking included): the pool's server connections, exclusive and
+/// shared, stay within its ceiling or fleet share.
+pub(crate) type Room = Box<dyn Fn(u32) -> bool + Send + Sync>;
+
 /// Opens shared tokio-postgres clients with the pool's manager (TLS, credentials,
 /// resolver, `target_session_attrs`, keep-alive and `statement_timeout` as for every
 /// connection); a client's end is seen when its connection task ends.
-#[derive(Debug, Clone)]
+///
+/// A connection opens only when it fits beside the exclusive ones ([`Room`]). The pool
+/// caps its exclusive side for the shared connections before they open, but a connection
+/// checked out above the new cap closes only when it comes back: a shared connection
+/// opened at once would put the pool one over its ceiling (a fleet one over its budget)
+/// until then. So the connect waits for the room, within its connect timeout.
+#[derive(Clone)]
 pub(crate) struct PgMux {
     manager: Manager,
+    /// Shared connections open or opening.
+    held: Arc<AtomicUsize>,
+    room: Arc<Room>,
+}
+
+impl fmt::Debug for PgMux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgMux")
+            .field("manager", &self.manager)
+            .field("held", &self.held.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One shared connection open or opening, counted in [`PgMux::held`] until dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Relaxed);
+        Self(Arc::clone(count))
+    }
+
+    fn count(&self) -> u32 {
+        u32::try_from(self.0.load(Relaxed)).unwrap_or(u32::MAX)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Multiplexer for PgMux {
@@ -98,8 +141,17 @@ impl Multiplexer for PgMux {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<Opened<Client>, ConnectError> {
+        let held = Held::new(&self.held);
+        let mut pause = Duration::from_millis(1);
+        while !(self.room)(held.count()) {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
         let (client, ended) = self.manager.connect_watched().await?;
+        // Counted until the core lets the connection go (it drops this future then) or
+        // its connection task ends.
         Ok(Opened::new(client, async move {
+            let _held = held;
             let _ = ended.await;
         }))
     }
@@ -256,6 +308,7 @@ impl Shared {
         config: &crate::Config,
         telemetry: Arc<poolkit_core::Telemetry>,
         limit: Option<u32>,
+        room: Room,
     ) -> Option<Arc<Self>> {
         let (first, most) = config.shared.range(config.pool.ceiling())?;
         let limit = limit.map_or(usize::MAX, |l| l as usize);
@@ -272,7 +325,15 @@ impl Shared {
         // connection is `used` while it carries a statement (statements in flight are in
         // `Pool::shared_connections()`), so utilization stays a share of connections.
         mc.used_gauge = poolkit_core::mux::UsedGauge::Sockets;
-        let mux = MuxPool::start(PgMux { manager }, mc, Some(telemetry));
+        let mux = MuxPool::start(
+            PgMux {
+                manager,
+                held: Arc::new(AtomicUsize::new(0)),
+                room: Arc::new(room),
+            },
+            mc,
+            Some(telemetry),
+        );
         Some(Arc::new(Self {
             mux,
             spill: config.shared_spill,
