@@ -170,14 +170,7 @@ async fn an_idle_socket_whose_connection_ended_is_reopened_before_anyone_uses_it
     config.pool.pool_size = 2;
     config.pool.acquire_timeout = Duration::from_millis(800);
     let pool = poolkit_redis::Pool::new(config).await.expect("pool");
-    let both_open = async {
-        while pool.stats().open < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), both_open)
-        .await
-        .expect("both shared sockets open");
+    until_open(&pool, 2).await;
     proxy.cut();
     let started = Instant::now();
     let reopened = async {

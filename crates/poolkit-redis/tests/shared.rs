@@ -118,14 +118,7 @@ async fn recovers_after_a_server_restart_and_fails_fast_with_typed_errors_meanwh
         .expect("SET");
     // Both sockets open before the restart (the pool is ready with one; on a busy machine
     // the second may still be connecting, and its first open is not a reconnect).
-    let both_open = async {
-        while pool.stats().open < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), both_open)
-        .await
-        .expect("both shared sockets open");
+    until_open(&pool, 2).await;
     server.down();
     for _ in 0..3 {
         let started = std::time::Instant::now();

@@ -129,3 +129,16 @@ pub async fn private_pool(server: &PrivateRedis, name: &str, size: u32, timeout:
     config.pool.acquire_timeout = timeout;
     Pool::new(config).await.expect("pool on the private server")
 }
+
+/// Waits (at most 5 s) until `pool` has `n` shared sockets open: a pool is ready with one,
+/// and on a busy machine the others may still be connecting.
+pub async fn until_open(pool: &Pool, n: u64) {
+    let open = async {
+        while pool.stats().open < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .unwrap_or_else(|_| panic!("{n} shared sockets open within 5 s"));
+}
