@@ -599,7 +599,9 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
         }));
     }
     let started = Instant::now();
+    let mut slowest = Duration::ZERO;
     for i in 0..200 {
+        let one = Instant::now();
         assert_eq!(
             pool.query_one("SELECT $1::int4", &[&i])
                 .await
@@ -607,16 +609,19 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
                 .get::<_, i32>(0),
             i
         );
+        slowest = slowest.max(one.elapsed());
     }
     let fast = started.elapsed();
+    eprintln!("200 fast statements in {fast:?}, the slowest {slowest:?}");
     for t in slow {
         t.await.unwrap().unwrap();
     }
-    // Held up behind one slow statement, the fast ones would have taken at least its
-    // 500 ms; all 200 finished before the slow ones did.
+    // One held up behind a slow statement waits out the rest of its 500 ms (in CI once:
+    // 200 took 562 ms, where they take 50–200 ms, the slowest one under 150 ms, beside
+    // the heaviest tests of this binary or two busy loops).
     assert!(
-        fast < Duration::from_millis(500),
-        "200 fast statements took {fast:?}: they waited behind a slow one"
+        slowest < Duration::from_millis(400),
+        "a fast statement took {slowest:?} (200 in {fast:?}): it waited behind a slow one"
     );
     assert!(pool.shared_connections().unwrap().spilled >= 3);
 }

@@ -74,7 +74,6 @@ impl Pool {
             // on a checkout.
             if let Some(lease) = shared.mux.try_lease_idle() {
                 // Nobody queues behind it: the connection counts as stalled meanwhile.
-                lease.mark_slow();
                 return Ok(Route::Shared(lease, Arc::clone(shared), true));
             }
             shared.spilled.fetch_add(1, Relaxed);
@@ -92,14 +91,17 @@ impl Pool {
             shared.spilled.fetch_add(1, Relaxed);
             return self.checkout(shared, false).await;
         }
+        // A connection that is not stalled, judged in the step that claims it: a
+        // known-slow statement taking the connection a moment before cannot have this one
+        // queue behind it.
+        if let Some(lease) = shared.mux.try_lease_flowing() {
+            let alone = lease.socket_in_flight() == 1;
+            return Ok(Route::Shared(lease, Arc::clone(shared), alone));
+        }
         if shared.mux.all_stalled(shared.spill) {
             shared.spilled.fetch_add(1, Relaxed);
             shared.stalled.fetch_add(1, Relaxed);
             return self.checkout(shared, false).await;
-        }
-        if let Some(lease) = shared.mux.try_lease() {
-            let alone = lease.socket_in_flight() == 1;
-            return Ok(Route::Shared(lease, Arc::clone(shared), alone));
         }
         // No room, or the shared connections are (re)opening: wait in line for them.
         match shared.mux.lease(self.config().pool.acquire_timeout).await {

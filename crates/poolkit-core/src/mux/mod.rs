@@ -67,7 +67,7 @@ use thiserror::Error;
 
 use crate::metrics::CloseReason;
 use crate::{GateError, Place, Telemetry};
-use table::{Entry, Table};
+use table::{Entry, Pick, Table};
 
 type Clock = quanta::Instant;
 
@@ -361,6 +361,8 @@ pub struct Lease<M: Multiplexer> {
     /// Set by [`Lease::complete`] or [`Lease::end`], so the drop does not count the
     /// request twice.
     completed: bool,
+    /// Claimed by [`MuxPool::try_lease_idle`]: its socket is marked slow until it is done.
+    slow: bool,
     epoch: Clock,
     _place: Place,
 }
@@ -382,13 +384,6 @@ impl<M: Multiplexer> Lease<M> {
     #[must_use]
     pub fn held_for(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// Says this request is known to be slow: its socket counts as stalled until its next
-    /// answer, so routing sends other requests elsewhere meanwhile (and
-    /// [`MuxPool::all_stalled`] sees it).
-    pub fn mark_slow(&self) {
-        self.entry.mark_slow();
     }
 
     /// Ends the request (as dropping the lease does) and returns how long it held the
@@ -416,7 +411,7 @@ impl<M: Multiplexer> Lease<M> {
         let nanos =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         // The socket's count first, so the waiter the place goes to finds room.
-        let gap = self.entry.done(nanos);
+        let gap = self.entry.done(nanos, self.slow);
         let held = now.saturating_duration_since(self.started);
         if let Some(t) = &self.entry.socket.telemetry {
             t.record_release(held);
@@ -572,15 +567,15 @@ impl<M: Multiplexer> MuxPool<M> {
     }
 
     fn claim(&self, place: Place, asked: Clock, hit: bool) -> Result<Lease<M>, Place> {
-        self.claim_below(place, asked, hit, usize::MAX)
+        self.claim_by(place, asked, hit, Pick::Any)
     }
 
-    fn claim_below(
+    fn claim_by(
         &self,
         place: Place,
         asked: Clock,
         hit: bool,
-        limit: usize,
+        how: Pick,
     ) -> Result<Lease<M>, Place> {
         let inner = &*self.inner;
         // A caller served at once was asked a moment ago: that reading serves as now.
@@ -592,11 +587,12 @@ impl<M: Multiplexer> MuxPool<M> {
                 .config
                 .stall
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, limit) else {
+            let Some(entry) = inner.table.pick_below(next_start(), nanos, stall, how) else {
                 return Err(place);
             };
+            let slow = how == Pick::IdleSlow;
             if !inner.mux.usable(&entry.socket.socket) {
-                entry.done(nanos);
+                entry.done(nanos, slow);
                 self.retire_socket(entry.id, CloseReason::Broken);
                 now = Clock::now();
                 continue;
@@ -608,6 +604,7 @@ impl<M: Multiplexer> MuxPool<M> {
                 entry,
                 started: now,
                 completed: false,
+                slow,
                 epoch: inner.epoch,
                 _place: place,
             });
@@ -622,13 +619,27 @@ impl<M: Multiplexer> MuxPool<M> {
         self.claim(place, asked, true).ok()
     }
 
-    /// A request slot now on a socket with nothing in flight, if there is one (for a
-    /// request known to be slow: it holds up nobody there).
+    /// A request slot now on a socket with nothing in flight, if there is one, for a
+    /// request known to be slow: it holds up nobody there. The socket counts as stalled
+    /// until this request is done ([`MuxPool::all_stalled`] sees it), and
+    /// [`MuxPool::try_lease_flowing`] passes it by; claiming and marking are one step, so
+    /// no request can slip in between and queue behind it.
     #[must_use]
     pub fn try_lease_idle(&self) -> Option<Lease<M>> {
         let asked = Clock::now();
         let place = self.inner.table.gate.try_enter()?;
-        self.claim_below(place, asked, true, 1).ok()
+        self.claim_by(place, asked, true, Pick::IdleSlow).ok()
+    }
+
+    /// A request slot now on a socket that is not stalled (see [`MuxConfig::stall`]),
+    /// if there is one and nobody waits ahead: a request that must not queue behind a
+    /// slow one goes elsewhere when this is `None` and [`MuxPool::all_stalled`] says so.
+    /// Whether the socket is stalled is decided in the same step that claims it.
+    #[must_use]
+    pub fn try_lease_flowing(&self) -> Option<Lease<M>> {
+        let asked = Clock::now();
+        let place = self.inner.table.gate.try_enter()?;
+        self.claim_by(place, asked, true, Pick::Flowing).ok()
     }
 
     /// Claims one request on the least-loaded live socket, waiting first come first

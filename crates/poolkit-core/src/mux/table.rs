@@ -24,12 +24,32 @@ pub(crate) struct Counts {
     pub(crate) opened: AtomicU64,
 }
 
+/// The bit of an entry's in-flight word set while the socket carries a request known to
+/// be slow (see [`Table::pick_below`] with [`Pick::IdleSlow`]). It lives in the same word
+/// as the count so that claiming an idle socket and marking it are one step: no request
+/// can join the socket between the two and end up queued behind the slow one.
+const SLOW: usize = 1 << (usize::BITS - 1);
+
+/// How a request picks its socket (see [`Table::pick_below`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// The least-loaded socket with room, preferring sockets that are not stalled.
+    Any,
+    /// The least-loaded socket with room that is not stalled; none when all of them are
+    /// (the caller sends the request elsewhere rather than queue it behind a stall).
+    Flowing,
+    /// A socket with nothing in flight, marked as carrying a slow request until that
+    /// request is done: it counts as stalled meanwhile, and [`Pick::Flowing`] passes it by.
+    IdleSlow,
+}
+
 /// One open socket: the backend's handle, its requests in flight and when it last made
 /// progress (a request finished, or one started on an idle socket).
 pub(crate) struct Entry<S> {
     pub(crate) id: u64,
     pub(crate) slot: usize,
     pub(crate) socket: S,
+    /// Requests in flight, with [`SLOW`] set while one of them is known to be slow.
     in_flight: AtomicUsize,
     /// When the socket last made progress, in nanoseconds since the table's epoch.
     progress: AtomicU64,
@@ -45,7 +65,7 @@ impl<S> fmt::Debug for Entry<S> {
         f.debug_struct("Socket")
             .field("id", &self.id)
             .field("slot", &self.slot)
-            .field("in_flight", &self.in_flight.load(Relaxed))
+            .field("in_flight", &self.in_flight())
             .field("retired", &self.retired.load(Relaxed))
             .finish_non_exhaustive()
     }
@@ -67,7 +87,7 @@ impl<S> Entry<S> {
 
     /// Requests in flight on this socket.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
+        self.in_flight.load(Relaxed) & !SLOW
     }
 
     /// Whether the socket was taken out of routing.
@@ -80,25 +100,28 @@ impl<S> Entry<S> {
     /// socket longer than that (slow requests are being served: the ones queued behind
     /// wait at least as long each).
     fn stalled(&self, now: u64, bound: u64) -> bool {
-        self.in_flight.load(Relaxed) > 0
-            && (now.saturating_sub(self.progress.load(Relaxed)) > bound
-                || self.last_gap.load(Relaxed) > bound)
+        Self::stalled_at(self.in_flight.load(Relaxed), self, now, bound)
     }
 
-    /// One request finished at `now`; returns the time since the socket's previous
-    /// progress (on a socket that answers in order: how long this request held the head).
-    pub(crate) fn done(&self, now: u64) -> u64 {
+    /// [`Entry::stalled`] for the in-flight word `raw` read a moment ago.
+    fn stalled_at(raw: usize, e: &Self, now: u64, bound: u64) -> bool {
+        raw & SLOW != 0
+            || (raw > 0
+                && (now.saturating_sub(e.progress.load(Relaxed)) > bound
+                    || e.last_gap.load(Relaxed) > bound))
+    }
+
+    /// One request finished at `now` (`slow`: the one it was claimed for by
+    /// [`Pick::IdleSlow`], whose mark goes with it); returns the time since the socket's
+    /// previous progress (on a socket that answers in order: how long this request held
+    /// the head).
+    pub(crate) fn done(&self, now: u64, slow: bool) -> u64 {
         let before = self.progress.swap(now, Relaxed);
         let gap = now.saturating_sub(before);
         self.last_gap.store(gap, Relaxed);
-        self.in_flight.fetch_sub(1, AcqRel);
+        self.in_flight
+            .fetch_sub(if slow { 1 | SLOW } else { 1 }, AcqRel);
         gap
-    }
-
-    /// Counts the socket as stalled until its next answer (it carries a request known to
-    /// be slow).
-    pub(crate) fn mark_slow(&self) {
-        self.last_gap.store(u64::MAX, Relaxed);
     }
 
     /// Marks the entry retired; `true` the first time.
@@ -216,50 +239,60 @@ impl<S> Table<S> {
     /// preferring sockets that are not stalled). `None` when no socket has room.
     #[cfg_attr(not(poolkit_loom), allow(dead_code))]
     pub(crate) fn pick(&self, start: usize, now: u64, stall: Option<u64>) -> Option<Arc<Entry<S>>> {
-        self.pick_below(start, now, stall, self.per_socket)
+        self.pick_below(start, now, stall, Pick::Any)
     }
 
-    /// As [`Table::pick`], on a socket with fewer than `limit` requests in flight (at
-    /// most the per-socket cap).
+    /// As [`Table::pick`], the way `how` says. The claim is one compare-and-swap of the
+    /// socket's in-flight word, which also holds the [`SLOW`] mark, so whether the socket
+    /// was stalled, idle or marked is still true when the request lands on it.
     pub(crate) fn pick_below(
         &self,
         start: usize,
         now: u64,
         stall: Option<u64>,
-        limit: usize,
+        how: Pick,
     ) -> Option<Arc<Entry<S>>> {
-        let limit = limit.min(self.per_socket);
         let live = self.read();
         let n = live.len();
         if n == 0 {
             return None;
         }
         loop {
-            // (rank, load, index): rank 0 = flowing, 1 = stalled.
-            let mut best: Option<(u8, usize, usize)> = None;
+            // (rank, load, index, word read): rank 0 = flowing, 1 = stalled.
+            let mut best: Option<(u8, usize, usize, usize)> = None;
             for k in 0..n {
                 let i = if self.fill_first { k } else { (start + k) % n };
                 let e = &live[i];
-                let load = e.in_flight.load(Relaxed);
-                if load >= limit {
+                let raw = e.in_flight.load(Relaxed);
+                let load = raw & !SLOW;
+                if load >= self.per_socket || (how == Pick::IdleSlow && raw != 0) {
                     continue;
                 }
-                let rank = u8::from(stall.is_some_and(|b| e.stalled(now, b)));
+                let stalled = stall.is_some_and(|b| Entry::stalled_at(raw, e, now, b));
+                if how == Pick::Flowing && stalled {
+                    continue;
+                }
+                let rank = u8::from(stalled);
                 if self.fill_first {
-                    if best.is_none_or(|(r, _, _)| rank < r) {
-                        best = Some((rank, load, i));
+                    if best.is_none_or(|(r, _, _, _)| rank < r) {
+                        best = Some((rank, load, i, raw));
                     }
                     if rank == 0 {
                         break;
                     }
-                } else if best.is_none_or(|(r, l, _)| (rank, load) < (r, l)) {
-                    best = Some((rank, load, i));
+                } else if best.is_none_or(|(r, l, _, _)| (rank, load) < (r, l)) {
+                    best = Some((rank, load, i, raw));
                 }
             }
-            let (_, load, i) = best?;
+            let (_, load, i, raw) = best?;
             let e = &live[i];
+            let claimed = if how == Pick::IdleSlow {
+                1 | SLOW
+            } else {
+                raw + 1
+            };
             if e.in_flight
-                .compare_exchange(load, load + 1, AcqRel, Relaxed)
+                .compare_exchange(raw, claimed, AcqRel, Relaxed)
                 .is_ok()
             {
                 if load == 0 {
@@ -267,7 +300,7 @@ impl<S> Table<S> {
                 }
                 return Some(Arc::clone(e));
             }
-            // Another caller moved this socket's count first: look again.
+            // Another caller moved this socket's count (or mark) first: look again.
         }
     }
 
