@@ -123,7 +123,19 @@ impl QueryCtx {
         started: poolkit_core::QueryStart,
         source: &Source<'_>,
     ) {
-        self.queries.finish(op, started, || match source {
+        self.end_at(op, started, poolkit_core::QueryStart::now(), source);
+    }
+
+    /// As [`QueryCtx::end`], with the statement's end read by the caller.
+    pub(crate) fn end_at(
+        &self,
+        op: Operation,
+        started: poolkit_core::QueryStart,
+        ended: poolkit_core::QueryStart,
+        source: &Source<'_>,
+    ) {
+        let took = ended.saturating_duration_since(started);
+        self.queries.record(op, took, || match source {
             Source::Raw(_) => "(a tokio_postgres::Statement)".to_owned(),
             other => sql_of(other).unwrap_or_default().to_owned(),
         });
@@ -133,15 +145,17 @@ impl QueryCtx {
         if got == shape.params.len() {
             return Ok(());
         }
-        Err(refuse(
+        // Boxed: an error path, kept out of every statement's future.
+        Err(Box::pin(refuse(
             client,
             PoolerRefusal::Parameters {
                 pool: self.pool.clone(),
                 expected: shape.params.len(),
                 got,
             },
-        )
-        .await)
+        ))
+        .await
+        .into())
     }
 
     pub(crate) async fn typed<'p>(
