@@ -428,40 +428,43 @@ pub fn shared_refusal(sql: &str) -> Option<&'static str> {
     None
 }
 
-/// The kind of session state `stmt`'s first keyword leaves, if any.
+/// The kind of session state `stmt`'s first keyword leaves, if any. The keywords are
+/// told apart by length and first letter, so a word that is none of them (`SELECT`,
+/// `INSERT`, `UPDATE`, …) is set aside after two comparisons.
 fn refused_keyword(stmt: &str) -> Option<&'static str> {
+    const CURSOR: &str = "a cursor (DECLARE/FETCH/CLOSE)";
+    const END: &str = "COMMIT/ROLLBACK";
     let word = first_word(stmt);
-    // The keywords below are 3 ("set", "end") to 10 ("deallocate") letters long.
-    if !(3..=10).contains(&word.len()) {
+    // `first_word` holds ASCII letters only.
+    let Some(first) = word.as_bytes().first().map(u8::to_ascii_lowercase) else {
         return None;
-    }
+    };
     let is = |w: &str| word.eq_ignore_ascii_case(w);
     let next_is = |words: &[&str]| {
         let next = first_word(after_word(stmt));
         words.iter().any(|w| next.eq_ignore_ascii_case(w))
     };
-    // `first_word` holds ASCII letters only.
-    match word.as_bytes()[0].to_ascii_lowercase() {
-        b's' if is("set") => (!next_is(&["local", "transaction"])).then_some("SET"),
-        b's' if is("start") => Some("BEGIN"),
-        b's' if is("savepoint") => Some("SAVEPOINT"),
-        b'r' if is("reset") => Some("RESET"),
-        b'r' if is("rollback") => Some("COMMIT/ROLLBACK"),
-        b'r' if is("release") => Some("SAVEPOINT"),
-        b'l' if is("listen") => Some("LISTEN"),
-        b'u' if is("unlisten") => Some("UNLISTEN"),
-        b'p' if is("prepare") => Some("PREPARE"),
-        b'd' if is("deallocate") => Some("DEALLOCATE"),
-        b'd' if is("declare") => Some("a cursor (DECLARE/FETCH/CLOSE)"),
-        b'd' if is("discard") => Some("DISCARD"),
-        b'b' if is("begin") => Some("BEGIN"),
-        b'c' if is("commit") => Some("COMMIT/ROLLBACK"),
-        b'c' if is("close") => Some("a cursor (DECLARE/FETCH/CLOSE)"),
-        b'c' if is("create") => next_is(&["temp", "temporary"]).then_some("a temporary table"),
-        b'e' if is("end") => Some("COMMIT/ROLLBACK"),
-        b'a' if is("abort") => Some("COMMIT/ROLLBACK"),
-        b'f' if is("fetch") => Some("a cursor (DECLARE/FETCH/CLOSE)"),
-        b'm' if is("move") => Some("a cursor (DECLARE/FETCH/CLOSE)"),
+    match (word.len(), first) {
+        (3, b's') if is("set") => (!next_is(&["local", "transaction"])).then_some("SET"),
+        (3, b'e') if is("end") => Some(END),
+        (4, b'm') if is("move") => Some(CURSOR),
+        (5, b'a') if is("abort") => Some(END),
+        (5, b'b') if is("begin") => Some("BEGIN"),
+        (5, b'c') if is("close") => Some(CURSOR),
+        (5, b'f') if is("fetch") => Some(CURSOR),
+        (5, b'r') if is("reset") => Some("RESET"),
+        (5, b's') if is("start") => Some("BEGIN"),
+        (6, b'c') if is("commit") => Some(END),
+        (6, b'c') if is("create") => next_is(&["temp", "temporary"]).then_some("a temporary table"),
+        (6, b'l') if is("listen") => Some("LISTEN"),
+        (7, b'd') if is("declare") => Some(CURSOR),
+        (7, b'd') if is("discard") => Some("DISCARD"),
+        (7, b'p') if is("prepare") => Some("PREPARE"),
+        (7, b'r') if is("release") => Some("SAVEPOINT"),
+        (8, b'r') if is("rollback") => Some(END),
+        (8, b'u') if is("unlisten") => Some("UNLISTEN"),
+        (9, b's') if is("savepoint") => Some("SAVEPOINT"),
+        (10, b'd') if is("deallocate") => Some("DEALLOCATE"),
         _ => None,
     }
 }
