@@ -154,8 +154,7 @@ impl QueryCtx {
                 got,
             },
         ))
-        .await
-        .into())
+        .await)
     }
 
     pub(crate) async fn typed<'p>(

@@ -436,9 +436,7 @@ fn refused_keyword(stmt: &str) -> Option<&'static str> {
     const END: &str = "COMMIT/ROLLBACK";
     let word = first_word(stmt);
     // `first_word` holds ASCII letters only.
-    let Some(first) = word.as_bytes().first().map(u8::to_ascii_lowercase) else {
-        return None;
-    };
+    let first = word.as_bytes().first().map(u8::to_ascii_lowercase)?;
     let is = |w: &str| word.eq_ignore_ascii_case(w);
     let next_is = |words: &[&str]| {
         let next = first_word(after_word(stmt));
