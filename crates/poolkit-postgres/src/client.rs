@@ -107,13 +107,19 @@ impl QueryCtx {
     }
 
     pub(crate) fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
-        let op = match sql_of(source) {
-            Some(sql) => {
-                self.warnings.check(&self.pool, self.pooler.get(), sql);
-                Operation::sql(sql)
-            }
-            None => Operation::OTHER,
-        };
+        let op = sql_of(source).map_or(Operation::OTHER, Operation::sql);
+        self.begin_as(source, op)
+    }
+
+    /// As [`QueryCtx::begin`], with the statement's `operation` label already read.
+    pub(crate) fn begin_as(
+        &self,
+        source: &Source<'_>,
+        op: Operation,
+    ) -> (Operation, poolkit_core::QueryStart) {
+        if let Some(sql) = sql_of(source) {
+            self.warnings.check(&self.pool, self.pooler.get(), sql);
+        }
         (op, self.queries.start())
     }
 

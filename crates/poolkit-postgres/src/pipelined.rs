@@ -17,7 +17,7 @@ use tokio_postgres::{Row, SimpleQueryMessage};
 
 use crate::error::Error;
 use crate::pool::{Pool, PooledConnection};
-use crate::shared::{PgMux, Run, Shared, shared_refusal};
+use crate::shared::{PgMux, Run, Shared, sql_facts};
 use crate::statement::{PoolerRefusal, Shape, Source, ToStatement, refuse};
 
 /// Where one statement runs.
@@ -46,9 +46,10 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 macro_rules! on_pool {
     ($self:ident, $statement:ident, $params:ident, $exclusive:ident, $shared:ident) => {{
         let source = $statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            $self.refuse_session_state(sql)?;
-        }
+        let operation = match sql_of(&source) {
+            Some(sql) => $self.refuse_session_state(sql)?,
+            None => poolkit_core::Operation::OTHER,
+        };
         match $self.route(sql_of(&source)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -59,7 +60,7 @@ macro_rules! on_pool {
             Route::Shared(lease, shared, alone) => {
                 let (sql, shape) = $self.plan(source).await?;
                 let typed = $self.typed(&lease, &shape, $params).await?;
-                let timer = $self.timer(&source);
+                let timer = $self.timer(&source, operation);
                 let r = lease.$shared(sql, &typed).await;
                 $self.finish(lease, shared, alone, source, timer, r)
             }
@@ -145,13 +146,16 @@ impl Pool {
         Ok(Route::Exclusive(Box::new(self.get().await?)))
     }
 
-    fn refuse_session_state(&self, sql: &str) -> Result<(), Error> {
-        match shared_refusal(sql) {
+    /// Refuses `sql` when it would leave session state on a shared connection; else its
+    /// `operation` label, read in the same look at the text ([`sql_facts`]).
+    fn refuse_session_state(&self, sql: &str) -> Result<poolkit_core::Operation, Error> {
+        let facts = sql_facts(sql);
+        match facts.refusal {
             Some(statement) if self.inner.shared_enabled() => Err(Error::SessionState {
                 pool: self.config().pool.name.clone(),
                 statement,
             }),
-            _ => Ok(()),
+            _ => Ok(facts.operation),
         }
     }
 
@@ -299,7 +303,7 @@ impl Pool {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
-        self.refuse_session_state(sql)?;
+        let operation = self.refuse_session_state(sql)?;
         match self.route(Some(sql)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -308,7 +312,7 @@ impl Pool {
                 r.map_err(|e| self.exclusive_error(e))
             }
             Route::Shared(lease, shared, alone) => {
-                let timer = self.timer(&Source::Sql(sql));
+                let timer = self.timer(&Source::Sql(sql), operation);
                 let r = lease.query_typed(sql, params).await;
                 self.finish(lease, shared, alone, Source::Sql(sql), timer, r)
             }
@@ -321,7 +325,7 @@ impl Pool {
     /// # Errors
     /// As [`Pool::query`].
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.refuse_session_state(sql)?;
+        let operation = self.refuse_session_state(sql)?;
         match self.route(Some(sql)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -330,7 +334,7 @@ impl Pool {
                 r.map_err(|e| self.exclusive_error(e))
             }
             Route::Shared(lease, shared, alone) => {
-                let timer = self.timer(&Source::Sql(sql));
+                let timer = self.timer(&Source::Sql(sql), operation);
                 let r = lease.simple_query(sql).await;
                 self.finish(lease, shared, alone, Source::Sql(sql), timer, r)
             }
@@ -347,9 +351,9 @@ impl Pool {
     }
 
     /// Starts timing a statement on a shared connection, as every statement is timed.
-    fn timer(&self, source: &Source<'_>) -> Timer {
+    fn timer(&self, source: &Source<'_>, operation: poolkit_core::Operation) -> Timer {
         let generation = self.inner.engine.generation();
-        let (op, started) = self.inner.ctx.begin(source);
+        let (op, started) = self.inner.ctx.begin_as(source, operation);
         Timer {
             op,
             started,
