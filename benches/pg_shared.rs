@@ -8,6 +8,9 @@
 //! env: `DATABASE_URL`, `PGBOUNCER_URL`, `BENCH_SECONDS` (per row, default 3),
 //! `BENCH_WORKLOADS` (comma list of `select1`, `pgbench`, `sleep`, `mixed`, `bouncer`;
 //! default all), `BENCH_TASKS` (comma list, default `50,1000,10000` for select1/pgbench),
+//! `BENCH_SPILL_MS` (the shared rows' `P_SHARED_SPILL`, default 5; for profiles),
+//! `BENCH_SIZES` (set: print the sizes of the statement futures, poolkit's and the raw
+//! client's, and exit),
 //! `BENCH_TARGETS` (comma list of rows: `exclusive`, `deadpool`, `bb8`, `shared2`,
 //! `shared4`, `sharedauto`, `pipe2`, `pipe4`; default every row of the workload).
 //!
@@ -47,6 +50,11 @@ trait Target: Send + Sync + 'static {
     fn op(&self, work: Work, task: usize, n: u64) -> BoxFut<'_, Result<bool, String>>;
     /// Shared connections held (poolkit shared), for the row's label.
     fn shared(&self) -> Option<usize> {
+        None
+    }
+    /// Statements run on the shared connections and spilled to checkouts so far
+    /// (poolkit shared), for the per-statement counts on stderr.
+    fn counts(&self) -> Option<(u64, u64)> {
         None
     }
 }
@@ -111,6 +119,11 @@ impl Target for Shared {
     }
     fn shared(&self) -> Option<usize> {
         self.0.shared_connections().map(|s| s.size)
+    }
+    fn counts(&self) -> Option<(u64, u64)> {
+        self.0
+            .shared_connections()
+            .map(|s| (s.statements, s.spilled))
     }
 }
 
@@ -253,6 +266,16 @@ async fn run(
     #[allow(clippy::cast_precision_loss)]
     let ops = all.len() as f64 / took;
     let first_error = first_error.lock().unwrap().take();
+    // The exact count, for per-statement costs (instructions under callgrind, syscalls
+    // under strace): total ÷ this, or the difference of two runs of different lengths.
+    let counts = t
+        .counts()
+        .map(|(on, spilled)| format!(" (since the start: {on} shared, {spilled} spilled)"))
+        .unwrap_or_default();
+    eprintln!(
+        "{name} [{conns}], {tasks} tasks: {} statements in {took:.3} s{counts}",
+        all.len()
+    );
     Row {
         name,
         conns,
@@ -267,9 +290,21 @@ async fn run(
     }
 }
 
+/// `P_SHARED_SPILL` for the shared rows when `BENCH_SPILL_MS` is set (a profile under
+/// valgrind runs some 50 times slower, so a connection looks stalled after 5 ms far more
+/// often than on a real run and statements spill to checkouts); else the default.
+fn spill() -> Option<Duration> {
+    process_lookup("BENCH_SPILL_MS")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_millis)
+}
+
 async fn poolkit(url: &str, name: &str, shared: SharedConnections, pooler: Pooler) -> Pool {
-    Pool::builder()
-        .url(url)
+    let mut b = Pool::builder();
+    if let Some(d) = spill() {
+        b = b.shared_spill(d);
+    }
+    b.url(url)
         .ssl_mode(SslMode::Disable)
         .pooler(pooler)
         .name(name)
@@ -456,6 +491,34 @@ async fn ensure_pgbench(url: &str) {
 async fn main() {
     let url = process_lookup("DATABASE_URL")
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if process_lookup("BENCH_SIZES").is_some() {
+        let p = poolkit(&url, "sizes", SharedConnections::Fixed(1), Pooler::None).await;
+        let aid = 1i32;
+        eprintln!(
+            "simple_query future {} B",
+            std::mem::size_of_val(&p.simple_query("SELECT 1"))
+        );
+        eprintln!(
+            "query_typed future {} B",
+            std::mem::size_of_val(&p.query_typed(PGBENCH, &[(&aid, Type::INT4)]))
+        );
+        eprintln!(
+            "query future {} B",
+            std::mem::size_of_val(&p.query(PGBENCH, &[&aid]))
+        );
+        eprintln!("get future {} B", std::mem::size_of_val(&p.get()));
+        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        eprintln!(
+            "raw simple_query future {} B",
+            std::mem::size_of_val(&c.simple_query("SELECT 1"))
+        );
+        eprintln!(
+            "raw query_typed future {} B",
+            std::mem::size_of_val(&c.query_typed(PGBENCH, &[(&aid, Type::INT4)]))
+        );
+        return;
+    }
     let bouncer = process_lookup("PGBOUNCER_URL")
         .unwrap_or_else(|| "postgres://poolkit:poolkit_test@127.0.0.1:6432/test".to_owned());
     let secs: f64 = process_lookup("BENCH_SECONDS")

@@ -107,13 +107,19 @@ impl QueryCtx {
     }
 
     pub(crate) fn begin(&self, source: &Source<'_>) -> (Operation, poolkit_core::QueryStart) {
-        let op = match sql_of(source) {
-            Some(sql) => {
-                self.warnings.check(&self.pool, self.pooler.get(), sql);
-                Operation::sql(sql)
-            }
-            None => Operation::OTHER,
-        };
+        let op = sql_of(source).map_or(Operation::OTHER, Operation::sql);
+        self.begin_as(source, op)
+    }
+
+    /// As [`QueryCtx::begin`], with the statement's `operation` label already read.
+    pub(crate) fn begin_as(
+        &self,
+        source: &Source<'_>,
+        op: Operation,
+    ) -> (Operation, poolkit_core::QueryStart) {
+        if let Some(sql) = sql_of(source) {
+            self.warnings.check(&self.pool, self.pooler.get(), sql);
+        }
         (op, self.queries.start())
     }
 
@@ -123,7 +129,19 @@ impl QueryCtx {
         started: poolkit_core::QueryStart,
         source: &Source<'_>,
     ) {
-        self.queries.finish(op, started, || match source {
+        self.end_at(op, started, poolkit_core::QueryStart::now(), source);
+    }
+
+    /// As [`QueryCtx::end`], with the statement's end read by the caller.
+    pub(crate) fn end_at(
+        &self,
+        op: Operation,
+        started: poolkit_core::QueryStart,
+        ended: poolkit_core::QueryStart,
+        source: &Source<'_>,
+    ) {
+        let took = ended.saturating_duration_since(started);
+        self.queries.record(op, took, || match source {
             Source::Raw(_) => "(a tokio_postgres::Statement)".to_owned(),
             other => sql_of(other).unwrap_or_default().to_owned(),
         });
@@ -133,14 +151,15 @@ impl QueryCtx {
         if got == shape.params.len() {
             return Ok(());
         }
-        Err(refuse(
+        // Boxed: an error path, kept out of every statement's future.
+        Err(Box::pin(refuse(
             client,
             PoolerRefusal::Parameters {
                 pool: self.pool.clone(),
                 expected: shape.params.len(),
                 got,
             },
-        )
+        ))
         .await)
     }
 

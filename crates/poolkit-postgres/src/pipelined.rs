@@ -17,14 +17,25 @@ use tokio_postgres::{Row, SimpleQueryMessage};
 
 use crate::error::Error;
 use crate::pool::{Pool, PooledConnection};
-use crate::shared::{PgMux, Run, Shared, shared_refusal};
+use crate::shared::{PgMux, Run, Shared, sql_facts};
 use crate::statement::{PoolerRefusal, Shape, Source, ToStatement, refuse};
 
 /// Where one statement runs.
-enum Route {
-    /// On a shared connection; `alone`: it found the connection idle.
-    Shared(Lease<PgMux>, Arc<Shared>, bool),
+enum Route<'a> {
+    /// On a shared connection; `alone`: it found the connection idle. The pool's shared
+    /// side is borrowed, not cloned: an `Arc` count that every statement on every thread
+    /// bumps and drops is a cache line the cores pass back and forth.
+    Shared(Lease<PgMux>, &'a Shared, bool),
     Exclusive(Box<PooledConnection>),
+}
+
+/// A statement on a shared connection being timed (see [`Pool::finish`]).
+struct Timer {
+    op: poolkit_core::Operation,
+    started: poolkit_core::QueryStart,
+    /// The server generation it started in (a failover seen in its error retires the
+    /// connections of that generation only).
+    generation: u64,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -35,9 +46,10 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 macro_rules! on_pool {
     ($self:ident, $statement:ident, $params:ident, $exclusive:ident, $shared:ident) => {{
         let source = $statement.__source();
-        if let Some(sql) = sql_of(&source) {
-            $self.refuse_session_state(sql)?;
-        }
+        let operation = match sql_of(&source) {
+            Some(sql) => $self.refuse_session_state(sql)?,
+            None => poolkit_core::Operation::OTHER,
+        };
         match $self.route(sql_of(&source)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -48,11 +60,9 @@ macro_rules! on_pool {
             Route::Shared(lease, shared, alone) => {
                 let (sql, shape) = $self.plan(source).await?;
                 let typed = $self.typed(&lease, &shape, $params).await?;
-                let r = $self
-                    .timed(&lease, &shared, source, lease.$shared(sql, &typed))
-                    .await;
-                $self.finish(lease, &shared, alone, source);
-                r
+                let timer = $self.timer(&source, operation);
+                let r = lease.$shared(sql, &typed).await;
+                $self.finish(lease, shared, alone, source, timer, r)
             }
         }
     }};
@@ -65,19 +75,22 @@ impl Pool {
         self.inner.shared()
     }
 
-    async fn route(&self, sql: Option<&str>) -> Result<Route, Error> {
+    async fn route(&self, sql: Option<&str>) -> Result<Route<'_>, Error> {
         let Some(shared) = self.shared() else {
-            return Ok(Route::Exclusive(Box::new(self.get().await?)));
+            // Boxed here and below: a checkout's future is some 1,500 bytes, which every
+            // statement's future would carry (and its caller move) for a path that the
+            // pipelined statements take only now and then.
+            return Ok(Route::Exclusive(Box::new(Box::pin(self.get()).await?)));
         };
         if let Some(confirmed) = sql.and_then(|sql| shared.slow.slow(sql)) {
             // Known to be slow: on an idle shared connection (it holds up nobody), else
             // on a checkout.
             if let Some(lease) = shared.mux.try_lease_idle() {
                 // Nobody queues behind it: the connection counts as stalled meanwhile.
-                return Ok(Route::Shared(lease, Arc::clone(shared), true));
+                return Ok(Route::Shared(lease, shared, true));
             }
             shared.spilled.fetch_add(1, Relaxed);
-            return self.checkout(shared, confirmed).await;
+            return Box::pin(self.checkout(shared, confirmed)).await;
         }
         if shared.queue_long() {
             // Statements confirmed slow wait for a checkout (the checkouts are all
@@ -89,25 +102,25 @@ impl Pool {
             // statements is back on its shared connections as soon as the ones it
             // follows have their checkouts.
             shared.spilled.fetch_add(1, Relaxed);
-            return self.checkout(shared, false).await;
+            return Box::pin(self.checkout(shared, false)).await;
         }
         // A connection that is not stalled, judged in the step that claims it: a
         // known-slow statement taking the connection a moment before cannot have this one
         // queue behind it.
         if let Some(lease) = shared.mux.try_lease_flowing() {
             let alone = lease.socket_in_flight() == 1;
-            return Ok(Route::Shared(lease, Arc::clone(shared), alone));
+            return Ok(Route::Shared(lease, shared, alone));
         }
         if shared.mux.all_stalled(shared.spill) {
             shared.spilled.fetch_add(1, Relaxed);
             shared.stalled.fetch_add(1, Relaxed);
-            return self.checkout(shared, false).await;
+            return Box::pin(self.checkout(shared, false)).await;
         }
         // No room, or the shared connections are (re)opening: wait in line for them.
         match shared.mux.lease(self.config().pool.acquire_timeout).await {
             Ok(lease) => {
                 let alone = lease.socket_in_flight() == 1;
-                Ok(Route::Shared(lease, Arc::clone(shared), alone))
+                Ok(Route::Shared(lease, shared, alone))
             }
             Err(MuxError::Closed) => Err(PoolError::closed(&self.config().pool.name).into()),
             Err(MuxError::Timeout {
@@ -128,18 +141,21 @@ impl Pool {
     /// waits. (One that spilled because every shared connection stalled is not followed:
     /// the stall passes in milliseconds, and on a busy machine it comes often enough that
     /// following would keep a pool of fast statements on checkouts.)
-    async fn checkout(&self, shared: &Shared, counted: bool) -> Result<Route, Error> {
+    async fn checkout(&self, shared: &Shared, counted: bool) -> Result<Route<'_>, Error> {
         let _in_line = counted.then(|| shared.in_line());
         Ok(Route::Exclusive(Box::new(self.get().await?)))
     }
 
-    fn refuse_session_state(&self, sql: &str) -> Result<(), Error> {
-        match shared_refusal(sql) {
+    /// Refuses `sql` when it would leave session state on a shared connection; else its
+    /// `operation` label, read in the same look at the text ([`sql_facts`]).
+    fn refuse_session_state(&self, sql: &str) -> Result<poolkit_core::Operation, Error> {
+        let facts = sql_facts(sql);
+        match facts.refusal {
             Some(statement) if self.inner.shared_enabled() => Err(Error::SessionState {
                 pool: self.config().pool.name.clone(),
                 statement,
             }),
-            _ => Ok(()),
+            _ => Ok(facts.operation),
         }
     }
 
@@ -152,17 +168,24 @@ impl Pool {
                 (None, Some(named)) => Ok((st.sql(), Arc::new(Shape::of(named)))),
                 (None, None) => Ok((st.sql(), self.shape_of(st.sql()).await?)),
             },
-            Source::Raw(_) => {
-                let conn = self.get().await?;
-                Err(refuse(
-                    &conn,
-                    PoolerRefusal::RawStatement {
-                        pool: self.config().pool.name.clone(),
-                    },
-                )
-                .await
-                .into())
-            }
+            // Boxed: a checkout's future is large, and this path is an error.
+            Source::Raw(_) => Err(Box::pin(self.refuse_raw()).await),
+        }
+    }
+
+    /// A `tokio_postgres::Statement` is named on one connection: refused on the pool,
+    /// with the error a checkout's server gives for it.
+    async fn refuse_raw(&self) -> Error {
+        match self.get().await {
+            Ok(conn) => refuse(
+                &conn,
+                PoolerRefusal::RawStatement {
+                    pool: self.config().pool.name.clone(),
+                },
+            )
+            .await
+            .into(),
+            Err(e) => e,
         }
     }
 
@@ -173,8 +196,12 @@ impl Pool {
         if let Some(shape) = ctx.shapes.get(sql) {
             return Ok(shape);
         }
-        let conn = self.get().await?;
-        Ok(ctx.shapes.shape(&conn, false, sql).await?)
+        // Boxed: learning is once per SQL text, and its futures are large.
+        Box::pin(async {
+            let conn = self.get().await?;
+            Ok(ctx.shapes.shape(&conn, false, sql).await?)
+        })
+        .await
     }
 
     /// A shared statement's error: the server moved (the pool retires every connection),
@@ -276,7 +303,7 @@ impl Pool {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
-        self.refuse_session_state(sql)?;
+        let operation = self.refuse_session_state(sql)?;
         match self.route(Some(sql)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -285,16 +312,9 @@ impl Pool {
                 r.map_err(|e| self.exclusive_error(e))
             }
             Route::Shared(lease, shared, alone) => {
-                let r = self
-                    .timed(
-                        &lease,
-                        &shared,
-                        Source::Sql(sql),
-                        lease.query_typed(sql, params),
-                    )
-                    .await;
-                self.finish(lease, &shared, alone, Source::Sql(sql));
-                r
+                let timer = self.timer(&Source::Sql(sql), operation);
+                let r = lease.query_typed(sql, params).await;
+                self.finish(lease, shared, alone, Source::Sql(sql), timer, r)
             }
         }
     }
@@ -305,7 +325,7 @@ impl Pool {
     /// # Errors
     /// As [`Pool::query`].
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.refuse_session_state(sql)?;
+        let operation = self.refuse_session_state(sql)?;
         match self.route(Some(sql)).await? {
             Route::Exclusive(conn) => {
                 let started = std::time::Instant::now();
@@ -314,11 +334,9 @@ impl Pool {
                 r.map_err(|e| self.exclusive_error(e))
             }
             Route::Shared(lease, shared, alone) => {
-                let r = self
-                    .timed(&lease, &shared, Source::Sql(sql), lease.simple_query(sql))
-                    .await;
-                self.finish(lease, &shared, alone, Source::Sql(sql));
-                r
+                let timer = self.timer(&Source::Sql(sql), operation);
+                let r = lease.simple_query(sql).await;
+                self.finish(lease, shared, alone, Source::Sql(sql), timer, r)
             }
         }
     }
@@ -332,18 +350,44 @@ impl Pool {
         Ok(self.inner.ctx.typed(lease, shape, params).await?)
     }
 
-    /// A shared statement is done: its connection's count goes down, and how long it held
-    /// the connection's head teaches which statements are slow.
-    fn finish(&self, lease: Lease<PgMux>, shared: &Shared, alone: bool, source: Source<'_>) {
-        let whole = lease.held_for();
-        let head = lease.complete();
+    /// Starts timing a statement on a shared connection, as every statement is timed.
+    fn timer(&self, source: &Source<'_>, operation: poolkit_core::Operation) -> Timer {
+        let generation = self.inner.engine.generation();
+        let (op, started) = self.inner.ctx.begin_as(source, operation);
+        Timer {
+            op,
+            started,
+            generation,
+        }
+    }
+
+    /// A shared statement is done: its error typed (a broken connection retired), its
+    /// connection's count down, its time recorded, and how long it held the connection's
+    /// head teaches which statements are slow. One clock reading serves the lease and the
+    /// statement's timing.
+    fn finish<R>(
+        &self,
+        lease: Lease<PgMux>,
+        shared: &Shared,
+        alone: bool,
+        source: Source<'_>,
+        timer: Timer,
+        r: Result<R, tokio_postgres::Error>,
+    ) -> Result<R, Error> {
+        let r = r.map_err(|e| self.shared_error(&lease, shared, timer.generation, e));
+        let done = lease.complete_timed();
+        self.inner
+            .ctx
+            .end_at(timer.op, timer.started, done.at, &source);
+        shared.statements.fetch_add(1, Relaxed);
         if let Some(sql) = sql_of(&source) {
             let run = Run {
-                head,
-                alone: alone.then_some(whole),
+                head: done.head,
+                alone: alone.then_some(done.held),
             };
             shared.slow.observe(sql, run, shared.spill);
         }
+        r
     }
 
     /// A statement ran on a checkout in `took`: a statement marked slow that ran fast is
@@ -361,23 +405,6 @@ impl Pool {
                 shared.spill,
             );
         }
-    }
-
-    /// Runs one statement on a shared connection, timed like every statement.
-    async fn timed<R>(
-        &self,
-        lease: &Lease<PgMux>,
-        shared: &Shared,
-        source: Source<'_>,
-        run: impl std::future::Future<Output = Result<R, tokio_postgres::Error>>,
-    ) -> Result<R, Error> {
-        let ctx = &self.inner.ctx;
-        let generation = self.inner.engine.generation();
-        let (op, started) = ctx.begin(&source);
-        let r = run.await;
-        ctx.end(op, started, &source);
-        shared.statements.fetch_add(1, Relaxed);
-        r.map_err(|e| self.shared_error(lease, shared, generation, e))
     }
 }
 

@@ -396,6 +396,19 @@ impl<M: Multiplexer> Lease<M> {
         Duration::from_nanos(self.finish().0)
     }
 
+    /// Ends the request (as dropping the lease does) and returns what
+    /// [`Lease::complete`] and [`Lease::held_for`] would, with the clock reading both come
+    /// from (one reading where the two calls and a caller's own timing take three).
+    pub fn complete_timed(mut self) -> Completed {
+        self.completed = true;
+        let (at, head, held) = self.finish_at();
+        Completed {
+            head: Duration::from_nanos(head),
+            held,
+            at,
+        }
+    }
+
     /// Ends the request (as dropping the lease does) and returns how long it held its
     /// place, read from the same clock reading the drop takes (one fewer than
     /// [`Lease::held_for`] before the drop).
@@ -407,6 +420,12 @@ impl<M: Multiplexer> Lease<M> {
     /// Counts the request done: returns the time at its socket's head (see
     /// [`Lease::complete`]) and the time it held its place.
     fn finish(&self) -> (u64, Duration) {
+        let (_, gap, held) = self.finish_at();
+        (gap, held)
+    }
+
+    /// As [`Lease::finish`], with the clock reading it took.
+    fn finish_at(&self) -> (Clock, u64, Duration) {
         let now = Clock::now();
         let nanos =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
@@ -416,8 +435,21 @@ impl<M: Multiplexer> Lease<M> {
         if let Some(t) = &self.entry.socket.telemetry {
             t.record_release(held);
         }
-        (gap, held)
+        (now, gap, held)
     }
+}
+
+/// A request's end as [`Lease::complete_timed`] measured it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Completed {
+    /// How long it held the head of its socket (see [`Lease::complete`]).
+    pub head: Duration,
+    /// How long it held its place (see [`Lease::held_for`]).
+    pub held: Duration,
+    /// When it ended: the clock reading both come from, for the caller's own timing
+    /// (the same clock as [`crate::QueryStart`]).
+    pub at: Clock,
 }
 
 impl<M: Multiplexer> Deref for Lease<M> {

@@ -266,6 +266,31 @@ impl Operation {
     /// whitespace, `(` and comments.
     #[must_use]
     pub fn sql(statement: &str) -> Self {
+        // This runs on every statement: ASCII blanks and `(` are skipped a byte at a
+        // time; a comment or a non-ASCII character (Unicode whitespace) next takes the
+        // general path. (Decoding characters throughout cost 260 instructions for
+        // `SELECT 1`.)
+        let b = statement.as_bytes();
+        let i = b
+            .iter()
+            .position(|&c| !matches!(c, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b'('))
+            .unwrap_or(b.len());
+        match b.get(i) {
+            Some(&c) if c >= 0x80 || c == b'-' || c == b'/' => Self::sql_general(statement),
+            _ => {
+                // A non-ASCII character's first byte is not a letter either.
+                let word = &b[i..];
+                let end = word
+                    .iter()
+                    .position(|c| !c.is_ascii_alphabetic())
+                    .unwrap_or(word.len());
+                Self::lookup(&word[..end])
+            }
+        }
+    }
+
+    /// [`Operation::sql`] through `char`s, comments and Unicode whitespace included.
+    fn sql_general(statement: &str) -> Self {
         let mut s = statement;
         loop {
             s = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
@@ -350,5 +375,45 @@ mod tests {
         ] {
             assert_eq!(Operation::lookup(word), Operation::OTHER, "{word:?}");
         }
+    }
+
+    /// The byte-wise path gives the general path's answer on statements built from
+    /// blanks (the vertical tab, Unicode ones), `(`, comments, keywords and non-ASCII text.
+    #[test]
+    fn the_fast_path_answers_as_the_general_one() {
+        let heads = [
+            "", " ", "\t\n", "\x0B", "\x0C\r", "(", " ( (", "\u{a0}", "\u{2003}", "\u{85}",
+            "-- c\n", "--", "-", "/* c */", "/*", "/", "é", "1",
+        ];
+        let words = [
+            "",
+            "SELECT 1",
+            "select",
+            "Insert",
+            "with x",
+            "valuesx",
+            "sélect",
+            "get",
+            "x",
+            "(select",
+            "-- c\nupdate",
+            "delete;",
+            "abcdefghijklmnopq",
+        ];
+        for h1 in heads {
+            for h2 in heads {
+                for w in words {
+                    let sql = format!("{h1}{h2}{w}");
+                    assert_eq!(
+                        Operation::sql(&sql),
+                        Operation::sql_general(&sql),
+                        "{sql:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(Operation::sql(" (SELECT 1)").as_str(), "select");
+        assert_eq!(Operation::sql("\x0Bupdate t").as_str(), "update");
+        assert_eq!(Operation::sql("\u{a0}delete").as_str(), "delete");
     }
 }
