@@ -44,7 +44,13 @@
 //! overloaded one at first: the pool backs off, and the probe that follows soon after
 //! learns the new unloaded hold time, and the pool grows back.
 //!
-//! This module is pure logic (no clock, no tasks), unit-tested below; the engine runs it.
+//! The same controller sizes a PostgreSQL pool's shared (pipelined) connections
+//! (`P_SHARED_CONNECTIONS=auto`), built with [`Controller::pipelined`]: there a unit is a
+//! connection whose backend runs statements back to back, and the band between growing and
+//! backing off is narrower ([`Units::Pipelines`]).
+//!
+//! This module is pure logic (no clock, no tasks), unit-tested below; the engine and the
+//! shared connections' task run it.
 
 use std::fmt;
 use std::time::Duration;
@@ -279,20 +285,52 @@ struct Probe {
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
-/// The server's queue under which the pool grows: `3 × log10(size)` (concurrency-limits'
-/// Vegas), at least 1, and at least a quarter of the connections' worth of work the server
-/// does at once (`parallel`).
-fn alpha(size: u32, parallel: f64) -> f64 {
-    (3.0 * f64::from(size).log10()).max(1.0).max(parallel / 4.0)
+/// What one unit of the open limit carries, which sets how much queueing inside the
+/// server the [`Controller`] tolerates before it backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Units {
+    /// Connections that each carry one request at a time (checkouts): between two
+    /// requests a connection waits for its caller's round trip, during which the server
+    /// does nothing for it, so a few connections waiting inside the server cost little.
+    /// `alpha` and `beta` are concurrency-limits' Vegas's, 3 and 6 × log10 of the size
+    /// (at least 1 and 2).
+    #[default]
+    Requests,
+    /// Pipelined connections (the shared side of a PostgreSQL pool): each keeps its
+    /// server backend busy without a round trip between statements, so a connection whose
+    /// backend waits for a core buys nothing, and one whole connection waiting inside the
+    /// server is already a lot. `alpha` and `beta` are half a connection and one (still
+    /// at least a quarter and a half of the server's parallel work, the tolerance for a
+    /// noisy machine). The sample's `busy` and hold time are then those of the
+    /// connections' heads (see `poolkit_postgres`'s shared connections).
+    Pipelines,
 }
 
-/// The server's queue over which the pool backs off: `6 × log10(size)` (concurrency-limits'
-/// Vegas), at least 2, and at least half of `parallel`: a hold time up to 1.5 × the
+/// The server's queue under which the pool grows: for [`Units::Requests`]
+/// `3 × log10(size)` (concurrency-limits' Vegas), at least 1, for [`Units::Pipelines`]
+/// half a connection; either way at least a quarter of the connections' worth of work the
+/// server does at once (`parallel`).
+fn alpha(units: Units, size: u32, parallel: f64) -> f64 {
+    let least = match units {
+        Units::Requests => (3.0 * f64::from(size).log10()).max(1.0),
+        Units::Pipelines => 0.5,
+    };
+    least.max(parallel / 4.0)
+}
+
+/// The server's queue over which the pool backs off: for [`Units::Requests`]
+/// `6 × log10(size)` (concurrency-limits' Vegas), at least 2, for [`Units::Pipelines`] one
+/// connection; either way at least half of `parallel`: a hold time up to 1.5 × the
 /// unloaded one is tolerated (concurrency-limits' gradient tolerance), so that a server
 /// that works for 50 connections at once is not shrunk by a hold time 20 % longer for a
 /// moment (which on a busy client machine is noise).
-fn beta(size: u32, parallel: f64) -> f64 {
-    (6.0 * f64::from(size).log10()).max(2.0).max(parallel / 2.0)
+fn beta(units: Units, size: u32, parallel: f64) -> f64 {
+    let least = match units {
+        Units::Requests => (6.0 * f64::from(size).log10()).max(2.0),
+        Units::Pipelines => 1.0,
+    };
+    least.max(parallel / 2.0)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -303,6 +341,7 @@ fn ceil_u32(v: f64) -> u32 {
 /// The sizing controller of one pool. Feed it one [`Sample`] per interval.
 #[derive(Debug, Clone)]
 pub struct Controller {
+    units: Units,
     limit: u32,
     floor: u32,
     shrink_after: u32,
@@ -380,6 +419,7 @@ impl Controller {
     pub fn new(floor: u32, shrink_after: u32) -> Self {
         let floor = floor.max(1);
         Self {
+            units: Units::Requests,
             limit: floor,
             floor,
             shrink_after: shrink_after.max(1),
@@ -397,6 +437,22 @@ impl Controller {
             slow: 0,
             grown_x: 0.0,
         }
+    }
+
+    /// A controller for pipelined connections ([`Units::Pipelines`]), starting at `floor`
+    /// (at least 1); otherwise as [`Controller::new`].
+    #[must_use]
+    pub fn pipelined(floor: u32, shrink_after: u32) -> Self {
+        Self {
+            units: Units::Pipelines,
+            ..Self::new(floor, shrink_after)
+        }
+    }
+
+    /// What one unit of its open limit carries.
+    #[must_use]
+    pub fn units(&self) -> Units {
+        self.units
     }
 
     /// The open limit now.
@@ -570,8 +626,10 @@ impl Controller {
             // for every size look the same).
             return self.probe_if_due(floor);
         }
-        if server_queue > beta(self.limit, parallel) && self.limit > floor {
-            let mid = (alpha(self.limit, parallel) + beta(self.limit, parallel)) / 2.0;
+        if server_queue > beta(self.units, self.limit, parallel) && self.limit > floor {
+            let mid = (alpha(self.units, self.limit, parallel)
+                + beta(self.units, self.limit, parallel))
+                / 2.0;
             let mut to = ceil_u32(parallel + mid);
             if self.slow_start {
                 // Out of slow start: straight to the size the server can use.
@@ -592,7 +650,7 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.limit, parallel)
+        if server_queue < alpha(self.units, self.limit, parallel)
             && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
         {
             return Some(change);
@@ -633,7 +691,7 @@ impl Controller {
                 .unwrap_or(u32::MAX)
                 .clamp(1, size.saturating_mul(3))
         } else {
-            ceil_u32(alpha(size, parallel) / 2.0).max(1)
+            ceil_u32(alpha(self.units, size, parallel) / 2.0).max(1)
         };
         let to = size.saturating_add(room).min(ceiling);
         self.grown_x = s.throughput();
@@ -856,6 +914,84 @@ mod tests {
         assert!(
             seen.iter().take(MAX_WINDOW as usize - 1).all(|&t| t == 1),
             "one decision per {MAX_WINDOW} intervals at most: {seen:?}"
+        );
+    }
+
+    /// Pipelined connections with statements always queued behind their heads: each
+    /// connection's backend runs `delay + work × max(1, n / cores)` seconds per statement,
+    /// and the client sends at most `client` statements a second. Returns one interval's
+    /// sample at `limit`, in the units the shared side feeds (busy heads, head time).
+    fn piped(limit: u32, cores: f64, work: f64, delay: f64, client: f64, ceiling: u32) -> Sample {
+        let n = f64::from(limit);
+        let per = delay + work * (n / cores).max(1.0);
+        let x = (n / per).min(client);
+        let every = Duration::from_millis(100);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let done = (x * every.as_secs_f64()) as u64;
+        Sample {
+            elapsed: every,
+            acquires: done,
+            hold_secs: n / x,
+            returns: done,
+            busy: u64::from(limit),
+            pending: 1000,
+            waited_share: 1.0,
+            ceiling,
+        }
+    }
+
+    fn run_piped(
+        c: &mut Controller,
+        ticks: usize,
+        shape: (f64, f64, f64, f64),
+        ceiling: u32,
+    ) -> Vec<u32> {
+        let (cores, work, delay, client) = shape;
+        (0..ticks)
+            .map(|_| {
+                c.decide(&piped(c.open_limit(), cores, work, delay, client, ceiling));
+                c.open_limit()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelines_settle_where_the_client_runs_out_of_speed() {
+        // SELECT 1 from many tasks: a backend does 50,000 a second, the client sends
+        // 65,000 (1.3 connections' worth) whatever the number of connections.
+        let mut c = Controller::pipelined(1, 10_000);
+        assert_eq!(c.units(), Units::Pipelines);
+        let seen = run_piped(&mut c, 200, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(seen[..5].iter().any(|&t| t > 2), "slow start: {seen:?}");
+        assert!(
+            seen[10..].iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
+        );
+        // The Vegas band of checkouts would have kept more.
+        let mut r = Controller::new(1, 10_000);
+        let seen = run_piped(&mut r, 200, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(seen[10..].iter().any(|&t| t > 2), "{seen:?}");
+    }
+
+    #[test]
+    fn pipelines_grow_to_the_ceiling_while_each_one_adds_throughput() {
+        // 3 ms statements that wait rather than work: every connection adds a backend's
+        // worth of statements.
+        let mut c = Controller::pipelined(1, 10_000);
+        let seen = run_piped(&mut c, 20, (1000.0, 10e-6, 0.003, f64::INFINITY), 16);
+        assert_eq!(c.open_limit(), 16, "{seen:?}");
+        let reached = seen.iter().position(|&t| t == 16).unwrap_or(usize::MAX);
+        assert!(reached <= 4, "at the ceiling after {reached}: {seen:?}");
+    }
+
+    #[test]
+    fn pipelines_stop_at_the_servers_cores() {
+        // 1 ms of CPU per statement on 3 cores: a fourth backend only waits for one.
+        let mut c = Controller::pipelined(1, 10_000);
+        let seen = run_piped(&mut c, 200, (3.0, 1e-3, 0.0, f64::INFINITY), 16);
+        assert!(
+            seen[10..].iter().all(|&t| (3..=4).contains(&t)),
+            "three or four: {seen:?}"
         );
     }
 
