@@ -282,6 +282,10 @@ struct Probe {
     window: Window,
 }
 
+/// With [`Units::Pipelines`], an unloaded hold time measured more than this many decisions
+/// ago is measured again (a probe) before the pool grows outside slow start.
+const FRESH: u64 = 10;
+
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
@@ -365,6 +369,8 @@ pub struct Controller {
     slow: u32,
     /// The throughput when it last grew (checkouts per second).
     grown_x: f64,
+    /// The decision at which the unloaded hold time was last measured.
+    base_tick: u64,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -436,6 +442,7 @@ impl Controller {
             parallel: None,
             slow: 0,
             grown_x: 0.0,
+            base_tick: 0,
         }
     }
 
@@ -495,6 +502,10 @@ impl Controller {
     /// Learns the unloaded hold time from a sample: a measurement with as few connections
     /// in use as the last one (or fewer) replaces it; a lower hold time with more
     /// connections in use lowers it.
+    ///
+    /// Only a measurement with as few connections in use counts as fresh (see [`FRESH`]):
+    /// a lower hold time with more in use says the machine got faster, and the unloaded
+    /// hold time may be lower still.
     fn learn(&mut self, s: &Sample) {
         let at = s.in_use().max(1.0);
         self.base = Some(match self.base {
@@ -502,10 +513,13 @@ impl Controller {
                 hold: b.hold.min(s.hold_secs),
                 at: b.at,
             },
-            _ => Base {
-                hold: s.hold_secs,
-                at,
-            },
+            _ => {
+                self.base_tick = self.tick;
+                Base {
+                    hold: s.hold_secs,
+                    at,
+                }
+            }
         });
     }
 
@@ -547,6 +561,7 @@ impl Controller {
             self.next_probe = self.loaded + PROBE_EVERY;
             if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
+                self.base_tick = self.tick;
                 self.base = Some(Base {
                     hold: measured.hold_secs,
                     at: measured.in_use().max(1.0),
@@ -650,10 +665,22 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.units, self.limit, parallel)
-            && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
-        {
-            return Some(change);
+        if server_queue < alpha(self.units, self.limit, parallel) {
+            if self.units == Units::Pipelines
+                && !self.slow_start
+                && self.tick.saturating_sub(self.base_tick) > FRESH
+                && self.wants_to_grow(s, ceiling)
+                && self.limit / 2 >= floor
+                && self.limit >= 2
+            {
+                // The band of pipelines is one connection wide: an unloaded head time
+                // measured while the machine was slower (other processes took its cores)
+                // reads as room for another connection. Measure it again first.
+                return self.probe();
+            }
+            if let Some(change) = self.grow(s, server_queue, parallel, ceiling) {
+                return Some(change);
+            }
         }
         self.probe_if_due(floor)
     }
@@ -662,14 +689,24 @@ impl Controller {
     /// (the statements, or the server, may have changed).
     fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
         if self.loaded >= self.next_probe && self.limit / 2 >= floor && self.limit >= 2 {
-            self.probe = Some(Probe {
-                restore: self.limit,
-                warming: true,
-                window: Window::default(),
-            });
-            return self.change(self.limit / 2, Reason::Probe);
+            return self.probe();
         }
         None
+    }
+
+    /// Steps down to half the size, to measure the unloaded hold time.
+    fn probe(&mut self) -> Option<Change> {
+        self.probe = Some(Probe {
+            restore: self.limit,
+            warming: true,
+            window: Window::default(),
+        });
+        self.change(self.limit / 2, Reason::Probe)
+    }
+
+    /// Whether [`Controller::grow`] would grow on `s`.
+    fn wants_to_grow(&self, s: &Sample, ceiling: u32) -> bool {
+        s.queued() && self.limit < ceiling && s.in_use() >= 0.8 * f64::from(self.limit)
     }
 
     /// Grows while callers queue and every connection is in use, never above the ceiling:
@@ -683,7 +720,7 @@ impl Controller {
         ceiling: u32,
     ) -> Option<Change> {
         let size = self.limit;
-        if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
+        if !self.wants_to_grow(s, ceiling) {
             return None;
         }
         let room = if self.slow_start {
@@ -971,6 +1008,26 @@ mod tests {
         let mut r = Controller::new(1, 10_000);
         let seen = run_piped(&mut r, 200, (2.0, 20e-6, 0.0, 65_000.0), 5);
         assert!(seen[10..].iter().any(|&t| t > 2), "{seen:?}");
+    }
+
+    #[test]
+    fn pipelines_measure_again_before_growing_when_the_machine_got_faster() {
+        // Settled while other processes left the client 30,000 statements a second; then
+        // they end and it sends 65,000. The unloaded head time measured on the slower
+        // machine would read as room for a third connection, which adds nothing: the
+        // pool probes first, and stays at one or two.
+        let mut c = Controller::pipelined(1, 10_000);
+        let first = run_piped(&mut c, 50, (2.0, 20e-6, 0.0, 30_000.0), 5);
+        assert!((1..=2).contains(&c.open_limit()), "{first:?} {c:?}");
+        let seen = run_piped(&mut c, 100, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(
+            seen.iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
+        );
+        assert!(
+            seen.windows(2).any(|w| w[1] < w[0]),
+            "it measured again: {seen:?}"
+        );
     }
 
     #[test]
