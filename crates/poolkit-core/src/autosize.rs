@@ -286,6 +286,18 @@ struct Probe {
 /// ago is measured again (a probe) before the pool grows outside slow start.
 const FRESH: u64 = 10;
 
+/// With [`Units::Pipelines`], a hold time under this share of the unloaded one, with more
+/// connections in use, says the unloaded one was measured on a slower machine: it is
+/// measured again before the pool grows (a smaller difference is a busy machine's noise).
+const STALE: f64 = 0.8;
+
+/// With [`Units::Pipelines`], decisions after a back-off during which the pool does not
+/// grow. A connection that is worth about one connection's band (the second one for
+/// `SELECT 1` on a busy machine) would otherwise come and go every other interval: at
+/// the size of the unloaded measurement there is no server queue to read, so the pool
+/// grows, and backs off at the next.
+const CALM: u64 = 20;
+
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
@@ -308,6 +320,12 @@ pub enum Units {
     /// at least a quarter and a half of the server's parallel work, the tolerance for a
     /// noisy machine). The sample's `busy` and hold time are then those of the
     /// connections' heads (see `poolkit_postgres`'s shared connections).
+    ///
+    /// A band this narrow needs a true unloaded head time: probes step down to the floor
+    /// (one backend alone) rather than to half, and outside slow start the pool grows
+    /// only on a measurement at most 10 decisions old, or measures again first; so it
+    /// does as soon as a head time well under the unloaded one (a fifth) shows that
+    /// was measured on a slower machine (the pool starting, other processes).
     Pipelines,
 }
 
@@ -371,6 +389,11 @@ pub struct Controller {
     grown_x: f64,
     /// The decision at which the unloaded hold time was last measured.
     base_tick: u64,
+    /// A hold time well under the unloaded one was seen with more connections in use:
+    /// the unloaded one was measured on a slower machine (see [`STALE`]).
+    stale: bool,
+    /// With [`Units::Pipelines`], no growth before this decision (see [`CALM`]).
+    calm_until: u64,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -443,6 +466,8 @@ impl Controller {
             slow: 0,
             grown_x: 0.0,
             base_tick: 0,
+            stale: false,
+            calm_until: 0,
         }
     }
 
@@ -509,12 +534,16 @@ impl Controller {
     fn learn(&mut self, s: &Sample) {
         let at = s.in_use().max(1.0);
         self.base = Some(match self.base {
-            Some(b) if at > b.at * 1.25 => Base {
-                hold: b.hold.min(s.hold_secs),
-                at: b.at,
-            },
+            Some(b) if at > b.at * 1.25 => {
+                self.stale |= s.hold_secs < b.hold * STALE;
+                Base {
+                    hold: b.hold.min(s.hold_secs),
+                    at: b.at,
+                }
+            }
             _ => {
                 self.base_tick = self.tick;
+                self.stale = false;
                 Base {
                     hold: s.hold_secs,
                     at,
@@ -562,6 +591,7 @@ impl Controller {
             if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
                 self.base_tick = self.tick;
+                self.stale = false;
                 self.base = Some(Base {
                     hold: measured.hold_secs,
                     at: measured.in_use().max(1.0),
@@ -656,6 +686,9 @@ impl Controller {
                 to = to.max(ceil_u32(f64::from(self.limit) * 0.75));
             }
             let to = to.clamp(floor, self.limit - 1);
+            if self.units == Units::Pipelines {
+                self.calm_until = self.tick + CALM;
+            }
             return self.change(
                 to,
                 Reason::Congested {
@@ -667,16 +700,17 @@ impl Controller {
         }
         if server_queue < alpha(self.units, self.limit, parallel) {
             if self.units == Units::Pipelines
-                && !self.slow_start
-                && self.tick.saturating_sub(self.base_tick) > FRESH
+                && (self.stale
+                    || (!self.slow_start && self.tick.saturating_sub(self.base_tick) > FRESH))
                 && self.wants_to_grow(s, ceiling)
                 && self.limit / 2 >= floor
                 && self.limit >= 2
             {
                 // The band of pipelines is one connection wide: an unloaded head time
-                // measured while the machine was slower (other processes took its cores)
-                // reads as room for another connection. Measure it again first.
-                return self.probe();
+                // measured while the machine was slower (other processes took its cores,
+                // or the pool had just started) reads as room for another connection.
+                // Measure it again first, when it is old or was seen to be wrong.
+                return self.probe(floor);
             }
             if let Some(change) = self.grow(s, server_queue, parallel, ceiling) {
                 return Some(change);
@@ -689,24 +723,33 @@ impl Controller {
     /// (the statements, or the server, may have changed).
     fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
         if self.loaded >= self.next_probe && self.limit / 2 >= floor && self.limit >= 2 {
-            return self.probe();
+            return self.probe(floor);
         }
         None
     }
 
-    /// Steps down to half the size, to measure the unloaded hold time.
-    fn probe(&mut self) -> Option<Change> {
+    /// Steps down to half the size, to measure the unloaded hold time; pipelines to the
+    /// floor: one backend that runs statements back to back is already at work, and at
+    /// half of a size past the knee the head time would be a loaded one.
+    fn probe(&mut self, floor: u32) -> Option<Change> {
         self.probe = Some(Probe {
             restore: self.limit,
             warming: true,
             window: Window::default(),
         });
-        self.change(self.limit / 2, Reason::Probe)
+        let to = match self.units {
+            Units::Requests => self.limit / 2,
+            Units::Pipelines => floor,
+        };
+        self.change(to, Reason::Probe)
     }
 
     /// Whether [`Controller::grow`] would grow on `s`.
     fn wants_to_grow(&self, s: &Sample, ceiling: u32) -> bool {
-        s.queued() && self.limit < ceiling && s.in_use() >= 0.8 * f64::from(self.limit)
+        s.queued()
+            && self.limit < ceiling
+            && s.in_use() >= 0.8 * f64::from(self.limit)
+            && self.tick >= self.calm_until
     }
 
     /// Grows while callers queue and every connection is in use, never above the ceiling:
@@ -1027,6 +1070,25 @@ mod tests {
         assert!(
             seen.windows(2).any(|w| w[1] < w[0]),
             "it measured again: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn pipelines_relearn_a_head_time_measured_while_starting() {
+        // The first interval at one connection is six times slower than the steady state
+        // (the pool's tasks and the other processes starting up): every later head time
+        // is well under it, which would read as room for every connection up to the
+        // ceiling. The pool measures again and comes back to one or two.
+        let mut c = Controller::pipelined(1, 10_000);
+        let mut first = piped(1, 2.0, 20e-6, 0.0, 65_000.0, 5);
+        first.acquires /= 6;
+        first.returns = first.acquires;
+        first.hold_secs *= 6.0;
+        c.decide(&first);
+        let seen = run_piped(&mut c, 100, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(
+            seen[15..].iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
         );
     }
 

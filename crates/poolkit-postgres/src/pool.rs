@@ -719,8 +719,17 @@ impl Inner {
 
     /// Whether `held` shared connections (open or opening) fit beside the exclusive ones
     /// open or opening, within the ceiling or the fleet share.
+    ///
+    /// A checkout the pool closed holds its server backend until its connection's task
+    /// ends: it counts until then, or a shared connection opened in its place would put
+    /// the server one over for a moment (seen in `pg_stat_activity` as the shared side's
+    /// controller resizes).
     fn fits(&self, held: u32) -> bool {
-        self.engine.open_or_connecting().saturating_add(held) <= self.share()
+        let c = self.engine.counts();
+        let exclusive = c
+            .connecting
+            .saturating_add(c.open.max(self.engine.manager().alive()));
+        exclusive.saturating_add(held) <= self.share()
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`

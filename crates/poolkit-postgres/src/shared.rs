@@ -138,6 +138,13 @@ impl Drop for Held {
     }
 }
 
+impl PgMux {
+    /// Shared connections open or opening, until each one's connection task ends.
+    fn held(&self) -> usize {
+        self.held.load(Relaxed)
+    }
+}
+
 impl Multiplexer for PgMux {
     type Socket = Client;
     type Error = ConnectError;
@@ -607,6 +614,7 @@ pub(crate) fn start_auto(
         u32::try_from(shrink.as_millis() / every.as_millis().max(1)).unwrap_or(u32::MAX);
     let mut controller = Controller::pipelined(1, shrink_after);
     let mut polls = Polls::new(shared);
+    let mut reserved = shared.mux.wanted_sockets();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every / POLLS);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -618,6 +626,17 @@ pub(crate) fn start_auto(
                 return;
             }
             polls.poll(&shared);
+            // The checkouts get a shared connection's place back only once it closed (a
+            // retired one finishes its statements first, and its backend is held until
+            // its task ends): the pool never holds more than its ceiling.
+            let reserve = shared
+                .mux
+                .wanted_sockets()
+                .max(shared.mux.multiplexer().held());
+            if reserve != reserved {
+                reserved = reserve;
+                (hooks.on_resize)(reserve);
+            }
             if polls.n < POLLS {
                 continue;
             }
@@ -636,7 +655,10 @@ pub(crate) fn start_auto(
                 "shared connections resized"
             );
             shared.mux.set_sockets(change.to as usize);
-            (hooks.on_resize)(change.to as usize);
+            if change.to as usize > reserved {
+                reserved = change.to as usize;
+                (hooks.on_resize)(reserved);
+            }
         }
     });
 }
