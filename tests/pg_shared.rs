@@ -850,14 +850,12 @@ async fn closed_loop(
 
 /// `SELECT 1` from 500 tasks: one backend runs a statement in some 20 µs, and the client
 /// (2 cores, shared with the server) cannot send much faster than one or two connections
-/// take, so the controller settles at 1 or 2 shared connections on a quiet machine, where
-/// a rule that grows while statements queue would take all 5. Beside other processes
-/// that want the cores (this binary's other tests, two busy loops), a third backend does
-/// add statements per second (the scheduler gives the server's processes a larger share),
-/// and the controller may keep 3; so the assertion is at most 3 in most samples over the
-/// last two of four seconds (slow start may try more first, and a probe fewer).
+/// take, so the controller settles at 1 or 2 shared connections, where a rule that grows
+/// while statements queue would take all 5. Sampled every 10 ms over the last two of four
+/// seconds (slow start tries more first); a probe or a noisy interval on a loaded
+/// machine may try a third for an interval or two, so the assertion is on most samples.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_keeps_few_connections_for_select_1() {
+async fn auto_settles_at_one_or_two_connections_for_select_1() {
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_auto_select1")
@@ -885,7 +883,7 @@ async fn auto_keeps_few_connections_for_select_1() {
     };
     let (done, most) = closed_loop(&pool, "auto_select1", 500, "SELECT 1", false, 4.0).await;
     let sizes = sampler.await.unwrap();
-    let small = sizes.iter().filter(|&&n| n <= 3).count();
+    let small = sizes.iter().filter(|&&n| n <= 2).count();
     eprintln!("{done} SELECT 1 in 4 s; shared sizes {sizes:?}; backends at most {most}");
     assert!(
         sizes.iter().all(|&n| (1..=5).contains(&n)),
@@ -893,7 +891,7 @@ async fn auto_keeps_few_connections_for_select_1() {
     );
     assert!(
         small * 10 >= sizes.len() * 8,
-        "at most 3 shared connections in only {small} of {} samples: {sizes:?}",
+        "1 or 2 shared connections in only {small} of {} samples: {sizes:?}",
         sizes.len()
     );
     assert!(most <= 20, "{most} backends");
