@@ -983,3 +983,74 @@ async fn both_controllers_together_stay_within_the_ceiling() {
     );
     assert!((1..=2).contains(&s.size), "at most a quarter of 8: {s:?}");
 }
+
+/// The closed loop of `fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout`
+/// with `auto` sizing the shared side (a ceiling of 8: 1 or 2 shared connections): while
+/// slow statements wait for a checkout, the controller must not take one away from them
+/// for another shared connection. Nothing waits past the 1 s acquire timeout, the slow
+/// statements run, and the server never sees more than 8 backends of the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
+    let pool = Pool::builder()
+        .url(database_url())
+        .name("shared_auto_fair")
+        .application_name(&app("auto_fair"))
+        .pool_size(8)
+        .min_idle(0)
+        .acquire_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.config().shared, SharedConnections::Auto);
+    pool.simple_query("SELECT pg_sleep(0.1)").await.unwrap(); // known slow from now on
+    let t0 = Instant::now();
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let slow_done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..60u64 {
+        let (pool, timeouts, slow_done) = (pool.clone(), timeouts.clone(), slow_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = t;
+            while t0.elapsed() < Duration::from_secs(4) {
+                let sql = if n % 21 == 0 {
+                    "SELECT pg_sleep(0.1)"
+                } else {
+                    "SELECT 1"
+                };
+                match pool.simple_query(sql).await {
+                    Ok(_) if n % 21 == 0 => {
+                        slow_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_timeout() => {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                n += 1;
+            }
+        }));
+    }
+    let admin = admin().await;
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(4) {
+        most = most.max(backends(&admin, "auto_fair").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(
+        timeouts.load(Ordering::Relaxed),
+        0,
+        "no statement waited past the acquire timeout: {s:?}"
+    );
+    assert!(
+        slow_done.load(Ordering::Relaxed) >= 60,
+        "the slow statements ran: {}",
+        slow_done.load(Ordering::Relaxed)
+    );
+    assert!(most <= 8, "{most} backends for a ceiling of 8");
+    assert!((1..=2).contains(&s.size), "{s:?}");
+}
