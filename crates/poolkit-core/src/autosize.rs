@@ -44,7 +44,13 @@
 //! overloaded one at first: the pool backs off, and the probe that follows soon after
 //! learns the new unloaded hold time, and the pool grows back.
 //!
-//! This module is pure logic (no clock, no tasks), unit-tested below; the engine runs it.
+//! The same controller sizes a PostgreSQL pool's shared (pipelined) connections
+//! (`P_SHARED_CONNECTIONS=auto`), built with [`Controller::pipelined`]: there a unit is a
+//! connection whose backend runs statements back to back, and the band between growing and
+//! backing off is narrower ([`Units::Pipelines`]).
+//!
+//! This module is pure logic (no clock, no tasks), unit-tested below; the engine and the
+//! shared connections' task run it.
 
 use std::fmt;
 use std::time::Duration;
@@ -276,23 +282,77 @@ struct Probe {
     window: Window,
 }
 
+/// With [`Units::Pipelines`], an unloaded hold time measured more than this many decisions
+/// ago is measured again (a probe) before the pool grows outside slow start.
+const FRESH: u64 = 10;
+
+/// With [`Units::Pipelines`], a hold time under this share of the unloaded one, with more
+/// connections in use, says the unloaded one was measured on a slower machine: it is
+/// measured again before the pool grows (a smaller difference is a busy machine's noise).
+const STALE: f64 = 0.8;
+
+/// With [`Units::Pipelines`], decisions after a back-off during which the pool does not
+/// grow. A connection that is worth about one connection's band (the second one for
+/// `SELECT 1` on a busy machine) would otherwise come and go every other interval: at
+/// the size of the unloaded measurement there is no server queue to read, so the pool
+/// grows, and backs off at the next.
+const CALM: u64 = 20;
+
 /// The most intervals a probe measures to collect [`MIN_RETURNS`] returns.
 const PROBE_MAX_INTERVALS: u32 = 5;
 
-/// The server's queue under which the pool grows: `3 × log10(size)` (concurrency-limits'
-/// Vegas), at least 1, and at least a quarter of the connections' worth of work the server
-/// does at once (`parallel`).
-fn alpha(size: u32, parallel: f64) -> f64 {
-    (3.0 * f64::from(size).log10()).max(1.0).max(parallel / 4.0)
+/// What one unit of the open limit carries, which sets how much queueing inside the
+/// server the [`Controller`] tolerates before it backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Units {
+    /// Connections that each carry one request at a time (checkouts): between two
+    /// requests a connection waits for its caller's round trip, during which the server
+    /// does nothing for it, so a few connections waiting inside the server cost little.
+    /// `alpha` and `beta` are concurrency-limits' Vegas's, 3 and 6 × log10 of the size
+    /// (at least 1 and 2).
+    #[default]
+    Requests,
+    /// Pipelined connections (the shared side of a PostgreSQL pool): each keeps its
+    /// server backend busy without a round trip between statements, so a connection whose
+    /// backend waits for a core buys nothing, and one whole connection waiting inside the
+    /// server is already a lot. `alpha` and `beta` are half a connection and one (still
+    /// at least a quarter and a half of the server's parallel work, the tolerance for a
+    /// noisy machine). The sample's `busy` and hold time are then those of the
+    /// connections' heads (see `poolkit_postgres`'s shared connections).
+    ///
+    /// A band this narrow needs a true unloaded head time: probes step down to the floor
+    /// (one backend alone) rather than to half, and outside slow start the pool grows
+    /// only on a measurement at most 10 decisions old, or measures again first; so it
+    /// does as soon as a head time well under the unloaded one (a fifth) shows that
+    /// was measured on a slower machine (the pool starting, other processes).
+    Pipelines,
 }
 
-/// The server's queue over which the pool backs off: `6 × log10(size)` (concurrency-limits'
-/// Vegas), at least 2, and at least half of `parallel`: a hold time up to 1.5 × the
+/// The server's queue under which the pool grows: for [`Units::Requests`]
+/// `3 × log10(size)` (concurrency-limits' Vegas), at least 1, for [`Units::Pipelines`]
+/// half a connection; either way at least a quarter of the connections' worth of work the
+/// server does at once (`parallel`).
+fn alpha(units: Units, size: u32, parallel: f64) -> f64 {
+    let least = match units {
+        Units::Requests => (3.0 * f64::from(size).log10()).max(1.0),
+        Units::Pipelines => 0.5,
+    };
+    least.max(parallel / 4.0)
+}
+
+/// The server's queue over which the pool backs off: for [`Units::Requests`]
+/// `6 × log10(size)` (concurrency-limits' Vegas), at least 2, for [`Units::Pipelines`] one
+/// connection; either way at least half of `parallel`: a hold time up to 1.5 × the
 /// unloaded one is tolerated (concurrency-limits' gradient tolerance), so that a server
 /// that works for 50 connections at once is not shrunk by a hold time 20 % longer for a
 /// moment (which on a busy client machine is noise).
-fn beta(size: u32, parallel: f64) -> f64 {
-    (6.0 * f64::from(size).log10()).max(2.0).max(parallel / 2.0)
+fn beta(units: Units, size: u32, parallel: f64) -> f64 {
+    let least = match units {
+        Units::Requests => (6.0 * f64::from(size).log10()).max(2.0),
+        Units::Pipelines => 1.0,
+    };
+    least.max(parallel / 2.0)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -303,6 +363,7 @@ fn ceil_u32(v: f64) -> u32 {
 /// The sizing controller of one pool. Feed it one [`Sample`] per interval.
 #[derive(Debug, Clone)]
 pub struct Controller {
+    units: Units,
     limit: u32,
     floor: u32,
     shrink_after: u32,
@@ -326,6 +387,13 @@ pub struct Controller {
     slow: u32,
     /// The throughput when it last grew (checkouts per second).
     grown_x: f64,
+    /// The decision at which the unloaded hold time was last measured.
+    base_tick: u64,
+    /// A hold time well under the unloaded one was seen with more connections in use:
+    /// the unloaded one was measured on a slower machine (see [`STALE`]).
+    stale: bool,
+    /// With [`Units::Pipelines`], no growth before this decision (see [`CALM`]).
+    calm_until: u64,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -380,6 +448,7 @@ impl Controller {
     pub fn new(floor: u32, shrink_after: u32) -> Self {
         let floor = floor.max(1);
         Self {
+            units: Units::Requests,
             limit: floor,
             floor,
             shrink_after: shrink_after.max(1),
@@ -396,7 +465,26 @@ impl Controller {
             parallel: None,
             slow: 0,
             grown_x: 0.0,
+            base_tick: 0,
+            stale: false,
+            calm_until: 0,
         }
+    }
+
+    /// A controller for pipelined connections ([`Units::Pipelines`]), starting at `floor`
+    /// (at least 1); otherwise as [`Controller::new`].
+    #[must_use]
+    pub fn pipelined(floor: u32, shrink_after: u32) -> Self {
+        Self {
+            units: Units::Pipelines,
+            ..Self::new(floor, shrink_after)
+        }
+    }
+
+    /// What one unit of its open limit carries.
+    #[must_use]
+    pub fn units(&self) -> Units {
+        self.units
     }
 
     /// The open limit now.
@@ -439,17 +527,28 @@ impl Controller {
     /// Learns the unloaded hold time from a sample: a measurement with as few connections
     /// in use as the last one (or fewer) replaces it; a lower hold time with more
     /// connections in use lowers it.
+    ///
+    /// Only a measurement with as few connections in use counts as fresh (see [`FRESH`]):
+    /// a lower hold time with more in use says the machine got faster, and the unloaded
+    /// hold time may be lower still.
     fn learn(&mut self, s: &Sample) {
         let at = s.in_use().max(1.0);
         self.base = Some(match self.base {
-            Some(b) if at > b.at * 1.25 => Base {
-                hold: b.hold.min(s.hold_secs),
-                at: b.at,
-            },
-            _ => Base {
-                hold: s.hold_secs,
-                at,
-            },
+            Some(b) if at > b.at * 1.25 => {
+                self.stale |= s.hold_secs < b.hold * STALE;
+                Base {
+                    hold: b.hold.min(s.hold_secs),
+                    at: b.at,
+                }
+            }
+            _ => {
+                self.base_tick = self.tick;
+                self.stale = false;
+                Base {
+                    hold: s.hold_secs,
+                    at,
+                }
+            }
         });
     }
 
@@ -491,6 +590,8 @@ impl Controller {
             self.next_probe = self.loaded + PROBE_EVERY;
             if measured.returns >= MIN_RETURNS {
                 let before = self.unloaded_hold();
+                self.base_tick = self.tick;
+                self.stale = false;
                 self.base = Some(Base {
                     hold: measured.hold_secs,
                     at: measured.in_use().max(1.0),
@@ -570,8 +671,10 @@ impl Controller {
             // for every size look the same).
             return self.probe_if_due(floor);
         }
-        if server_queue > beta(self.limit, parallel) && self.limit > floor {
-            let mid = (alpha(self.limit, parallel) + beta(self.limit, parallel)) / 2.0;
+        if server_queue > beta(self.units, self.limit, parallel) && self.limit > floor {
+            let mid = (alpha(self.units, self.limit, parallel)
+                + beta(self.units, self.limit, parallel))
+                / 2.0;
             let mut to = ceil_u32(parallel + mid);
             if self.slow_start {
                 // Out of slow start: straight to the size the server can use.
@@ -583,6 +686,9 @@ impl Controller {
                 to = to.max(ceil_u32(f64::from(self.limit) * 0.75));
             }
             let to = to.clamp(floor, self.limit - 1);
+            if self.units == Units::Pipelines {
+                self.calm_until = self.tick + CALM;
+            }
             return self.change(
                 to,
                 Reason::Congested {
@@ -592,10 +698,23 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.limit, parallel)
-            && let Some(change) = self.grow(s, server_queue, parallel, ceiling)
-        {
-            return Some(change);
+        if server_queue < alpha(self.units, self.limit, parallel) {
+            if self.units == Units::Pipelines
+                && (self.stale
+                    || (!self.slow_start && self.tick.saturating_sub(self.base_tick) > FRESH))
+                && self.wants_to_grow(s, ceiling)
+                && self.limit / 2 >= floor
+                && self.limit >= 2
+            {
+                // The band of pipelines is one connection wide: an unloaded head time
+                // measured while the machine was slower (other processes took its cores,
+                // or the pool had just started) reads as room for another connection.
+                // Measure it again first, when it is old or was seen to be wrong.
+                return self.probe(floor);
+            }
+            if let Some(change) = self.grow(s, server_queue, parallel, ceiling) {
+                return Some(change);
+            }
         }
         self.probe_if_due(floor)
     }
@@ -604,14 +723,33 @@ impl Controller {
     /// (the statements, or the server, may have changed).
     fn probe_if_due(&mut self, floor: u32) -> Option<Change> {
         if self.loaded >= self.next_probe && self.limit / 2 >= floor && self.limit >= 2 {
-            self.probe = Some(Probe {
-                restore: self.limit,
-                warming: true,
-                window: Window::default(),
-            });
-            return self.change(self.limit / 2, Reason::Probe);
+            return self.probe(floor);
         }
         None
+    }
+
+    /// Steps down to half the size, to measure the unloaded hold time; pipelines to the
+    /// floor: one backend that runs statements back to back is already at work, and at
+    /// half of a size past the knee the head time would be a loaded one.
+    fn probe(&mut self, floor: u32) -> Option<Change> {
+        self.probe = Some(Probe {
+            restore: self.limit,
+            warming: true,
+            window: Window::default(),
+        });
+        let to = match self.units {
+            Units::Requests => self.limit / 2,
+            Units::Pipelines => floor,
+        };
+        self.change(to, Reason::Probe)
+    }
+
+    /// Whether [`Controller::grow`] would grow on `s`.
+    fn wants_to_grow(&self, s: &Sample, ceiling: u32) -> bool {
+        s.queued()
+            && self.limit < ceiling
+            && s.in_use() >= 0.8 * f64::from(self.limit)
+            && self.tick >= self.calm_until
     }
 
     /// Grows while callers queue and every connection is in use, never above the ceiling:
@@ -625,7 +763,7 @@ impl Controller {
         ceiling: u32,
     ) -> Option<Change> {
         let size = self.limit;
-        if !s.queued() || size >= ceiling || s.in_use() < 0.8 * f64::from(size) {
+        if !self.wants_to_grow(s, ceiling) {
             return None;
         }
         let room = if self.slow_start {
@@ -633,7 +771,7 @@ impl Controller {
                 .unwrap_or(u32::MAX)
                 .clamp(1, size.saturating_mul(3))
         } else {
-            ceil_u32(alpha(size, parallel) / 2.0).max(1)
+            ceil_u32(alpha(self.units, size, parallel) / 2.0).max(1)
         };
         let to = size.saturating_add(room).min(ceiling);
         self.grown_x = s.throughput();
@@ -856,6 +994,123 @@ mod tests {
         assert!(
             seen.iter().take(MAX_WINDOW as usize - 1).all(|&t| t == 1),
             "one decision per {MAX_WINDOW} intervals at most: {seen:?}"
+        );
+    }
+
+    /// Pipelined connections with statements always queued behind their heads: each
+    /// connection's backend runs `delay + work × max(1, n / cores)` seconds per statement,
+    /// and the client sends at most `client` statements a second. Returns one interval's
+    /// sample at `limit`, in the units the shared side feeds (busy heads, head time).
+    fn piped(limit: u32, cores: f64, work: f64, delay: f64, client: f64, ceiling: u32) -> Sample {
+        let n = f64::from(limit);
+        let per = delay + work * (n / cores).max(1.0);
+        let x = (n / per).min(client);
+        let every = Duration::from_millis(100);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let done = (x * every.as_secs_f64()) as u64;
+        Sample {
+            elapsed: every,
+            acquires: done,
+            hold_secs: n / x,
+            returns: done,
+            busy: u64::from(limit),
+            pending: 1000,
+            waited_share: 1.0,
+            ceiling,
+        }
+    }
+
+    fn run_piped(
+        c: &mut Controller,
+        ticks: usize,
+        shape: (f64, f64, f64, f64),
+        ceiling: u32,
+    ) -> Vec<u32> {
+        let (cores, work, delay, client) = shape;
+        (0..ticks)
+            .map(|_| {
+                c.decide(&piped(c.open_limit(), cores, work, delay, client, ceiling));
+                c.open_limit()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelines_settle_where_the_client_runs_out_of_speed() {
+        // SELECT 1 from many tasks: a backend does 50,000 a second, the client sends
+        // 65,000 (1.3 connections' worth) whatever the number of connections.
+        let mut c = Controller::pipelined(1, 10_000);
+        assert_eq!(c.units(), Units::Pipelines);
+        let seen = run_piped(&mut c, 200, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(seen[..5].iter().any(|&t| t > 2), "slow start: {seen:?}");
+        assert!(
+            seen[10..].iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
+        );
+        // The Vegas band of checkouts would have kept more.
+        let mut r = Controller::new(1, 10_000);
+        let seen = run_piped(&mut r, 200, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(seen[10..].iter().any(|&t| t > 2), "{seen:?}");
+    }
+
+    #[test]
+    fn pipelines_measure_again_before_growing_when_the_machine_got_faster() {
+        // Settled while other processes left the client 30,000 statements a second; then
+        // they end and it sends 65,000. The unloaded head time measured on the slower
+        // machine would read as room for a third connection, which adds nothing: the
+        // pool probes first, and stays at one or two.
+        let mut c = Controller::pipelined(1, 10_000);
+        let first = run_piped(&mut c, 50, (2.0, 20e-6, 0.0, 30_000.0), 5);
+        assert!((1..=2).contains(&c.open_limit()), "{first:?} {c:?}");
+        let seen = run_piped(&mut c, 100, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(
+            seen.iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
+        );
+        assert!(
+            seen.windows(2).any(|w| w[1] < w[0]),
+            "it measured again: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn pipelines_relearn_a_head_time_measured_while_starting() {
+        // The first interval at one connection is six times slower than the steady state
+        // (the pool's tasks and the other processes starting up): every later head time
+        // is well under it, which would read as room for every connection up to the
+        // ceiling. The pool measures again and comes back to one or two.
+        let mut c = Controller::pipelined(1, 10_000);
+        let mut first = piped(1, 2.0, 20e-6, 0.0, 65_000.0, 5);
+        first.acquires /= 6;
+        first.returns = first.acquires;
+        first.hold_secs *= 6.0;
+        c.decide(&first);
+        let seen = run_piped(&mut c, 100, (2.0, 20e-6, 0.0, 65_000.0), 5);
+        assert!(
+            seen[15..].iter().all(|&t| (1..=2).contains(&t)),
+            "one or two: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn pipelines_grow_to_the_ceiling_while_each_one_adds_throughput() {
+        // 3 ms statements that wait rather than work: every connection adds a backend's
+        // worth of statements.
+        let mut c = Controller::pipelined(1, 10_000);
+        let seen = run_piped(&mut c, 20, (1000.0, 10e-6, 0.003, f64::INFINITY), 16);
+        assert_eq!(c.open_limit(), 16, "{seen:?}");
+        let reached = seen.iter().position(|&t| t == 16).unwrap_or(usize::MAX);
+        assert!(reached <= 4, "at the ceiling after {reached}: {seen:?}");
+    }
+
+    #[test]
+    fn pipelines_stop_at_the_servers_cores() {
+        // 1 ms of CPU per statement on 3 cores: a fourth backend only waits for one.
+        let mut c = Controller::pipelined(1, 10_000);
+        let seen = run_piped(&mut c, 200, (3.0, 1e-3, 0.0, f64::INFINITY), 16);
+        assert!(
+            seen[10..].iter().all(|&t| (3..=4).contains(&t)),
+            "three or four: {seen:?}"
         );
     }
 

@@ -39,6 +39,10 @@ pub struct Manager {
     /// connection (for the size advice's server cap).
     server_limit: std::sync::OnceLock<(u32, u32)>,
     after_connect: Option<crate::hooks::AfterConnect>,
+    /// Connections opened by [`bb8::ManageConnection::connect`] (the checkouts) whose
+    /// task has not ended: a connection the pool closed still holds its server backend
+    /// until then (shared by clones).
+    alive: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl fmt::Debug for Manager {
@@ -77,6 +81,7 @@ impl Manager {
             failover: Failover::new(pool, false),
             server_limit: std::sync::OnceLock::new(),
             after_connect: None,
+            alive: Arc::default(),
         }
     }
 
@@ -86,6 +91,12 @@ impl Manager {
     pub fn with_after_connect(mut self, hook: Option<crate::hooks::AfterConnect>) -> Self {
         self.after_connect = hook;
         self
+    }
+
+    /// Connections opened for checkouts whose task has not ended yet (open in the pool,
+    /// or closed by it and still closing): what the server still holds for them.
+    pub(crate) fn alive(&self) -> u32 {
+        self.alive.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The server's `max_connections` and its reserved connections
@@ -168,7 +179,15 @@ impl bb8::ManageConnection for Manager {
     /// (TCP, TLS, startup, authentication, the session check) is bounded here by the same
     /// timeout (`P_CONNECT_TIMEOUT`).
     async fn connect(&self) -> Result<Client, ConnectError> {
-        self.connect_watched().await.map(|(client, _ended)| client)
+        use std::sync::atomic::Ordering::Relaxed;
+        let (client, ended) = self.connect_watched().await?;
+        self.alive.fetch_add(1, Relaxed);
+        let alive = Arc::clone(&self.alive);
+        tokio::spawn(async move {
+            let _ = ended.await;
+            alive.fetch_sub(1, Relaxed);
+        });
+        Ok(client)
     }
 
     async fn is_valid(&self, conn: &mut Client) -> Result<(), ConnectError> {

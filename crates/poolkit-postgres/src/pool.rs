@@ -626,22 +626,62 @@ impl Inner {
                 )?;
                 self.reserve_shared(shared.mux.wanted_sockets());
                 if shared.auto {
-                    let me = self.me.get().cloned().unwrap_or_default();
-                    crate::shared::start_auto(
-                        &shared,
-                        Arc::clone(self.engine.telemetry()),
-                        move |n| {
-                            if let Some(inner) = me.upgrade() {
-                                inner.reserve_shared(n);
-                            }
-                        },
-                        Duration::from_millis(500),
-                    );
+                    self.start_shared_auto(&shared);
                 }
                 Some(shared)
             })
             .as_ref()
             .filter(|s| !s.mux.is_closed() || self.engine.is_closed())
+    }
+
+    /// Starts the controller of `P_SHARED_CONNECTIONS=auto` (see `shared::start_auto`):
+    /// its ceiling is the range's top under the fleet share, and each change caps the
+    /// checkouts for the shared connections (one ceiling, one fleet share for both).
+    fn start_shared_auto(&self, shared: &Arc<crate::shared::Shared>) {
+        let most = u32::try_from(shared.most).unwrap_or(u32::MAX);
+        let me = self.me.get().cloned().unwrap_or_default();
+        let ceiling = {
+            let me = me.clone();
+            move || {
+                // One checkout left at least (statements learn their shape on one).
+                me.upgrade().map_or(most, |inner| {
+                    most.min(inner.share().saturating_sub(1).max(1))
+                })
+            }
+        };
+        let waiting = {
+            let me = me.clone();
+            move || {
+                me.upgrade()
+                    .is_some_and(|inner| inner.engine.counts().pending > 0)
+            }
+        };
+        crate::shared::start_auto(
+            shared,
+            crate::shared::AutoHooks {
+                ceiling: Box::new(ceiling),
+                checkouts_waiting: Box::new(waiting),
+                on_resize: Box::new(move |n| {
+                    if let Some(inner) = me.upgrade() {
+                        inner.reserve_shared(n);
+                    }
+                }),
+            },
+            self.config.pool.auto_interval,
+            self.config.pool.idle_timeout,
+        );
+    }
+
+    /// The pool's ceiling, or its fleet share when it is a fleet member.
+    fn share(&self) -> u32 {
+        #[cfg(feature = "fleet")]
+        let base = self
+            .fleet
+            .as_ref()
+            .map_or(self.config.pool.ceiling(), |f| f.status().share);
+        #[cfg(not(feature = "fleet"))]
+        let base = self.config.pool.ceiling();
+        base
     }
 
     /// The server moved: every shared connection is retired too (each reconnects).
@@ -679,15 +719,17 @@ impl Inner {
 
     /// Whether `held` shared connections (open or opening) fit beside the exclusive ones
     /// open or opening, within the ceiling or the fleet share.
+    ///
+    /// A checkout the pool closed holds its server backend until its connection's task
+    /// ends: it counts until then, or a shared connection opened in its place would put
+    /// the server one over for a moment (seen in `pg_stat_activity` as the shared side's
+    /// controller resizes).
     fn fits(&self, held: u32) -> bool {
-        #[cfg(feature = "fleet")]
-        let base = self
-            .fleet
-            .as_ref()
-            .map_or(self.config.pool.ceiling(), |f| f.status().share);
-        #[cfg(not(feature = "fleet"))]
-        let base = self.config.pool.ceiling();
-        self.engine.open_or_connecting().saturating_add(held) <= base
+        let c = self.engine.counts();
+        let exclusive = c
+            .connecting
+            .saturating_add(c.open.max(self.engine.manager().alive()));
+        exclusive.saturating_add(held) <= self.share()
     }
 
     /// Caps the exclusive connections at the ceiling (or the fleet share) less the `n`
