@@ -17,7 +17,8 @@ use tokio_postgres::{Row, SimpleQueryMessage};
 
 use crate::error::Error;
 use crate::pool::{Pool, PooledConnection};
-use crate::shared::{PgMux, Run, Shared, sql_facts};
+use crate::session_state::sql_facts;
+use crate::shared::{PgMux, Run, Shared};
 use crate::statement::{PoolerRefusal, Shape, Source, ToStatement, refuse};
 
 /// Where one statement runs.

@@ -634,7 +634,7 @@ impl Inner {
             .filter(|s| !s.mux.is_closed() || self.engine.is_closed())
     }
 
-    /// Starts the controller of `P_SHARED_CONNECTIONS=auto` (see `shared::start_auto`):
+    /// Starts the controller of `P_SHARED_CONNECTIONS=auto` (see `shared_auto::start_auto`):
     /// its ceiling is the range's top under the fleet share, and each change caps the
     /// checkouts for the shared connections (one ceiling, one fleet share for both).
     fn start_shared_auto(&self, shared: &Arc<crate::shared::Shared>) {
@@ -656,9 +656,9 @@ impl Inner {
                     .is_some_and(|inner| inner.engine.counts().pending > 0)
             }
         };
-        crate::shared::start_auto(
+        crate::shared_auto::start_auto(
             shared,
-            crate::shared::AutoHooks {
+            crate::shared_auto::AutoHooks {
                 ceiling: Box::new(ceiling),
                 checkouts_waiting: Box::new(waiting),
                 on_resize: Box::new(move |n| {
