@@ -648,47 +648,14 @@ async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout(
         .unwrap();
     pool.simple_query("SELECT pg_sleep(0.1)").await.unwrap(); // known slow from now on
     let t0 = Instant::now();
-    let timeouts = Arc::new(AtomicU64::new(0));
-    let slow_done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for t in 0..60u64 {
-        let (pool, timeouts, slow_done) = (pool.clone(), timeouts.clone(), slow_done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = t;
-            while t0.elapsed() < Duration::from_secs(4) {
-                let sql = if n % 21 == 0 {
-                    "SELECT pg_sleep(0.1)"
-                } else {
-                    "SELECT 1"
-                };
-                match pool.simple_query(sql).await {
-                    Ok(_) if n % 21 == 0 => {
-                        slow_done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.is_timeout() => {
-                        timeouts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-                n += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let run = slow_and_fast(&pool, t0, Duration::from_secs(4));
+    let (timeouts, slow_done) = run.finish().await;
     let s = pool.shared_connections().unwrap();
     assert_eq!(
-        timeouts.load(Ordering::Relaxed),
-        0,
+        timeouts, 0,
         "no statement waited past the acquire timeout: {s:?}"
     );
-    assert!(
-        slow_done.load(Ordering::Relaxed) >= 30,
-        "the slow statements ran: {}",
-        slow_done.load(Ordering::Relaxed)
-    );
+    assert!(slow_done >= 30, "the slow statements ran: {slow_done}");
     assert!(
         backends(&admin().await, "fair").await <= 4,
         "the ceiling holds"
@@ -1004,6 +971,27 @@ async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
     assert_eq!(pool.config().shared, SharedConnections::Auto);
     pool.simple_query("SELECT pg_sleep(0.1)").await.unwrap(); // known slow from now on
     let t0 = Instant::now();
+    let run = slow_and_fast(&pool, t0, Duration::from_secs(4));
+    let admin = admin().await;
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(4) {
+        most = most.max(backends(&admin, "auto_fair").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (timeouts, slow_done) = run.finish().await;
+    let s = pool.shared_connections().unwrap();
+    assert_eq!(
+        timeouts, 0,
+        "no statement waited past the acquire timeout: {s:?}"
+    );
+    assert!(slow_done >= 60, "the slow statements ran: {slow_done}");
+    assert!(most <= 8, "{most} backends for a ceiling of 8");
+    assert!((1..=2).contains(&s.size), "{s:?}");
+}
+
+/// 60 callers in a closed loop until `window` after `t0`, each running
+/// `SELECT pg_sleep(0.1)` once in 21 statements and `SELECT 1` otherwise.
+fn slow_and_fast(pool: &Pool, t0: Instant, window: Duration) -> SlowAndFast {
     let timeouts = Arc::new(AtomicU64::new(0));
     let slow_done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -1011,14 +999,15 @@ async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
         let (pool, timeouts, slow_done) = (pool.clone(), timeouts.clone(), slow_done.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = t;
-            while t0.elapsed() < Duration::from_secs(4) {
-                let sql = if n % 21 == 0 {
+            while t0.elapsed() < window {
+                let slow = n % 21 == 0;
+                let sql = if slow {
                     "SELECT pg_sleep(0.1)"
                 } else {
                     "SELECT 1"
                 };
                 match pool.simple_query(sql).await {
-                    Ok(_) if n % 21 == 0 => {
+                    Ok(_) if slow => {
                         slow_done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
@@ -1031,26 +1020,29 @@ async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
             }
         }));
     }
-    let admin = admin().await;
-    let mut most = 0;
-    while t0.elapsed() < Duration::from_secs(4) {
-        most = most.max(backends(&admin, "auto_fair").await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    SlowAndFast {
+        timeouts,
+        slow_done,
+        tasks,
     }
-    for t in tasks {
-        t.await.unwrap();
+}
+
+/// The callers of [`slow_and_fast`] and what they counted.
+struct SlowAndFast {
+    timeouts: Arc<AtomicU64>,
+    slow_done: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SlowAndFast {
+    /// Waits for every caller; returns the acquire timeouts and the slow statements done.
+    async fn finish(self) -> (u64, u64) {
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.timeouts.load(Ordering::Relaxed),
+            self.slow_done.load(Ordering::Relaxed),
+        )
     }
-    let s = pool.shared_connections().unwrap();
-    assert_eq!(
-        timeouts.load(Ordering::Relaxed),
-        0,
-        "no statement waited past the acquire timeout: {s:?}"
-    );
-    assert!(
-        slow_done.load(Ordering::Relaxed) >= 60,
-        "the slow statements ran: {}",
-        slow_done.load(Ordering::Relaxed)
-    );
-    assert!(most <= 8, "{most} backends for a ceiling of 8");
-    assert!((1..=2).contains(&s.size), "{s:?}");
 }
