@@ -21,6 +21,14 @@ fn app(test: &str) -> String {
     format!("poolkit_shared_{test}_{}", std::process::id())
 }
 
+/// The tests that measure the machine (a controller's choice, two pools' throughput side
+/// by side, one statement's latency) take this for writing and run alone in this binary;
+/// the others share it. Beside another test's thousand busy tasks on the same two cores a
+/// measuring test measures that test: in CI the `SELECT 1` controller test, running beside
+/// `a_thousand_tasks…` and `auto_sizes…`, once held a third shared connection for its last
+/// half second.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn pool(test: &str, shared: SharedConnections) -> Pool {
     Pool::builder()
         .url(database_url())
@@ -56,6 +64,7 @@ async fn backends(admin: &tokio_postgres::Client, test: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tasks_share_two_connections_and_keep_their_own_results() {
+    let _machine = MACHINE.read().await;
     let pool = pool("thousand", SharedConnections::Fixed(2)).await;
     let admin = admin().await;
     // What stats and Prometheus show under the load: shared connections count as
@@ -122,6 +131,7 @@ async fn a_thousand_tasks_share_two_connections_and_keep_their_own_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_statement_fails_alone() {
+    let _machine = MACHINE.read().await;
     let pool = pool("errors", SharedConnections::Fixed(1)).await;
     pool.execute(
         "CREATE TABLE IF NOT EXISTS shared_errors (id int PRIMARY KEY)",
@@ -177,6 +187,7 @@ async fn a_failing_statement_fails_alone() {
 
 #[tokio::test]
 async fn session_state_is_refused_and_names_get_and_transaction() {
+    let _machine = MACHINE.read().await;
     let pool = pool("session", SharedConnections::Fixed(1)).await;
     for sql in [
         "SET search_path = public",
@@ -219,6 +230,7 @@ async fn pool_off(test: &str) -> Pool {
 
 #[tokio::test]
 async fn statement_timeout_and_dropped_futures_behave_as_on_a_connection_of_ones_own() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_timeout")
@@ -267,6 +279,7 @@ async fn statement_timeout_and_dropped_futures_behave_as_on_a_connection_of_ones
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_statement_spills_the_ones_behind_it_to_a_checkout() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_spill")
@@ -300,6 +313,7 @@ async fn a_slow_statement_spills_the_ones_behind_it_to_a_checkout() {
 
 #[tokio::test]
 async fn shared_connections_count_against_the_ceiling() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_ceiling")
@@ -339,6 +353,7 @@ async fn futures(pool: &Pool, n: usize) -> Vec<poolkit::postgres::PooledConnecti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_shared_connection_fails_only_its_statements() {
+    let _machine = MACHINE.read().await;
     let pool = pool("broken", SharedConnections::Fixed(2)).await;
     let admin = admin().await;
     // Find the two shared connections' backends (each statement reports where it ran).
@@ -408,6 +423,7 @@ async fn a_broken_shared_connection_fails_only_its_statements() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_with_statements_in_flight() {
+    let _machine = MACHINE.read().await;
     let pg = Arc::new(tokio::task::spawn_blocking(PrivatePg::start).await.unwrap());
     let pool = Pool::builder()
         .url(pg.url())
@@ -490,6 +506,7 @@ async fn a_server_restart_with_statements_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_in_transaction_mode_takes_the_pipeline() {
+    let _machine = MACHINE.read().await;
     let url = poolkit_core::env::process_lookup("PGBOUNCER_URL")
         .unwrap_or_else(|| "postgres://poolkit:poolkit_test@127.0.0.1:6432/test".to_owned());
     let pool = Pool::builder()
@@ -532,6 +549,7 @@ async fn pgbouncer_in_transaction_mode_takes_the_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_sizes_within_its_range_and_slow_statements_spill() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_auto")
@@ -573,6 +591,7 @@ async fn auto_sizes_within_its_range_and_slow_statements_spill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
+    let _machine = MACHINE.write().await; // measures the machine: runs alone
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_slowset")
@@ -635,6 +654,7 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
 /// times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_fair")
@@ -668,6 +688,7 @@ async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout(
 /// client's speed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in_line() {
+    let _machine = MACHINE.read().await;
     // A spill bound far above a millisecond: nothing counts as stalled or slow, so every
     // statement stays on the shared connection.
     let pool = Pool::builder()
@@ -728,6 +749,7 @@ async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in
 /// holds more server connections than its ceiling (a fleet member: than its share).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connections_open_only_as_checkouts_above_the_new_cap_come_back() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_room")
@@ -823,6 +845,7 @@ async fn closed_loop(
 /// machine may try a third for an interval or two, so the assertion is on most samples.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_settles_at_one_or_two_connections_for_select_1() {
+    let _machine = MACHINE.write().await; // measures the machine: runs alone
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_auto_select1")
@@ -873,6 +896,7 @@ async fn auto_settles_at_one_or_two_connections_for_select_1() {
 /// beside this binary shift between windows. The ceiling holds, counted by the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_under_pg_sleep_uses_the_ceiling_and_keeps_up_with_checkouts() {
+    let _machine = MACHINE.write().await; // measures the machine: runs alone
     let auto = Pool::builder()
         .url(database_url())
         .name("shared_auto_sleep")
@@ -922,6 +946,7 @@ async fn auto_under_pg_sleep_uses_the_ceiling_and_keeps_up_with_checkouts() {
 /// the server never sees more than 8 backends of the pool, counted every 20 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_controllers_together_stay_within_the_ceiling() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_auto_both")
@@ -958,6 +983,7 @@ async fn both_controllers_together_stay_within_the_ceiling() {
 /// statements run, and the server never sees more than 8 backends of the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
+    let _machine = MACHINE.read().await;
     let pool = Pool::builder()
         .url(database_url())
         .name("shared_auto_fair")
