@@ -414,9 +414,9 @@ async fn complete_reports_the_time_at_the_head_and_idle_leases_skip_busy_sockets
     let b = pool.try_lease_idle().expect("the other socket is idle");
     assert_ne!(a.socket_id(), b.socket_id());
     assert!(pool.try_lease_idle().is_none(), "both sockets busy");
-    let held = a.complete();
+    let held = a.complete_timed().head;
     assert!(held >= Duration::from_millis(30), "{held:?}");
-    let quick = b.complete();
+    let quick = b.complete_timed().head;
     assert!(
         quick < Duration::from_millis(30),
         "b started on its idle socket just now: {quick:?}"

@@ -358,7 +358,7 @@ impl<M: Multiplexer> fmt::Debug for MuxPool<M> {
 pub struct Lease<M: Multiplexer> {
     entry: crate::sync::Arc<Entry<Held<M::Socket>>>,
     started: Clock,
-    /// Set by [`Lease::complete`] or [`Lease::end`], so the drop does not count the
+    /// Set by [`Lease::complete_timed`] or [`Lease::end`], so the drop does not count the
     /// request twice.
     completed: bool,
     /// Claimed by [`MuxPool::try_lease_idle`]: its socket is marked slow until it is done.
@@ -387,18 +387,11 @@ impl<M: Multiplexer> Lease<M> {
     }
 
     /// Ends the request (as dropping the lease does) and returns how long it held the
-    /// head of its socket: the time since the socket's previous completion, or since
-    /// this request started on an idle socket. On a socket that answers in order (a
-    /// pipelined PostgreSQL connection) that is the request's own service time, without
-    /// the wait behind the ones before it.
-    pub fn complete(mut self) -> Duration {
-        self.completed = true;
-        Duration::from_nanos(self.finish().0)
-    }
-
-    /// Ends the request (as dropping the lease does) and returns what
-    /// [`Lease::complete`] and [`Lease::held_for`] would, with the clock reading both come
-    /// from (one reading where the two calls and a caller's own timing take three).
+    /// head of its socket (the time since the socket's previous completion, or since this
+    /// request started on an idle socket: on a socket that answers in order, a pipelined
+    /// PostgreSQL connection, that is the request's own service time without the wait
+    /// behind the ones before it) and how long it held its place ([`Lease::held_for`]),
+    /// from one clock reading, which it also returns for the caller's own timing.
     pub fn complete_timed(mut self) -> Completed {
         self.completed = true;
         let (at, head, held) = self.finish_at();
@@ -418,7 +411,7 @@ impl<M: Multiplexer> Lease<M> {
     }
 
     /// Counts the request done: returns the time at its socket's head (see
-    /// [`Lease::complete`]) and the time it held its place.
+    /// [`Lease::complete_timed`]) and the time it held its place.
     fn finish(&self) -> (u64, Duration) {
         let (_, gap, held) = self.finish_at();
         (gap, held)
@@ -443,7 +436,7 @@ impl<M: Multiplexer> Lease<M> {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Completed {
-    /// How long it held the head of its socket (see [`Lease::complete`]).
+    /// How long it held the head of its socket (see [`Lease::complete_timed`]).
     pub head: Duration,
     /// How long it held its place (see [`Lease::held_for`]).
     pub held: Duration,
