@@ -18,6 +18,29 @@ struct Nginx {
     tls_port: u16,
 }
 
+impl Nginx {
+    /// What a failed step needs to be explained: whether nginx still runs, which process
+    /// listens on its ports, and its error log.
+    fn state(&mut self) -> String {
+        let alive = match self.child.try_wait() {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(status)) => format!("exited: {status}"),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let listeners = Command::new("ss")
+            .args(["-Htanp", "sport", "=", &format!(":{}", self.port)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("ss: {e}"));
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        format!(
+            "nginx (pid {}) {alive}; sockets on port {}:\n{listeners}nginx error.log:\n{log}",
+            self.child.id(),
+            self.port
+        )
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -90,28 +113,52 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nginx");
-    let nginx = Nginx {
+    let mut nginx = Nginx {
         child,
         dir,
         port,
         tls_port,
     };
+    // Ready means nginx itself answers a request on the plain port (not merely that
+    // something accepts a connection there) and accepts on the TLS port.
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not listen on {port}"
-        );
+    loop {
+        let plain = nginx_answers(port);
+        if plain.is_ok() && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok() {
+            return nginx;
+        }
+        if !matches!(nginx.child.try_wait(), Ok(None))
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            panic!("nginx is not serving ({plain:?}): {}", nginx.state());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    nginx
+}
+
+/// One `GET /` on the plain port, answered `200` by a server that names itself nginx.
+fn nginx_answers(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let server = answer
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("server: nginx"));
+    if answer.starts_with("HTTP/1.1 200") && server {
+        Ok(())
+    } else {
+        Err(format!("not nginx's answer: {answer:?}"))
+    }
 }
 
 #[test]
 fn check_size_and_bench_know_http_pools() {
-    let nginx = start_nginx();
+    let mut nginx = start_nginx();
     let url = format!("http://127.0.0.1:{}/", nginx.port);
 
     // check: connect time, protocol, and the keep-alive timeout nginx enforces (2 s).
@@ -134,7 +181,7 @@ fn check_size_and_bench_know_http_pools() {
             ("WEB_MAX_KEEPALIVE", "50"),
         ],
     );
-    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(code, 0, "{out}\n{err}\n{}", nginx.state());
     let v = json(&out);
     let pool = &v["pools"][0];
     assert_eq!(pool["backend"], "http");
@@ -184,7 +231,7 @@ fn check_size_and_bench_know_http_pools() {
         ],
         &[("WEB_URL", &url), ("WEB_IDLE_TIMEOUT", "1s")],
     );
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{out}\n{}", nginx.state());
     assert!(
         out.contains("protocol") && out.contains("HTTP/1.1 (plain)"),
         "{out}"
@@ -212,7 +259,7 @@ fn check_size_and_bench_know_http_pools() {
         ],
         &[("WEB_URL", &https)],
     );
-    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(code, 0, "{out}\n{err}\n{}", nginx.state());
     let v = json(&out);
     let h = &v["pools"][0]["http"];
     assert_eq!(h["protocol"], "HTTP/2", "{h}");
@@ -275,7 +322,7 @@ fn check_size_and_bench_know_http_pools() {
         ],
         &[],
     );
-    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(code, 0, "{out}\n{err}\n{}", nginx.state());
     let p = out.find("poolkit-http:\nPool Size: 20 | Concurrency: 300 | Throughput: ");
     let r = out.find("reqwest:\nPool Size: 20 | Concurrency: 300 | Throughput: ");
     assert!(p.is_some() && r.is_some() && p < r, "{out}");
@@ -305,7 +352,7 @@ fn check_size_and_bench_know_http_pools() {
         ],
         &[],
     );
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{out}\n{}", nginx.state());
     let v = json(&out);
     let runs = v["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2);
