@@ -128,6 +128,33 @@ fn loom_gate_fast_path_racing_a_waiter_that_queues() {
     });
 }
 
+/// Two waiters taking turns at a gate of one, the second queueing while the first is
+/// handed its place and lets go of it: the slot the first was served in goes to the
+/// queue's spares, and the second reuses it only once the first's ticket is gone; each is
+/// served exactly once and the count ends at zero.
+#[test]
+fn loom_gate_a_reused_slot_serves_only_its_new_waiter() {
+    bounded(3).check(|| {
+        let gate = Gate::new(1);
+        let held = gate.try_enter().expect("first place");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let g = gate.clone();
+                thread::spawn(move || {
+                    let place = loom::future::block_on(g.enter_or(std::future::pending()));
+                    drop(place.expect("served: the place comes back"));
+                })
+            })
+            .collect();
+        drop(held);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!((gate.in_use(), gate.pending()), (0, 0));
+        assert!(gate.try_enter().is_some(), "the place is free again");
+    });
+}
+
 /// A cut racing the lock-free give-back while a caller queues: the waiter is served once
 /// a place comes back under the new limit, and the count ends at zero.
 #[test]
