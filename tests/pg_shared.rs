@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{PrivatePg, database_url};
 use poolkit::core::PoolError;
-use poolkit::postgres::{Error, Pool, Pooler, SharedConnections, tokio_postgres};
+use poolkit::postgres::{Builder, Error, Pool, Pooler, SharedConnections, tokio_postgres};
 
 fn app(test: &str) -> String {
     format!("poolkit_shared_{test}_{}", std::process::id())
@@ -29,11 +29,17 @@ fn app(test: &str) -> String {
 /// half second.
 static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-async fn pool(test: &str, shared: SharedConnections) -> Pool {
+/// A pool on `DATABASE_URL` named after its test (its backends too, by
+/// `application_name`, so a test counts only its own).
+fn builder(test: &str) -> Builder {
     Pool::builder()
         .url(database_url())
         .name(&format!("shared_{test}"))
         .application_name(&app(test))
+}
+
+async fn pool(test: &str, shared: SharedConnections) -> Pool {
+    builder(test)
         .pool_size(10)
         .min_idle(0)
         .shared_connections(shared)
@@ -231,10 +237,7 @@ async fn pool_off(test: &str) -> Pool {
 #[tokio::test]
 async fn statement_timeout_and_dropped_futures_behave_as_on_a_connection_of_ones_own() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_timeout")
-        .application_name(&app("timeout"))
+    let pool = builder("timeout")
         .pool_size(10)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(1))
@@ -280,10 +283,7 @@ async fn statement_timeout_and_dropped_futures_behave_as_on_a_connection_of_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_statement_spills_the_ones_behind_it_to_a_checkout() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_spill")
-        .application_name(&app("spill"))
+    let pool = builder("spill")
         .pool_size(10)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(1))
@@ -314,10 +314,7 @@ async fn a_slow_statement_spills_the_ones_behind_it_to_a_checkout() {
 #[tokio::test]
 async fn shared_connections_count_against_the_ceiling() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_ceiling")
-        .application_name(&app("ceiling"))
+    let pool = builder("ceiling")
         .pool_size(4)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(2))
@@ -550,10 +547,7 @@ async fn pgbouncer_in_transaction_mode_takes_the_pipeline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_sizes_within_its_range_and_slow_statements_spill() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_auto")
-        .application_name(&app("auto"))
+    let pool = builder("auto")
         .pool_size(20)
         .min_idle(0)
         .build()
@@ -592,10 +586,7 @@ async fn auto_sizes_within_its_range_and_slow_statements_spill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
     let _machine = MACHINE.write().await; // measures the machine: runs alone
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_slowset")
-        .application_name(&app("slowset"))
+    let pool = builder("slowset")
         .pool_size(10)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(1))
@@ -655,10 +646,7 @@ async fn a_statement_seen_slow_runs_where_it_holds_up_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_statements_wait_their_turn_behind_slow_ones_queued_for_a_checkout() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_fair")
-        .application_name(&app("fair"))
+    let pool = builder("fair")
         .pool_size(4)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(1))
@@ -691,10 +679,7 @@ async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in
     let _machine = MACHINE.read().await;
     // A spill bound far above a millisecond: nothing counts as stalled or slow, so every
     // statement stays on the shared connection.
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_depth")
-        .application_name(&app("depth"))
+    let pool = builder("depth")
         .pool_size(10)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(1))
@@ -750,10 +735,7 @@ async fn a_shared_connection_carries_at_most_512_statements_and_the_rest_wait_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connections_open_only_as_checkouts_above_the_new_cap_come_back() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_room")
-        .application_name(&app("room"))
+    let pool = builder("room")
         .pool_size(4)
         .min_idle(0)
         .shared_connections(SharedConnections::Fixed(2))
@@ -846,10 +828,7 @@ async fn closed_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_settles_at_one_or_two_connections_for_select_1() {
     let _machine = MACHINE.write().await; // measures the machine: runs alone
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_auto_select1")
-        .application_name(&app("auto_select1"))
+    let pool = builder("auto_select1")
         .pool_size(20)
         .min_idle(0)
         .acquire_timeout(Duration::from_secs(10))
@@ -897,20 +876,14 @@ async fn auto_settles_at_one_or_two_connections_for_select_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_under_pg_sleep_uses_the_ceiling_and_keeps_up_with_checkouts() {
     let _machine = MACHINE.write().await; // measures the machine: runs alone
-    let auto = Pool::builder()
-        .url(database_url())
-        .name("shared_auto_sleep")
-        .application_name(&app("auto_sleep"))
+    let auto = builder("auto_sleep")
         .pool_size(20)
         .min_idle(0)
         .acquire_timeout(Duration::from_secs(10))
         .build()
         .await
         .unwrap();
-    let exclusive = Pool::builder()
-        .url(database_url())
-        .name("shared_auto_sleep_excl")
-        .application_name(&app("auto_sleep_excl"))
+    let exclusive = builder("auto_sleep_excl")
         .pool_size(20)
         .min_idle(0)
         .shared_connections(SharedConnections::Off)
@@ -947,10 +920,7 @@ async fn auto_under_pg_sleep_uses_the_ceiling_and_keeps_up_with_checkouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_controllers_together_stay_within_the_ceiling() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_auto_both")
-        .application_name(&app("auto_both"))
+    let pool = builder("auto_both")
         .pool_size_auto(8)
         .min_idle(0)
         .acquire_timeout(Duration::from_secs(10))
@@ -984,10 +954,7 @@ async fn both_controllers_together_stay_within_the_ceiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_takes_no_checkout_from_slow_statements_waiting_for_one() {
     let _machine = MACHINE.read().await;
-    let pool = Pool::builder()
-        .url(database_url())
-        .name("shared_auto_fair")
-        .application_name(&app("auto_fair"))
+    let pool = builder("auto_fair")
         .pool_size(8)
         .min_idle(0)
         .acquire_timeout(Duration::from_secs(1))
