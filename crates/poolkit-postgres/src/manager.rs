@@ -40,8 +40,9 @@ pub struct Manager {
     server_limit: std::sync::OnceLock<(u32, u32)>,
     after_connect: Option<crate::hooks::AfterConnect>,
     /// Connections opened by [`bb8::ManageConnection::connect`] (the checkouts) whose
-    /// task has not ended: a connection the pool closed still holds its server backend
-    /// until then (shared by clones).
+    /// task has not ended, counted by that task itself: a connection the pool closed (or
+    /// a connect refused after the login, for its role or by the after-connect hook)
+    /// still holds its server backend until then (shared by clones).
     alive: Arc<std::sync::atomic::AtomicU32>,
 }
 
@@ -179,14 +180,7 @@ impl bb8::ManageConnection for Manager {
     /// (TCP, TLS, startup, authentication, the session check) is bounded here by the same
     /// timeout (`P_CONNECT_TIMEOUT`).
     async fn connect(&self) -> Result<Client, ConnectError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let (client, ended) = self.connect_watched().await?;
-        self.alive.fetch_add(1, Relaxed);
-        let alive = Arc::clone(&self.alive);
-        tokio::spawn(async move {
-            let _ = ended.await;
-            alive.fetch_sub(1, Relaxed);
-        });
+        let (client, _ended) = self.connect_watched(Some(&self.alive)).await?;
         Ok(client)
     }
 
@@ -205,10 +199,30 @@ impl bb8::ManageConnection for Manager {
 /// Completes when a connection's task ends (the socket closed or failed).
 pub(crate) type Ended = tokio::sync::oneshot::Receiver<()>;
 
+/// One connection counted in a [`Manager`]'s `alive` from its task's start to its end.
+struct Alive(Arc<std::sync::atomic::AtomicU32>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicU32>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Manager {
     /// [`bb8::ManageConnection::connect`], also giving a future that completes when the
-    /// connection's task ends (a shared connection needs to learn that it died).
-    pub(crate) async fn connect_watched(&self) -> Result<(Client, Ended), ConnectError> {
+    /// connection's task ends (a shared connection needs to learn that it died); counted
+    /// in `alive`, if given, while that task runs.
+    pub(crate) async fn connect_watched(
+        &self,
+        alive: Option<&Arc<std::sync::atomic::AtomicU32>>,
+    ) -> Result<(Client, Ended), ConnectError> {
         let generation = self.failover.generation();
         let password = self.credentials.password().await?;
         let limit = self.config.get_connect_timeout().copied();
@@ -234,7 +248,7 @@ impl Manager {
                     if let Some(pw) = &password {
                         config.password(pw.expose());
                     }
-                    let attempt = self.attempt(&config, wanted, generation);
+                    let attempt = self.attempt(&config, wanted, generation, alive);
                     let outcome = match limit {
                         Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
                         None => Ok(attempt.await),
@@ -300,9 +314,10 @@ impl Manager {
         config: &tokio_postgres::Config,
         wanted: SessionAttrs,
         generation: u64,
+        alive: Option<&Arc<std::sync::atomic::AtomicU32>>,
     ) -> Result<(Client, Ended), Refused> {
         let (client, ended) = self
-            .open(config, generation)
+            .open(config, generation, alive)
             .await
             .map_err(Refused::Driver)?;
         if wanted == SessionAttrs::Any {
@@ -339,6 +354,7 @@ impl Manager {
         &self,
         config: &tokio_postgres::Config,
         generation: u64,
+        alive: Option<&Arc<std::sync::atomic::AtomicU32>>,
     ) -> Result<(Client, Ended), tokio_postgres::Error> {
         let pool = self.pool.clone();
         let (end, ended) = tokio::sync::oneshot::channel();
@@ -352,7 +368,9 @@ impl Manager {
         match &self.tls {
             None => {
                 let (client, connection) = config.connect(NoTls).await?;
+                let alive = alive.map(Alive::new);
                 tokio::spawn(async move {
+                    let _alive = alive;
                     connection.await.unwrap_or_else(report);
                     let _ = end.send(());
                 });
@@ -360,7 +378,9 @@ impl Manager {
             }
             Some(tls) => {
                 let (client, connection) = config.connect(tls.clone()).await?;
+                let alive = alive.map(Alive::new);
                 tokio::spawn(async move {
+                    let _alive = alive;
                     connection.await.unwrap_or_else(report);
                     let _ = end.send(());
                 });

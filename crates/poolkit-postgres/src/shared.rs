@@ -156,7 +156,7 @@ impl Multiplexer for PgMux {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-        let (client, ended) = self.manager.connect_watched().await?;
+        let (client, ended) = self.manager.connect_watched(None).await?;
         // Counted until the core lets the connection go (it drops this future then) or
         // its connection task ends.
         Ok(Opened::new(client, async move {
