@@ -112,7 +112,11 @@ pub(super) fn start<M: Manager>(shared: &Arc<Shared<M>>) {
     let idle = config.idle_timeout.unwrap_or(Duration::from_secs(60));
     let shrink_after =
         u32::try_from(idle.as_millis() / every.as_millis().max(1)).unwrap_or(u32::MAX);
-    let mut controller = Controller::new(floor(config), shrink_after);
+    let mut controller = Controller::with_units(
+        Controller::units_for(config.backend),
+        floor(config),
+        shrink_after,
+    );
     let weak: Weak<Shared<M>> = Arc::downgrade(shared);
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::warn!(pool = %config.name, "no tokio runtime: the pool stays at its floor");
