@@ -769,7 +769,16 @@ impl Controller {
                 },
             );
         }
-        if server_queue < alpha(self.units, self.limit, parallel) {
+        // In slow start it grows until the server's queue is over `beta`: the back-off that
+        // ends slow start goes straight to the middle of the band, where stopping at the
+        // first size inside it (its lower edge, the queue just over `alpha`) left a pool
+        // of 4 for pgbench's select where 6–10 do more (a size the band holds from then on).
+        let grow_below = if self.slow_start && self.units != Units::Pipelines {
+            beta(self.units, self.limit, parallel)
+        } else {
+            alpha(self.units, self.limit, parallel)
+        };
+        if server_queue < grow_below {
             if self.units == Units::Pipelines
                 && (self.stale
                     || (!self.slow_start && self.tick.saturating_sub(self.base_tick) > FRESH))
@@ -1054,6 +1063,19 @@ mod tests {
         let seen = run(&mut c, 40, 1000, 1000.0, 0.0001, 0.01);
         assert!(seen.iter().all(|&t| t == 30), "{seen:?}");
         assert!(!c.probing());
+    }
+
+    #[test]
+    fn slow_start_ends_in_the_middle_of_the_band() {
+        // 2 cores, 0.05 ms of work per statement: at 4 connections about 2 wait inside the
+        // server, just over `alpha` (1.8) and under `beta` (3.6), the band's lower edge.
+        let mut c = Controller::new(1, 10_000);
+        let seen = run(&mut c, 100, 100, 2.0, 0.000_05, 0.0);
+        assert!(seen.iter().any(|&t| t > 4), "it grew past 4: {seen:?}");
+        assert!(
+            seen[50..].iter().all(|&t| (5..=8).contains(&t)),
+            "it settles inside the band, above its lower edge: {seen:?}"
+        );
     }
 
     /// One 100 ms interval: `acquires` checkouts held `hold` seconds on average, `busy`
