@@ -352,7 +352,8 @@ pub enum Units {
 /// The server's queue under which the pool grows: for [`Units::Requests`]
 /// `3 × log10(size)` (concurrency-limits' Vegas), at least 1, for [`Units::Pipelines`]
 /// half a connection; either way at least a quarter of the connections' worth of work the
-/// server does at once (`parallel`).
+/// server does at once (`parallel`). For [`Units::EventLoop`] `Requests`' value, and at
+/// least 1.5 × `parallel` (a hold time under 2.5 × the unloaded one).
 fn alpha(units: Units, size: u32, parallel: f64) -> f64 {
     let requests = (3.0 * f64::from(size).log10()).max(1.0);
     match units {
@@ -367,7 +368,8 @@ fn alpha(units: Units, size: u32, parallel: f64) -> f64 {
 /// connection; either way at least half of `parallel`: a hold time up to 1.5 × the
 /// unloaded one is tolerated (concurrency-limits' gradient tolerance), so that a server
 /// that works for 50 connections at once is not shrunk by a hold time 20 % longer for a
-/// moment (which on a busy client machine is noise).
+/// moment (which on a busy client machine is noise). For [`Units::EventLoop`] `Requests`'
+/// value, and at least 3 × `parallel` (a hold time up to 4 × the unloaded one).
 fn beta(units: Units, size: u32, parallel: f64) -> f64 {
     let requests = (6.0 * f64::from(size).log10()).max(2.0);
     match units {
