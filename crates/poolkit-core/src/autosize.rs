@@ -476,8 +476,9 @@ impl Window {
 }
 
 impl Controller {
-    /// A controller starting at `floor` (at least 1). It shrinks after `shrink_after`
-    /// intervals of low use (the idle timeout over the interval, at least 1).
+    /// A controller of [`Units::Requests`] starting at `floor` (at least 1). It shrinks
+    /// after `shrink_after` intervals of low use (the idle timeout over the interval, at
+    /// least 1).
     #[must_use]
     pub fn new(floor: u32, shrink_after: u32) -> Self {
         let floor = floor.max(1);
