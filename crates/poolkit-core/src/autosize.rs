@@ -709,6 +709,8 @@ impl Controller {
             self.learn(s, measured_at);
             return self.grow(s, 0.0, 0.0, ceiling);
         };
+        // The recent hold time under the unloaded one lowers it; one interval well under
+        // it only marks it stale (a probe measures it again before pipelines grow).
         if recent < base.hold || s.hold_secs < base.hold * STALE {
             self.learn(s, measured_at);
         }
