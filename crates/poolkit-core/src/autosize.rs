@@ -838,8 +838,10 @@ impl Controller {
     }
 
     /// Grows while callers queue and every connection is in use, never above the ceiling:
-    /// in slow start by the callers waiting (at least 1), at most to four times the size;
-    /// after a back-off by `alpha / 2` (at least 1).
+    /// in slow start by the callers waiting (at least 1), at most to four times the size,
+    /// and once the server shows a queue (`alpha` or more) only to where it would reach
+    /// `beta` if the server could do no more at once; after a back-off by `alpha / 2` (at
+    /// least 1).
     fn grow(
         &mut self,
         s: &Sample,
@@ -852,9 +854,23 @@ impl Controller {
             return None;
         }
         let room = if self.slow_start {
-            u32::try_from(s.pending)
+            let queued = u32::try_from(s.pending)
                 .unwrap_or(u32::MAX)
-                .clamp(1, size.saturating_mul(3))
+                .clamp(1, size.saturating_mul(3));
+            if server_queue >= alpha(self.units, size, parallel) {
+                // Near the knee: a step to four times the size overshoots it by as much.
+                // `SELECT 1` on two cores, the unloaded hold time measured 1.7 × too high
+                // in the pool's first interval: 2 → 8, a queue of 5.2 (just under `beta`,
+                // 5.4), then 8 → 30, the ceiling, with 24 requests waiting inside the
+                // server and less throughput than at 8. Here the step ends where the
+                // queue would reach `beta` with the server's parallel work as it is now
+                // (more if that work grows with the size); the back-off that ends slow
+                // start still lands in the middle of the band.
+                let to_beta = ceil_u32(parallel + beta(self.units, size, parallel));
+                queued.min(to_beta.saturating_sub(size).max(1))
+            } else {
+                queued
+            }
         } else {
             ceil_u32(alpha(self.units, size, parallel) / 2.0).max(1)
         };
@@ -1080,6 +1096,30 @@ mod tests {
         assert!(
             seen[50..].iter().all(|&t| (5..=8).contains(&t)),
             "it settles inside the band, above its lower edge: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn slow_start_does_not_jump_past_the_knee_on_a_noisy_first_interval() {
+        // 2 cores, 0.05 ms of work per statement, 100 callers; the pool's first interval
+        // (2 connections) measures the hold time 1.7 × too high, as a pool starting on a
+        // busy machine does. At 8 the server's queue then reads 4.6: over `alpha` (2.7),
+        // under `beta` (5.4). A step of 4 × went to the ceiling (30).
+        let mut c = Controller::new(2, 10_000);
+        let mut first = sample(2, 100, 2.0, 0.000_05, 0.0);
+        first.hold_secs *= 1.7;
+        first.acquires = (first.acquires * 10) / 17;
+        first.returns = first.acquires;
+        c.decide(&first);
+        assert_eq!(c.open_limit(), 8, "slow start from the floor");
+        let seen = run(&mut c, 100, 100, 2.0, 0.000_05, 0.0);
+        assert!(
+            seen.iter().all(|&t| t <= 12),
+            "it never went far past the knee (about 8): {seen:?}"
+        );
+        assert!(
+            seen[20..].iter().all(|&t| (5..=10).contains(&t)),
+            "it settles inside the band: {seen:?}"
         );
     }
 

@@ -17,6 +17,12 @@ const FLOOR: u32 = 2;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn auto_pool(test: &str, ceiling: u32) -> Pool {
+    // The controller's decisions (`pool open limit changed`, with the hold times and the
+    // reason) go to the test's captured output: a failure shows why the size moved.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("poolkit_core=info")
+        .with_test_writer()
+        .try_init();
     builder(test)
         .pool_size_auto(ceiling)
         .min_idle(FLOOR)
