@@ -23,10 +23,14 @@
 //!   connections in use (`x × hold`) wait *inside* the server. That is Vegas's queue
 //!   estimate: requests that more connections only move from the pool's queue into the
 //!   server's (where they cost CPU, locks, memory).
-//! - While callers queue and every connection is in use, it **grows** when the server's
-//!   queue is below `alpha`: by up to the callers waiting, at most to four times its size
-//!   per interval. With 10 ms statements the hold time stays flat, so it climbs to the
-//!   ceiling in a few intervals.
+//! - While callers queue and every connection is in use, it **grows**. At first (slow
+//!   start) it grows until the server's queue is over `beta`, so that the back-off that
+//!   ends slow start lands in the middle of the band: by up to the callers waiting, at
+//!   most to four times its size per interval while the queue is under `alpha`, and once
+//!   it is over `alpha` only to where it would reach `beta` if the server could do no
+//!   more at once (a step of four times from near the knee overshoots it as far). With
+//!   10 ms statements the hold time stays flat, so it climbs to the ceiling in a few
+//!   intervals.
 //! - It **backs off** when the server's queue is above `beta` (more connections no longer
 //!   raise throughput, or the server's response time rose): the first time straight to
 //!   the size that leaves about `(alpha + beta) / 2` there, afterwards towards it by a
@@ -34,8 +38,9 @@
 //!   `beta` are concurrency-limits' Vegas's, 3 and 6 × log10 of the size (at least 1 and
 //!   2), and at least a quarter and a half of the server's parallel work: a hold time up
 //!   to 1.5 × the unloaded one is tolerated (concurrency-limits' gradient tolerance),
-//!   which matters for servers that work for many connections at once. After the first back-off it grows by `alpha / 2` per interval (TCP's congestion
-//!   avoidance after slow start), until the pool next shrinks when idle.
+//!   which matters for servers that work for many connections at once. After the first
+//!   back-off it grows by `alpha / 2` per interval while the queue is under `alpha` (TCP's
+//!   congestion avoidance after slow start), until the pool next shrinks when idle.
 //! - It **holds** while the throughput is under a third of what it was when the pool last
 //!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
 //!   hiccup), every hold time rises with it, and backing off would not help; measured on
@@ -349,6 +354,18 @@ pub enum Units {
     EventLoop,
 }
 
+impl Units {
+    /// The units of a checkout pool's open limit for `backend`: [`Units::EventLoop`] for
+    /// Redis, [`Units::Requests`] for the others.
+    #[must_use]
+    pub fn for_backend(backend: crate::Backend) -> Self {
+        match backend {
+            crate::Backend::Redis => Self::EventLoop,
+            crate::Backend::Postgres | crate::Backend::Http => Self::Requests,
+        }
+    }
+}
+
 /// The server's queue under which the pool grows: for [`Units::Requests`]
 /// `3 × log10(size)` (concurrency-limits' Vegas), at least 1, for [`Units::Pipelines`]
 /// half a connection; either way at least a quarter of the connections' worth of work the
@@ -522,16 +539,6 @@ impl Controller {
         Self {
             units,
             ..Self::new(floor, shrink_after)
-        }
-    }
-
-    /// The units of a checkout pool's open limit for `backend`: [`Units::EventLoop`] for
-    /// Redis, [`Units::Requests`] for the others.
-    #[must_use]
-    pub fn units_for(backend: crate::Backend) -> Units {
-        match backend {
-            crate::Backend::Redis => Units::EventLoop,
-            crate::Backend::Postgres | crate::Backend::Http => Units::Requests,
         }
     }
 
@@ -912,6 +919,20 @@ mod tests {
         }
     }
 
+    /// The same interval on a machine `by` times slower (another process took it, or the
+    /// pool was starting): each checkout held `by` × as long, `by` × fewer of them.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    fn slowed(mut s: Sample, by: f64) -> Sample {
+        s.acquires = (s.acquires as f64 / by) as u64;
+        s.returns = s.acquires;
+        s.hold_secs *= by;
+        s
+    }
+
     fn run(
         c: &mut Controller,
         ticks: usize,
@@ -1043,10 +1064,7 @@ mod tests {
         let mut c = Controller::new(1, 10_000);
         run(&mut c, 100, 1000, 3.0, 0.0001, 0.0);
         let settled = c.open_limit();
-        let mut noisy = sample(settled, 1000, 3.0, 0.0001, 0.0);
-        noisy.acquires = noisy.acquires * 2 / 3;
-        noisy.returns = noisy.acquires;
-        noisy.hold_secs *= 1.5;
+        let noisy = slowed(sample(settled, 1000, 3.0, 0.0001, 0.0), 1.5);
         assert_eq!(c.decide(&noisy), None, "settled at {settled}");
         let seen = run(&mut c, 5, 1000, 3.0, 0.0001, 0.0);
         assert!(seen.iter().all(|&t| t == settled), "{settled}: {seen:?}");
@@ -1061,11 +1079,7 @@ mod tests {
         let before = c.open_limit();
         let seen: Vec<u32> = (0..10)
             .map(|_| {
-                let mut s = sample(c.open_limit(), 1000, 3.0, 0.0001, 0.0);
-                s.acquires /= 5;
-                s.returns = s.acquires;
-                s.hold_secs *= 5.0;
-                c.decide(&s);
+                c.decide(&slowed(sample(c.open_limit(), 1000, 3.0, 0.0001, 0.0), 5.0));
                 c.open_limit()
             })
             .collect();
@@ -1106,11 +1120,7 @@ mod tests {
         // busy machine does. At 8 the server's queue then reads 4.6: over `alpha` (2.7),
         // under `beta` (5.4). A step of 4 × went to the ceiling (30).
         let mut c = Controller::new(2, 10_000);
-        let mut first = sample(2, 100, 2.0, 0.000_05, 0.0);
-        first.hold_secs *= 1.7;
-        first.acquires = (first.acquires * 10) / 17;
-        first.returns = first.acquires;
-        c.decide(&first);
+        c.decide(&slowed(sample(2, 100, 2.0, 0.000_05, 0.0), 1.7));
         assert_eq!(c.open_limit(), 8, "slow start from the floor");
         let seen = run(&mut c, 100, 100, 2.0, 0.000_05, 0.0);
         assert!(
@@ -1332,11 +1342,7 @@ mod tests {
         // is well under it, which would read as room for every connection up to the
         // ceiling. The pool measures again and comes back to one or two.
         let mut c = Controller::pipelined(1, 10_000);
-        let mut first = piped(1, 2.0, 20e-6, 0.0, 65_000.0, 5);
-        first.acquires /= 6;
-        first.returns = first.acquires;
-        first.hold_secs *= 6.0;
-        c.decide(&first);
+        c.decide(&slowed(piped(1, 2.0, 20e-6, 0.0, 65_000.0, 5), 6.0));
         let seen = run_piped(&mut c, 100, (2.0, 20e-6, 0.0, 65_000.0), 5);
         assert!(
             seen[15..].iter().all(|&t| (1..=2).contains(&t)),

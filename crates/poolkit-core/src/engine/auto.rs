@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::{Manager, Shared};
-use crate::autosize::{Controller, Sample, Sizing, floor};
+use crate::autosize::{Controller, Sample, Sizing, Units, floor};
 use crate::metrics::CloseReason;
 
 /// What the last sample saw, to take differences from.
@@ -113,7 +113,7 @@ pub(super) fn start<M: Manager>(shared: &Arc<Shared<M>>) {
     let shrink_after =
         u32::try_from(idle.as_millis() / every.as_millis().max(1)).unwrap_or(u32::MAX);
     let mut controller = Controller::with_units(
-        Controller::units_for(config.backend),
+        Units::for_backend(config.backend),
         floor(config),
         shrink_after,
     );
