@@ -10,9 +10,9 @@
 //! - The **unloaded hold time** is the hold time measured with few connections in use: at
 //!   the floor when the pool starts, whenever the load is light, and under a steady load by
 //!   a short *downward probe* (half the size for two intervals) every 300 intervals under
-//!   load (intervals while the pool is idle do not count), 20 intervals after slow start
-//!   ends (the floor's one connection in the pool's first interval is the least reliable
-//!   measurement), and sooner when the throughput stays under half of what it was at the
+//!   load (intervals while the pool is idle do not count), for [`Units::Requests`] also 20
+//!   intervals after slow start ends (the floor's one connection in the pool's first
+//!   interval is the least reliable measurement), and sooner when the throughput stays under half of what it was at the
 //!   last growth for 20 decisions in a row.
 //!   "Few in use" counts the connections checked out at the interval's start and end as
 //!   well as the mean: an interval in which a heavy load began or ended has a light load's
@@ -362,7 +362,7 @@ pub enum Units {
     /// off at 12. The pool grows while the hold time is under 4 × the unloaded one
     /// (`alpha` at least 3 × the server's parallel work) and backs off over 6 × it (`beta`
     /// at least 5 × that work): a loop that far behind gains nothing from more. Where
-    /// that is, measured (`poolctl bench redis --pool-sizes 4,10,20,30,50`, two cores):
+    /// that is, measured (`poolctl bench redis --pool-sizes 10,20,30,50`, then `1,2,4,8`):
     /// 20 connections do 1.17 × what 10 do, 30 1.03 × what 20 do, 50 no more than 30. The
     /// hold time is least at about 4 connections, 0.038 ms (with 1 or 2 the client's
     /// threads sleep between commands, and it is 0.05–0.06 ms), so it is 4 × that at about

@@ -1,6 +1,7 @@
 //! The multiplexed core: a few sockets, each carrying many requests at once, shared by
 //! every caller of a pool. Redis shared mode, HTTP/2 and PostgreSQL pipelining are built
-//! on it; the engine (`crate::engine`, feature `bb8`) is its counterpart for checked-out connections.
+//! on it; the engine (`crate::engine`, feature `bb8`) is its counterpart for checked-out
+//! connections.
 //!
 //! A backend implements [`Multiplexer`]: open a socket, giving back a cheap-to-clone
 //! handle and a future that completes when the socket stops taking new requests (it died,
