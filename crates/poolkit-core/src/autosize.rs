@@ -12,8 +12,8 @@
 //!   a short *downward probe* (half the size for two intervals) every 300 intervals under
 //!   load (intervals while the pool is idle do not count), for [`Units::Requests`] also 20
 //!   intervals after slow start ends (the floor's one connection in the pool's first
-//!   interval is the least reliable measurement), and sooner when the throughput stays under half of what it was at the
-//!   last growth for 20 decisions in a row.
+//!   interval is the least reliable measurement), and sooner when the throughput stays
+//!   under half of what it was at the last growth for 20 decisions in a row.
 //!   "Few in use" counts the connections checked out at the interval's start and end as
 //!   well as the mean: an interval in which a heavy load began or ended has a light load's
 //!   mean and a heavy load's hold time, and is not an unloaded measurement. With more
@@ -415,6 +415,19 @@ fn beta(units: Units, size: u32, parallel: f64) -> f64 {
         Units::Pipelines => 1.0f64.max(parallel / 2.0),
         Units::EventLoop => requests.max(parallel * 5.0),
     }
+}
+
+/// How much the pool grows per interval after slow start (congestion avoidance): half of
+/// `alpha`, at least 1. For [`Units::EventLoop`] half of `Requests`' `alpha`: its own band
+/// is wide (a hold time of 4 × to 6 × the unloaded one), and steps of half of it (12
+/// connections at once for Redis on two cores) swung a pool with a ceiling of 50 between 24
+/// and 44.
+fn step(units: Units, size: u32, parallel: f64) -> u32 {
+    let units = match units {
+        Units::EventLoop => Units::Requests,
+        other => other,
+    };
+    ceil_u32(alpha(units, size, parallel) / 2.0).max(1)
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -904,14 +917,7 @@ impl Controller {
                 queued
             }
         } else {
-            // An event loop's band is wide (a hold time of 4 × to 6 × the unloaded one):
-            // steps of half of it (12 connections at once for Redis on two cores) swung a
-            // pool with a ceiling of 50 between 24 and 44. It steps as `Requests` would.
-            let units = match self.units {
-                Units::EventLoop => Units::Requests,
-                other => other,
-            };
-            ceil_u32(alpha(units, size, parallel) / 2.0).max(1)
+            step(self.units, size, parallel)
         };
         let to = size.saturating_add(room).min(ceiling);
         self.grown_x = s.throughput();
@@ -952,7 +958,8 @@ mod tests {
     }
 
     /// The same interval on a machine `by` times slower (another process took it, or the
-    /// pool was starting): each checkout held `by` × as long, `by` × fewer of them.
+    /// pool was starting): each checkout held `by` × as long, `by` × fewer of them (`by`
+    /// under 1: a faster one).
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -1310,8 +1317,8 @@ mod tests {
 
     /// Redis GETs on the bench machine (two cores shared by Redis, the client and its
     /// tasks), fitted to `poolctl bench redis --op exclusive-get --pool-sizes 10,20,30,50`:
-    /// `n` connections do `150k × n / (n + 3.76)` GETs a second (about 85k, 109k, 126k and
-    /// 133k at 5, 10, 20 and 30; measured 88k, 109k, 128k, 132k and 131k at 50). Its least
+    /// `n` connections do `150k × n / (n + 3.76)` GETs a second (about 109k, 126k, 133k and
+    /// 140k at 10, 20, 30 and 50; measured 109k, 128k, 132k and 131k). Its least
     /// hold time, 0.032 ms at the floor, is the quietest the bench's pools measured
     /// (0.031 ms at 4 connections in round eight's r13, 0.038 ms for a fixed pool of 4).
     /// Returns one interval at `limit` with `ceiling`.
@@ -1368,11 +1375,7 @@ mod tests {
         let settled = c.open_limit();
         let seen: Vec<u32> = (0..100)
             .map(|_| {
-                let mut s = redis(c.open_limit(), 1000, 50);
-                s.acquires *= 2;
-                s.returns = s.acquires;
-                s.hold_secs /= 2.0;
-                c.decide(&s);
+                c.decide(&slowed(redis(c.open_limit(), 1000, 50), 0.5));
                 c.open_limit()
             })
             .collect();
