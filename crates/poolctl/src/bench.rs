@@ -82,6 +82,10 @@ pub(crate) struct RunResult {
     pub(crate) cut_off: u64,
     /// Successful operations per second.
     pub(crate) throughput_rps: f64,
+    /// The slowest round's throughput (`throughput_rps` for a single run).
+    pub(crate) throughput_low_rps: f64,
+    /// The fastest round's throughput (`throughput_rps` for a single run).
+    pub(crate) throughput_high_rps: f64,
     /// Acquire timeouts over all finished operations.
     pub(crate) timeout_ratio: f64,
     /// Whole-operation latency (acquire + run), seconds.
@@ -178,9 +182,22 @@ impl RunResult {
     }
 }
 
-/// A table of runs (for `--pool-sizes` and `--steps`).
+/// The slowest and the fastest round's throughput: `61,693–69,021`.
+fn rps_range(r: &RunResult) -> String {
+    range_text((r.throughput_low_rps, r.throughput_high_rps))
+}
+
+fn range_text((low, high): (f64, f64)) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = |v: f64| thousands(v.round() as u64);
+    format!("{}–{}", whole(low), whole(high))
+}
+
+/// A table of runs (for `--pool-sizes` and `--steps`); with `--rounds`, a last column
+/// gives each row's slowest and fastest round.
 pub(crate) fn runs_table(runs: &[RunResult]) -> String {
     let by_client = runs.iter().any(|r| r.client != "poolkit");
+    let rounds = runs.iter().any(|r| r.rounds > 1);
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
@@ -198,6 +215,9 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
                 thousands(r.errors_total()),
                 thousands(r.connections_opened),
             ];
+            if rounds {
+                row.push(rps_range(r));
+            }
             if by_client {
                 row.insert(0, r.client.to_owned());
             }
@@ -216,6 +236,9 @@ pub(crate) fn runs_table(runs: &[RunResult]) -> String {
         "Errors",
         "Opened",
     ];
+    if rounds {
+        headers.push("RPS by round");
+    }
     if by_client {
         headers.insert(0, "Client");
     }
@@ -245,6 +268,14 @@ pub(crate) fn median_of(rounds: &[RunResult]) -> RunResult {
     };
     RunResult {
         throughput_rps: median(rounds.iter().map(|r| r.throughput_rps).collect()),
+        throughput_low_rps: rounds
+            .iter()
+            .map(|r| r.throughput_low_rps)
+            .fold(f64::INFINITY, f64::min),
+        throughput_high_rps: rounds
+            .iter()
+            .map(|r| r.throughput_high_rps)
+            .fold(0.0, f64::max),
         latency: q(|r| r.latency),
         acquire_wait: q(|r| r.acquire_wait),
         rounds: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
@@ -265,6 +296,17 @@ pub(crate) struct AutoVersusBest {
     pub(crate) wait_p95_ratio: f64,
     /// Auto's open limit at the end of the run.
     pub(crate) auto_open_limit: u32,
+    /// With `--rounds`: whether auto's rounds and the best fixed size's overlap (auto's
+    /// fastest round is at least the best size's slowest, and the other way round), that
+    /// is whether the difference between the two medians is within the round-to-round
+    /// spread of this machine. `None` for a single round.
+    pub(crate) rounds_overlap: Option<bool>,
+    /// Auto's slowest and fastest round (RPS).
+    #[serde(skip)]
+    auto_range: (f64, f64),
+    /// The best fixed size's slowest and fastest round (RPS).
+    #[serde(skip)]
+    best_range: (f64, f64),
 }
 
 /// For every concurrency with both an auto-sized run and fixed sizes: auto against the
@@ -283,13 +325,21 @@ pub(crate) fn auto_versus_best(runs: &[RunResult]) -> Vec<AutoVersusBest> {
                 throughput_ratio: a.throughput_rps / best.throughput_rps.max(1e-9),
                 wait_p95_ratio: a.acquire_wait.p95 / best.acquire_wait.p95.max(1e-9),
                 auto_open_limit: a.open_limit,
+                rounds_overlap: (a.rounds > 1 && best.rounds > 1).then_some(
+                    a.throughput_high_rps >= best.throughput_low_rps
+                        && best.throughput_high_rps >= a.throughput_low_rps,
+                ),
+                auto_range: (a.throughput_low_rps, a.throughput_high_rps),
+                best_range: (best.throughput_low_rps, best.throughput_high_rps),
             })
         })
         .collect()
 }
 
 /// One line per [`AutoVersusBest`]: `1000 users: auto (8) 1.04 × the throughput of the
-/// best fixed size (10), wait P95 0.97 ×`.
+/// best fixed size (10), wait P95 0.97 ×`; with `--rounds`, a second line gives both
+/// sizes' slowest and fastest rounds and whether they overlap (a difference within the
+/// machine's noise) or lie apart.
 pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
     let mut out = String::new();
     for c in v {
@@ -302,6 +352,22 @@ pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
             c.best_size,
             c.wait_p95_ratio
         );
+        if let Some(overlap) = c.rounds_overlap {
+            let verdict = if overlap {
+                "the rounds overlap: the medians differ by less than the spread between rounds"
+            } else if c.auto_range.1 < c.best_range.0 {
+                "apart: auto's fastest round is under the best size's slowest"
+            } else {
+                "apart: auto's slowest round is over the best size's fastest"
+            };
+            let _ = writeln!(
+                out,
+                "  by round: auto {} RPS, {} {} RPS; {verdict}",
+                range_text(c.auto_range),
+                c.best_size,
+                range_text(c.best_range)
+            );
+        }
     }
     out
 }
@@ -435,6 +501,8 @@ pub(crate) async fn run(
         errors,
         cut_off,
         throughput_rps: ok as f64 / seconds.max(1e-9),
+        throughput_low_rps: ok as f64 / seconds.max(1e-9),
+        throughput_high_rps: ok as f64 / seconds.max(1e-9),
         timeout_ratio: if finished == 0 {
             0.0
         } else {
@@ -678,6 +746,8 @@ mod tests {
             errors: BTreeMap::new(),
             cut_off: 0,
             throughput_rps: rps,
+            throughput_low_rps: rps,
+            throughput_high_rps: rps,
             timeout_ratio: 0.0,
             latency: q,
             acquire_wait: q,
@@ -698,6 +768,12 @@ mod tests {
         assert!((m.throughput_rps - 1000.0).abs() < 1e-9);
         assert!((m.acquire_wait.p95 - 0.002).abs() < 1e-12);
         assert_eq!(m.rounds, 3);
+        assert_eq!(
+            (m.throughput_low_rps, m.throughput_high_rps),
+            (900.0, 1200.0)
+        );
+        let table = runs_table(std::slice::from_ref(&m));
+        assert!(table.contains("900–1,200"), "{table}");
         let two = median_of(&rounds[..2]);
         assert!((two.throughput_rps - 1050.0).abs() < 1e-9);
     }
@@ -722,5 +798,43 @@ mod tests {
             text.contains("1,000 users: auto (open limit 7) 1.20 × the throughput of the best fixed size (5), wait P95 0.50 ×"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rounds_tell_a_real_difference_from_the_spread_between_rounds() {
+        let rounds =
+            |size, auto, rps: [f64; 3]| median_of(&rps.map(|r| run(size, auto, 100, r, 0.002)));
+        // Auto's median is 0.92 × the best's, but its rounds reach into the best's.
+        let noisy = auto_versus_best(&[
+            rounds(10, false, [61_000.0, 68_000.0, 69_000.0]),
+            rounds(20, true, [58_000.0, 62_500.0, 63_000.0]),
+        ]);
+        assert_eq!(noisy[0].rounds_overlap, Some(true));
+        let text = auto_lines(&noisy);
+        assert!(
+            text.contains(
+                "by round: auto 58,000–63,000 RPS, 10 61,000–69,000 RPS; the rounds overlap"
+            ),
+            "{text}"
+        );
+        // Every round of auto under every round of the best: a real difference.
+        let apart = auto_versus_best(&[
+            rounds(10, false, [66_000.0, 68_000.0, 69_000.0]),
+            rounds(20, true, [58_000.0, 60_000.0, 63_000.0]),
+        ]);
+        assert_eq!(apart[0].rounds_overlap, Some(false));
+        assert!(
+            auto_lines(&apart)
+                .contains("apart: auto's fastest round is under the best size's slowest"),
+            "{}",
+            auto_lines(&apart)
+        );
+        // One round: nothing to say about the spread.
+        let single = auto_versus_best(&[
+            run(10, false, 100, 69_000.0, 0.002),
+            run(20, true, 100, 60_000.0, 0.002),
+        ]);
+        assert_eq!(single[0].rounds_overlap, None);
+        assert!(!auto_lines(&single).contains("by round"));
     }
 }

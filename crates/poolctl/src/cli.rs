@@ -268,7 +268,9 @@ pub(crate) struct BenchArgs {
     pub(crate) duration: Duration,
     /// Run the whole plan (every step, every size) this many times, interleaved, and report
     /// each size and step's median: a shared machine's speed drifts by ±10 % between runs
-    /// of a few seconds, which one round cannot tell from a difference between sizes.
+    /// of a few seconds, which one round cannot tell from a difference between sizes. The
+    /// table then gives each row's slowest and fastest round, and each auto line whether
+    /// auto's rounds and the best fixed size's overlap.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub(crate) rounds: u32,
     /// Pool size for the run (default: the env's P_POOL_SIZE).
