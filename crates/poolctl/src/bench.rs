@@ -187,6 +187,7 @@ fn rps_range(r: &RunResult) -> String {
     range_text((r.throughput_low_rps, r.throughput_high_rps))
 }
 
+/// A slowest and fastest round as text: `61,693–69,021`.
 fn range_text((low, high): (f64, f64)) -> String {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let whole = |v: f64| thousands(v.round() as u64);
@@ -302,11 +303,9 @@ pub(crate) struct AutoVersusBest {
     /// spread of this machine. `None` for a single round.
     pub(crate) rounds_overlap: Option<bool>,
     /// Auto's slowest and fastest round (RPS).
-    #[serde(skip)]
-    auto_range: (f64, f64),
+    pub(crate) auto_rounds_rps: (f64, f64),
     /// The best fixed size's slowest and fastest round (RPS).
-    #[serde(skip)]
-    best_range: (f64, f64),
+    pub(crate) best_rounds_rps: (f64, f64),
 }
 
 /// For every concurrency with both an auto-sized run and fixed sizes: auto against the
@@ -329,8 +328,8 @@ pub(crate) fn auto_versus_best(runs: &[RunResult]) -> Vec<AutoVersusBest> {
                     a.throughput_high_rps >= best.throughput_low_rps
                         && best.throughput_high_rps >= a.throughput_low_rps,
                 ),
-                auto_range: (a.throughput_low_rps, a.throughput_high_rps),
-                best_range: (best.throughput_low_rps, best.throughput_high_rps),
+                auto_rounds_rps: (a.throughput_low_rps, a.throughput_high_rps),
+                best_rounds_rps: (best.throughput_low_rps, best.throughput_high_rps),
             })
         })
         .collect()
@@ -355,7 +354,7 @@ pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
         if let Some(overlap) = c.rounds_overlap {
             let verdict = if overlap {
                 "the rounds overlap: the medians differ by less than the spread between rounds"
-            } else if c.auto_range.1 < c.best_range.0 {
+            } else if c.auto_rounds_rps.1 < c.best_rounds_rps.0 {
                 "apart: auto's fastest round is under the best size's slowest"
             } else {
                 "apart: auto's slowest round is over the best size's fastest"
@@ -363,9 +362,9 @@ pub(crate) fn auto_lines(v: &[AutoVersusBest]) -> String {
             let _ = writeln!(
                 out,
                 "  by round: auto {} RPS, {} {} RPS; {verdict}",
-                range_text(c.auto_range),
+                range_text(c.auto_rounds_rps),
                 c.best_size,
-                range_text(c.best_range)
+                range_text(c.best_rounds_rps)
             );
         }
     }
@@ -489,6 +488,8 @@ pub(crate) async fn run(
         }
     };
     #[allow(clippy::cast_precision_loss)]
+    let throughput = ok as f64 / seconds.max(1e-9);
+    #[allow(clippy::cast_precision_loss)]
     Ok(RunResult {
         backend: stats_backend(&subject),
         client: subject.client(),
@@ -500,9 +501,9 @@ pub(crate) async fn run(
         ok,
         errors,
         cut_off,
-        throughput_rps: ok as f64 / seconds.max(1e-9),
-        throughput_low_rps: ok as f64 / seconds.max(1e-9),
-        throughput_high_rps: ok as f64 / seconds.max(1e-9),
+        throughput_rps: throughput,
+        throughput_low_rps: throughput,
+        throughput_high_rps: throughput,
         timeout_ratio: if finished == 0 {
             0.0
         } else {
