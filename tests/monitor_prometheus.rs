@@ -130,10 +130,7 @@ fn start_prometheus(app: SocketAddr) -> Prometheus {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = monitor_support::ports::child_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
     let child = std::process::Command::new("prometheus")

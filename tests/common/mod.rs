@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use poolkit_core::env::process_lookup;
 
 mod pg_ha;
+mod ports;
 mod proxy;
 mod redis_ha;
 pub use pg_ha::*;
@@ -43,12 +44,13 @@ pub fn pg_unreachable(e: &dyn std::fmt::Display) -> String {
     )
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub use ports::{child_port, child_port_on};
+
+/// A free TCP port on 127.0.0.1 for a private server to bind, or where nothing listens:
+/// from outside the kernel's ephemeral range, so no other socket is handed it in the
+/// meantime (see `ports`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    child_port()
 }
 
 /// A temporary directory owned by `postgres`, removed on drop.

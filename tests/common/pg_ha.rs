@@ -176,26 +176,13 @@ impl Drop for Cluster {
     }
 }
 
-/// A port free on `host` (and, for `127.0.0.1`, the usual free-port probe).
+/// A port free on `host` for a private server (see `ports`).
 pub fn free_port_on(host: &str) -> u16 {
-    if host == "127.0.0.1" {
-        return free_port();
-    }
-    std::net::TcpListener::bind((host, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback address")
-        .port()
+    super::child_port_on(&[host])
 }
 
 /// A port free on both `127.0.0.1` and `127.0.0.2`, for two servers one name can move
 /// between.
 pub fn port_free_on_two() -> u16 {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-        let port = a.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+    super::child_port_on(&["127.0.0.1", "127.0.0.2"])
 }

@@ -2,6 +2,9 @@
 //! HTTP client, and a private PostgreSQL server that a test may stop and start.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../common/ports.rs"]
+pub mod ports;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -205,10 +208,7 @@ pub struct PrivatePg {
 
 impl PrivatePg {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = ports::child_port();
         let dir =
             std::env::temp_dir().join(format!("poolkit-monitor-pg-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

@@ -3,8 +3,9 @@
 //! `scripts/services.d/http.sh` installs nginx.
 
 mod common;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,13 +62,8 @@ fn start_nginx() -> Nginx {
     let dir = std::env::temp_dir().join(format!("poolctl-nginx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    };
-    let (port, tls_port) = (free(), free());
+    // Ports no other socket is handed before nginx binds them (see tests/common/ports.rs).
+    let (port, tls_port) = (ports::child_port(), ports::child_port());
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a cert");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert.pem");
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("key.pem");

@@ -3,8 +3,9 @@
 //! HTTP/2 over TLS. `scripts/services.d/http.sh` installs nginx.
 
 mod common;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,12 +28,10 @@ impl Drop for Nginx {
     }
 }
 
+/// A port for nginx to bind that no other socket is handed in the meantime (see
+/// `tests/common/ports.rs`).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::child_port()
 }
 
 fn nginx_binary() -> PathBuf {

@@ -3,6 +3,8 @@
 //! servers.
 
 mod common;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
 use std::time::Duration;
 
@@ -78,11 +80,8 @@ async fn a_reqwest_client_from_poolkit_config_over_h2_and_http1() {
     assert_eq!(created, 2, "the idle connection expired");
 
     // A refused connect is counted as a connect error.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // Outside the kernel's ephemeral range: no socket is handed it while the test runs.
+    let port = ports::child_port();
     let mut c = Config::new("rq_refused");
     c.connect_timeout = Duration::from_secs(2);
     let client = reqwest_client_with(&c).expect("client");

@@ -1,6 +1,9 @@
 //! Helpers shared by the PostgreSQL integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../../../tests/common/ports.rs"]
+mod ports;
+
 use std::time::Duration;
 
 use poolkit_core::env::process_lookup;
@@ -111,11 +114,8 @@ impl PrivateCluster {
             .map(|e| e.path().join("bin"))
             .max()
             .expect("a PostgreSQL version");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        // A port no other socket is handed before the server binds it.
+        let port = ports::child_port();
         let dir =
             std::env::temp_dir().join(format!("poolkit-{name}-{}-{port}", std::process::id()));
         let data = dir.join("data");

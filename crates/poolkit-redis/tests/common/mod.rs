@@ -2,7 +2,6 @@
 //! own (so they can kill and restart them without disturbing anyone else).
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,13 +30,14 @@ pub async fn shared_pool(name: &str, size: u32) -> Pool {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+#[path = "../../../../tests/common/ports.rs"]
+mod ports;
+
+/// A free TCP port on 127.0.0.1 for a private redis-server, or where nothing listens: from
+/// outside the kernel's ephemeral range, so no other socket is handed it in the meantime
+/// (see the workspace's `tests/common/ports.rs`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    ports::child_port()
 }
 
 /// A redis-server this test owns, on its own port; killed on drop.
