@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use poolkit_core::env::process_lookup;
 
 mod pg_ha;
-mod ports;
 mod proxy;
 mod redis_ha;
 pub use pg_ha::*;
@@ -44,11 +43,11 @@ pub fn pg_unreachable(e: &dyn std::fmt::Display) -> String {
     )
 }
 
-pub use ports::{child_port, child_port_on};
+pub use poolkit_test_support::{child_port, child_port_on};
 
 /// A free TCP port on 127.0.0.1 for a private server to bind, or where nothing listens:
 /// from outside the kernel's ephemeral range, so no other socket is handed it in the
-/// meantime (see `ports`).
+/// meantime (see `poolkit_test_support`).
 pub fn free_port() -> u16 {
     child_port()
 }

@@ -176,7 +176,7 @@ impl Drop for Cluster {
     }
 }
 
-/// A port free on `host` for a private server (see `ports`).
+/// A port free on `host` for a private server (see `poolkit_test_support`).
 pub fn free_port_on(host: &str) -> u16 {
     super::child_port_on(&[host])
 }

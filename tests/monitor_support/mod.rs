@@ -2,8 +2,7 @@
 //! HTTP client, and a private PostgreSQL server that a test may stop and start.
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../common/ports.rs"]
-pub mod ports;
+pub use poolkit_test_support as ports;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! `scripts/services.d/http.sh` installs nginx.
 
 mod common;
-#[path = "../../../tests/common/ports.rs"]
-mod ports;
+use poolkit_test_support as ports;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,7 +61,7 @@ fn start_nginx() -> Nginx {
     let dir = std::env::temp_dir().join(format!("poolctl-nginx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    // Ports no other socket is handed before nginx binds them (see tests/common/ports.rs).
+    // Ports no other socket is handed before nginx binds them (see poolkit-test-support).
     let (port, tls_port) = (ports::child_port(), ports::child_port());
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a cert");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert.pem");

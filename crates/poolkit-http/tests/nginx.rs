@@ -3,8 +3,7 @@
 //! HTTP/2 over TLS. `scripts/services.d/http.sh` installs nginx.
 
 mod common;
-#[path = "../../../tests/common/ports.rs"]
-mod ports;
+use poolkit_test_support as ports;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,7 +28,7 @@ impl Drop for Nginx {
 }
 
 /// A port for nginx to bind that no other socket is handed in the meantime (see
-/// `tests/common/ports.rs`).
+/// `poolkit-test-support`).
 fn free_port() -> u16 {
     ports::child_port()
 }

@@ -3,8 +3,7 @@
 //! servers.
 
 mod common;
-#[path = "../../../tests/common/ports.rs"]
-mod ports;
+use poolkit_test_support as ports;
 
 use std::time::Duration;
 

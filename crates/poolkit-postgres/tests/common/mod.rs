@@ -1,8 +1,7 @@
 //! Helpers shared by the PostgreSQL integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../../tests/common/ports.rs"]
-mod ports;
+use poolkit_test_support as ports;
 
 use std::time::Duration;
 

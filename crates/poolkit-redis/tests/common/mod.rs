@@ -30,12 +30,11 @@ pub async fn shared_pool(name: &str, size: u32) -> Pool {
     }
 }
 
-#[path = "../../../../tests/common/ports.rs"]
-mod ports;
+use poolkit_test_support as ports;
 
 /// A free TCP port on 127.0.0.1 for a private redis-server, or where nothing listens: from
 /// outside the kernel's ephemeral range, so no other socket is handed it in the meantime
-/// (see the workspace's `tests/common/ports.rs`).
+/// (see `poolkit-test-support`).
 pub fn free_port() -> u16 {
     ports::child_port()
 }

@@ -14,10 +14,8 @@
 //! on its own. Each one is checked free by binding it on every host asked for, and one process
 //! never gets the same port twice.
 //!
-//! Shared by every test crate of the workspace through `#[path]`, so that there is one copy;
-//! its own test is `tests/ports.rs`.
-
-#![allow(dead_code, unreachable_pub)]
+//! A package of its own, a dev-dependency of every crate whose tests start servers, so that
+//! there is one copy and cargo rebuilds the tests when it changes.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,7 +23,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// How many ports outside the ephemeral range this draws from.
 const SPAN: u32 = 8192;
 
-/// The kernel's ephemeral range, `(first, last)`.
+/// The kernel's ephemeral range, `(first, last)` (`net.ipv4.ip_local_port_range`).
+#[must_use]
 pub fn ephemeral_range() -> (u32, u32) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -53,11 +52,16 @@ fn pool() -> (u32, u32) {
 
 /// A port free on `127.0.0.1` that the kernel will not hand to anyone else (see the module
 /// doc), for a child process to bind.
+#[must_use]
 pub fn child_port() -> u16 {
     child_port_on(&["127.0.0.1"])
 }
 
 /// A port free on every one of `hosts` (loopback addresses), as [`child_port`].
+///
+/// # Panics
+/// When every port it draws from is taken, or the ephemeral range leaves none outside it.
+#[must_use]
 pub fn child_port_on(hosts: &[&str]) -> u16 {
     static TAKEN: AtomicU32 = AtomicU32::new(0);
     let (low, high) = pool();
@@ -72,4 +76,27 @@ pub fn child_port_on(hosts: &[&str]) -> u16 {
         }
     }
     panic!("no port free on {hosts:?} in {low}..{high}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_for_child_servers_lie_outside_the_ephemeral_range_and_never_repeat() {
+        let (first, last) = ephemeral_range();
+        let taken: Vec<u16> = (0..64).map(|_| child_port()).collect();
+        assert!(
+            taken
+                .iter()
+                .all(|&p| !(first..=last).contains(&u32::from(p))),
+            "{taken:?} against the ephemeral range {first}–{last}"
+        );
+        let mut unique = taken.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), taken.len(), "{taken:?}");
+        let two = child_port_on(&["127.0.0.1", "127.0.0.2"]);
+        assert!(std::net::TcpListener::bind(("127.0.0.2", two)).is_ok());
+    }
 }
