@@ -60,6 +60,12 @@ impl PrivateRedis {
             "no".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        // A cluster node's bus port is its port + 10,000 unless set, which puts it back in the
+        // kernel's ephemeral range, where another socket may hold it (a node then fails to start):
+        // take it from outside that range too.
+        if extra.contains(&"--cluster-enabled") && !extra.contains(&"--cluster-port") {
+            args.extend(["--cluster-port".to_owned(), ports::child_port().to_string()]);
+        }
         let mut s = Self {
             port,
             args,
