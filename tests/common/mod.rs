@@ -309,12 +309,7 @@ impl PrivateRedis {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        // A cluster node's bus port is its port + 10,000 unless set, which puts it back in the
-        // kernel's ephemeral range, where another socket may hold it (a node then fails to start):
-        // take it from outside that range too.
-        if extra.contains(&"--cluster-enabled") && !extra.contains(&"--cluster-port") {
-            args.extend(["--cluster-port".to_owned(), child_port().to_string()]);
-        }
+        args.extend(poolkit_test_support::redis_bus_port_args(extra));
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())

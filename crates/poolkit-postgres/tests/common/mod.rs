@@ -1,12 +1,11 @@
 //! Helpers shared by the PostgreSQL integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use poolkit_test_support as ports;
-
 use std::time::Duration;
 
 use poolkit_core::env::process_lookup;
 use poolkit_postgres::{Pool, tokio_postgres};
+use poolkit_test_support as ports;
 
 /// `DATABASE_URL`, defaulting to the local test database.
 pub fn database_url() -> String {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use poolkit_core::env::process_lookup;
 use poolkit_redis::{Config, Pool};
+use poolkit_test_support as ports;
 
 /// `REDIS_URL`, defaulting to the local server.
 pub fn redis_url() -> String {
@@ -29,8 +30,6 @@ pub async fn shared_pool(name: &str, size: u32) -> Pool {
         ),
     }
 }
-
-use poolkit_test_support as ports;
 
 /// A free TCP port on 127.0.0.1 for a private redis-server, or where nothing listens: from
 /// outside the kernel's ephemeral range, so no other socket is handed it in the meantime
@@ -60,12 +59,7 @@ impl PrivateRedis {
             "no".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        // A cluster node's bus port is its port + 10,000 unless set, which puts it back in the
-        // kernel's ephemeral range, where another socket may hold it (a node then fails to start):
-        // take it from outside that range too.
-        if extra.contains(&"--cluster-enabled") && !extra.contains(&"--cluster-port") {
-            args.extend(["--cluster-port".to_owned(), ports::child_port().to_string()]);
-        }
+        args.extend(ports::redis_bus_port_args(extra));
         let mut s = Self {
             port,
             args,
