@@ -384,21 +384,106 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
+/// What a run measured, before it is summed up: one run, or with `--slice` the turns of
+/// one size at one step added together.
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    /// Time under load (the sum of the turns).
+    seconds: f64,
+    /// Each user's operation latencies, microseconds.
+    latency_us: Vec<Vec<u32>>,
+    /// Each user's acquire waits, microseconds (empty when the client does not see them).
+    wait_us: Vec<Vec<u32>>,
+    /// Failed operations by kind.
+    errors: BTreeMap<String, u64>,
+    /// Operations that finished after the time was up.
+    cut_off: u64,
+}
+
+impl Measured {
+    /// Adds a later turn of the same size and step.
+    fn add(&mut self, turn: Self) {
+        self.seconds += turn.seconds;
+        self.latency_us.extend(turn.latency_us);
+        self.wait_us.extend(turn.wait_us);
+        for (k, n) in turn.errors {
+            *self.errors.entry(k).or_default() += n;
+        }
+        self.cut_off += turn.cut_off;
+    }
+
+    /// The result, with the pool's figures read from `subject` now; `opened_before` is
+    /// what the pool had opened when the first turn began (the auto pool runs every step;
+    /// a fixed pool is fresh per step, its warm-up counted).
+    fn result(
+        self,
+        subject: &Subject,
+        pool_size: u32,
+        concurrency: u32,
+        opened_before: u64,
+    ) -> RunResult {
+        let stats = subject.stats();
+        let ok: u64 = self.latency_us.iter().map(|v| v.len() as u64).sum();
+        let finished = ok + self.errors.values().sum::<u64>();
+        let timeouts = self.errors.get("timeout").copied().unwrap_or(0);
+        let client_measured = self.wait_us.iter().any(|v| !v.is_empty());
+        let keeps_stats = !matches!(*subject, Subject::Reqwest { .. });
+        let acquire_wait = if client_measured {
+            Quantiles::of(&self.wait_us)
+        } else {
+            Quantiles {
+                p50: stats.wait.p50,
+                p95: stats.wait.p95,
+                p99: stats.wait.p99,
+            }
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let throughput = ok as f64 / self.seconds.max(1e-9);
+        #[allow(clippy::cast_precision_loss)]
+        RunResult {
+            backend: stats_backend(subject),
+            client: subject.client(),
+            pool_size,
+            auto_sized: stats.auto_sized,
+            open_limit: stats.open_limit,
+            concurrency,
+            seconds: self.seconds,
+            ok,
+            errors: self.errors,
+            cut_off: self.cut_off,
+            throughput_rps: throughput,
+            throughput_low_rps: throughput,
+            throughput_high_rps: throughput,
+            timeout_ratio: if finished == 0 {
+                0.0
+            } else {
+                timeouts as f64 / finished as f64
+            },
+            latency: Quantiles::of(&self.latency_us),
+            acquire_wait,
+            acquire_wait_source: if client_measured {
+                "client"
+            } else if keeps_stats {
+                "pool"
+            } else {
+                "not measured: reqwest has no pool statistics"
+            },
+            connections_opened: stats.created.saturating_sub(opened_before),
+            rounds: 1,
+        }
+    }
+}
+
 /// Runs `concurrency` users against `subject` for `duration`. Users start no operation
 /// after the deadline; one that finishes after it is counted as cut off, not measured.
 pub(crate) async fn run(
     subject: Arc<Subject>,
-    pool_size: u32,
     concurrency: u32,
     duration: Duration,
     grace: Duration,
     bar: &ProgressBar,
-) -> Result<RunResult, Error> {
+) -> Result<Measured, Error> {
     let started = Instant::now();
-    // The auto pool runs every step: count what each step opened. A fixed pool is fresh
-    // per run, its warm-up included.
-    let before = subject.stats();
-    let created_before = if before.auto_sized { before.created } else { 0 };
     let deadline = tokio::time::Instant::now() + duration;
     let done = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(concurrency as usize);
@@ -442,85 +527,30 @@ pub(crate) async fn run(
     bar.set_message("finishing the operations in flight".to_owned());
     // Operations still running at the deadline are let finish (they end within the acquire
     // or command timeout); a user still busy after `grace` is stopped.
-    let mut tallies = Vec::with_capacity(handles.len());
-    let mut aborted = 0;
+    let mut measured = Measured {
+        seconds: duration.as_secs_f64(),
+        ..Measured::default()
+    };
     for mut h in handles {
         match tokio::time::timeout_at(deadline + grace, &mut h).await {
-            Ok(joined) => tallies
-                .push(joined.map_err(|e| Error::Failed(format!("a bench user task failed: {e}")))?),
+            Ok(joined) => {
+                let t =
+                    joined.map_err(|e| Error::Failed(format!("a bench user task failed: {e}")))?;
+                measured.latency_us.push(t.latency_us);
+                measured.wait_us.push(t.wait_us);
+                for (k, n) in t.errors {
+                    *measured.errors.entry(k.to_owned()).or_default() += n;
+                }
+                measured.cut_off += t.cut_off;
+            }
             Err(_) => {
                 h.abort();
-                aborted += 1;
+                measured.cut_off += 1;
             }
         }
     }
-    let seconds = duration.as_secs_f64();
     bar.finish_and_clear();
-
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for t in &tallies {
-        for (k, n) in &t.errors {
-            *errors.entry((*k).to_owned()).or_default() += n;
-        }
-    }
-    let latency: Vec<Vec<u32>> = tallies
-        .iter_mut()
-        .map(|t| std::mem::take(&mut t.latency_us))
-        .collect();
-    let wait: Vec<Vec<u32>> = tallies
-        .iter_mut()
-        .map(|t| std::mem::take(&mut t.wait_us))
-        .collect();
-    let ok: u64 = latency.iter().map(|v| v.len() as u64).sum();
-    let cut_off = tallies.iter().map(|t| t.cut_off).sum::<u64>() + aborted;
-    let finished = ok + errors.values().sum::<u64>();
-    let timeouts = errors.get("timeout").copied().unwrap_or(0);
-    let stats = subject.stats();
-    let client_measured = wait.iter().any(|v| !v.is_empty());
-    let keeps_stats = !matches!(*subject, Subject::Reqwest { .. });
-    let acquire_wait = if client_measured {
-        Quantiles::of(&wait)
-    } else {
-        Quantiles {
-            p50: stats.wait.p50,
-            p95: stats.wait.p95,
-            p99: stats.wait.p99,
-        }
-    };
-    #[allow(clippy::cast_precision_loss)]
-    let throughput = ok as f64 / seconds.max(1e-9);
-    #[allow(clippy::cast_precision_loss)]
-    Ok(RunResult {
-        backend: stats_backend(&subject),
-        client: subject.client(),
-        pool_size,
-        auto_sized: stats.auto_sized,
-        open_limit: stats.open_limit,
-        concurrency,
-        seconds,
-        ok,
-        errors,
-        cut_off,
-        throughput_rps: throughput,
-        throughput_low_rps: throughput,
-        throughput_high_rps: throughput,
-        timeout_ratio: if finished == 0 {
-            0.0
-        } else {
-            timeouts as f64 / finished as f64
-        },
-        latency: Quantiles::of(&latency),
-        acquire_wait,
-        acquire_wait_source: if client_measured {
-            "client"
-        } else if keeps_stats {
-            "pool"
-        } else {
-            "not measured: reqwest has no pool statistics"
-        },
-        connections_opened: stats.created.saturating_sub(created_before),
-        rounds: 1,
-    })
+    Ok(measured)
 }
 
 fn stats_backend(t: &Subject) -> &'static str {
@@ -550,33 +580,33 @@ fn progress(quiet: bool, label: String) -> ProgressBar {
     bar
 }
 
-/// One run of `concurrency` users on `subject`, reported unless `--json`.
-async fn one(
-    args: &BenchArgs,
-    subject: &Arc<Subject>,
-    size: u32,
-    concurrency: u32,
-) -> Result<RunResult, Error> {
-    let label = if subject.stats().auto_sized {
-        format!("pool auto (ceiling {size}) × {concurrency} users")
-    } else {
-        format!("{} pool {size} × {concurrency} users", subject.client())
+/// How `--duration` is cut with `--slice`: the number of turns and each turn's length
+/// (the turns add up to the duration; a slice as long as the duration or longer is one
+/// turn).
+pub(crate) fn turns(duration: Duration, slice: Option<Duration>) -> (u32, Duration) {
+    let Some(slice) = slice.filter(|s| !s.is_zero() && *s < duration) else {
+        return (1, duration);
     };
-    let bar = progress(args.quiet || args.json, label);
-    let grace = subject.acquire_timeout() + Duration::from_secs(10);
-    let result = run(
-        Arc::clone(subject),
-        size,
-        concurrency,
-        args.duration,
-        grace,
-        &bar,
-    )
-    .await?;
-    if !args.json {
-        println!("{}", result.report());
-    }
-    Ok(result)
+    let n = duration.as_nanos().div_ceil(slice.as_nanos());
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    (n, duration / n)
+}
+
+/// One size (and, for HTTP, one client) at one step of one round: its pool and what its
+/// turns measured so far.
+struct Entry {
+    /// Where its result goes: the size's place in `--pool-sizes`, the step's place, the client's.
+    key: (usize, usize, usize),
+    size: u32,
+    client: HttpClient,
+    /// Whether this is the auto pool (kept through every step) rather than a fixed pool
+    /// built for this step.
+    auto: bool,
+    subject: Option<Arc<Subject>>,
+    opened_before: u64,
+    measured: Measured,
+    /// Set after the last turn.
+    result: Option<RunResult>,
 }
 
 /// The whole `bench` subcommand: every pool size × every step, then the report.
@@ -638,6 +668,7 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     } else {
         None
     };
+    let (turns, turn) = turns(args.duration, args.slice);
     // Step by step, every size in turn, so that the runs compared at one step are close in
     // time (a shared machine's speed drifts over minutes); shown grouped by size.
     let mut runs = Vec::new();
@@ -645,39 +676,49 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
     let plan: Vec<(usize, u32)> = (0..args.rounds)
         .flat_map(|_| steps.iter().copied().enumerate())
         .collect();
-    'steps: for &(step, concurrency) in &plan {
+    for &(step, concurrency) in &plan {
+        let mut entries = Vec::new();
         for (nth, &size) in sizes.iter().enumerate() {
-            let result = match (size, &auto) {
+            match (size, &auto) {
                 (SizeArg::Fixed(size), _) => {
-                    let mut results = Vec::new();
-                    for &client in clients {
-                        let subject = Arc::new(if args.backend == BackendArg::Http {
-                            spec.build_http(size, client)?
-                        } else {
-                            spec.build_for(size, None, client == HttpClient::PostgresShared)
-                                .await?
+                    for (c, &client) in clients.iter().enumerate() {
+                        entries.push(Entry {
+                            key: (nth, step, c),
+                            size,
+                            client,
+                            auto: false,
+                            subject: None,
+                            opened_before: 0,
+                            measured: Measured::default(),
+                            result: None,
                         });
-                        let result = one(args, &subject, size, concurrency).await;
-                        subject.close().await;
-                        results.push(result);
-                    }
-                    results
-                }
-                (SizeArg::Auto, Some((ceiling, subject))) => {
-                    vec![one(args, subject, *ceiling, concurrency).await]
-                }
-                (SizeArg::Auto, None) => Vec::new(),
-            };
-            // One result per client (HTTP compares two at each size and step).
-            for (client, r) in result.into_iter().enumerate() {
-                match r {
-                    Ok(r) => runs.push(((nth, step, client), r)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break 'steps;
                     }
                 }
+                (SizeArg::Auto, Some((ceiling, subject))) => entries.push(Entry {
+                    key: (nth, step, 0),
+                    size: *ceiling,
+                    client: HttpClient::Poolkit,
+                    auto: true,
+                    opened_before: subject.stats().created,
+                    subject: Some(Arc::clone(subject)),
+                    measured: Measured::default(),
+                    result: None,
+                }),
+                (SizeArg::Auto, None) => {}
             }
+        }
+        let outcome = step_in_turns(args, &spec, &mut entries, concurrency, turns, turn).await;
+        for e in entries {
+            match (e.result, e.subject) {
+                (Some(r), _) => runs.push((e.key, r)),
+                // A failure left this fixed pool open.
+                (None, Some(subject)) if !e.auto => subject.close().await,
+                (None, _) => {}
+            }
+        }
+        if let Err(e) = outcome {
+            failed = Some(e);
+            break;
         }
     }
     if let Some((_, subject)) = &auto {
@@ -704,6 +745,14 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
                 args.rounds
             );
         }
+        if turns > 1 {
+            println!(
+                "each round: every size ran {} turns of {} in rotation, {} in all",
+                turns,
+                crate::format::ms(turn.as_secs_f64()),
+                crate::format::ms(args.duration.as_secs_f64())
+            );
+        }
         if !versus.is_empty() {
             print!("{}", auto_lines(&versus));
         }
@@ -715,12 +764,75 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     if args.json {
-        let body = if args.rounds > 1 {
-            serde_json::json!({ "backend": args.backend, "runs": runs, "auto_versus_best": versus, "rounds": args.rounds, "every_round": every })
-        } else {
-            serde_json::json!({ "backend": args.backend, "runs": runs, "auto_versus_best": versus })
-        };
+        let mut body = serde_json::json!({ "backend": args.backend, "runs": runs, "auto_versus_best": versus });
+        if args.rounds > 1 {
+            body["rounds"] = args.rounds.into();
+            body["every_round"] = serde_json::to_value(&every)
+                .map_err(|e| Error::Failed(format!("the bench's JSON: {e}")))?;
+        }
+        if turns > 1 {
+            body["turns"] = turns.into();
+            body["turn_seconds"] = turn.as_secs_f64().into();
+        }
         println!("{body:#}");
+    }
+    Ok(())
+}
+
+/// Runs one step: every size in rotation, `turns` turns of `turn` each. A fixed pool is
+/// built at its first turn and stays open until its last, so that with `--slice` every
+/// size meets its later turns warm, as the auto pool does; after its last turn its result
+/// is taken (and printed unless `--json`) and the fixed pool closed.
+async fn step_in_turns(
+    args: &BenchArgs,
+    spec: &SubjectSpec,
+    entries: &mut [Entry],
+    concurrency: u32,
+    turns: u32,
+    turn: Duration,
+) -> Result<(), Error> {
+    for nth_turn in 1..=turns {
+        for e in entries.iter_mut() {
+            let subject = match &e.subject {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let s = Arc::new(if args.backend == BackendArg::Http {
+                        spec.build_http(e.size, e.client)?
+                    } else {
+                        spec.build_for(e.size, None, e.client == HttpClient::PostgresShared)
+                            .await?
+                    });
+                    e.subject = Some(Arc::clone(&s));
+                    s
+                }
+            };
+            let label = if e.auto {
+                format!("pool auto (ceiling {}) × {concurrency} users", e.size)
+            } else {
+                format!("{} pool {} × {concurrency} users", subject.client(), e.size)
+            };
+            let bar = progress(args.quiet || args.json, label);
+            let grace = subject.acquire_timeout() + Duration::from_secs(10);
+            let m = run(Arc::clone(&subject), concurrency, turn, grace, &bar).await?;
+            e.measured.add(m);
+            if nth_turn == turns {
+                let r = std::mem::take(&mut e.measured).result(
+                    &subject,
+                    e.size,
+                    concurrency,
+                    e.opened_before,
+                );
+                if !args.json {
+                    println!("{}", r.report());
+                }
+                e.result = Some(r);
+                if !e.auto {
+                    // Closed at once: with one turn (no --slice) the server then needs
+                    // room for one fixed pool at a time.
+                    subject.close().await;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -756,6 +868,39 @@ mod tests {
             connections_opened: 0,
             rounds: 1,
         }
+    }
+
+    #[test]
+    fn a_slice_cuts_the_duration_into_equal_turns() {
+        let s = Duration::from_secs;
+        assert_eq!(turns(s(12), None), (1, s(12)));
+        assert_eq!(turns(s(12), Some(s(1))), (12, s(1)));
+        // Turns of equal length that add up to the duration, none longer than the slice.
+        assert_eq!(turns(s(10), Some(s(3))), (4, Duration::from_millis(2500)));
+        // A slice as long as the run or longer is one turn.
+        assert_eq!(turns(s(2), Some(s(2))), (1, s(2)));
+        assert_eq!(turns(s(2), Some(s(5))), (1, s(2)));
+    }
+
+    #[test]
+    fn turns_add_up_to_one_run() {
+        let turn = |ms: Vec<u32>, errors: &[(&str, u64)], cut_off| Measured {
+            seconds: 1.0,
+            latency_us: vec![ms.clone()],
+            wait_us: vec![ms],
+            errors: errors.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            cut_off,
+        };
+        let mut m = turn(vec![100, 200], &[("timeout", 1)], 2);
+        m.add(turn(vec![300], &[("timeout", 2), ("query", 1)], 1));
+        m.add(turn(vec![], &[], 0));
+        assert!((m.seconds - 3.0).abs() < 1e-12);
+        let ops: usize = m.latency_us.iter().map(Vec::len).sum();
+        assert_eq!(ops, 3);
+        assert_eq!(m.wait_us.len(), 3, "each turn's users are kept apart");
+        assert_eq!(m.errors.get("timeout"), Some(&3));
+        assert_eq!(m.errors.get("query"), Some(&1));
+        assert_eq!(m.cut_off, 3);
     }
 
     #[test]

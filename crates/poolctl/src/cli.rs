@@ -273,6 +273,14 @@ pub(crate) struct BenchArgs {
     /// auto's rounds and the best fixed size's overlap.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub(crate) rounds: u32,
+    /// Run the sizes of each step in rotation, this long at a time, until each has run
+    /// --duration (such as `-d 6s --slice 1s`: six turns of a second each). Sizes compared
+    /// at one step then meet the same moments of a noisy machine instead of its
+    /// neighbouring seconds. Every fixed pool of the step stays open through its turns, so
+    /// the server must allow the sizes' sum at once. Without it, each size runs its whole
+    /// duration at once on a fresh pool.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) slice: Option<Duration>,
     /// Pool size for the run (default: the env's P_POOL_SIZE).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) pool_size: Option<u32>,
