@@ -41,7 +41,10 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let ok = |n: &PrivateRedis| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok");
+    let ok = |n: &PrivateRedis| {
+        n.cli(None, &["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+    };
     let end = Instant::now() + Duration::from_secs(15);
     while !nodes.iter().all(ok) {
         assert!(Instant::now() < end, "cluster did not reach state ok");
@@ -69,7 +72,7 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
     }
     // The keys really are spread over all three masters.
     for n in &nodes {
-        let count: u32 = n.cli(&["DBSIZE"]).trim().parse().expect("DBSIZE");
+        let count: u32 = n.cli(None, &["DBSIZE"]).trim().parse().expect("DBSIZE");
         assert!(count > 30, "a master holds only {count} of 300 keys");
     }
     for i in 0..300 {
@@ -93,7 +96,7 @@ async fn keys_spread_over_three_masters_and_survive_a_node_restart() {
     }
 
     // Restart one master (it rejoins with its nodes.conf; keys are not persisted).
-    nodes[1].down();
+    nodes[1].stop();
     let mut failed = 0;
     for i in 0..30 {
         if pool

@@ -68,9 +68,11 @@ async fn writes_follow_a_demoted_master() {
     );
     let end = Instant::now() + Duration::from_secs(30);
     let settled = |n: &PrivateRedis| {
-        n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
-            && n.cli(&["INFO", "replication"]).contains("role:master")
-            || n.cli(&["INFO", "replication"])
+        n.cli(None, &["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+            && n.cli(None, &["INFO", "replication"])
+                .contains("role:master")
+            || n.cli(None, &["INFO", "replication"])
                 .contains("master_link_status:up")
     };
     while !nodes.iter().all(settled) {
@@ -80,7 +82,7 @@ async fn writes_follow_a_demoted_master() {
     // A replica, and the master it would take over from.
     let replica = nodes
         .iter()
-        .find(|n| n.cli(&["ROLE"]).starts_with("slave"))
+        .find(|n| n.cli(None, &["ROLE"]).starts_with("slave"))
         .expect("a replica");
 
     let seeds = nodes
@@ -148,10 +150,10 @@ async fn writes_follow_a_demoted_master() {
         .collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let failover_ms = u64::try_from(begin.elapsed().as_millis()).unwrap();
-    let answer = replica.cli(&["CLUSTER", "FAILOVER"]);
+    let answer = replica.cli(None, &["CLUSTER", "FAILOVER"]);
     assert!(answer.contains("OK"), "CLUSTER FAILOVER: {answer}");
     let end = Instant::now() + Duration::from_secs(15);
-    while !replica.cli(&["ROLE"]).starts_with("master") {
+    while !replica.cli(None, &["ROLE"]).starts_with("master") {
         assert!(Instant::now() < end, "the replica did not take over");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -186,7 +188,7 @@ async fn writes_follow_a_demoted_master() {
             None => older += 1,
         }
     }
-    let on_new_master: u64 = replica.cli(&["DBSIZE"]).trim().parse().unwrap_or(0);
+    let on_new_master: u64 = replica.cli(None, &["DBSIZE"]).trim().parse().unwrap_or(0);
     println!(
         "FIGURES cluster_failover: {} writes ok, {} failed ({:?}); CLUSTER FAILOVER at {failover_ms} ms, the replica was master at {promoted_ms} ms; no write succeeded for {gap} ms from {gap_from} ms; of {} keys, {older} on an older value than their last acknowledged write and {newer} on a newer one; {on_new_master} keys on the new master; cluster connection rebuilt {} times; errors counted {:?}",
         ok.load(SeqCst),

@@ -84,7 +84,7 @@ async fn reconnects_after_client_kill() {
     pool.query::<()>(redis::cmd("SET").arg("k").arg("v"))
         .await
         .expect("SET");
-    let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let killed = server.cli(None, &["CLIENT", "KILL", "TYPE", "normal"]);
     assert!(
         killed.trim().parse::<u32>().unwrap_or(0) >= 2,
         "killed: {killed}"
@@ -119,7 +119,7 @@ async fn recovers_after_a_server_restart_and_fails_fast_with_typed_errors_meanwh
     // Both sockets open before the restart (the pool is ready with one; on a busy machine
     // the second may still be connecting, and its first open is not a reconnect).
     until_open(&pool, 2).await;
-    server.down();
+    server.stop();
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let err = pool

@@ -70,7 +70,7 @@ async fn rediss_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
         .expect("ping");
     assert_eq!(pong, "PONG");
     // The plain port of the same server confirms the value went through TLS to it.
-    assert_eq!(server.cli(&["GET", "tls:k"]).trim(), "over TLS");
+    assert_eq!(server.cli(None, &["GET", "tls:k"]).trim(), "over TLS");
 
     // Without the CA (web roots only), the certificate is refused, with the reason.
     let err = Pool::new(config(&url, "redis_tls_untrusted", None))

@@ -15,10 +15,15 @@
 //! never gets the same port twice.
 //!
 //! A package of its own, a dev-dependency of every crate whose tests start servers, so that
-//! there is one copy and cargo rebuilds the tests when it changes.
+//! there is one copy and cargo rebuilds the tests when it changes. It also holds the one
+//! [`PrivateRedis`] (a `redis-server` a test owns) that the root tests and poolkit-redis's
+//! share.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+mod redis;
+pub use redis::PrivateRedis;
 
 /// How many ports outside the ephemeral range this draws from.
 const SPAN: u32 = 8192;

@@ -2,8 +2,7 @@
 //! own (so they can kill and restart them without disturbing anyone else).
 #![allow(dead_code, unreachable_pub)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poolkit_core::env::process_lookup;
 use poolkit_redis::{Config, Pool};
@@ -38,85 +37,8 @@ pub fn free_port() -> u16 {
     ports::child_port()
 }
 
-/// A redis-server this test owns, on its own port; killed on drop.
-pub struct PrivateRedis {
-    pub port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    pub fn start(extra: &[&str]) -> Self {
-        let port = free_port();
-        let mut args = vec![
-            "--port".to_owned(),
-            port.to_string(),
-            "--bind".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--save".to_owned(),
-            String::new(),
-            "--appendonly".to_owned(),
-            "no".to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args.extend(ports::redis_bus_port_args(extra));
-        let mut s = Self {
-            port,
-            args,
-            child: None,
-        };
-        s.up();
-        s
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and waits until it answers.
-    pub fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/services.sh installs it)");
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "private redis-server on port {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
+/// A redis-server this test owns (its log kept for a failing test).
+pub use poolkit_test_support::PrivateRedis;
 
 /// A pool on a private server.
 pub async fn private_pool(server: &PrivateRedis, name: &str, size: u32, timeout: Duration) -> Pool {
