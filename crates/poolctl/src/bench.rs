@@ -1,5 +1,6 @@
 //! `poolctl bench`: N concurrent users against one pool for a fixed time, each run on a
-//! fresh pool, with the seed's one-line summary.
+//! fresh pool (with `--slice`, fresh per step and kept through its turns), with the seed's
+//! one-line summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -747,10 +748,8 @@ pub(crate) async fn command(args: &BenchArgs) -> Result<(), Error> {
         }
         if turns > 1 {
             println!(
-                "each round: every size ran {} turns of {} in rotation, {} in all",
-                turns,
-                crate::format::ms(turn.as_secs_f64()),
-                crate::format::ms(args.duration.as_secs_f64())
+                "each round: the sizes took {turns} turns of {turn:?} each, in rotation ({:?} each in all)",
+                args.duration
             );
         }
         if !versus.is_empty() {

@@ -224,6 +224,58 @@ fn auto_is_a_column_beside_the_fixed_sizes() {
 }
 
 #[test]
+fn sizes_run_in_turns_with_slice() {
+    let url = database_url_with_marker();
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "postgres",
+            "--pool-sizes",
+            "1,4,auto",
+            "--steps",
+            "20",
+            "--rounds",
+            "2",
+            "-d",
+            "1s",
+            "--slice",
+            "250ms",
+            "--query",
+            "SELECT pg_sleep(0.005)",
+            "--json",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json(&out);
+    assert_eq!(v["turns"], 4, "{v}");
+    assert_eq!(v["turn_seconds"], 0.25, "{v}");
+    let every = v["every_round"].as_array().expect("every_round");
+    assert_eq!(every.len(), 6, "3 sizes × 2 rounds: {v}");
+    for r in every {
+        // Each size ran its four turns: the whole -d under load.
+        assert_eq!(r["seconds"], 1.0, "{r}");
+        assert!(r["ok"].as_u64().unwrap() > 20, "{r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+        if r["auto_sized"] == false {
+            // A fixed pool is built once per step and kept through its turns.
+            assert_eq!(r["connections_opened"], r["pool_size"], "{r}");
+        }
+    }
+    // 5 ms statements: 4 connections do more than 1 in the same turns.
+    let rps = |size: u64| {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pool_size"] == size && r["auto_sized"] == false)
+            .map(|r| r["throughput_rps"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert!(rps(4) > 2.0 * rps(1), "{v}");
+}
+
+#[test]
 fn redis_exclusive_pool_with_auto_and_pgbench_statement() {
     let redis = redis_url_checked();
     let (code, out, err) = run(
