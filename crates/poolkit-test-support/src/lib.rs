@@ -30,7 +30,7 @@ const SPAN: u32 = 8192;
 
 /// The kernel's ephemeral range, `(first, last)` (`net.ipv4.ip_local_port_range`).
 #[must_use]
-pub fn ephemeral_range() -> (u32, u32) {
+pub(crate) fn ephemeral_range() -> (u32, u32) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
@@ -83,20 +83,6 @@ pub fn child_port_on(hosts: &[&str]) -> u16 {
     panic!("no port free on {hosts:?} in {low}..{high}");
 }
 
-/// The arguments a `redis-server` started with `extra` needs besides its port: for a cluster
-/// node (`--cluster-enabled`) without a `--cluster-port` of its own, a bus port from
-/// [`child_port`]. By default the bus port is the port + 10,000, which puts it back inside
-/// the ephemeral range, where another socket may hold it and the node then cannot start
-/// (fleet_store_ha's cluster test once had a node on 25858 that never listened).
-#[must_use]
-pub fn redis_bus_port_args(extra: &[&str]) -> Vec<String> {
-    if extra.contains(&"--cluster-enabled") && !extra.contains(&"--cluster-port") {
-        vec!["--cluster-port".to_owned(), child_port().to_string()]
-    } else {
-        Vec::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,18 +103,5 @@ mod tests {
         assert_eq!(unique.len(), taken.len(), "{taken:?}");
         let two = child_port_on(&["127.0.0.1", "127.0.0.2"]);
         assert!(std::net::TcpListener::bind(("127.0.0.2", two)).is_ok());
-    }
-
-    #[test]
-    fn a_cluster_node_gets_a_bus_port_outside_the_ephemeral_range() {
-        let (first, last) = ephemeral_range();
-        let args = redis_bus_port_args(&["--cluster-enabled", "yes"]);
-        assert_eq!(args[0], "--cluster-port");
-        let bus: u32 = args[1].parse().expect("a port");
-        assert!(!(first..=last).contains(&bus), "{bus}");
-        assert!(redis_bus_port_args(&["--requirepass", "x"]).is_empty());
-        assert!(
-            redis_bus_port_args(&["--cluster-enabled", "yes", "--cluster-port", "7"]).is_empty()
-        );
     }
 }

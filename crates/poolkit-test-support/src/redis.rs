@@ -45,7 +45,7 @@ impl PrivateRedis {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args.extend(crate::redis_bus_port_args(extra));
+        args.extend(redis_bus_port_args(extra));
         let mut s = Self {
             port,
             args,
@@ -135,5 +135,38 @@ impl Drop for PrivateRedis {
         } else {
             let _ = std::fs::remove_file(&self.log);
         }
+    }
+}
+
+/// The arguments a `redis-server` started with `extra` needs besides its port: for a
+/// cluster node (`--cluster-enabled`) without a `--cluster-port` of its own, a bus port
+/// from [`crate::child_port`]. By default the bus port is the port + 10,000, which puts it
+/// back inside the ephemeral range, where another socket may hold it and the node then
+/// cannot start (fleet_store_ha's cluster test once had a node on 25858 that never
+/// listened).
+#[must_use]
+fn redis_bus_port_args(extra: &[&str]) -> Vec<String> {
+    if extra.contains(&"--cluster-enabled") && !extra.contains(&"--cluster-port") {
+        vec!["--cluster-port".to_owned(), crate::child_port().to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_node_gets_a_bus_port_outside_the_ephemeral_range() {
+        let (first, last) = crate::ephemeral_range();
+        let args = redis_bus_port_args(&["--cluster-enabled", "yes"]);
+        assert_eq!(args[0], "--cluster-port");
+        let bus: u32 = args[1].parse().expect("a port");
+        assert!(!(first..=last).contains(&bus), "{bus}");
+        assert!(redis_bus_port_args(&["--requirepass", "x"]).is_empty());
+        assert!(
+            redis_bus_port_args(&["--cluster-enabled", "yes", "--cluster-port", "7"]).is_empty()
+        );
     }
 }
