@@ -53,9 +53,9 @@
 //!   counted for 100 intervals under load, and compared only with intervals that had
 //!   from half to twice as many callers), does not back off from a size that measured
 //!   over 1.02 × every smaller size, and, while in the band, at most once per 50
-//!   intervals under load, tries the size one step larger for 10 intervals: kept while it measures more, left
-//!   for the size it came from otherwise. A larger size measured recently as no faster
-//!   is not tried again until that measurement expires.
+//!   intervals under load, tries the size one step larger for 10 intervals: kept while
+//!   it measures more, left for the size it came from otherwise. A larger size measured
+//!   recently as no faster is not tried again until that measurement expires.
 //! - It **holds** while the throughput is under a third of what it was when the pool last
 //!   grew: the whole machine stalls (a client starved of CPU by other processes, a network
 //!   hiccup), every hold time rises with it, and backing off would not help; measured on
@@ -361,7 +361,10 @@ const RATE_MIN: usize = 8;
 
 /// How much more throughput (the median over [`RATE_MIN`] or more intervals) a larger
 /// size must have measured than every smaller one, recently, to be kept where the server's
-/// queue says to back off: 2 %, beyond the scatter of such medians on a busy machine.
+/// queue says to back off. On a busy machine such medians scatter by a few per cent, so
+/// noise crosses it too, and the pool then keeps a size one step past the best until the
+/// measurements expire ([`RATE_MEMORY`]): on the flat tops measured, under 2 % of
+/// throughput (docs/benchmarks.md, issue 23 round twelve).
 const RATE_MARGIN: f64 = 1.02;
 
 /// With [`Units::Requests`], the fewest intervals under load between two tries of a size
