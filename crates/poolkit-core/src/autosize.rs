@@ -524,12 +524,8 @@ pub struct Controller {
     /// With [`Units::Requests`], the `loaded` count at which the pool last tried a larger
     /// size (see [`EXPLORE_EVERY`]).
     explored: u64,
-    /// While a larger size is tried, no back-off before this decision: it is measured
-    /// for [`RATE_MIN`] intervals first.
-    explore_until: u64,
-    /// The size before the larger one being tried: where the pool returns when the
-    /// larger one does no more (not a quarter down from it, which crept upward).
-    explore_from: Option<u32>,
+    /// The larger size being tried, until the open limit next changes.
+    trying: Option<Try>,
 }
 
 /// Intervals pooled until they hold [`MIN_RETURNS`] returns.
@@ -580,6 +576,17 @@ impl Window {
         };
         Some((sample, w.peak_busy))
     }
+}
+
+/// A larger size being tried (see [`Controller::decide`]).
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    /// The size before: where the pool returns when the larger one does no more (not a
+    /// quarter down from it, which crept upward).
+    from: u32,
+    /// No back-off before this decision: the larger size is measured for [`RATE_MIN`]
+    /// intervals first.
+    until: u64,
 }
 
 /// One interval's throughput at a size (see [`Rates`]).
@@ -717,8 +724,7 @@ impl Controller {
             rates: Rates::default(),
             changed_tick: 0,
             explored: 0,
-            explore_until: 0,
-            explore_from: None,
+            trying: None,
         }
     }
 
@@ -776,7 +782,7 @@ impl Controller {
         }
         self.limit = to;
         self.changed_tick = self.tick;
-        self.explore_from = None;
+        self.trying = None;
         self.window = Window::default();
         // The server's work at once depends on the size: smooth only at one size.
         self.parallel = None;
@@ -988,7 +994,10 @@ impl Controller {
                 // the size a little, a real overload within a few intervals.
                 to = to.max(ceil_u32(f64::from(self.limit) * 0.75));
             }
-            let to = self.explore_from.unwrap_or(to).clamp(floor, self.limit - 1);
+            let to = self
+                .trying
+                .map_or(to, |t| t.from)
+                .clamp(floor, self.limit - 1);
             if self.units == Units::Pipelines {
                 self.calm_until = self.tick + CALM;
             }
@@ -1048,7 +1057,8 @@ impl Controller {
     fn kept_for_throughput(&self) -> bool {
         self.units == Units::Requests
             && !self.slow_start
-            && (self.tick < self.explore_until || self.rates.faster_than_below(self.limit))
+            && (self.trying.is_some_and(|t| self.tick < t.until)
+                || self.rates.faster_than_below(self.limit))
     }
 
     /// With [`Units::Requests`] after slow start, in the band (neither growing nor backing
@@ -1072,10 +1082,12 @@ impl Controller {
             None => {}
         }
         self.explored = self.loaded;
-        self.explore_until = self.tick + RATE_MIN as u64 + 2;
-        let from = self.limit;
+        let tried = Try {
+            from: self.limit,
+            until: self.tick + RATE_MIN as u64 + 2,
+        };
         let change = self.change(next, Reason::Explore { throughput: here });
-        self.explore_from = Some(from);
+        self.trying = Some(tried);
         change
     }
 
